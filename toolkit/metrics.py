@@ -1,0 +1,105 @@
+"""Per-run metrics: one row per batch attempt, and the ``ProcessingMetrics`` derived from results.
+
+Each run owns its own :class:`RunMetrics`; nothing is shared between runs unless a caller asks for
+the process-wide :meth:`BatchMetricsTracker.get_instance` of the original contract.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from toolkit.models import BatchExtractionResult, Baseline, ProcessingMetrics
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One call on one batch: what was sent, how long it took, what came of it."""
+
+    batch_id: str
+    document_ids: tuple[str, ...]
+    attempt: int
+    outcome: str  # ok | partial | retry | failed | split | fatal | cancelled
+    started: float = 0.0  # seconds on the run's clock
+    seconds: float = 0.0
+    delay_before: float = 0.0  # backoff / rate-limit wait before this call
+    tokens_in: int = 0
+    tokens_out: int = 0
+    error_class: str | None = None
+    error: str | None = None
+    entities: int = 0
+    documents_ok: int = 0
+
+
+class RunMetrics:
+    """Thread-safe tracker for one run (``run_id``); ``baseline`` enables ``speedup_factor``."""
+
+    def __init__(self, run_id: str | None = None, baseline: Baseline | None = None) -> None:
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.baseline = baseline
+        self._lock = threading.Lock()
+        self._attempts: list[AttemptRecord] = []
+        self._metrics = ProcessingMetrics()
+        self._started: float | None = None
+        self._finished: float | None = None
+
+    def start(self) -> None:
+        self._started = time.perf_counter()
+
+    def finish(self) -> None:
+        self._finished = time.perf_counter()
+
+    def record_attempt(self, record: AttemptRecord) -> None:
+        with self._lock:
+            self._attempts.append(record)
+
+    def update_with_batch(self, result: BatchExtractionResult, batch_size: int) -> None:
+        with self._lock:
+            self._metrics.update_with_batch(result, batch_size)
+
+    @property
+    def attempts(self) -> list[AttemptRecord]:
+        with self._lock:
+            return list(self._attempts)
+
+    def get_statistics(self) -> ProcessingMetrics:
+        """A snapshot (a copy: later updates do not change it)."""
+        with self._lock:
+            snapshot = copy.copy(self._metrics)
+        if self._started is not None:
+            snapshot.wall_seconds = (self._finished or time.perf_counter()) - self._started
+        snapshot.calculate_speedup(self.baseline)
+        return snapshot
+
+    def to_polars(self):  # -> polars.DataFrame
+        import polars as pl
+
+        rows = [dataclasses.asdict(a) for a in self.attempts]
+        schema: dict[str, Any] = {f.name: None for f in dataclasses.fields(AttemptRecord)}
+        frame = pl.DataFrame(rows) if rows else pl.DataFrame({k: [] for k in schema})
+        return frame.with_columns(pl.lit(self.run_id).alias("run"))
+
+
+class BatchMetricsTracker(RunMetrics):
+    """The original contract. ``get_instance()`` is an opt-in process-wide tracker; new code should
+    create a :class:`RunMetrics` per run instead."""
+
+    _instance: ClassVar[BatchMetricsTracker | None] = None
+    _instance_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def get_instance(cls) -> BatchMetricsTracker:
+        with cls._instance_lock:
+            if cls._instance is None:
+                cls._instance = cls(run_id="shared")
+            return cls._instance
+
+    @classmethod
+    def reset_instance(cls) -> None:
+        with cls._instance_lock:
+            cls._instance = None
