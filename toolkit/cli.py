@@ -49,6 +49,26 @@ def cmd_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from toolkit.chaos import FakeProvider, Faults, default_policy, run_chaos
+
+    if args.fault:
+        faults = Faults.only(args.fault, 1.0 if args.fault_rate is None else args.fault_rate)
+    else:
+        faults = Faults.transient(0.2 if args.fault_rate is None else args.fault_rate)
+    documents = synthetic_documents(args.docs, seed=args.seed)
+    batches = Packer(PackingSettings(max_docs=args.max_docs)).pack(documents).batches
+    provider = FakeProvider(faults, requests_per_minute=args.rpm, tokens_per_minute=args.tpm, seed=args.seed)
+    policy = default_policy(args.concurrency, args.rpm, args.tpm, args.seed)
+    summary, stopped = run_chaos(batches, provider, policy, progress=None if not args.json else False)
+    summary["faults"] = {k: v for k, v in vars(faults).items() if v}
+    _print_report(summary, args.json)
+    if stopped is not None:
+        print(f"error: run stopped: {stopped}", file=sys.stderr)
+        return 3
+    return 0 if summary["lost"] == 0 and summary["duplicated"] == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m toolkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--seed", type=int, default=0, help="seed of --synthetic")
     pack.add_argument("--json", action="store_true", help="print one JSON object")
     pack.set_defaults(func=cmd_pack)
+
+    chaos = sub.add_parser("chaos", help="run the executor against a fault-injecting fake provider (virtual time)")
+    chaos.add_argument("--docs", type=int, default=10_000)
+    chaos.add_argument("--fault-rate", type=float, help="share of calls that fail (default 0.2, or 1.0 with --fault)")
+    chaos.add_argument("--fault", help="inject only this fault (401, 429, 500, timeout, malformed, ...)")
+    chaos.add_argument("--max-docs", type=int, default=10)
+    chaos.add_argument("--concurrency", default="auto:16", help="N (fixed) or auto[:MAX] (adaptive)")
+    chaos.add_argument("--rpm", type=int, default=500, help="requests per minute (client and server)")
+    chaos.add_argument("--tpm", type=int, default=200_000, help="tokens per minute (client and server)")
+    chaos.add_argument("--seed", type=int, default=0)
+    chaos.add_argument("--json", action="store_true")
+    chaos.set_defaults(func=cmd_chaos)
     return parser
 
 

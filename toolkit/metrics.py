@@ -27,9 +27,12 @@ class AttemptRecord:
     outcome: str  # ok | partial | retry | failed | split | fatal | cancelled
     started: float = 0.0  # seconds on the run's clock
     seconds: float = 0.0
-    delay_before: float = 0.0  # backoff / rate-limit wait before this call
-    tokens_in: int = 0
-    tokens_out: int = 0
+    delay_before: float = 0.0  # backoff, pause and queueing before this call
+    rate_wait: float = 0.0  # part of it spent waiting for the rate limiter
+    budget_tokens: int = 0  # what the rate limiter charged: prompt + documents + reserved output
+    tokens_in: int | None = None  # as reported by the model, when it reports usage
+    tokens_out: int | None = None
+    in_flight: int = 0  # calls in flight when this one started, itself included
     error_class: str | None = None
     error: str | None = None
     entities: int = 0
@@ -103,3 +106,17 @@ class BatchMetricsTracker(RunMetrics):
     def reset_instance(cls) -> None:
         with cls._instance_lock:
             cls._instance = None
+
+
+def max_in_window(times: list[float], weights: list[int], window: float) -> int:
+    """Largest total weight of events whose times fall within any ``window`` seconds (sliding).
+    Two events ``window`` apart are in different windows, the convention the rate limiter uses."""
+    events = sorted(zip(times, weights))
+    best = total = start = 0
+    for t, w in events:
+        total += w
+        while t - events[start][0] >= window - 1e-9:
+            total -= events[start][1]
+            start += 1
+        best = max(best, total)
+    return best

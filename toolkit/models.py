@@ -114,6 +114,8 @@ class BatchExtractionResult:
     retry_count: int = 0
     error_message: str | None = None
     failed_document_ids: dict[str, str] = field(default_factory=dict)  # id -> reason
+    tokens_in: int | None = None  # usage reported by the model, when it does
+    tokens_out: int | None = None
 
     def get_all_entities(self) -> list[Entity]:
         return [e for entities in self.per_document_entities.values() for e in entities]

@@ -1,0 +1,311 @@
+"""Executor under fault injection, in virtual time: exact delays, bounds, limits and outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from toolkit import BatchExtractionResult, Document, Entity, Packer, PackingSettings
+from toolkit.chaos import FakeProvider, Faults, default_policy, run_chaos
+from toolkit.corpora import synthetic_documents
+from toolkit.errors import (
+    AuthenticationFailed,
+    ContextLengthExceeded,
+    MalformedReply,
+    RateLimited,
+    ServerError,
+    TruncatedReply,
+)
+from toolkit.executor import Executor, RunStopped, extract_batch_with_retry
+from toolkit.metrics import RunMetrics, max_in_window
+from toolkit.policies import (
+    BreakerPolicy,
+    ConcurrencyPolicy,
+    ExecutionPolicy,
+    RateLimitPolicy,
+    RetryPolicy,
+)
+from toolkit.vclock import run_virtual
+
+
+def make_batches(n_docs: int, per_batch: int, tokens: int = 100):
+    docs = [Document(f"d{i:04d}", f"Text of document {i} mentions GENE{i}.") for i in range(n_docs)]
+    settings = PackingSettings(max_docs=per_batch)
+    return docs, Packer(settings).pack(docs, token_counts=[tokens] * n_docs).batches
+
+
+def reply(batch, only=None, extra=()):
+    ids = [i for i in batch.document_ids if only is None or i in only]
+    entities = {i: [Entity(f"GENE{i[1:]}", "GENE", i)] for i in ids}
+    entities.update({e: [] for e in extra})
+    return BatchExtractionResult(batch.batch_id, entities)
+
+
+class Scripted:
+    """Async provider: the n-th call does ``script[n]`` (an exception to raise, or a callable on the
+    batch returning a result); after the script, good replies. ``latency`` virtual seconds each."""
+
+    def __init__(self, script=(), latency: float = 1.0):
+        self.script = list(script)
+        self.latency = latency
+        self.calls: list[tuple[float, tuple[str, ...]]] = []
+
+    async def __call__(self, batch):
+        self.calls.append((asyncio.get_running_loop().time(), tuple(batch.document_ids)))
+        step = self.script[len(self.calls) - 1] if len(self.calls) <= len(self.script) else None
+        await asyncio.sleep(self.latency)
+        if isinstance(step, BaseException):
+            raise step
+        return step(batch) if callable(step) else reply(batch)
+
+
+def policy(**changes) -> ExecutionPolicy:
+    base = dict(concurrency=ConcurrencyPolicy(max=1), seed=1, breaker=BreakerPolicy(threshold=1000))
+    base.update(changes)
+    return ExecutionPolicy(**base)
+
+
+def gaps(calls, latency):
+    return [b[0] - (a[0] + latency) for a, b in zip(calls, calls[1:])]
+
+
+def test_backoff_waits_2_4_8_seconds_plus_bounded_jitter():
+    _, batches = make_batches(4, 4)
+    provider = Scripted([ServerError("500")] * 3)
+    report = Executor(provider, policy(), progress=False).run(batches, virtual=True)
+    assert report.extracted == 4 and report.retries == 3
+    for waited, base in zip(gaps(provider.calls, 1.0), (2, 4, 8)):
+        assert base <= waited <= base * 1.25 + 1e-6
+
+
+def test_retry_after_is_honoured_exactly():
+    _, batches = make_batches(2, 2)
+    provider = Scripted([RateLimited("429", retry_after=7.0)])
+    report = Executor(provider, policy(), progress=False).run(batches, virtual=True)
+    assert report.extracted == 2
+    assert gaps(provider.calls, 1.0) == [pytest.approx(7.0)]
+
+
+def test_401_stops_the_run_after_one_call():
+    _, batches = make_batches(200, 8)
+    provider = Scripted([AuthenticationFailed("401 invalid key")] * 1000)
+    executor = Executor(provider, policy(concurrency=ConcurrencyPolicy(max=8)), progress=False)
+    with pytest.raises(RunStopped, match="401") as stopped:
+        executor.run(batches, virtual=True)
+    report = stopped.value.report
+    assert len(provider.calls) == 1 and report.calls == 1
+    assert report.pending == 200 and report.failed == 0  # resumable, not failed
+
+
+def test_a_batch_of_8_failing_every_time_costs_at_most_24_calls():
+    _, batches = make_batches(8, 8)
+    provider = Scripted([ServerError("500")] * 100)
+    report = Executor(provider, policy(), progress=False).run(batches, virtual=True)
+    assert report.calls == len(provider.calls) == 24
+    assert report.failed == 8 and report.extracted == 0
+    assert all(o.reason and "server_error" in o.reason for o in report.outcomes)
+    assert report.to_batch_result().per_document_entities == {}  # failed, never "zero entities"
+
+
+def test_split_halves_after_last_retry_and_single_documents_fail_with_their_error():
+    _, batches = make_batches(2, 2)
+    provider = Scripted([MalformedReply("bad json")] * 4 + [lambda b: reply(b)] + [MalformedReply("bad")] * 4)
+    report = Executor(provider, policy(), progress=False).run(batches, virtual=True)
+    assert [c[1] for c in provider.calls[4:6]] == [("d0000",), ("d0001",)]
+    assert report.splits == 1
+    assert [o.status for o in report.outcomes] == ["extracted", "failed"]
+    assert "malformed" in report.outcomes[1].reason
+
+
+def test_context_length_splits_at_once_without_retrying_whole():
+    _, batches = make_batches(8, 8)
+    provider = Scripted([ContextLengthExceeded("too long")])
+    report = Executor(provider, policy(), progress=False).run(batches, virtual=True)
+    assert report.extracted == 8 and report.retries == 0
+    assert [len(c[1]) for c in provider.calls] == [8, 4, 4]
+
+
+def test_single_document_over_the_context_fails_with_a_clear_reason():
+    _, batches = make_batches(1, 1)
+    report = Executor(Scripted([ContextLengthExceeded("too long")]), policy(), progress=False).run(batches, virtual=True)
+    assert report.failed == 1 and "too long for the model" in report.outcomes[0].reason
+
+
+def test_partial_reply_keeps_answers_and_resends_only_missing_documents():
+    _, batches = make_batches(6, 6)
+    provider = Scripted([lambda b: reply(b, only={"d0000", "d0002", "d0004"})])
+    report = Executor(provider, policy(), progress=False).run(batches, virtual=True)
+    assert report.extracted == 6 and report.requeued == 3
+    assert provider.calls[1][1] == ("d0001", "d0003", "d0005")
+
+
+def test_extra_ids_are_dropped_and_counted():
+    _, batches = make_batches(3, 3)
+    provider = Scripted([lambda b: reply(b, extra=("ghost-1", "ghost-2"))])
+    report = Executor(provider, policy(), progress=False).run(batches, virtual=True)
+    assert report.extra_ids == 2 and report.extracted == 3
+    assert {o.id for o in report.outcomes} == {"d0000", "d0001", "d0002"}
+
+
+def test_truncated_and_malformed_replies_are_retried():
+    _, batches = make_batches(3, 3)
+    provider = Scripted([TruncatedReply("cut"), MalformedReply("bad")])
+    report = Executor(provider, policy(), progress=False).run(batches, virtual=True)
+    assert report.extracted == 3 and report.retries == 2 and len(provider.calls) == 3
+
+
+def test_call_timeout_is_a_retryable_error():
+    _, batches = make_batches(2, 2)
+    slow_then_fast = Scripted(latency=1.0)
+
+    async def provider(batch):
+        if not slow_then_fast.calls:
+            slow_then_fast.calls.append((0.0, ()))
+            await asyncio.sleep(100)
+        return await slow_then_fast(batch)
+
+    metrics = RunMetrics()
+    report = Executor(provider, policy(call_timeout=10.0), metrics, progress=False).run(batches, virtual=True)
+    assert report.extracted == 2
+    assert metrics.attempts[0].error_class == "timeout"
+    assert metrics.attempts[0].seconds == pytest.approx(10.0)
+
+
+def test_circuit_breaker_pauses_probes_and_stops_leaving_documents_pending():
+    _, batches = make_batches(40, 10)
+    provider = Scripted([ServerError("503 down")] * 1000)
+    breaker = BreakerPolicy(threshold=5, cooldown=10.0, max_trips=2)
+    executor = Executor(provider, policy(breaker=breaker, concurrency=ConcurrencyPolicy(max=4)), progress=False)
+    with pytest.raises(RunStopped, match="provider failed") as stopped:
+        executor.run(batches, virtual=True)
+    report = stopped.value.report
+    assert report.failed == 0 and report.pending == 40
+    assert report.breaker_trips == 3
+    times = [t for t, _ in provider.calls]
+    assert len(times) <= 5 + 4 + 2  # threshold, a few in flight, then one probe per cooldown
+    assert times[-1] - times[-2] >= 20.0 - 1e-6  # second cooldown doubled
+
+
+def test_results_keep_input_order_under_concurrency():
+    docs, batches = make_batches(60, 5)
+
+    async def jittery(batch):
+        await asyncio.sleep(1 + (hash(batch.batch_id) % 7))
+        return reply(batch)
+
+    report = Executor(jittery, policy(concurrency=ConcurrencyPolicy(max=4)), progress=False).run(batches, virtual=True)
+    assert [o.id for o in report.outcomes] == [d.id for d in docs]
+    assert all(e.source_document_id == o.id for o in report.outcomes for e in o.entities)
+
+
+def test_concurrency_never_exceeds_its_limit():
+    _, batches = make_batches(100, 5)
+    metrics = RunMetrics()
+    report = Executor(Scripted(latency=5.0), policy(concurrency=ConcurrencyPolicy(max=3)), metrics,
+                      progress=False).run(batches, virtual=True)
+    assert report.max_concurrency_seen == 3
+    assert max(a.in_flight for a in metrics.attempts) == 3
+
+
+def test_requests_and_tokens_per_minute_never_exceed_their_limits():
+    _, batches = make_batches(200, 4, tokens=500)
+    metrics = RunMetrics()
+    provider = FakeProvider(requests_per_minute=30, tokens_per_minute=40_000, seed=3)
+    rate = RateLimitPolicy(requests_per_minute=30, tokens_per_minute=40_000)
+    report = Executor(provider, policy(rate=rate, concurrency=ConcurrencyPolicy(max=16)), metrics,
+                      progress=False).run(batches, virtual=True)
+    assert report.extracted == 200 and provider.rejected == 0
+    starts = [a.started for a in metrics.attempts]
+    tokens = [a.budget_tokens for a in metrics.attempts]
+    assert max_in_window(starts, [1] * len(starts), 60.0) <= 30
+    assert 40_000 - tokens[0] < max_in_window(starts, tokens, 60.0) <= 40_000  # within a batch of it, never over
+
+
+def test_adaptive_concurrency_decreases_on_429_and_recovers():
+    _, batches = make_batches(1000, 4)
+
+    async def provider(batch):
+        now = asyncio.get_running_loop().time()
+        await asyncio.sleep(2.0)
+        if 30.0 <= now < 40.0:
+            raise RateLimited("429")
+        return reply(batch)
+
+    adaptive = ConcurrencyPolicy(mode="adaptive", max=8, initial=1)
+    report = Executor(provider, policy(concurrency=adaptive), progress=False).run(batches, virtual=True)
+    history = report.concurrency_history
+    before = max(limit for t, limit in history if t < 30.0)
+    during = [limit for t, limit in history if 30.0 <= t < 45.0]
+    after = max(limit for t, limit in history if t >= 45.0)
+    assert before == 8 and min(during) <= 2 and after == 8
+    assert report.extracted == 1000
+
+
+def test_cancellation_leaves_no_document_in_an_unknown_state():
+    _, batches = make_batches(50, 5)
+    executor = Executor(Scripted(latency=10.0), policy(concurrency=ConcurrencyPolicy(max=2)), progress=False)
+
+    async def main():
+        task = asyncio.create_task(executor.run_async(batches))
+        await asyncio.sleep(35.0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run_virtual(main())
+    report = executor.report
+    assert report.stop_reason == "cancelled" and report.duplicated == 0
+    statuses = {o.status for o in report.outcomes}
+    assert statuses <= {"extracted", "pending"} and report.extracted > 0 and report.pending > 0
+    assert report.extracted + report.pending == 50
+
+
+def test_sync_extract_functions_run_in_threads():
+    _, batches = make_batches(12, 3)
+    report = Executor(lambda b: reply(b), policy(concurrency=ConcurrencyPolicy(max=3)), progress=False).run(batches)
+    assert report.extracted == 12
+
+
+def test_progress_callback_sees_every_document():
+    _, batches = make_batches(10, 5)
+    seen = []
+    Executor(Scripted(), policy(), progress=seen.append).run(batches, virtual=True)
+    assert len(seen) == 10 and seen[-1].extracted == 10
+
+
+def test_extract_batch_with_retry_contract():
+    docs = [Document(f"c{i}", f"text {i}") for i in range(4)]
+    calls = []
+
+    def flaky(documents):
+        calls.append([d.id for d in documents])
+        if len(calls) == 1:
+            raise ConnectionError("reset by peer")
+        return BatchExtractionResult("x", {d.id: [Entity("text", "T", d.id)] for d in documents})
+
+    result = extract_batch_with_retry(docs, flaky, max_retries=3, retry_delays=(0.01,))
+    assert result.success_status and result.retry_count == 1 and len(calls) == 2
+    assert result.get_entity_count_by_document() == {f"c{i}": 1 for i in range(4)}
+
+    def broken(documents):
+        raise ValueError("not json")
+
+    failed = extract_batch_with_retry(docs, broken, max_retries=1, retry_delays=(0.0,), virtual=True)
+    assert not failed.success_status and failed.per_document_entities == {}
+    assert set(failed.failed_document_ids) == {d.id for d in docs}
+
+
+def test_chaos_10000_documents_transient_faults_lose_nothing():
+    documents = synthetic_documents(10_000, seed=5)
+    batches = Packer(PackingSettings()).pack(documents).batches
+    provider = FakeProvider(Faults.transient(0.2), requests_per_minute=500, tokens_per_minute=200_000, seed=5)
+    start = time.perf_counter()
+    summary, stopped = run_chaos(batches, provider, default_policy(seed=5))
+    assert stopped is None
+    assert summary["lost"] == summary["duplicated"] == summary["failed"] == 0
+    assert summary["extracted"] == 10_000
+    assert summary["max_rpm_seen"] <= 500 and summary["max_tpm_seen"] <= 200_000
+    assert summary["max_concurrency_seen"] <= 16
+    assert summary["virtual_seconds"] > 50 * (time.perf_counter() - start)  # virtual time, not real

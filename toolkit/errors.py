@@ -1,0 +1,142 @@
+"""Error classes the executor acts on, and :func:`classify` for exceptions raised by providers.
+
+Three kinds, each handled one way:
+
+* **retryable** (:class:`TransientError`): timeouts, connection errors, 429, 5xx, unparseable or
+  truncated replies. Retried with backoff; a 429's ``Retry-After`` is honoured.
+* **split now** (:class:`ContextLengthExceeded`): the batch is too big for the model; it is split
+  at once, never retried whole.
+* **fatal** (:class:`FatalError`): 400/401/403/404 and invalid configuration. The run stops at once;
+  documents not yet done stay pending (resumable), none is marked failed for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class ExtractionError(Exception):
+    """Base class; ``kind`` is the short label recorded in metrics."""
+
+    kind = "error"
+
+
+class TransientError(ExtractionError):
+    kind = "transient"
+    provider_fault = True  # counts toward the circuit breaker
+
+
+class RateLimited(TransientError):
+    """429. ``retry_after`` (seconds) is honoured when the provider sends it."""
+
+    kind = "rate_limited"
+    provider_fault = False  # the provider is up, we are too fast: adapt, do not trip the breaker
+
+    def __init__(self, message: str = "rate limited (429)", retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Overloaded(TransientError):
+    """503/529: the provider asks clients to back off (concurrency decreases, like on 429)."""
+
+    kind = "overloaded"
+
+
+class ServerError(TransientError):
+    kind = "server_error"
+
+
+class CallTimeout(TransientError):
+    kind = "timeout"
+
+
+class ConnectionFailed(TransientError):
+    kind = "connection"
+
+
+class MalformedReply(TransientError):
+    """The reply could not be parsed (after repair)."""
+
+    kind = "malformed"
+    provider_fault = False
+
+
+class TruncatedReply(MalformedReply):
+    """The reply stopped mid-way (output limit reached)."""
+
+    kind = "truncated"
+
+
+class ContextLengthExceeded(ExtractionError):
+    kind = "context_length"
+
+
+class FatalError(ExtractionError):
+    kind = "fatal"
+
+
+class AuthenticationFailed(FatalError):
+    kind = "auth"
+
+
+class BadRequest(FatalError):
+    kind = "bad_request"
+
+
+class NotFound(FatalError):
+    kind = "not_found"
+
+
+class InvalidConfiguration(FatalError):
+    kind = "config"
+
+
+_BY_STATUS: dict[int, type[ExtractionError]] = {
+    400: BadRequest, 401: AuthenticationFailed, 403: AuthenticationFailed, 404: NotFound,
+    408: CallTimeout, 429: RateLimited, 503: Overloaded, 529: Overloaded,
+}
+_CONTEXT_HINTS = ("context length", "context_length", "maximum context", "context window", "too many tokens")
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    value = getattr(exc, "retry_after", None)
+    response = getattr(exc, "response", None)
+    if value is None and response is not None:
+        value = getattr(response, "headers", {}).get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def classify(exc: BaseException) -> ExtractionError:
+    """Map any exception to one of the classes above (an :class:`ExtractionError` is returned as is).
+
+    Recognises builtin timeouts and connection errors, and provider exceptions that carry an HTTP
+    ``status_code`` (litellm, openai, httpx). Unknown exceptions are treated as transient server
+    errors: retried, then split, bounded by the call budget.
+    """
+    if isinstance(exc, ExtractionError):
+        return exc
+    message = f"{type(exc).__name__}: {exc}"
+    name = type(exc).__name__.lower()
+    if "contextwindow" in name or any(h in str(exc).lower() for h in _CONTEXT_HINTS):
+        return ContextLengthExceeded(message)
+    status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(status, int):
+        if status == 429:
+            return RateLimited(message, retry_after=_retry_after(exc))
+        if status in _BY_STATUS:
+            return _BY_STATUS[status](message)
+        if status >= 500:
+            return ServerError(message)
+        if 400 <= status < 500:
+            return BadRequest(message)
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) or "timeout" in name:
+        return CallTimeout(message)
+    if isinstance(exc, ConnectionError) or "connection" in name:
+        return ConnectionFailed(message)
+    if isinstance(exc, (ValueError, TypeError)) and "json" in message.lower():
+        return MalformedReply(message)
+    return ServerError(message)

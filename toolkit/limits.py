@@ -1,0 +1,196 @@
+"""Runtime pacing objects of one run: rate limiter, concurrency gate, circuit breaker.
+
+All read time from the running event loop (``loop.time()``) and wait with ``asyncio.sleep``, so they
+follow a virtual clock when the loop has one (:mod:`toolkit.vclock`).
+
+The rate limiter is a **sliding window** (the count in any ``window`` seconds never exceeds the
+limit), not a leaky bucket: a bucket that starts full admits up to twice its rate in the first
+window, which is the 429 storm providers answer with. aiolimiter is a bucket, hence this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+
+from toolkit.errors import InvalidConfiguration
+from toolkit.policies import BreakerPolicy, ConcurrencyPolicy, RateLimitPolicy
+
+_EPS = 1e-9
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+class SlidingWindowLimiter:
+    """Admits a call of ``tokens`` once both the request and the token count of the last
+    ``window`` seconds leave room for it. Waiters are served first come, first served."""
+
+    def __init__(self, policy: RateLimitPolicy) -> None:
+        self.policy = policy
+        self._admitted: deque[tuple[float, int]] = deque()
+        self._tokens_in_window = 0
+        self._lock: asyncio.Lock | None = None
+
+    def check(self, tokens: int) -> None:
+        """Refuse up front a call that could never be admitted."""
+        tpm = self.policy.tokens_per_minute
+        if tpm is not None and tokens > tpm:
+            raise InvalidConfiguration(
+                f"a batch of {tokens} budget tokens can never fit a limit of {tpm} tokens per "
+                "window: lower the token budget or raise tokens_per_minute"
+            )
+
+    def _expire(self, now: float) -> None:
+        window = self.policy.window
+        while self._admitted and now - self._admitted[0][0] >= window - _EPS:
+            self._tokens_in_window -= self._admitted.popleft()[1]
+
+    def _wait_time(self, now: float, tokens: int) -> float:
+        rpm, tpm, window = self.policy.requests_per_minute, self.policy.tokens_per_minute, self.policy.window
+        wait = 0.0
+        if rpm is not None and len(self._admitted) >= rpm:
+            wait = self._admitted[len(self._admitted) - rpm][0] + window - now
+        if tpm is not None and self._tokens_in_window + tokens > tpm:
+            excess = self._tokens_in_window + tokens - tpm
+            for started, amount in self._admitted:  # oldest first: wait until enough has expired
+                excess -= amount
+                if excess <= 0:
+                    wait = max(wait, started + window - now)
+                    break
+        return max(0.0, wait)
+
+    async def acquire(self, tokens: int) -> float:
+        """Wait until admitted; returns the seconds waited."""
+        if self.policy.requests_per_minute is None and self.policy.tokens_per_minute is None:
+            return 0.0
+        self.check(tokens)
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        start = _now()
+        async with self._lock:
+            while True:
+                now = _now()
+                self._expire(now)
+                wait = self._wait_time(now, tokens)
+                if wait <= 0:
+                    self._admitted.append((now, tokens))
+                    self._tokens_in_window += tokens
+                    return now - start
+                await asyncio.sleep(wait + _EPS)
+
+
+@dataclass
+class ConcurrencyGate:
+    """Bounds calls in flight. Adaptive mode is AIMD: +1 slot after ``limit`` successes, times
+    ``decrease`` on 429/overload (once per round trip: only calls started after the last decrease
+    can cause another). Until the first success of a run, one call at a time."""
+
+    policy: ConcurrencyPolicy
+    limit: int = 0
+    in_flight: int = 0
+    max_seen: int = 0
+    history: list[tuple[float, int]] = field(default_factory=list)  # (time, limit) at every change
+    _probed: bool = False
+    _credit: int = 0
+    _last_decrease: float = float("-inf")
+    _resume_at: float = 0.0
+    _cond: asyncio.Condition | None = None
+
+    def __post_init__(self) -> None:
+        self.limit = self.policy.initial if self.policy.mode == "adaptive" else self.policy.max
+        self.history.append((0.0, self.limit))
+
+    def _allowed(self) -> int:
+        return self.limit if self._probed else 1
+
+    async def acquire(self) -> float:
+        """Wait for a slot (and any global pause); returns the loop time the call starts."""
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        while True:
+            pause = self._resume_at - _now()
+            if pause > 0:
+                await asyncio.sleep(pause)
+                continue
+            async with self._cond:
+                await self._cond.wait_for(lambda: self.in_flight < self._allowed())
+                if self._resume_at > _now():  # a pause began while we waited
+                    continue
+                self.in_flight += 1
+                self.max_seen = max(self.max_seen, self.in_flight)
+                return _now()
+
+    def half_open(self) -> None:
+        """Let only one call through until one succeeds (after a breaker trip)."""
+        self._probed = False
+
+    def pause_until(self, when: float) -> None:
+        """No call starts before loop time ``when`` (a provider's Retry-After, a breaker cooldown)."""
+        self._resume_at = max(self._resume_at, when)
+
+    async def release(self, started: float, outcome: str) -> None:
+        """``outcome``: ``ok``, ``throttled`` (429/overload) or anything else (no change)."""
+        assert self._cond is not None
+        async with self._cond:
+            self.in_flight -= 1
+            if outcome == "ok":
+                self._probed = True
+                if self.policy.mode == "adaptive" and self.limit < self.policy.max:
+                    self._credit += 1
+                    if self._credit >= self.limit:
+                        self._set_limit(self.limit + 1)
+            elif outcome == "throttled" and self.policy.mode == "adaptive" and started >= self._last_decrease:
+                self._last_decrease = _now()
+                self._set_limit(max(self.policy.minimum, int(self.limit * self.policy.decrease)))
+            self._cond.notify_all()
+
+    def _set_limit(self, value: int) -> None:
+        self._credit = 0
+        if value != self.limit:
+            self.limit = value
+            self.history.append((_now(), value))
+
+
+class ProviderDown(Exception):
+    """The circuit breaker gave up: the provider failed through every cooldown."""
+
+
+@dataclass
+class CircuitBreaker:
+    """Counts consecutive provider failures across batches. At ``threshold`` it opens: no call
+    starts for a cooldown (doubling at each trip), then one probe call goes alone (half-open). A
+    failed probe opens it again at once; a success closes it. One trip more than ``max_trips``
+    stops the run."""
+
+    policy: BreakerPolicy
+    consecutive: int = 0
+    trips: int = 0
+    total_trips: int = 0
+    half_open: bool = False
+
+    def record(self, provider_fault: bool | None, gate: ConcurrencyGate) -> None:
+        """``True`` for a provider failure, ``False`` for a success, ``None`` for neither (a 429 or a
+        malformed reply says nothing about the provider being up or down)."""
+        if provider_fault is None:
+            return
+        if provider_fault is False:
+            self.consecutive = self.trips = 0
+            self.half_open = False
+            return
+        self.consecutive += 1
+        if self.consecutive < self.policy.threshold and not self.half_open:
+            return
+        self.trips += 1
+        self.total_trips += 1
+        self.consecutive = 0
+        if self.trips > self.policy.max_trips:
+            raise ProviderDown(
+                f"provider failed {self.policy.threshold} calls in a row and every probe after "
+                f"{self.policy.max_trips} cooldowns: stopping; unfinished documents stay pending"
+            )
+        self.half_open = True
+        gate.pause_until(_now() + self.policy.cooldown * 2 ** (self.trips - 1))
+        gate.half_open()

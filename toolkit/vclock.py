@@ -1,0 +1,51 @@
+"""Virtual time for asyncio: an event loop whose clock jumps to the next timer instead of waiting.
+
+Everything that reads ``loop.time()`` and sleeps with ``asyncio.sleep`` (the executor, its rate
+limiter and backoff, the emulated providers) then runs a day of simulated traffic in seconds.
+Real I/O still works: ready sockets are always served before the clock moves. Work done in threads
+is not waited for by the clock, so virtual time suits async (emulated) providers only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class _InstantSelector(selectors.DefaultSelector):
+    """A selector that never sleeps: a timeout advances the loop's virtual clock instead."""
+
+    def __init__(self, loop: VirtualTimeLoop) -> None:
+        super().__init__()
+        self._loop = loop
+
+    def select(self, timeout: float | None = None):
+        ready = super().select(0)
+        if ready or timeout == 0:
+            return ready
+        if timeout is None:  # nothing scheduled: only real I/O (another thread) can wake us
+            return super().select(None)
+        self._loop.advance(timeout)
+        return []
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    def __init__(self, start: float = 0.0) -> None:
+        self._virtual_now = start
+        super().__init__(selector=_InstantSelector(self))
+
+    def time(self) -> float:
+        return self._virtual_now
+
+    def advance(self, seconds: float) -> None:
+        self._virtual_now += max(0.0, seconds)
+
+
+def run_virtual(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on a :class:`VirtualTimeLoop`."""
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        return runner.run(coro)
