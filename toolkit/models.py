@@ -17,6 +17,14 @@ from toolkit.documents import Document, Entity, Relationship
 _batch_numbers = itertools.count(1)
 
 
+def check_token_count(token_count: object) -> None:
+    """A token count is a non-negative int (``TypeError`` / ``ValueError`` otherwise)."""
+    if isinstance(token_count, bool) or not isinstance(token_count, int):
+        raise TypeError(f"token_count must be int, got {type(token_count).__name__}")
+    if token_count < 0:
+        raise ValueError(f"token_count must be >= 0, got {token_count}")
+
+
 def new_batch_id() -> str:
     """Short, process-unique, sortable batch id (``b000001``...)."""
     return f"b{next(_batch_numbers):06d}"
@@ -66,10 +74,7 @@ class DocumentBatch:
 
     def add_document(self, document: Document | str, token_count: int) -> None:
         """Append a document (or a bare id, as in the original contract) and its token count."""
-        if isinstance(token_count, bool) or not isinstance(token_count, int):
-            raise TypeError(f"token_count must be int, got {type(token_count).__name__}")
-        if token_count < 0:
-            raise ValueError(f"token_count must be >= 0, got {token_count}")
+        check_token_count(token_count)
         if isinstance(document, Document):
             self.documents.append(document)
             doc_id = document.id

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from toolkit.documents import Document
-from toolkit.models import DocumentBatch
+from toolkit.models import DocumentBatch, check_token_count
 from toolkit.tokens import get_counter
 
 Strategy = Literal["fifo", "ffd"]
@@ -103,10 +103,7 @@ class BatchQueue:
     def add_document(self, document: Document | str, token_count: int) -> None:
         if self.closed:
             raise RuntimeError("queue is closed: no documents can be added")
-        if isinstance(token_count, bool) or not isinstance(token_count, int):
-            raise TypeError(f"token_count must be int, got {type(token_count).__name__}")
-        if token_count < 0:
-            raise ValueError(f"token_count must be >= 0, got {token_count}")
+        check_token_count(token_count)
         if not isinstance(document, (Document, str)) or not document:
             raise TypeError(f"expected a Document or a document id, got {document!r}")
         self._queue.append((document, token_count))
