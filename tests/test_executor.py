@@ -25,7 +25,6 @@ from toolkit.policies import (
     ConcurrencyPolicy,
     ExecutionPolicy,
     RateLimitPolicy,
-    RetryPolicy,
 )
 from toolkit.vclock import run_virtual
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import deque
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -25,6 +24,7 @@ from toolkit.errors import (
     TruncatedReply,
 )
 from toolkit.executor import Executor, ExecutionReport, RunStopped
+from toolkit.limits import SlidingWindowLimiter
 from toolkit.metrics import RunMetrics, max_in_window
 from toolkit.models import BatchExtractionResult, DocumentBatch
 from toolkit.policies import ConcurrencyPolicy, ExecutionPolicy, RateLimitPolicy
@@ -84,7 +84,7 @@ class FakeProvider:
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
-        self._log: deque[tuple[float, int]] = deque()
+        self._window = SlidingWindowLimiter(RateLimitPolicy(self.requests_per_minute, self.tokens_per_minute))
         self.rejected = 0
 
     def _pick_fault(self) -> str | None:
@@ -94,15 +94,6 @@ class FakeProvider:
                 return name
             u -= p
         return None
-
-    def _over_limit(self, now: float, tokens: int) -> float | None:
-        while self._log and now - self._log[0][0] >= 60.0 - 1e-9:
-            self._log.popleft()
-        rpm, tpm = self.requests_per_minute, self.tokens_per_minute
-        over = (rpm is not None and len(self._log) >= rpm) or (
-            tpm is not None and sum(t for _, t in self._log) + tokens > tpm
-        )
-        return max(1.0, self._log[0][0] + 60.0 - now) if over and self._log else None
 
     @staticmethod
     def entities_for(doc_id: str, text: str) -> list[Entity]:
@@ -117,11 +108,10 @@ class FakeProvider:
     async def __call__(self, batch: DocumentBatch) -> BatchExtractionResult:
         now = asyncio.get_running_loop().time()
         tokens = batch.budget_tokens
-        wait = self._over_limit(now, tokens)
-        if wait is not None:
+        wait = self._window.try_acquire(tokens, now)
+        if wait > 0:
             self.rejected += 1
-            raise RateLimited("server-side limit exceeded", retry_after=wait)
-        self._log.append((now, tokens))
+            raise RateLimited("server-side limit exceeded", retry_after=max(1.0, wait))
         if self.max_context is not None and tokens > self.max_context:
             raise ContextLengthExceeded(f"{tokens} tokens > context window {self.max_context}")
         fault = self._pick_fault()

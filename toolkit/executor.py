@@ -31,7 +31,6 @@ from toolkit.errors import (
     MalformedReply,
     Overloaded,
     RateLimited,
-    TransientError,
     classify,
 )
 from toolkit.limits import CircuitBreaker, ConcurrencyGate, ProviderDown, SlidingWindowLimiter
@@ -116,20 +115,27 @@ class ExecutionReport:
         }
 
     def to_batch_result(self, batch_id: str = "run") -> BatchExtractionResult:
-        """All outcomes as one result: extracted documents keyed by id, the rest in
-        ``failed_document_ids`` with their reason."""
-        done = [o for o in self.outcomes if o.status == "extracted"]
-        failed = {o.id: o.reason or o.status for o in self.outcomes if o.status != "extracted"}
-        return BatchExtractionResult(
-            batch_id,
-            per_document_entities={o.id: o.entities for o in done},
-            per_document_relationships={o.id: o.relationships for o in done},
-            processing_time=self.seconds,
-            success_status=not failed,
-            retry_count=self.retries,
-            error_message="; ".join(f"{k}: {v}" for k, v in list(failed.items())[:5]) or None,
-            failed_document_ids=failed,
-        )
+        """All outcomes as one result (see :func:`result_from_outcomes`)."""
+        return result_from_outcomes(batch_id, self.outcomes, self.seconds, self.retries)
+
+
+def result_from_outcomes(
+    batch_id: str, outcomes: Sequence[DocumentOutcome], seconds: float, retries: int
+) -> BatchExtractionResult:
+    """Extracted documents keyed by id; every other one in ``failed_document_ids`` with its reason
+    (never as an empty entity list)."""
+    done = [o for o in outcomes if o.status == "extracted"]
+    failed = {o.id: o.reason or o.status for o in outcomes if o.status != "extracted"}
+    return BatchExtractionResult(
+        batch_id,
+        per_document_entities={o.id: o.entities for o in done},
+        per_document_relationships={o.id: o.relationships for o in done},
+        processing_time=seconds,
+        success_status=not failed,
+        retry_count=retries,
+        error_message="; ".join(f"{k}: {v}" for k, v in list(failed.items())[:5]) or None,
+        failed_document_ids=failed,
+    )
 
 
 class RunStopped(Exception):
@@ -144,11 +150,6 @@ class _Stop(Exception):
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-class _MissingFromReply(TransientError):
-    kind = "missing_ids"
-    provider_fault = False
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -250,16 +251,7 @@ class Executor:
         batch.transition(BatchStatus.PROCESSING)
         await self._process(batch, budget)
         mine = [self._outcomes[i] for i in batch.document_ids]
-        done = [o for o in mine if o.status == "extracted"]
-        result = BatchExtractionResult(
-            batch.batch_id,
-            {o.id: o.entities for o in done},
-            {o.id: o.relationships for o in done},
-            processing_time=loop.time() - start,
-            success_status=len(done) == len(mine),
-            retry_count=max(0, granted - budget[0] - 1),
-            failed_document_ids={o.id: o.reason or "" for o in mine if o.status == "failed"},
-        )
+        result = result_from_outcomes(batch.batch_id, mine, loop.time() - start, max(0, granted - budget[0] - 1))
         batch.transition(BatchStatus.COMPLETED if result.success_status else BatchStatus.FAILED)
         self.metrics.update_with_batch(result, batch.batch_size)
 

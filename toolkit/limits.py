@@ -62,6 +62,15 @@ class SlidingWindowLimiter:
                     break
         return max(0.0, wait)
 
+    def try_acquire(self, tokens: int, now: float) -> float:
+        """Admit now (returns 0) or return the seconds until there is room (admits nothing)."""
+        self._expire(now)
+        wait = self._wait_time(now, tokens)
+        if wait <= 0:
+            self._admitted.append((now, tokens))
+            self._tokens_in_window += tokens
+        return wait
+
     async def acquire(self, tokens: int) -> float:
         """Wait until admitted; returns the seconds waited."""
         if self.policy.requests_per_minute is None and self.policy.tokens_per_minute is None:
@@ -71,15 +80,9 @@ class SlidingWindowLimiter:
             self._lock = asyncio.Lock()
         start = _now()
         async with self._lock:
-            while True:
-                now = _now()
-                self._expire(now)
-                wait = self._wait_time(now, tokens)
-                if wait <= 0:
-                    self._admitted.append((now, tokens))
-                    self._tokens_in_window += tokens
-                    return now - start
+            while (wait := self.try_acquire(tokens, _now())) > 0:
                 await asyncio.sleep(wait + _EPS)
+            return _now() - start
 
 
 @dataclass

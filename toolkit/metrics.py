@@ -24,7 +24,7 @@ class AttemptRecord:
     batch_id: str
     document_ids: tuple[str, ...]
     attempt: int
-    outcome: str  # ok | partial | retry | failed | split | fatal | cancelled
+    outcome: str  # ok | error | fatal
     started: float = 0.0  # seconds on the run's clock
     seconds: float = 0.0
     delay_before: float = 0.0  # backoff, pause and queueing before this call

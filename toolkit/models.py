@@ -7,7 +7,6 @@ plain dataclasses. Speedup is only computed against a :class:`Baseline` that was
 from __future__ import annotations
 
 import itertools
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -216,7 +215,3 @@ class ProcessingMetrics:
         mine = self.elapsed_seconds / self.total_documents_processed
         self.speedup_factor = baseline.seconds_per_document / mine
         return self.speedup_factor
-
-
-def count_statuses(batches: list[DocumentBatch]) -> Counter[BatchStatus]:
-    return Counter(b.processing_status for b in batches)
