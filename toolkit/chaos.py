@@ -52,6 +52,15 @@ class Faults:
         if sum(asdict(self).values()) > 1.0 + 1e-9:
             raise ValueError("fault probabilities add up to more than 1")
 
+    def pick(self, rng: random.Random) -> str | None:
+        """One draw: the name of the fault for this call, or None for a good reply."""
+        u = rng.random()
+        for name, p in asdict(self).items():
+            if u < p:
+                return name
+            u -= p
+        return None
+
     @classmethod
     def transient(cls, rate: float) -> Faults:
         """``rate`` spread evenly over the transient faults (those a retry can cure)."""
@@ -87,14 +96,6 @@ class FakeProvider:
         self._window = SlidingWindowLimiter(RateLimitPolicy(self.requests_per_minute, self.tokens_per_minute))
         self.rejected = 0
 
-    def _pick_fault(self) -> str | None:
-        u = self._rng.random()
-        for name, p in asdict(self.faults).items():
-            if u < p:
-                return name
-            u -= p
-        return None
-
     @staticmethod
     def entities_for(doc_id: str, text: str) -> list[Entity]:
         """Deterministic stand-in for a model: words with an inner capital or a digit."""
@@ -114,7 +115,7 @@ class FakeProvider:
             raise RateLimited("server-side limit exceeded", retry_after=max(1.0, wait))
         if self.max_context is not None and tokens > self.max_context:
             raise ContextLengthExceeded(f"{tokens} tokens > context window {self.max_context}")
-        fault = self._pick_fault()
+        fault = self.faults.pick(self._rng)
         texts = dict(zip(batch.document_ids, (d.text for d in batch.documents))) if batch.documents else {
             i: "" for i in batch.document_ids
         }

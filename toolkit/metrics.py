@@ -37,6 +37,12 @@ class AttemptRecord:
     error: str | None = None
     entities: int = 0
     documents_ok: int = 0
+    repaired: int = 0  # validation counts of the reply (see ValidationCounts)
+    dropped: int = 0
+    ungrounded: int = 0
+    leaks: int = 0
+    unknown_ids: int = 0
+    missing_ids: int = 0
 
 
 class RunMetrics:
@@ -52,7 +58,9 @@ class RunMetrics:
         self._finished: float | None = None
 
     def start(self) -> None:
-        self._started = time.perf_counter()
+        """Mark the start (the first call wins: a tracker reused by several runs spans them all)."""
+        if self._started is None:
+            self._started = time.perf_counter()
 
     def finish(self) -> None:
         self._finished = time.perf_counter()

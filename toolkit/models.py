@@ -106,6 +106,27 @@ class DocumentBatch:
 
 
 @dataclass
+class ValidationCounts:
+    """What validation of one reply kept and dropped (see :mod:`toolkit.extraction`)."""
+
+    entities: int = 0  # kept: grounded in their own document
+    repaired: int = 0  # 1 if the reply's JSON had to be repaired
+    dropped: int = 0  # malformed entity or type not asked for
+    duplicates: int = 0  # same text and type twice in one document
+    ungrounded: int = 0  # text occurs in no document of the batch
+    leaks: int = 0  # text occurs only in another document of the batch
+    dropped_relationships: int = 0
+    unknown_ids: int = 0  # records for ids that were not asked for
+    duplicate_records: int = 0
+    malformed_records: int = 0
+    missing_ids: int = 0
+
+    def add(self, other: ValidationCounts) -> None:
+        for key, value in vars(other).items():
+            setattr(self, key, getattr(self, key) + value)
+
+
+@dataclass
 class BatchExtractionResult:
     """Per-document output of one batch. A document absent from ``per_document_entities`` has no
     result (it failed or is missing); an empty list means the document really has no entities."""
@@ -120,6 +141,7 @@ class BatchExtractionResult:
     failed_document_ids: dict[str, str] = field(default_factory=dict)  # id -> reason
     tokens_in: int | None = None  # usage reported by the model, when it does
     tokens_out: int | None = None
+    validation: ValidationCounts | None = None
 
     def get_all_entities(self) -> list[Entity]:
         return [e for entities in self.per_document_entities.values() for e in entities]

@@ -15,3 +15,11 @@ def cache_dir() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "batchx"
+
+
+def shared_dir() -> Path | None:
+    """The workplace's shared folder (gold corpora): ``$BATCHX_SHARED_DIR`` or ``../shared`` beside
+    the repository, if it exists. Read from, never copied into the repo."""
+    env = os.environ.get("BATCHX_SHARED_DIR")
+    candidate = Path(env).expanduser() if env else PACKAGE_DIR.parent.parent / "shared"
+    return candidate if candidate.is_dir() else None

@@ -2,8 +2,10 @@
 
 Everything that reads ``loop.time()`` and sleeps with ``asyncio.sleep`` (the executor, its rate
 limiter and backoff, the emulated providers) then runs a day of simulated traffic in seconds.
-Real I/O still works: ready sockets are always served before the clock moves. Work done in threads
-is not waited for by the clock, so virtual time suits async (emulated) providers only.
+Real I/O still works: ready sockets are always served before the clock moves. Work handed to a
+thread with ``run_in_executor`` / ``asyncio.to_thread`` (DSPy prepares each call in one) holds the
+clock until it finishes, so it takes no virtual time and cannot let timers fire early; providers
+whose latency should be simulated must sleep with ``asyncio.sleep`` (the emulated provider does).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class _InstantSelector(selectors.DefaultSelector):
         ready = super().select(0)
         if ready or timeout == 0:
             return ready
-        if timeout is None:  # nothing scheduled: only real I/O (another thread) can wake us
+        if timeout is None or self._loop.threads_busy:  # only a thread's completion can wake us
             return super().select(None)
         self._loop.advance(timeout)
         return []
@@ -37,9 +39,20 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def __init__(self, start: float = 0.0) -> None:
         self._virtual_now = start
         super().__init__(selector=_InstantSelector(self))
+        self.threads_busy = 0
 
     def time(self) -> float:
         return self._virtual_now
+
+    def run_in_executor(self, executor, func, *args):  # noqa: ANN001 - asyncio's signature
+        future = super().run_in_executor(executor, func, *args)
+        self.threads_busy += 1
+
+        def done(_: asyncio.Future) -> None:
+            self.threads_busy -= 1
+
+        future.add_done_callback(done)
+        return future
 
     def advance(self, seconds: float) -> None:
         self._virtual_now += max(0.0, seconds)

@@ -1,0 +1,158 @@
+"""Parsing, repair and validation of batch replies; the DSPy module on scripted and emulated LMs."""
+
+from __future__ import annotations
+
+import json
+
+import dspy
+import pytest
+from dspy.utils.dummies import DummyLM
+
+from toolkit.documents import Document
+from toolkit.errors import MalformedReply
+from toolkit.extraction import (
+    BatchExtractor,
+    ExtractionSettings,
+    RawReply,
+    parse_reply,
+    response_schema,
+    validate_reply,
+)
+
+DOCS = [
+    Document("d1", "Cystic fibrosis is caused by mutations in CFTR."),
+    Document("d2", "Patients with  Huntington\ndisease were treated with tetrabenazine."),
+]
+SETTINGS = ExtractionSettings.preset("biomedical")
+
+
+def reply(*records: dict) -> RawReply:
+    return RawReply(items=list(records))
+
+
+# ------------------------------------------------------------------------------------ parse_reply
+def test_parse_strict_json_is_not_marked_repaired() -> None:
+    parsed = parse_reply(json.dumps({"results": [{"id": "d1", "entities": []}]}))
+    assert parsed.items == [{"id": "d1", "entities": []}] and not parsed.repaired
+
+
+def test_parse_accepts_fenced_json_and_bare_lists() -> None:
+    assert parse_reply('```json\n[{"id": "d1", "entities": []}]\n```').items[0]["id"] == "d1"
+    assert parse_reply('{"documents": [{"id": "d2"}]}').items == [{"id": "d2"}]
+
+
+def test_truncated_reply_is_repaired_and_keeps_complete_records() -> None:
+    text = '{"results": [{"id": "d1", "entities": [{"text": "CFTR", "type": "GENE"}]}, {"id": "d2", "entit'
+    parsed = parse_reply(text)
+    assert parsed.repaired
+    assert parsed.items[0] == {"id": "d1", "entities": [{"text": "CFTR", "type": "GENE"}]}
+
+
+@pytest.mark.parametrize("text", ["", "I could not find any entities.", '"just a string"', "42"])
+def test_unusable_reply_raises_malformed(text: str) -> None:
+    with pytest.raises(MalformedReply):
+        parse_reply(text)
+
+
+# --------------------------------------------------------------------------------- validate_reply
+def test_grounding_ignores_case_and_whitespace_and_records_offsets() -> None:
+    out = validate_reply(reply(
+        {"id": "d2", "entities": [{"text": "huntington disease", "type": "disease"}]},
+        {"id": "d1", "entities": []},
+    ), DOCS, SETTINGS)
+    (entity,) = out.entities["d2"]
+    assert entity.type == "DISEASE" and entity.source_document_id == "d2"
+    assert DOCS[1].text[entity.start:entity.end] == "Huntington\ndisease"
+    assert out.entities["d1"] == [] and out.missing_ids == []
+    assert out.counts.entities == 1 and out.counts.ungrounded == 0
+
+
+def test_entity_of_another_document_is_a_leak_not_stored() -> None:
+    out = validate_reply(reply(
+        {"id": "d1", "entities": [{"text": "tetrabenazine", "type": "DRUG"}, {"text": "CFTR", "type": "GENE"}]},
+        {"id": "d2", "entities": [{"text": "kinase X", "type": "PROTEIN"}]},
+    ), DOCS, SETTINGS)
+    assert [e.text for e in out.entities["d1"]] == ["CFTR"]
+    assert out.entities["d2"] == []
+    assert (out.counts.leaks, out.counts.ungrounded, out.counts.entities) == (1, 1, 1)
+
+
+def test_missing_unknown_and_duplicate_ids() -> None:
+    out = validate_reply(reply(
+        {"id": "d1", "entities": [{"text": "CFTR", "type": "GENE"}]},
+        {"id": "d1", "entities": [{"text": "cftr", "type": "GENE"}, {"text": "Cystic fibrosis", "type": "DISEASE"}]},
+        {"id": "zz", "entities": [{"text": "CFTR", "type": "GENE"}]},
+        {"entities": []},
+    ), DOCS, SETTINGS)
+    assert out.missing_ids == ["d2"] and "d2" not in out.entities
+    assert [e.text for e in out.entities["d1"]] == ["CFTR", "Cystic fibrosis"]
+    c = out.counts
+    assert (c.unknown_ids, c.duplicate_records, c.duplicates, c.malformed_records, c.missing_ids) == (1, 1, 1, 1, 1)
+
+
+def test_types_not_asked_for_and_malformed_entities_are_dropped() -> None:
+    settings = ExtractionSettings(entity_types=("DISEASE",))
+    out = validate_reply(reply({"id": "d1", "entities": [
+        {"text": "CFTR", "type": "GENE"}, {"text": "", "type": "DISEASE"}, "Cystic fibrosis",
+        {"text": "Cystic fibrosis", "type": "DISEASE"},
+    ]}, {"id": "d2", "entities": None}), DOCS, settings)
+    assert [e.text for e in out.entities["d1"]] == ["Cystic fibrosis"]
+    assert out.counts.dropped == 3 and out.entities["d2"] == []
+
+
+def test_relationships_must_link_kept_entities() -> None:
+    out = validate_reply(reply({"id": "d1", "entities": [
+        {"text": "Cystic fibrosis", "type": "DISEASE"}, {"text": "CFTR", "type": "GENE"}],
+        "relationships": [{"source": "CFTR", "target": "cystic fibrosis", "type": "causes"},
+                          {"source": "CFTR", "target": "insulin", "type": "binds"}, {"source": "CFTR"}]},
+        {"id": "d2", "entities": []}), DOCS, SETTINGS)
+    (rel,) = out.relationships["d1"]
+    assert (rel.source, rel.type, rel.source_document_id) == ("CFTR", "CAUSES", "d1")
+    assert out.counts.dropped_relationships == 2
+
+
+def test_response_schema_pins_ids_types_and_bounds() -> None:
+    settings = ExtractionSettings(entity_types=("DISEASE", "GENE"), relationships=False, max_entities_per_doc=7)
+    schema = response_schema(["a", "b"], settings)["json_schema"]["schema"]
+    results = schema["properties"]["results"]
+    record = results["items"]["properties"]
+    assert results["maxItems"] == 2 and record["id"]["enum"] == ["a", "b"]
+    assert record["entities"]["maxItems"] == 7
+    assert record["entities"]["items"]["properties"]["type"]["enum"] == ["DISEASE", "GENE"]
+    assert "relationships" not in record
+
+
+def test_settings_validate_and_presets() -> None:
+    assert "DISEASE" in ExtractionSettings.preset("biomedical").entity_types
+    assert "PERSON" in ExtractionSettings.preset("general").entity_types
+    assert ExtractionSettings(entity_types=("disease",)).entity_types == ("DISEASE",)
+    with pytest.raises(ValueError, match="unknown entity preset"):
+        ExtractionSettings.preset("legal")
+    with pytest.raises(ValueError):
+        ExtractionSettings(entity_types=())
+
+
+def test_prompt_has_no_entity_quota() -> None:
+    lm = DummyLM([{"results": "[]"}])
+    with dspy.context(lm=lm):
+        BatchExtractor(SETTINGS)(DOCS)
+    prompt = json.dumps(lm.history[-1]["messages"]).lower()
+    assert "at least" not in prompt and "d1" in prompt and "huntington" in prompt
+
+
+# ---------------------------------------------------------------------------- through the module
+def test_module_validates_a_scripted_leaky_reply() -> None:
+    scripted = [{"id": "d1", "entities": [{"text": "Huntington disease", "type": "DISEASE"}]},
+                {"id": "d2", "entities": [{"text": "tetrabenazine", "type": "DRUG"}]}]
+    with dspy.context(lm=DummyLM([{"results": json.dumps(scripted)}])):
+        validated = BatchExtractor(SETTINGS)(DOCS).validated
+    assert validated.entities["d1"] == [] and validated.counts.leaks == 1
+    assert [e.text for e in validated.entities["d2"]] == ["tetrabenazine"]
+
+
+def test_single_document_variant_is_the_same_module() -> None:
+    with dspy.context(lm=DummyLM([{"results": '[{"id": "d1", "entities": [{"text": "CFTR", "type": "GENE"}]}]'}])):
+        validated = BatchExtractor(SETTINGS)(DOCS[:1]).validated
+    assert [e.text for e in validated.entities["d1"]] == ["CFTR"]
+    with pytest.raises(ValueError):
+        BatchExtractor(SETTINGS)([])

@@ -1,0 +1,99 @@
+"""Integration tests on the real local model (llama.cpp, weights fetched by `toolkit models fetch`).
+
+Select with ``-m local_model``. In CI the README's test command fetches the default model first;
+elsewhere these tests skip with the command to run when the weights are not cached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from toolkit.cli import main
+from toolkit.corpora import iter_pubtator
+from toolkit.extraction import ExtractionSettings
+from toolkit.lm import weights
+
+pytestmark = pytest.mark.local_model
+
+
+@pytest.fixture(scope="module")
+def local_model() -> str:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (extra 'local')")
+    if weights.cached_path() is None:
+        message = f"default model not cached: run `python -m toolkit models fetch` ({weights.model_dir()})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return f"local:{weights.DEFAULT_MODEL}"
+
+
+@pytest.fixture(scope="module")
+def devel_pairs() -> list:
+    path = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "ncbi-disease" / "devel.pubtator"
+    if not path.exists():
+        pytest.skip(f"NCBI corpus not found at {path}")
+    return list(iter_pubtator(path))
+
+
+def test_extract_cli_on_the_local_model(local_model: str, devel_pairs: list, no_network: list,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's acceptance command, in process with the network refused."""
+    corpus = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "ncbi-disease" / "devel.pubtator"
+    code = main(["extract", "--corpus", str(corpus), "--limit", "3", "--lm", local_model, "--max-docs", "3",
+                 "--types", "DISEASE", "--no-relationships", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    summary = out["summary"]
+    assert code == 0 and summary["lost"] == 0 and not no_network
+    assert summary["extracted"] + summary["failed"] == 3
+    for key in ("grounded_rate", "leaks", "repaired", "missing_ids"):
+        assert key in summary
+    texts = {d.id: d.text for d, _ in devel_pairs}
+    for doc in out["documents"]:
+        if doc["status"] == "extracted":
+            for e in doc["entities"]:  # grounded: the offsets point at the mention in its own document
+                assert texts[doc["id"]][e["start"]:e["end"]].casefold().split() == e["text"].casefold().split()
+        else:
+            assert doc["reason"]
+    assert summary["entities"] > 0 and summary["tokens_in"] > 0 and summary["tokens_out"] > 0
+
+
+def test_concurrent_calls_on_one_llama_context_are_serialised(local_model: str, devel_pairs: list) -> None:
+    """Two threads on one engine: both replies valid and identical to the sequential ones."""
+    from toolkit.lm import resolve_lm
+    from toolkit.service import ExtractionService
+
+    settings = ExtractionSettings(entity_types=("DISEASE",), relationships=False, max_entities_per_doc=8)
+    service = ExtractionService(resolve_lm(local_model, prompt_cache=False), settings)  # same input, same output
+    docs = [devel_pairs[0][0], devel_pairs[1][0]]
+    sequential = [service.extract_batch([d]) for d in docs]
+    results: dict[int, object] = {}
+
+    def work(i: int) -> None:
+        results[i] = service.extract_batch([docs[i]])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, doc in enumerate(docs):
+        assert results[i].per_document_entities == sequential[i].per_document_entities  # type: ignore[attr-defined]
+        assert doc.id in sequential[i].per_document_entities
+
+
+def test_local_tokenizer_is_registered_and_cl100k_is_within_ten_percent(local_model: str,
+                                                                       devel_pairs: list) -> None:
+    from toolkit.lm import resolve_lm
+    from toolkit.service import token_model
+    from toolkit.tokens import estimate_tokens
+
+    name = token_model(resolve_lm(local_model))
+    texts = [d.text for d, _ in devel_pairs]
+    qwen = sum(estimate_tokens(t, name) for t in texts)
+    cl100k = sum(estimate_tokens(t, "gpt-3.5-turbo") for t in texts)
+    assert qwen > 0 and abs(cl100k - qwen) / qwen <= 0.10, (qwen, cl100k)

@@ -1,0 +1,117 @@
+"""Fit a latency profile from a real run: seconds per call = overhead + prompt/rate + output/rate.
+
+``calibrate(lm)`` runs a few documents at several batch sizes (so prompt and output sizes vary),
+takes one record per successful call (tokens in, tokens out, seconds) and solves the least-squares
+fit. The result is an emulated-provider :class:`~toolkit.lm.emulated.Profile` plus the fit's error,
+so a planner or an ``emulated:`` run can predict what the real backend would do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolkit.metrics import AttemptRecord
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyFit:
+    overhead_seconds: float
+    seconds_per_prompt_token: float
+    seconds_per_output_token: float
+    calls: int
+    r2: float
+    rmse_seconds: float
+    mape: float  # mean absolute percentage error of the per-call prediction
+
+    def predict(self, prompt_tokens: float, output_tokens: float) -> float:
+        return (self.overhead_seconds + prompt_tokens * self.seconds_per_prompt_token
+                + output_tokens * self.seconds_per_output_token)
+
+
+def fit_latency(records: Sequence[AttemptRecord]) -> LatencyFit:
+    """Least squares over successful calls that reported token usage (non-negative coefficients)."""
+    rows = [(r.tokens_in, r.tokens_out, r.seconds) for r in records
+            if r.outcome == "ok" and r.tokens_in and r.tokens_out is not None and r.seconds > 0]
+    if len(rows) < 3:
+        raise ValueError(f"need at least 3 successful calls with token usage to fit, got {len(rows)}")
+    data = np.array(rows, dtype=float)
+    design = np.column_stack([np.ones(len(data)), data[:, 0], data[:, 1]])
+    target = data[:, 2]
+    coef, *_ = np.linalg.lstsq(design, target, rcond=None)
+    if (coef < 0).any():  # refit without the offending terms (a rate cannot be negative)
+        keep = coef >= 0
+        sub, *_ = np.linalg.lstsq(design[:, keep], target, rcond=None)
+        coef = np.zeros(3)
+        coef[keep] = np.clip(sub, 0, None)
+    predicted = design @ coef
+    residual = target - predicted
+    total = ((target - target.mean()) ** 2).sum()
+    return LatencyFit(
+        overhead_seconds=float(coef[0]), seconds_per_prompt_token=float(coef[1]),
+        seconds_per_output_token=float(coef[2]), calls=len(rows),
+        r2=float(1 - (residual ** 2).sum() / total) if total > 0 else 1.0,
+        rmse_seconds=float(np.sqrt((residual ** 2).mean())),
+        mape=float(np.mean(np.abs(residual) / target)),
+    )
+
+
+def calibrate(lm: str = "local", corpus: str = "sample", docs: int = 6, batch_sizes: str | Sequence[int] = (1, 3),
+              out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run ``docs`` documents once per batch size on ``lm`` with a cold prompt cache, fit, report."""
+    import time
+
+    from toolkit.corpora import dedupe, load_corpus
+    from toolkit.extraction import ExtractionSettings
+    from toolkit.lm import resolve_lm
+    from toolkit.lm.emulated import Profile
+    from toolkit.service import ExtractionService
+
+    sizes = [int(s) for s in batch_sizes.split(",")] if isinstance(batch_sizes, str) else list(batch_sizes)
+    documents = dedupe(load_corpus(corpus))[0][:docs]
+    if not documents:
+        raise ValueError(f"{corpus}: no documents")
+    resolved = resolve_lm(lm, prompt_cache=False)
+    service = ExtractionService(resolved, ExtractionSettings())
+    records: list[AttemptRecord] = []
+    start = time.perf_counter()
+    for size in sizes:
+        run = service.run(documents, max_docs=size, progress=False)
+        records.extend(run.attempts)
+        if progress:
+            print(f"calibrate: {size} doc(s)/call: {run.report.calls} calls", flush=True)
+    fit = fit_latency(records)
+    profile = Profile(
+        name=f"calibrated-{resolved.model_id.split('@')[0].replace('/', '-')}",
+        overhead_seconds=round(fit.overhead_seconds, 4),
+        prompt_tokens_per_second=round(1 / fit.seconds_per_prompt_token, 2) if fit.seconds_per_prompt_token else 1e9,
+        output_tokens_per_second=round(1 / fit.seconds_per_output_token, 2) if fit.seconds_per_output_token else 1e9,
+        parallel_slots=1 if resolved.kind == "local" else None,
+        description=f"fitted by `toolkit calibrate --lm {lm}` on {len(documents)} documents of {corpus}",
+        source=f"{platform.node() or 'this machine'}: {platform.processor() or platform.machine()}, "
+               f"{__import__('os').cpu_count()} cores",
+        fit={**dataclasses.asdict(fit), "model_id": resolved.model_id, "prompt_cache": False},
+    )
+    result = {
+        "lm": lm,
+        "model_id": resolved.model_id,
+        "calls": fit.calls,
+        "overhead_seconds": fit.overhead_seconds,
+        "prompt_tokens_per_second": profile.prompt_tokens_per_second,
+        "output_tokens_per_second": profile.output_tokens_per_second,
+        "r2": fit.r2,
+        "rmse_seconds": fit.rmse_seconds,
+        "mape": fit.mape,
+        "run_seconds": time.perf_counter() - start,
+        "profile": profile.to_dict(),
+    }
+    if out is not None:
+        Path(out).write_text(json.dumps(profile.to_dict(), indent=2) + "\n")
+        result["written"] = str(out)
+    return result

@@ -1,0 +1,86 @@
+"""Quality against gold annotations: mention-level precision, recall and F1.
+
+Mentions are compared per document as sets of distinct mentions (a document that names a disease
+five times counts it once, as the extractor reports each distinct mention once):
+
+* **strict**: the predicted text equals a gold mention's text exactly;
+* **lenient**: equal after case and whitespace normalisation, or one contains the other
+  (overlapping spans of the same document).
+
+Only the entity types in ``types`` are scored (for NCBI disease: ``DISEASE``). Gold types are
+mapped with ``gold_map`` first (:data:`NCBI_DISEASE_MAP` maps the corpus's four disease classes to
+``DISEASE``), predicted types with ``type_map`` (the toolkit's preset types pass unchanged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+from toolkit.documents import Entity
+from toolkit.extraction import normalise
+
+
+NCBI_DISEASE_MAP = {t: "DISEASE" for t in ("SpecificDisease", "DiseaseClass", "CompositeMention", "Modifier")}
+
+
+@dataclass(frozen=True)
+class PRF:
+    tp: int
+    fp: int
+    fn: int
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {**asdict(self), "precision": self.precision, "recall": self.recall, "f1": self.f1}
+
+
+def _match_count(gold: list[str], pred: list[str], lenient: bool) -> int:
+    """Greedy one-to-one matching of distinct predicted and gold mentions."""
+    free = list(gold)
+    hits = 0
+    for p in pred:
+        for i, g in enumerate(free):
+            same = p == g if not lenient else (normalise(p) == normalise(g) or normalise(p) in normalise(g)
+                                               or normalise(g) in normalise(p))
+            if same:
+                hits += 1
+                del free[i]
+                break
+    return hits
+
+
+def _distinct(mentions: Iterable[str], lenient: bool) -> list[str]:
+    seen: dict[str, str] = {}
+    for m in mentions:
+        seen.setdefault(normalise(m) if lenient else m, m)
+    return list(seen.values())
+
+
+def score(gold: Mapping[str, Sequence[Entity]], pred: Mapping[str, Sequence[Entity]],
+          types: Iterable[str] = ("DISEASE",), type_map: Mapping[str, str] | None = None,
+          lenient: bool = False, gold_map: Mapping[str, str] | None = NCBI_DISEASE_MAP) -> PRF:
+    """P/R/F1 over the documents in ``gold`` (a document missing from ``pred`` predicted nothing)."""
+    wanted = set(types)
+    mapping, gmap = dict(type_map or {}), dict(gold_map or {})
+    tp = fp = fn = 0
+    for doc_id, gold_entities in gold.items():
+        g = _distinct((e.text for e in gold_entities if gmap.get(e.type, e.type) in wanted), lenient)
+        p = _distinct((e.text for e in pred.get(doc_id, ()) if mapping.get(e.type, e.type) in wanted), lenient)
+        hits = _match_count(g, p, lenient)
+        tp += hits
+        fp += len(p) - hits
+        fn += len(g) - hits
+    return PRF(tp, fp, fn)

@@ -1,0 +1,279 @@
+"""The emulated provider: a provider's latency and rate limits as data, answers from a gazetteer.
+
+A :class:`Profile` (JSON in ``toolkit/lm/profiles/``) says how long a call takes (overhead plus
+prompt and output tokens at fixed rates), what the server accepts per minute, how many calls it
+serves at once and how often it fails. :class:`EmulatedEngine` is an async DSPy engine: it reads
+the documents out of the real prompt, answers with a deterministic extractor (a gazetteer built
+from training annotations), sleeps on the event loop's clock, so runs of thousands of documents go
+through the real executor and DSPy module in virtual time. Everything it produces is emulated: the
+model id starts with ``emulated:`` and summaries carry ``"emulated": true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from toolkit.errors import AuthenticationFailed, CallTimeout, ContextLengthExceeded, RateLimited, ServerError
+from toolkit.lm.engine import make_response, request_messages, schema_of
+from toolkit.limits import SlidingWindowLimiter
+from toolkit.paths import shared_dir
+from toolkit.policies import RateLimitPolicy
+
+PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Latency and limits of one provider. ``parallel_slots`` None = unlimited parallel calls."""
+
+    name: str
+    overhead_seconds: float
+    prompt_tokens_per_second: float
+    output_tokens_per_second: float
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    prompt_cache: bool = False
+    parallel_slots: int | None = None
+    context_window: int | None = None
+    faults: dict[str, float] = field(default_factory=dict)
+    description: str = ""
+    source: str = ""
+    fit: dict[str, Any] = field(default_factory=dict)  # calibration details, when fitted
+
+    def __post_init__(self) -> None:
+        if self.prompt_tokens_per_second <= 0 or self.output_tokens_per_second <= 0 or self.overhead_seconds < 0:
+            raise ValueError(f"profile {self.name!r}: rates must be positive and overhead non-negative")
+        from toolkit.chaos import Faults
+
+        Faults(**self.faults)  # validates names and total
+
+    def call_seconds(self, prompt_tokens: int, output_tokens: int) -> float:
+        return (self.overhead_seconds + prompt_tokens / self.prompt_tokens_per_second
+                + output_tokens / self.output_tokens_per_second)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Profile:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown profile keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.json"))
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """A shipped profile by name, or a JSON file (e.g. one written by ``calibrate --out``)."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROFILE_DIR / f"{name_or_path}.json"
+    if not path.exists():
+        raise ValueError(f"unknown emulated profile {name_or_path!r}; shipped: {', '.join(available_profiles())}")
+    return Profile.from_dict(json.loads(path.read_text()))
+
+
+# ------------------------------------------------------------------------------------ extractor
+class Gazetteer:
+    """Case-insensitive whole-word matcher over known entity names (longest match first)."""
+
+    def __init__(self, names: dict[str, str], source: str) -> None:
+        self.names = {k.casefold(): v for k, v in names.items() if len(k) > 2}
+        self.source = source
+        ordered = sorted(self.names, key=len, reverse=True)
+        body = "|".join(re.escape(n) for n in ordered) or r"(?!x)x"
+        self._pattern = re.compile(rf"(?<!\w)(?:{body})(?!\w)", re.IGNORECASE)
+
+    def find(self, text: str, limit: int) -> list[tuple[str, str]]:
+        found: dict[str, str] = {}
+        for match in self._pattern.finditer(text):
+            mention = match.group(0)
+            found.setdefault(mention.casefold(), (mention, self.names[mention.casefold()]))  # type: ignore[arg-type]
+            if len(found) >= limit:
+                break
+        return list(found.values())  # type: ignore[arg-type]
+
+
+@lru_cache(maxsize=1)
+def default_gazetteer() -> Gazetteer:
+    """Disease names from NCBI train annotations (in ``../shared``) when present, else a small
+    list of common biomedical names shipped in ``data/gazetteer.txt``."""
+    from toolkit.corpora import iter_pubtator
+
+    root = shared_dir()
+    train = root / "corpora" / "ncbi-disease" / "train.pubtator" if root else None
+    if train is not None and train.exists():
+        names = {e.text: "DISEASE" for _, gold in iter_pubtator(train) for e in gold}
+        return Gazetteer(names, f"NCBI disease train annotations ({train})")
+    from toolkit.paths import DATA_DIR
+
+    path = DATA_DIR / "gazetteer.tsv"
+    rows = (line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()
+            if "\t" in line and not line.startswith("#"))
+    return Gazetteer({name: etype for name, etype in rows}, str(path))
+
+
+_DOCS_MARKER = "[[ ## documents ## ]]"
+
+
+def documents_in_prompt(messages: Iterable[dict[str, str]]) -> list[dict[str, str]]:
+    """The ``{id, text}`` documents DSPy formatted into the last user message."""
+    content = [m["content"] for m in messages if m["role"] == "user"][-1]
+    start = content.find(_DOCS_MARKER)
+    if start < 0:
+        return []
+    body = content[start + len(_DOCS_MARKER):].lstrip()
+    docs, _ = json.JSONDecoder().raw_decode(body)
+    return [d for d in docs if isinstance(d, dict) and "id" in d]
+
+
+# ---------------------------------------------------------------------------------------- engine
+class EmulatedEngine:
+    """Async DSPy engine emulating ``profile`` (see module docstring)."""
+
+    supports_response_schema = True
+    supported_params = frozenset({"response_format", "max_tokens", "temperature"})
+
+    def __init__(self, profile: Profile, seed: int = 0, gazetteer: Gazetteer | None = None) -> None:
+        from toolkit.chaos import Faults
+
+        self.profile = profile
+        self.faults = Faults(**profile.faults)
+        self.gazetteer = gazetteer
+        self._rng = random.Random(seed)
+        self._window = SlidingWindowLimiter(RateLimitPolicy(profile.requests_per_minute, profile.tokens_per_minute))
+        self._slots: asyncio.Semaphore | None = None
+        self._slots_loop: Any = None
+        self._cached_prefix = ""
+        self.rejected = 0
+        self.calls = 0
+
+    @property
+    def name(self) -> str:
+        return f"emulated:{self.profile.name}"
+
+    def _semaphore(self) -> asyncio.Semaphore | None:
+        if self.profile.parallel_slots is None:
+            return None
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots_loop is not loop:
+            self._slots, self._slots_loop = asyncio.Semaphore(self.profile.parallel_slots), loop
+        return self._slots
+
+    def _reply(self, docs: list[dict[str, str]], schema: dict[str, Any] | None, fault: str | None) -> str:
+        types = None
+        if schema is not None:
+            try:
+                item = schema["properties"]["results"]["items"]["properties"]["entities"]["items"]
+                types = set(item["properties"]["type"]["enum"])
+            except (KeyError, TypeError):
+                types = None
+        gazetteer = self.gazetteer or default_gazetteer()
+        records = []
+        for doc in docs:
+            found = [{"text": t, "type": k} for t, k in gazetteer.find(doc.get("text", ""), 25)
+                     if types is None or k in types]
+            records.append({"id": doc["id"], "entities": found, "relationships": []})
+        if fault == "missing_ids" and records:
+            records = records[: self._rng.randrange(len(records))]
+        if fault == "extra_ids":
+            records.append({"id": f"ghost-{self._rng.randrange(10**6)}", "entities": [], "relationships": []})
+        text = json.dumps({"results": records})
+        if fault == "malformed":
+            text = "Here are the entities: " + text[: len(text) // 3].replace('"', "'")
+        if fault == "truncated":
+            text = text[: max(1, len(text) // 2)]
+        return text
+
+    async def complete(self, request: Any) -> Any:
+        from toolkit.tokens import estimate_tokens as count_tokens
+
+        loop = asyncio.get_running_loop()
+        messages = request_messages(request)
+        prompt = "\n".join(m["content"] for m in messages)
+        prompt_tokens = count_tokens(prompt)
+        max_tokens = request.config.max_tokens or 1024
+        self.calls += 1
+        wait = self._window.try_acquire(prompt_tokens + max_tokens, loop.time())
+        if wait > 0:
+            self.rejected += 1
+            raise RateLimited("429 Too Many Requests (emulated server-side limit)", retry_after=max(1.0, wait))
+        if self.profile.context_window and prompt_tokens + max_tokens > self.profile.context_window:
+            raise ContextLengthExceeded(f"{prompt_tokens + max_tokens} tokens > context window")
+        fault = self.faults.pick(self._rng)
+        if fault == "unauthorized":
+            raise AuthenticationFailed("401 Unauthorized (emulated)")
+        if fault == "context_length":
+            raise ContextLengthExceeded("maximum context length exceeded (emulated)")
+        if fault in ("rate_limit", "rate_limit_retry_after"):
+            raise RateLimited("429 (emulated)", retry_after=5.0 if fault.endswith("after") else None)
+        text = self._reply(documents_in_prompt(messages), schema_of(request.config.response_format), fault)
+        output_tokens = min(count_tokens(text), max_tokens)
+        charged = prompt_tokens
+        if self.profile.prompt_cache:
+            shared = len(_common_prefix(self._cached_prefix, prompt))
+            charged = max(0, prompt_tokens - count_tokens(prompt[:shared]))
+            self._cached_prefix = prompt
+        slots = self._semaphore()
+        if slots is not None:
+            await slots.acquire()
+        try:
+            if fault == "timeout":
+                await asyncio.sleep(60.0)
+                raise CallTimeout("no reply within 60 s (emulated)")
+            await asyncio.sleep(self.profile.call_seconds(charged, output_tokens))
+        finally:
+            if slots is not None:
+                slots.release()
+        if fault == "server_error":
+            raise ServerError("500 Internal Server Error (emulated)")
+        finish = "length" if fault == "truncated" else "stop"
+        return make_response(self.name, text, finish, prompt_tokens, output_tokens)
+
+    def stream(self, request: Any):  # pragma: no cover - DSPy streams only when asked to
+        raise NotImplementedError("the emulated provider does not stream")
+
+    async def aclose(self) -> None:
+        pass
+
+    def sync_face(self) -> _SyncEmulated:
+        return _SyncEmulated(self)
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return a[:i]
+
+
+class _SyncEmulated:
+    """Synchronous face of the emulated engine (runs one call on a private loop, real time)."""
+
+    supports_response_schema = True
+    supported_params = EmulatedEngine.supported_params
+
+    def __init__(self, engine: EmulatedEngine) -> None:
+        self.engine = engine
+
+    def complete(self, request: Any) -> Any:
+        return asyncio.run(self.engine.complete(request))
+
+    def stream(self, request: Any):  # pragma: no cover
+        raise NotImplementedError("the emulated provider does not stream")
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,123 @@
+"""The offline local model: llama.cpp in process (llama-cpp-python), as a DSPy engine.
+
+One llama context is not thread-safe, so calls on one :class:`LlamaEngine` are serialised by a
+lock (concurrency > 1 on the local model queues, it never corrupts state). JSON-schema output is
+grammar-constrained by llama.cpp. ``prompt_cache`` controls llama.cpp's reuse of the previous
+prompt's matching prefix: off, every call evaluates its whole prompt (a cold cache).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolkit.lm import weights
+from toolkit.lm.engine import SyncEngineMixin, make_response, request_messages, schema_of
+
+
+@dataclass
+class CallTiming:
+    """Per-call figures of the local model (for calibration)."""
+
+    prompt_tokens: int
+    output_tokens: int
+    seconds: float
+    reused_tokens: int = 0
+
+
+class LlamaEngine(SyncEngineMixin):
+    """``complete(request) -> Response`` over ``llama_cpp.Llama.create_chat_completion``."""
+
+    def __init__(self, model: str | None = None, n_ctx: int | None = None, n_threads: int | None = None,
+                 prompt_cache: bool = True, seed: int = 0) -> None:
+        self.spec = weights.get_spec(model)
+        self.model_path: Path = weights.require(self.spec.name)
+        self.n_ctx = n_ctx or self.spec.n_ctx
+        self.n_threads = n_threads or os.cpu_count() or 1
+        self.prompt_cache = prompt_cache
+        self.seed = seed
+        self._llama: Any = None
+        self._lock = threading.Lock()
+        self.timings: list[CallTiming] = []
+
+    @property
+    def name(self) -> str:
+        return f"local/{self.spec.name}"
+
+    def _load(self) -> Any:
+        if self._llama is None:
+            import llama_cpp
+
+            self._llama = llama_cpp.Llama(
+                model_path=str(self.model_path), n_ctx=self.n_ctx, n_threads=self.n_threads,
+                n_threads_batch=self.n_threads, seed=self.seed, verbose=False,
+            )
+        return self._llama
+
+    def tokenize(self, text: str) -> list[int]:
+        with self._lock:
+            return self._load().tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text))
+
+    def complete(self, request: Any) -> Any:
+        config = request.config
+        kwargs: dict[str, Any] = {
+            "messages": request_messages(request),
+            "max_tokens": config.max_tokens or 1024,
+            "temperature": 0.0 if config.temperature is None else config.temperature,
+            "seed": self.seed,
+        }
+        schema = schema_of(config.response_format)
+        if schema is not None:
+            kwargs["response_format"] = {"type": "json_object", "schema": schema}
+        elif isinstance(config.response_format, dict):
+            kwargs["response_format"] = {"type": "json_object"}
+        with self._lock:
+            llama = self._load()
+            if not self.prompt_cache:
+                llama.reset()
+            before = llama.n_tokens
+            start = time.perf_counter()
+            out = llama.create_chat_completion(**kwargs)
+            seconds = time.perf_counter() - start
+        usage = out.get("usage") or {}
+        choice = out["choices"][0]
+        tokens_in, tokens_out = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+        self.timings.append(CallTiming(tokens_in, tokens_out, seconds, reused_tokens=min(before, tokens_in)))
+        return make_response(self.name, choice["message"].get("content") or "", choice.get("finish_reason") or "stop",
+                             tokens_in, tokens_out)
+
+
+_ENGINES: dict[tuple[str, bool], LlamaEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def shared_engine(model: str | None = None, prompt_cache: bool = True) -> LlamaEngine:
+    """One engine per (model, cache setting) per process: the weights are loaded once."""
+    key = (weights.get_spec(model).name, prompt_cache)
+    with _ENGINES_LOCK:
+        if key not in _ENGINES:
+            _ENGINES[key] = LlamaEngine(model, prompt_cache=prompt_cache)
+        return _ENGINES[key]
+
+
+@dataclass
+class LocalTokenizer:
+    """The local model's own tokenizer (vocabulary only, no weights in memory)."""
+
+    model: str | None = None
+    _llama: Any = field(default=None, repr=False)
+
+    def __call__(self, text: str) -> int:
+        if self._llama is None:
+            import llama_cpp
+
+            path = weights.require(self.model)
+            self._llama = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+        return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))

@@ -1,0 +1,173 @@
+"""Extraction as a service: pack documents, run the DSPy module through the executor, validate.
+
+``ExtractionService(lm, settings)`` wires the pieces; ``extract_batch(documents, token_budget)``
+and ``get_batch_metrics()`` are the original design's API on a default service. The packer's
+reserves are measured from the module's real prompt (not guessed), and an emulated LM runs in
+virtual time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dspy
+
+from toolkit.documents import Document
+from toolkit.executor import ExecutionReport, Executor, ProgressFn, RunStopped
+from toolkit.extraction import BatchExtractor, ExtractionSettings, to_result
+from toolkit.lm import ResolvedLM, resolve_lm
+from toolkit.metrics import AttemptRecord, RunMetrics
+from toolkit.models import BatchExtractionResult, DocumentBatch, ProcessingMetrics, ValidationCounts
+from toolkit.packer import Packer, PackingSettings, PackResult
+from toolkit.policies import ConcurrencyPolicy, ExecutionPolicy, RateLimitPolicy
+from toolkit.tokens import get_counter, register_tokenizer
+
+_PROBE_ID = "doc-0000"
+
+
+def token_model(resolved: ResolvedLM) -> str:
+    """The tokenizer name the packer should use for ``resolved`` (the local model's own)."""
+    if resolved.kind == "local":
+        from toolkit.lm.local import LocalTokenizer
+
+        name = resolved.engine.name
+        register_tokenizer(name, LocalTokenizer(resolved.engine.spec.name))
+        return name
+    if resolved.kind == "provider":
+        return resolved.spec.split("/", 1)[1]
+    return "gpt-4o-mini"  # emulated: counted with the same tokenizer the emulator charges
+
+
+def measure_reserves(settings: ExtractionSettings, model: str) -> tuple[int, int]:
+    """(prompt tokens of the module's instructions, tokens each document adds besides its text),
+    measured by formatting the real prompt for batches of one and two placeholder documents."""
+    extractor = BatchExtractor(settings)
+    counter = get_counter(model)
+
+    def size(n: int) -> int:
+        docs = [Document(f"{_PROBE_ID}{i}", "x") for i in range(n)]
+        request = extractor._request(docs)
+        request.pop("config")
+        messages = extractor.adapter.format(extractor.predict.signature, demos=[], inputs=request)
+        return sum(counter.count(m["content"]) for m in messages) + 4 * len(messages)
+
+    one, two = size(1), size(2)
+    per_doc = max(1, two - one)
+    return max(0, one - per_doc), per_doc
+
+
+def default_policy(resolved: ResolvedLM, concurrency: str | int | None = None) -> ExecutionPolicy:
+    """Concurrency 1 on the local model (one llama context), adaptive elsewhere; an emulated
+    profile's rate limits become the client-side limits."""
+    if concurrency is None:
+        concurrency = 1 if resolved.kind == "local" else "auto:16"
+    policy = ConcurrencyPolicy.parse(str(concurrency))
+    rate = RateLimitPolicy()
+    if resolved.kind == "emulated":
+        profile = resolved.engine.profile
+        rate = RateLimitPolicy(profile.requests_per_minute, profile.tokens_per_minute)
+    return ExecutionPolicy(concurrency=policy, rate=rate, call_timeout=None if resolved.kind == "emulated" else 900.0)
+
+
+@dataclass
+class ServiceRun:
+    """What one ``extract`` call did."""
+
+    pack: PackResult
+    report: ExecutionReport
+    attempts: list[AttemptRecord]
+    documents: int  # documents given to the run (every one must end extracted, failed or pending)
+    validation: ValidationCounts = field(default_factory=ValidationCounts)
+    stopped: str | None = None
+
+
+class ExtractionService:
+    """Packs, executes and validates; keeps cumulative metrics across calls (``metrics``)."""
+
+    def __init__(self, lm: str | ResolvedLM = "local", settings: ExtractionSettings | None = None,
+                 packing: PackingSettings | None = None, policy: ExecutionPolicy | None = None,
+                 api_base: str | None = None) -> None:
+        self.resolved = lm if isinstance(lm, ResolvedLM) else resolve_lm(lm, api_base=api_base)
+        self.settings = settings or ExtractionSettings()
+        self.extractor = BatchExtractor(self.settings)
+        self.policy = policy or default_policy(self.resolved)
+        self._packing = packing
+        self.metrics = RunMetrics()
+        self.validation = ValidationCounts()
+
+    def packing_settings(self, token_budget: int | None = None, **overrides: Any) -> PackingSettings:
+        """Packing settings with the measured prompt and document reserves for this LM."""
+        base = self._packing or PackingSettings()
+        model = token_model(self.resolved)
+        prompt, per_doc = measure_reserves(self.settings, model)
+        return dataclasses.replace(
+            base, token_budget=token_budget or base.token_budget, prompt_tokens=prompt,
+            doc_overhead_tokens=per_doc, output_tokens_per_doc=self.settings.output_tokens_per_doc,
+            model=model, **overrides,
+        )
+
+    async def extract_one(self, batch: DocumentBatch) -> BatchExtractionResult:
+        """The executor's ``extract_fn``: one DSPy call on one (sub-)batch."""
+        with dspy.context(lm=self.resolved.lm, track_usage=True):
+            prediction = await self.extractor.acall(list(batch.documents))
+        validated = prediction.validated
+        self.validation.add(validated.counts)
+        return to_result(batch, validated, _usage(prediction))
+
+    def run(self, documents: Sequence[Document], token_budget: int | None = None,
+            progress: ProgressFn | bool | None = None, **packing: Any) -> ServiceRun:
+        pack = Packer(self.packing_settings(token_budget, **packing)).pack(list(documents))
+        executor = Executor(self.extract_one, self.policy, self.metrics, progress=progress)
+        before = dataclasses.replace(self.validation)
+        seen = len(self.metrics.attempts)
+        stopped = None
+        try:
+            report = executor.run(pack.batches, virtual=self.resolved.is_async_native)
+        except RunStopped as exc:
+            report, stopped = exc.report, str(exc)
+        delta = ValidationCounts(**{k: getattr(self.validation, k) - getattr(before, k) for k in vars(before)})
+        return ServiceRun(pack, report, self.metrics.attempts[seen:], len(documents), delta, stopped)
+
+    def extract_batch(self, documents: Sequence[Document], token_budget: int = 8192) -> BatchExtractionResult:
+        """Original contract: per-document results of ``documents`` (failed ones in
+        ``failed_document_ids`` with their reason, never as empty entity lists)."""
+        run = self.run(documents, token_budget, progress=False)
+        return run.report.to_batch_result(self.metrics.run_id)
+
+    def get_batch_metrics(self) -> ProcessingMetrics:
+        return self.metrics.get_statistics()
+
+
+def _usage(prediction: dspy.Prediction) -> tuple[int | None, int | None]:
+    try:
+        usage = prediction.get_lm_usage() or {}
+    except AttributeError:
+        return None, None
+    tokens_in = sum(u.get("prompt_tokens") or 0 for u in usage.values()) if usage else None
+    tokens_out = sum(u.get("completion_tokens") or 0 for u in usage.values()) if usage else None
+    return tokens_in, tokens_out
+
+
+_default: ExtractionService | None = None
+
+
+def default_service(lm: str | ResolvedLM | None = None) -> ExtractionService:
+    """The process-wide service behind :func:`extract_batch` (created on first use, ``local`` LM)."""
+    global _default
+    if _default is None or lm is not None:
+        _default = ExtractionService(lm or "local")
+    return _default
+
+
+def extract_batch(documents: Sequence[Document], token_budget: int = 8192,
+                  lm: str | ResolvedLM | None = None) -> BatchExtractionResult:
+    """Original API: pack ``documents`` under ``token_budget`` and extract (see the service)."""
+    return default_service(lm).extract_batch(documents, token_budget)
+
+
+def get_batch_metrics() -> ProcessingMetrics:
+    """Original API: cumulative :class:`ProcessingMetrics` of :func:`extract_batch` calls."""
+    return default_service().get_batch_metrics()
