@@ -33,13 +33,14 @@ class LlamaEngine(SyncEngineMixin):
     """``complete(request) -> Response`` over ``llama_cpp.Llama.create_chat_completion``."""
 
     def __init__(self, model: str | None = None, n_ctx: int | None = None, n_threads: int | None = None,
-                 prompt_cache: bool = True, seed: int = 0) -> None:
+                 prompt_cache: bool = True, seed: int = 0, repeat_penalty: float = 1.0) -> None:
         self.spec = weights.get_spec(model)
         self.model_path: Path = weights.require(self.spec.name)
         self.n_ctx = n_ctx or self.spec.n_ctx
         self.n_threads = n_threads or os.cpu_count() or 1
         self.prompt_cache = prompt_cache
         self.seed = seed
+        self.repeat_penalty = repeat_penalty
         self._llama: Any = None
         self._lock = threading.Lock()
         self.timings: list[CallTiming] = []
@@ -72,6 +73,7 @@ class LlamaEngine(SyncEngineMixin):
             "max_tokens": config.max_tokens or 1024,
             "temperature": 0.0 if config.temperature is None else config.temperature,
             "seed": self.seed,
+            "repeat_penalty": self.repeat_penalty,
         }
         schema = schema_of(config.response_format)
         if schema is not None:

