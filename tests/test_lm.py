@@ -136,11 +136,13 @@ def test_emulated_server_limits_are_enforced() -> None:
     assert not asyncio.iscoroutinefunction(engine.sync_face().complete)
 
 
-def test_extract_cli_on_the_emulated_provider(capsys: pytest.CaptureFixture[str], no_network: list) -> None:
-    assert main(["extract", "--corpus", "sample", "--lm", "emulated:hosted-api", "--json"]) == 0
+def test_extract_cli_on_the_emulated_provider(capsys: pytest.CaptureFixture[str], no_network: list,
+                                             tmp_path: Path) -> None:
+    assert main(["extract", "--corpus", "sample", "--lm", "emulated:hosted-api", "--json",
+                 "--db", f"sqlite:///{tmp_path / 'e.db'}"]) == 0
     out = json.loads(capsys.readouterr().out)
     summary = out["summary"]
-    assert out["emulated"] is True and summary["lost"] == 0
+    assert summary["emulated"] is True and summary["lost"] == 0
     assert summary["extracted"] == summary["documents"] == len(out["documents"])
     for key in ("grounded_rate", "leaks", "repaired", "missing_ids", "tokens_in", "tokens_out", "entities_per_doc"):
         assert key in summary

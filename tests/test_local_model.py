@@ -40,12 +40,15 @@ def devel_pairs() -> list:
     return list(iter_pubtator(path))
 
 
-def test_extract_cli_on_the_local_model(local_model: str, devel_pairs: list, no_network: list,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
-    """The issue's acceptance command, in process with the network refused."""
+def test_extract_cli_on_the_local_model_into_sqlite(local_model: str, devel_pairs: list, no_network: list,
+                                                    capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """The acceptance command, in process with the network refused, end to end into SQLite."""
+    import sqlite3
+
     corpus = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "ncbi-disease" / "devel.pubtator"
+    db = tmp_path / "local.db"
     code = main(["extract", "--corpus", str(corpus), "--limit", "3", "--lm", local_model, "--max-docs", "3",
-                 "--types", "DISEASE", "--no-relationships", "--json"])
+                 "--types", "DISEASE", "--no-relationships", "--db", f"sqlite:///{db}", "--json"])
     out = json.loads(capsys.readouterr().out)
     summary = out["summary"]
     assert code == 0 and summary["lost"] == 0 and not no_network
@@ -60,6 +63,10 @@ def test_extract_cli_on_the_local_model(local_model: str, devel_pairs: list, no_
         else:
             assert doc["reason"]
     assert summary["entities"] > 0 and summary["tokens_in"] > 0 and summary["tokens_out"] > 0
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT COUNT(*) FROM batchx_entities").fetchone()[0]
+        assert conn.execute("SELECT COUNT(DISTINCT doc_id) FROM batchx_documents").fetchone()[0] == 3
+    assert stored == summary["entities"]
 
 
 def test_concurrent_calls_on_one_llama_context_are_serialised(local_model: str, devel_pairs: list) -> None:

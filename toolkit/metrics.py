@@ -56,6 +56,7 @@ class RunMetrics:
         self._metrics = ProcessingMetrics()
         self._started: float | None = None
         self._finished: float | None = None
+        self.failed_attempts = 0  # calls that raised (each is retried, split or ends a document)
 
     def start(self) -> None:
         """Mark the start (the first call wins: a tracker reused by several runs spans them all)."""
@@ -68,6 +69,7 @@ class RunMetrics:
     def record_attempt(self, record: AttemptRecord) -> None:
         with self._lock:
             self._attempts.append(record)
+            self.failed_attempts += record.outcome != "ok"
 
     def update_with_batch(self, result: BatchExtractionResult, batch_size: int) -> None:
         with self._lock:

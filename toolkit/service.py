@@ -9,14 +9,14 @@ virtual time.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import dspy
 
 from toolkit.documents import Document
-from toolkit.executor import ExecutionReport, Executor, ProgressFn, RunStopped
+from toolkit.executor import DocumentOutcome, ExecutionReport, Executor, ProgressFn, RunStopped
 from toolkit.extraction import BatchExtractor, ExtractionSettings, to_result
 from toolkit.lm import ResolvedLM, resolve_lm
 from toolkit.metrics import AttemptRecord, RunMetrics
@@ -119,8 +119,14 @@ class ExtractionService:
 
     def run(self, documents: Sequence[Document], token_budget: int | None = None,
             progress: ProgressFn | bool | None = None, **packing: Any) -> ServiceRun:
+        """Pack ``documents`` (settings from :meth:`packing_settings`) and :meth:`execute` them."""
         pack = Packer(self.packing_settings(token_budget, **packing)).pack(list(documents))
-        executor = Executor(self.extract_one, self.policy, self.metrics, progress=progress)
+        return self.execute(pack, len(documents), progress)
+
+    def execute(self, pack: PackResult, documents: int, progress: ProgressFn | bool | None = None,
+                on_outcome: Callable[[DocumentOutcome], None] | None = None) -> ServiceRun:
+        """Run packed batches through the executor (virtual time for an emulated LM)."""
+        executor = Executor(self.extract_one, self.policy, self.metrics, progress=progress, on_outcome=on_outcome)
         before = dataclasses.replace(self.validation)
         seen = len(self.metrics.attempts)
         stopped = None
@@ -129,7 +135,7 @@ class ExtractionService:
         except RunStopped as exc:
             report, stopped = exc.report, str(exc)
         delta = ValidationCounts(**{k: getattr(self.validation, k) - getattr(before, k) for k in vars(before)})
-        return ServiceRun(pack, report, self.metrics.attempts[seen:], len(documents), delta, stopped)
+        return ServiceRun(pack, report, self.metrics.attempts[seen:], documents, delta, stopped)
 
     def extract_batch(self, documents: Sequence[Document], token_budget: int = 8192) -> BatchExtractionResult:
         """Original contract: per-document results of ``documents`` (failed ones in

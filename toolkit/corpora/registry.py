@@ -35,6 +35,8 @@ class CorpusManifest:
     size: int | None = None
     bundled: str | None = None
     shared: str | None = None
+    take: int | None = None  # a sample: only the first N records (with an abstract, if required)
+    require_abstract: bool = False
 
     @property
     def cached_file(self) -> Path | None:

@@ -8,6 +8,7 @@ prompt's matching prefix: off, every call evaluates its whole prompt (a cold cac
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
@@ -16,6 +17,23 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.lm import weights
+
+_OPEN: list[Any] = []  # llama objects, closed at exit (their __del__ fails during interpreter shutdown)
+
+
+def _open_llama(**kwargs: Any) -> Any:
+    import llama_cpp
+
+    llama = llama_cpp.Llama(**kwargs)
+    if not _OPEN:
+        atexit.register(_close_all)
+    _OPEN.append(llama)
+    return llama
+
+
+def _close_all() -> None:
+    while _OPEN:
+        _OPEN.pop().close()
 from toolkit.lm.engine import SyncEngineMixin, make_response, request_messages, schema_of
 
 
@@ -51,9 +69,7 @@ class LlamaEngine(SyncEngineMixin):
 
     def _load(self) -> Any:
         if self._llama is None:
-            import llama_cpp
-
-            self._llama = llama_cpp.Llama(
+            self._llama = _open_llama(
                 model_path=str(self.model_path), n_ctx=self.n_ctx, n_threads=self.n_threads,
                 n_threads_batch=self.n_threads, seed=self.seed, verbose=False,
             )
@@ -118,8 +134,6 @@ class LocalTokenizer:
 
     def __call__(self, text: str) -> int:
         if self._llama is None:
-            import llama_cpp
-
             path = weights.require(self.model)
-            self._llama = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+            self._llama = _open_llama(model_path=str(path), vocab_only=True, verbose=False)
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))

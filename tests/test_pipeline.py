@@ -1,0 +1,148 @@
+"""The main job end to end on the emulated provider: store, resume (also after SIGKILL), bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import toolkit
+from toolkit.cli import main
+from toolkit.corpora import CorpusError, synthetic_documents
+from toolkit.pipeline import RunSettings, run
+
+REPO = Path(__file__).resolve().parents[1]
+LM = "emulated:hosted-api"
+
+
+def write_jsonl(path: Path, docs) -> Path:
+    path.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n" for d in docs), encoding="utf-8")
+    return path
+
+
+def db_counts(db: Path, run_id: str) -> tuple[int, int, dict[str, int]]:
+    with sqlite3.connect(db) as conn:
+        rows, distinct = conn.execute("SELECT COUNT(*), COUNT(DISTINCT doc_id) FROM batchx_documents WHERE run_id = ?",
+                                      (run_id,)).fetchone()
+        statuses = dict(conn.execute("SELECT status, COUNT(*) FROM batchx_documents WHERE run_id = ? GROUP BY status",
+                                     (run_id,)).fetchall())
+    return rows, distinct, statuses
+
+
+def test_extract_into_sqlite_then_resume_makes_no_calls(tmp_path: Path, ncbi_devel: Path, no_network: list,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's acceptance commands, in process."""
+    db = tmp_path / "x.db"
+    args = ["extract", "--corpus", str(ncbi_devel), "--lm", LM, "--db", f"sqlite:///{db}", "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)["summary"]
+    assert first["lost"] == 0 and first["extracted"] == first["documents"] == 100 and first["calls"] > 0
+    for key in ("run", "documents", "extracted", "failed", "lost", "batches", "calls", "entities", "entities_per_doc",
+                "zero_entity_docs", "grounded_rate", "leaks", "tokens_in", "tokens_out", "wall_seconds",
+                "docs_per_second"):
+        assert key in first
+    assert db_counts(db, first["run"])[:2] == (100, 100)
+    assert main(args + ["--resume"]) == 0
+    second = json.loads(capsys.readouterr().out)["summary"]
+    assert second["run"] == first["run"] and second["calls"] == 0 and second["skipped_already_extracted"] == 100
+    assert second["entities"] == first["entities"] and db_counts(db, first["run"])[:2] == (100, 100)
+
+
+def test_python_api_returns_frames(tmp_path: Path) -> None:
+    corpus = write_jsonl(tmp_path / "c.jsonl", synthetic_documents(30, seed=4))
+    result = toolkit.run(str(corpus), lm=LM, store=f"sqlite:///{tmp_path / 'api.db'}", run_name="api",
+                         settings=RunSettings(max_docs=5), progress=False)
+    assert result.run_id == "api" and result.summary["extracted"] == 30 and result.summary["batches"] == 6
+    assert result.documents.height == 30 and set(result.documents["status"]) == {"extracted"}
+    assert result.attempts.height == result.summary["calls"]
+    assert result.entities.height == result.summary["entities"]
+
+
+BAD_LINES = [
+    b'{"id": "ok1", "text": "Asthma and eczema in children."}\n',
+    b'{"id": "ok2", "text": "Cystic fibrosis."\n',                     # 2: malformed JSON
+    b'{"text": "no id here"}\n',                                         # 3: missing id
+    b'{"id": "e1", "text": "   "}\n',                                    # 4: empty text
+    b'{"id": "n1", "text": {"nested": 1}}\n',                            # 5: not text
+    b'{"id": "u1", "text": "caf\xe9 latte"}\n',                          # 6: invalid UTF-8
+    b'{"id": "ok1", "text": "Asthma and eczema in children."}\n',      # 7: exact duplicate: skipped
+    b'{"id": "ok1", "text": "A different text under the same id."}\n',  # 8: duplicate id, other text
+    b'[1, 2, 3]\n',                                                       # 9: not an object
+    b'{"id": "big", "text": "' + b"word " * 12000 + b'"}\n',            # 10: far over the budget
+    b'{"id": "ok3", "text": "Malaria in travellers."}\n',
+]
+
+
+def test_bad_input_is_recorded_never_crashes_never_dropped(tmp_path: Path) -> None:
+    corpus = tmp_path / "bad.jsonl"
+    corpus.write_bytes(b"".join(BAD_LINES))
+    result = run(str(corpus), lm=LM, store=f"sqlite:///{tmp_path / 'bad.db'}", run_name="bad", progress=False)
+    s = result.summary
+    assert s["lost"] == 0 and s["extracted"] == 2 and s["duplicates_skipped"] == 1 and s["oversize"] == 1
+    docs = {r["doc_id"]: r for r in result.store.documents("bad")}
+    failed = {k: v["reason"] for k, v in docs.items() if v["status"] == "failed"}
+    assert len(failed) == 8 and s["failed"] == 8
+    reasons = "\n".join(failed.values())
+    for needle in (":2: malformed JSON", ":3: missing or invalid id", ":4: empty text", ":5: text is dict",
+                   ":6: invalid UTF-8", "already used for a different text", ":9: a JSON list", "has 12"):
+        assert needle in reasons, needle
+    assert all(r.startswith("bad input: ") for r in failed.values())
+    assert {"ok1", "ok3"} <= {k for k, v in docs.items() if v["status"] == "extracted"}
+
+
+def test_strict_mode_stops_at_the_first_bad_record(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = tmp_path / "bad.jsonl"
+    corpus.write_bytes(b"".join(BAD_LINES))
+    with pytest.raises(CorpusError, match=r"bad.jsonl:2: malformed JSON"):
+        run(str(corpus), lm=LM, store=f"sqlite:///{tmp_path / 's.db'}", settings=RunSettings(strict=True),
+            progress=False)
+    code = main(["extract", "--corpus", str(corpus), "--lm", LM, "--db", f"sqlite:///{tmp_path / 's2.db'}",
+                 "--strict", "--json"])
+    assert code == 2 and "bad.jsonl:2" in capsys.readouterr().err
+
+
+def test_missing_corpus_and_bad_store_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["extract", "--corpus", str(tmp_path / "nope.jsonl"), "--lm", LM, "--json"]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["extract", "--corpus", "sample", "--lm", LM, "--db", "mysql://x", "--json"]) == 2
+    assert "unknown store" in capsys.readouterr().err
+
+
+def test_resume_after_sigkill_ends_with_every_document_exactly_once(tmp_path: Path) -> None:
+    corpus = write_jsonl(tmp_path / "big.jsonl", synthetic_documents(3_000, seed=9))
+    db = tmp_path / "kill.db"
+    cmd = [sys.executable, "-m", "toolkit", "extract", "--corpus", str(corpus), "--lm", LM, "--db", f"sqlite:///{db}",
+           "--run", "killed", "--json", "--show", "0"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    killed_at = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        if db.exists():
+            try:
+                _, _, statuses = db_counts(db, "killed")
+            except sqlite3.OperationalError:  # tables not created yet
+                continue
+            if statuses.get("extracted", 0) >= 300:
+                proc.send_signal(signal.SIGKILL)
+                killed_at = statuses["extracted"]
+                break
+    proc.wait(timeout=30)
+    assert killed_at is not None and proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    rows, distinct, statuses = db_counts(db, "killed")
+    assert statuses.get("extracted", 0) < 3_000  # really interrupted
+    resumed = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = json.loads(resumed.stdout)["summary"]
+    rows, distinct, statuses = db_counts(db, "killed")
+    assert (rows, distinct, statuses) == (3_000, 3_000, {"extracted": 3_000})
+    assert summary["lost"] == 0 and summary["skipped_already_extracted"] >= killed_at
+    assert summary["calls"] > 0 and summary["extracted"] == 3_000

@@ -1,0 +1,115 @@
+"""Where results go: an embedded SQLite file by default, InterSystems IRIS for those who run it.
+
+``open_store(url)`` accepts:
+
+* ``sqlite:///PATH`` (a file, created with its tables on first use) or ``sqlite://:memory:``;
+* ``iris://USER:PASSWORD@HOST:PORT/NAMESPACE[?schema=NAME]`` through ``intersystems-irispython``
+  (``iris.dbapi``), or ``iris://`` alone to read ``IRIS_HOST``, ``IRIS_PORT``, ``IRIS_NAMESPACE``,
+  ``IRIS_USER`` and ``IRIS_PASSWORD`` from the environment (the password is never logged).
+
+Both speak one schema (runs, documents, entities, relationships, batch attempts) through one
+implementation, :class:`~toolkit.store.sql.SQLStore`; the SQL differences live in
+:mod:`toolkit.store.dialect`.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote, urlparse
+
+from toolkit.store.dialect import SQLITE, iris_dialect
+from toolkit.store.sql import SQLStore
+
+DEFAULT_URL = "sqlite:///batchx.db"
+IRIS_ENV = ("IRIS_HOST", "IRIS_PORT", "IRIS_NAMESPACE", "IRIS_USER", "IRIS_PASSWORD")
+
+
+class StoreError(RuntimeError):
+    """A store URL that cannot be used, or a database that cannot be reached."""
+
+
+class Store(Protocol):
+    url: str
+
+    def start_run(self, run_id: str, lm: str, model_id: str, settings: dict[str, Any]) -> bool: ...
+    def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None: ...
+    def get_run(self, run_id: str) -> dict[str, Any] | None: ...
+    def statuses(self, run_id: str) -> dict[str, str]: ...
+    def mark_pending(self, run_id: str, docs: Any) -> None: ...
+    def save_documents(self, run_id: str, outcomes: Any) -> None: ...
+    def save_attempts(self, run_id: str, attempts: Any) -> None: ...
+    def documents(self, run_id: str) -> list[dict[str, Any]]: ...
+    def entities(self, run_id: str, doc_id: str | None = None) -> list[Any]: ...
+    def relationships(self, run_id: str) -> list[Any]: ...
+    def attempts(self, run_id: str) -> list[dict[str, Any]]: ...
+    def count(self, table: str, run_id: str) -> int: ...
+    def close(self) -> None: ...
+
+
+def open_store(url: str | None = None) -> SQLStore:
+    url = url or DEFAULT_URL
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        return _sqlite(url)
+    if scheme == "iris":
+        return _iris(url)
+    raise StoreError(f"unknown store {url!r}: use sqlite:///PATH or iris://USER:PASSWORD@HOST:PORT/NAMESPACE")
+
+
+def _sqlite(url: str) -> SQLStore:
+    rest = url[len("sqlite://"):]
+    if rest in (":memory:", "/:memory:"):
+        target = ":memory:"
+    else:
+        if not rest.startswith("/"):
+            raise StoreError(f"{url!r}: write sqlite:///relative/path.db or sqlite:////absolute/path.db")
+        target = rest[1:]
+        if not target:
+            raise StoreError(f"{url!r}: no database file given")
+        Path(target).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(target, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL" if target != ":memory:" else "PRAGMA journal_mode=MEMORY")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    return SQLStore(connect, SQLITE, url)
+
+
+def iris_settings(url: str) -> dict[str, Any]:
+    """Connection settings from an ``iris://`` URL, completed from the ``IRIS_*`` environment."""
+    parsed = urlparse(url)
+    env = os.environ
+    settings = {
+        "hostname": parsed.hostname or env.get("IRIS_HOST"),
+        "port": parsed.port or int(env.get("IRIS_PORT") or 1972),
+        "namespace": (parsed.path or "").strip("/") or env.get("IRIS_NAMESPACE") or "USER",
+        "username": unquote(parsed.username) if parsed.username else env.get("IRIS_USER"),
+        "password": unquote(parsed.password) if parsed.password else env.get("IRIS_PASSWORD"),
+    }
+    if not settings["hostname"]:
+        raise StoreError("IRIS host not given: use iris://USER:PASSWORD@HOST:PORT/NAMESPACE or set IRIS_HOST")
+    schema = parse_qs(parsed.query).get("schema", [None])[0]
+    return {**settings, "schema": schema}
+
+
+def _iris(url: str) -> SQLStore:
+    try:
+        import iris.dbapi
+    except ImportError as exc:
+        raise StoreError("the IRIS store needs intersystems-irispython: pip install 'batchx-toolkit[iris]'") from exc
+    settings = iris_settings(url)
+    schema = settings.pop("schema")
+    where = f"{settings['hostname']}:{settings['port']}/{settings['namespace']}"
+
+    def connect() -> Any:
+        try:
+            return iris.dbapi.connect(**settings, timeout=10)
+        except iris.dbapi.Error as exc:  # OperationalError: unreachable, refused, bad login
+            raise StoreError(f"cannot connect to IRIS at {where} as {settings['username']!r}: {exc}") from None
+
+    return SQLStore(connect, iris_dialect(schema), f"iris://{settings['username']}@{where}")
