@@ -29,6 +29,7 @@ class LatencyFit:
     r2: float
     rmse_seconds: float
     mape: float  # mean absolute percentage error of the per-call prediction
+    dropped_terms: tuple[str, ...] = ()  # terms fitted negative and removed (too little variety in the run)
 
     def predict(self, prompt_tokens: float, output_tokens: float) -> float:
         return (self.overhead_seconds + prompt_tokens * self.seconds_per_prompt_token
@@ -45,8 +46,10 @@ def fit_latency(records: Sequence[AttemptRecord]) -> LatencyFit:
     design = np.column_stack([np.ones(len(data)), data[:, 0], data[:, 1]])
     target = data[:, 2]
     coef, *_ = np.linalg.lstsq(design, target, rcond=None)
+    dropped: tuple[str, ...] = ()
     if (coef < 0).any():  # refit without the offending terms (a rate cannot be negative)
         keep = coef >= 0
+        dropped = tuple(name for name, k in zip(("overhead", "prompt", "output"), keep) if not k)
         sub, *_ = np.linalg.lstsq(design[:, keep], target, rcond=None)
         coef = np.zeros(3)
         coef[keep] = np.clip(sub, 0, None)
@@ -59,12 +62,14 @@ def fit_latency(records: Sequence[AttemptRecord]) -> LatencyFit:
         r2=float(1 - (residual ** 2).sum() / total) if total > 0 else 1.0,
         rmse_seconds=float(np.sqrt((residual ** 2).mean())),
         mape=float(np.mean(np.abs(residual) / target)),
+        dropped_terms=dropped,
     )
 
 
-def calibrate(lm: str = "local", corpus: str = "sample", docs: int = 6, batch_sizes: str | Sequence[int] = (1, 3),
+def calibrate(lm: str = "local", corpus: str | None = None, docs: int = 8, batch_sizes: str | Sequence[int] = (1, 2, 4),
               out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
-    """Run ``docs`` documents once per batch size on ``lm`` with a cold prompt cache, fit, report."""
+    """Run ``docs`` documents once per batch size on ``lm`` with a cold prompt cache, fit, report.
+    Default corpus: NCBI disease devel when ``../shared`` is present, else the bundled sample."""
     import time
 
     from toolkit.corpora import dedupe, load_corpus
@@ -74,6 +79,10 @@ def calibrate(lm: str = "local", corpus: str = "sample", docs: int = 6, batch_si
     from toolkit.service import ExtractionService
 
     sizes = [int(s) for s in batch_sizes.split(",")] if isinstance(batch_sizes, str) else list(batch_sizes)
+    if corpus is None:  # abstracts of varied length make the prompt and output terms separable
+        from toolkit.paths import shared_dir
+
+        corpus = "ncbi-disease" if shared_dir() is not None else "sample"
     documents = dedupe(load_corpus(corpus))[0][:docs]
     if not documents:
         raise ValueError(f"{corpus}: no documents")
@@ -108,6 +117,7 @@ def calibrate(lm: str = "local", corpus: str = "sample", docs: int = 6, batch_si
         "r2": fit.r2,
         "rmse_seconds": fit.rmse_seconds,
         "mape": fit.mape,
+        "dropped_terms": list(fit.dropped_terms),
         "run_seconds": time.perf_counter() - start,
         "profile": profile.to_dict(),
     }
