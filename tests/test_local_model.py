@@ -104,3 +104,15 @@ def test_local_tokenizer_is_registered_and_cl100k_is_within_ten_percent(local_mo
     qwen = sum(estimate_tokens(t, name) for t in texts)
     cl100k = sum(estimate_tokens(t, "gpt-3.5-turbo") for t in texts)
     assert qwen > 0 and abs(cl100k - qwen) / qwen <= 0.10, (qwen, cl100k)
+
+
+def test_eval_on_the_local_model_two_configurations(local_model: str, devel_pairs: list) -> None:
+    """A small real evaluation: 3 abstracts, one per call and three per call, cold cache."""
+    from toolkit.experiments import evaluate
+
+    corpus = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "ncbi-disease" / "devel.pubtator"
+    result = evaluate(str(corpus), lm=local_model, limit=3, max_docs=(3,))
+    one, packed = result["configs"]
+    assert (one["max_docs"], one["calls"], packed["max_docs"]) == (1, 3, 3) and packed["calls"] >= 1
+    assert one["lost"] == packed["lost"] == 0 and one["speedup"] == 1.0 and packed["speedup"] > 0
+    assert 0.0 <= packed["strict_f1"] <= 1.0 and result["model_id"].startswith(weights.DEFAULT_MODEL)

@@ -43,3 +43,26 @@ def docs_per_batch_chart(frame) -> alt.Chart:
         )
         .properties(width=360, height=180, title="Documents per batch")
     )
+
+
+def eval_chart(frame) -> alt.Chart:
+    """Strict F1 against speedup, one point per configuration labelled with its documents per call
+    (frame: ``eval`` configs)."""
+    base = alt.Chart(frame).encode(
+        x=alt.X("speedup:Q", title="speedup vs one document per call (measured)"),
+        y=alt.Y("strict_f1:Q", title="strict F1", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("budget:N", title="token budget"),
+        tooltip=["config", "speedup", "strict_f1", "lenient_f1", "leaks"],
+    )
+    label = base.mark_text(dx=8, dy=-8, align="left").encode(text=alt.Text("max_docs:Q", format="d"))
+    return (base.mark_point(size=80, filled=True) + label).properties(
+        width=480, height=300, title="Quality and speed of each configuration")
+
+
+def bench_chart(frame) -> alt.Chart:
+    """Documents per second of each benchmark configuration (frame: ``bench`` configs)."""
+    return alt.Chart(frame).mark_bar().encode(
+        x=alt.X("config:N", sort=None, title="configuration"),
+        y=alt.Y("docs_per_second:Q", title="documents per second (measured)"),
+        tooltip=["config", "seconds", "calls", "docs_per_second"],
+    ).properties(width=360, height=260, title="Throughput side by side")

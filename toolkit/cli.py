@@ -159,6 +159,55 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from toolkit.experiments import evaluate, write_results
+
+    result = evaluate(args.gold, lm=args.lm, limit=args.limit, max_docs=_ints(args.max_docs),
+                      budgets=_ints(args.budgets), types=args.types.split(",") if args.types else None,
+                      prompt_cache=args.warm_cache)
+    if args.out:
+        result["files"] = [str(p) for p in write_results(result, args.out)]
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        keys = ("config", "calls", "seconds", "speedup", "strict_f1", "lenient_f1", "agreement_f1", "leaks",
+                "entities_per_doc")
+        _print_table([{k: r[k] for k in keys} for r in result["configs"]])
+    return 0 if all(r["lost"] == 0 for r in result["configs"]) else 1
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from toolkit.experiments import bench, write_results
+
+    result = bench(args.lm, args.corpus, args.docs, max_docs=args.max_docs, budget=args.budget,
+                   concurrency=args.concurrency, output_tokens_per_doc=args.output_reserve)
+    if args.out:
+        result["files"] = [str(p) for p in write_results(result, args.out)]
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        keys = ("config", "calls", "seconds", "docs_per_second", "extracted", "lost")
+        _print_table([{k: c[k] for k in keys} for c in result["configs"].values()])
+        _print_report({k: v for k, v in result.items() if k.startswith(("speedup", "rate_limit", "bound", "lost"))},
+                      False)
+    return 0 if result["lost"] == 0 else 1
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    def fmt(v: Any) -> str:
+        return f"{v:,.3g}" if isinstance(v, float) else str(v)
+
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(fmt(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(fmt(r[c]).ljust(widths[c]) for c in cols))
+
+
 def _add_extraction_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lm", default="local",
                         help="local | local:MODEL | emulated:PROFILE | provider/model (e.g. openai/gpt-4o-mini)")
@@ -235,6 +284,30 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--out", help="write the fitted profile JSON here (usable as --lm emulated:PATH)")
     cal.add_argument("--json", action="store_true")
     cal.set_defaults(func=cmd_calibrate)
+
+    ev = sub.add_parser("eval", help="quality (P/R/F1 vs gold) and measured speedup of packing configurations")
+    ev.add_argument("--gold", required=True, help="annotated corpus: PubTator or CoNLL/BIO file, or a name")
+    ev.add_argument("--lm", default="local")
+    ev.add_argument("--limit", type=int, default=20, help="first N documents (0: all)")
+    ev.add_argument("--max-docs", default="1,4,8", help="documents per call to compare (1 is always run)")
+    ev.add_argument("--budgets", default="8192", help="token budgets to compare")
+    ev.add_argument("--types", help="entity types to ask for (default: the corpus's, mapped)")
+    ev.add_argument("--warm-cache", action="store_true", help="keep the local model's prompt cache on")
+    ev.add_argument("--out", help="write results.json, CSV/Parquet tables and a PNG here")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=cmd_eval)
+
+    be = sub.add_parser("bench", help="A (1 doc/call), A' (warm cache), B (packed), C (packed, concurrent)")
+    be.add_argument("--lm", default="local")
+    be.add_argument("--corpus", default="ncbi-disease", help="corpus name or file, or 'synthetic'")
+    be.add_argument("--docs", type=int, default=40)
+    be.add_argument("--max-docs", type=int, default=8)
+    be.add_argument("--budget", type=int, default=8192)
+    be.add_argument("--concurrency", default="auto:16", help="configuration C's concurrency")
+    be.add_argument("--output-reserve", type=int, help="output tokens allowed per document (default 256)")
+    be.add_argument("--out", help="write results.json, CSV/Parquet tables and a PNG here")
+    be.add_argument("--json", action="store_true")
+    be.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -22,6 +22,10 @@ from toolkit.extraction import normalise
 
 
 NCBI_DISEASE_MAP = {t: "DISEASE" for t in ("SpecificDisease", "DiseaseClass", "CompositeMention", "Modifier")}
+# WNUT-16's ten types onto the toolkit's ``general`` preset (documented in the README).
+WNUT_MAP = {"person": "PERSON", "musicartist": "PERSON", "company": "ORGANIZATION", "sportsteam": "ORGANIZATION",
+            "geo-loc": "LOCATION", "facility": "LOCATION", "product": "PRODUCT", "movie": "WORK", "tvshow": "WORK",
+            "other": "OTHER"}
 
 
 @dataclass(frozen=True)
@@ -84,3 +88,30 @@ def score(gold: Mapping[str, Sequence[Entity]], pred: Mapping[str, Sequence[Enti
         fp += len(p) - hits
         fn += len(g) - hits
     return PRF(tp, fp, fn)
+
+
+def gold_mapping(gold_types: Iterable[str]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The gold type map and the toolkit types to ask for and score, from the corpus's own types:
+    NCBI disease classes -> DISEASE; WNUT-16 types -> the general preset; else types as they are."""
+    found = set(gold_types)
+    for mapping in (NCBI_DISEASE_MAP, WNUT_MAP):
+        if found and found <= set(mapping):
+            return dict(mapping), tuple(sorted(set(mapping.values())))
+    return {}, tuple(sorted({t.upper() for t in found}))
+
+
+def by_position(gold: Mapping[str, Sequence[Entity]], pred: Mapping[str, Sequence[Entity]],
+                positions: Mapping[str, int], **kwargs: object) -> dict[int, PRF]:
+    """Strict P/R/F1 of the documents at each position in their packed batch (0 = first)."""
+    out: dict[int, PRF] = {}
+    for position in sorted(set(positions.values())):
+        ids = [i for i, p in positions.items() if p == position and i in gold]
+        out[position] = score({i: gold[i] for i in ids}, pred, **kwargs)  # type: ignore[arg-type]
+    return out
+
+
+def agreement(reference: Mapping[str, Sequence[Entity]], pred: Mapping[str, Sequence[Entity]],
+              types: Iterable[str]) -> PRF:
+    """How far ``pred`` agrees with the one-document-per-call output on the same documents
+    (the reference taken as gold; strict match of distinct mentions)."""
+    return score(reference, pred, types=types, gold_map=None)

@@ -100,7 +100,7 @@ class ConcurrencyGate:
     _credit: int = 0
     _last_decrease: float = float("-inf")
     _resume_at: float = 0.0
-    _cond: asyncio.Condition | None = None
+    _waiters: deque = field(default_factory=deque)  # futures of callers waiting for a slot, FIFO
 
     def __post_init__(self) -> None:
         self.limit = self.policy.initial if self.policy.mode == "adaptive" else self.policy.max
@@ -110,21 +110,46 @@ class ConcurrencyGate:
         return self.limit if self._probed else 1
 
     async def acquire(self) -> float:
-        """Wait for a slot (and any global pause); returns the loop time the call starts."""
-        if self._cond is None:
-            self._cond = asyncio.Condition()
+        """Wait for a slot (and any global pause); returns the loop time the call starts.
+
+        Waiters are served first come, first served, and a released slot wakes exactly one of
+        them (it is handed over), so thousands of queued batches cost O(1) per call, not a
+        wake-up of every waiter."""
         while True:
             pause = self._resume_at - _now()
             if pause > 0:
                 await asyncio.sleep(pause)
                 continue
-            async with self._cond:
-                await self._cond.wait_for(lambda: self.in_flight < self._allowed())
-                if self._resume_at > _now():  # a pause began while we waited
-                    continue
-                self.in_flight += 1
-                self.max_seen = max(self.max_seen, self.in_flight)
+            if self.in_flight < self._allowed() and not self._waiters:
+                self._take()
                 return _now()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter  # on success the slot was handed over: in_flight already counts us
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self.in_flight -= 1
+                    self._wake()
+                elif waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                raise
+            if self._resume_at > _now():  # a pause began while we waited: give the slot back
+                self.in_flight -= 1
+                self._wake()
+                continue
+            return _now()
+
+    def _take(self) -> None:
+        self.in_flight += 1
+        self.max_seen = max(self.max_seen, self.in_flight)
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < self._allowed():
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._take()
+                waiter.set_result(None)
 
     def half_open(self) -> None:
         """Let only one call through until one succeeds (after a breaker trip)."""
@@ -136,19 +161,17 @@ class ConcurrencyGate:
 
     async def release(self, started: float, outcome: str) -> None:
         """``outcome``: ``ok``, ``throttled`` (429/overload) or anything else (no change)."""
-        assert self._cond is not None
-        async with self._cond:
-            self.in_flight -= 1
-            if outcome == "ok":
-                self._probed = True
-                if self.policy.mode == "adaptive" and self.limit < self.policy.max:
-                    self._credit += 1
-                    if self._credit >= self.limit:
-                        self._set_limit(self.limit + 1)
-            elif outcome == "throttled" and self.policy.mode == "adaptive" and started >= self._last_decrease:
-                self._last_decrease = _now()
-                self._set_limit(max(self.policy.minimum, int(self.limit * self.policy.decrease)))
-            self._cond.notify_all()
+        self.in_flight -= 1
+        if outcome == "ok":
+            self._probed = True
+            if self.policy.mode == "adaptive" and self.limit < self.policy.max:
+                self._credit += 1
+                if self._credit >= self.limit:
+                    self._set_limit(self.limit + 1)
+        elif outcome == "throttled" and self.policy.mode == "adaptive" and started >= self._last_decrease:
+            self._last_decrease = _now()
+            self._set_limit(max(self.policy.minimum, int(self.limit * self.policy.decrease)))
+        self._wake()
 
     def _set_limit(self, value: int) -> None:
         self._credit = 0

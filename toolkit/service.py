@@ -42,8 +42,9 @@ def token_model(resolved: ResolvedLM) -> str:
 
 
 def measure_reserves(settings: ExtractionSettings, model: str) -> tuple[int, int]:
-    """(prompt tokens of the module's instructions, tokens each document adds besides its text),
-    measured by formatting the real prompt for batches of one and two placeholder documents."""
+    """(tokens of the module's prompt without documents, plus the fixed part of its output
+    allowance; tokens each document adds besides its text), measured by formatting the real prompt
+    (instructions and worked example) for batches of one and two placeholder documents."""
     extractor = BatchExtractor(settings)
     counter = get_counter(model)
 
@@ -51,12 +52,12 @@ def measure_reserves(settings: ExtractionSettings, model: str) -> tuple[int, int
         docs = [Document(f"{_PROBE_ID}{i}", "x") for i in range(n)]
         request = extractor._request(docs)
         request.pop("config")
-        messages = extractor.adapter.format(extractor.predict.signature, demos=[], inputs=request)
+        messages = extractor.adapter.format(extractor.predict.signature, demos=extractor.predict.demos, inputs=request)
         return sum(counter.count(m["content"]) for m in messages) + 4 * len(messages)
 
     one, two = size(1), size(2)
     per_doc = max(1, two - one)
-    return max(0, one - per_doc), per_doc
+    return max(0, one - per_doc) + settings.max_tokens(0), per_doc
 
 
 def default_policy(resolved: ResolvedLM, concurrency: str | int | None = None) -> ExecutionPolicy:

@@ -86,24 +86,41 @@ def load_profile(name_or_path: str) -> Profile:
 
 
 # ------------------------------------------------------------------------------------ extractor
+_WORD = re.compile(r"\w+(?:[-'/.]\w+)*|[^\w\s]")
+
+
 class Gazetteer:
-    """Case-insensitive whole-word matcher over known entity names (longest match first)."""
+    """Case-insensitive whole-word matcher over known entity names, longest match first.
+
+    Names and documents are split into the same word tokens; a name is looked up as a tuple of
+    words starting at each word of the document (dictionary look-ups, not one huge regex)."""
 
     def __init__(self, names: dict[str, str], source: str) -> None:
-        self.names = {k.casefold(): v for k, v in names.items() if len(k) > 2}
         self.source = source
-        ordered = sorted(self.names, key=len, reverse=True)
-        body = "|".join(re.escape(n) for n in ordered) or r"(?!x)x"
-        self._pattern = re.compile(rf"(?<!\w)(?:{body})(?!\w)", re.IGNORECASE)
+        self.names: dict[tuple[str, ...], str] = {}
+        for name, kind in names.items():
+            words = tuple(w.casefold() for w in _WORD.findall(name))
+            if words and len(name) > 2:
+                self.names.setdefault(words, kind)
+        self.first = {w[0] for w in self.names}
+        self.longest = max((len(w) for w in self.names), default=0)
 
     def find(self, text: str, limit: int) -> list[tuple[str, str]]:
-        found: dict[str, str] = {}
-        for match in self._pattern.finditer(text):
-            mention = match.group(0)
-            found.setdefault(mention.casefold(), (mention, self.names[mention.casefold()]))  # type: ignore[arg-type]
-            if len(found) >= limit:
-                break
-        return list(found.values())  # type: ignore[arg-type]
+        spans = [(m.start(), m.end(), m.group(0).casefold()) for m in _WORD.finditer(text)]
+        words = [w for _, _, w in spans]
+        found: dict[str, tuple[str, str]] = {}
+        i = 0
+        while i < len(words) and len(found) < limit:
+            if words[i] in self.first:
+                for n in range(min(self.longest, len(words) - i), 0, -1):
+                    kind = self.names.get(tuple(words[i:i + n]))
+                    if kind is not None:
+                        mention = text[spans[i][0]:spans[i + n - 1][1]]
+                        found.setdefault(mention.casefold(), (mention, kind))
+                        i += n - 1
+                        break
+            i += 1
+        return list(found.values())
 
 
 @lru_cache(maxsize=1)
@@ -173,11 +190,12 @@ class EmulatedEngine:
         return self._slots
 
     def _reply(self, docs: list[dict[str, str]], schema: dict[str, Any] | None, fault: str | None) -> str:
-        types = None
+        types, relationships = None, True
         if schema is not None:
             try:
-                item = schema["properties"]["results"]["items"]["properties"]["entities"]["items"]
-                types = set(item["properties"]["type"]["enum"])
+                record = schema["properties"]["results"]["items"]["properties"]
+                types = set(record["entities"]["items"]["properties"]["type"]["enum"])
+                relationships = "relationships" in record
             except (KeyError, TypeError):
                 types = None
         gazetteer = self.gazetteer or default_gazetteer()
@@ -185,7 +203,7 @@ class EmulatedEngine:
         for doc in docs:
             found = [{"text": t, "type": k} for t, k in gazetteer.find(doc.get("text", ""), 25)
                      if types is None or k in types]
-            records.append({"id": doc["id"], "entities": found, "relationships": []})
+            records.append({"id": doc["id"], "entities": found, **({"relationships": []} if relationships else {})})
         if fault == "missing_ids" and records:
             records = records[: self._rng.randrange(len(records))]
         if fault == "extra_ids":

@@ -1,0 +1,232 @@
+"""Side-by-side measurements: quality of packed configurations against gold (``evaluate``) and the
+speed of one-document-per-call against packing (``bench``), each on the same documents in one run.
+
+Every figure comes from the run itself: seconds are the event loop's (virtual for an emulated LM,
+real otherwise), speedups are ratios of configurations measured together. Results are plain files
+under ``out``: ``results.json`` (settings, model and weights hash, machine, figures), one
+polars-readable CSV and Parquet table per view, and PNG charts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolkit.documents import Document, Entity
+from toolkit.evaluation import agreement, by_position, gold_mapping, score
+from toolkit.extraction import ExtractionSettings
+from toolkit.lm import ResolvedLM, resolve_lm
+from toolkit.packer import Packer
+from toolkit.service import ExtractionService, ServiceRun, default_policy
+
+
+@dataclass
+class ConfigRun:
+    """One configuration run over the documents: outcomes plus the figures that compare runs."""
+
+    name: str
+    max_docs: int
+    budget: int
+    concurrency: str
+    run: ServiceRun
+    positions: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return self.run.report.seconds
+
+    @property
+    def predictions(self) -> dict[str, list[Entity]]:
+        return {o.id: o.entities for o in self.run.report.outcomes if o.status == "extracted"}
+
+    def figures(self) -> dict[str, Any]:
+        report, attempts = self.run.report, self.run.attempts
+        n = self.run.documents
+        lost = n - len(report.outcomes) + (report.pending if self.run.stopped is None else 0)
+        return {
+            "config": self.name, "max_docs": self.max_docs, "budget": self.budget, "concurrency": self.concurrency,
+            "documents": n, "extracted": report.extracted, "failed": report.failed, "lost": lost,
+            "batches": len(self.run.pack.batches), "calls": report.calls, "retries": report.retries,
+            "seconds": self.seconds, "docs_per_second": report.extracted / self.seconds if self.seconds else None,
+            "tokens_in": sum(a.tokens_in or 0 for a in attempts), "tokens_out": sum(a.tokens_out or 0 for a in attempts),
+            "budget_tokens": sum(a.budget_tokens for a in attempts),
+            "leaks": self.run.validation.leaks, "ungrounded": self.run.validation.ungrounded,
+            "repaired": self.run.validation.repaired, "missing_ids": self.run.validation.missing_ids,
+        }
+
+
+def machine() -> dict[str, Any]:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "python": platform.python_version()}
+
+
+def run_config(resolved: ResolvedLM, settings: ExtractionSettings, documents: Sequence[Document], name: str,
+               max_docs: int, budget: int = 8192, concurrency: str = "1") -> ConfigRun:
+    """Pack ``documents`` with ``max_docs`` and ``budget`` and run them (DSPy cache off)."""
+    service = ExtractionService(resolved, settings)
+    service.policy = default_policy(resolved, concurrency)
+    pack = Packer(service.packing_settings(budget, max_docs=max_docs)).pack(list(documents))
+    positions = {doc_id: i for batch in pack.batches for i, doc_id in enumerate(batch.document_ids)}
+    return ConfigRun(name, max_docs, budget, concurrency, service.execute(pack, len(documents), progress=False),
+                     positions)
+
+
+# -------------------------------------------------------------------------------------- evaluate
+def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_docs: Sequence[int] = (1, 4, 8),
+             budgets: Sequence[int] = (8192,), types: Sequence[str] | None = None,
+             prompt_cache: bool = False) -> dict[str, Any]:
+    """Quality and speed of each (max_docs, budget) on the same gold documents; one document per
+    call is always run first as the reference for speedup and agreement."""
+    from toolkit.corpora import iter_gold
+
+    pairs = list(iter_gold(gold_source))[: limit or None]
+    if not pairs:
+        raise ValueError(f"{gold_source}: no annotated documents")
+    documents = [d for d, _ in pairs]
+    gold = {d.id: g for d, g in pairs}
+    gold_map, scored = gold_mapping(e.type for g in gold.values() for e in g)
+    asked = tuple(types) if types else scored
+    settings = ExtractionSettings(entity_types=asked, relationships=False)
+    grid = [(1, budgets[0])] + [(m, b) for b in budgets for m in max_docs if (m, b) != (1, budgets[0])]
+    runs: list[ConfigRun] = []
+    for m, b in grid:
+        resolved = resolve_lm(lm, prompt_cache=prompt_cache)
+        runs.append(run_config(resolved, settings, documents, f"max_docs={m},budget={b}", m, b))
+    reference = runs[0]
+    rows, positions = [], []
+    for r in runs:
+        pred = r.predictions
+        strict = score(gold, pred, scored, gold_map=gold_map)
+        lenient = score(gold, pred, scored, gold_map=gold_map, lenient=True)
+        agree = agreement(reference.predictions, pred, scored)
+        extracted = list(pred)
+        counts = [len(v) for v in pred.values()]
+        kept = r.run.validation.entities
+        judged = kept + r.run.validation.ungrounded + r.run.validation.leaks
+        rows.append({
+            **r.figures(),
+            "strict_precision": strict.precision, "strict_recall": strict.recall, "strict_f1": strict.f1,
+            "lenient_precision": lenient.precision, "lenient_recall": lenient.recall, "lenient_f1": lenient.f1,
+            "agreement_f1": agree.f1, "entities_per_doc": sum(counts) / len(extracted) if extracted else 0.0,
+            "zero_entity_docs": sum(1 for c in counts if c == 0),
+            "grounded_rate": kept / judged if judged else None,
+            "speedup": reference.seconds / r.seconds if r.seconds else None,
+            "f1_vs_reference": strict.f1 / rows[0]["strict_f1"] if rows and rows[0]["strict_f1"] else None,
+        })
+        for pos, prf in by_position(gold, pred, r.positions, types=scored, gold_map=gold_map).items():
+            positions.append({"config": r.name, "position": pos, **prf.to_dict()})
+        for t in scored:
+            rows[-1][f"f1_{t}"] = score(gold, pred, (t,), gold_map=gold_map).f1
+    return {
+        "kind": "eval", "gold": str(gold_source), "lm": lm, "model_id": resolve_lm(lm).model_id,
+        "emulated": lm.startswith("emulated:"), "documents": len(documents),
+        "types_scored": list(scored), "gold_map": gold_map, "prompt_cache": prompt_cache,
+        "settings": settings.to_dict(), "machine": machine(), "configs": rows, "by_position": positions,
+    }
+
+
+# ----------------------------------------------------------------------------------------- bench
+BENCH_CONFIGS = ("A", "A_warm", "B", "C")
+
+
+def bench(lm: str, corpus: str, docs: int, max_docs: int = 8, budget: int = 8192, concurrency: str = "auto:16",
+          output_tokens_per_doc: int | None = None, interleave: int | None = None) -> dict[str, Any]:
+    """(A) one document per call, sequential, cold cache; (A') the same with the prompt cache warm
+    (backends that have one); (B) packed, sequential; (C) packed, adaptive concurrency. Real LMs
+    run in interleaved chunks of ``interleave`` documents (default ``4 x max_docs``), rotating the
+    order per chunk, so drift does not favour one configuration; emulated ones run in virtual time."""
+    from toolkit.corpora import dedupe, load_corpus, synthetic_documents
+
+    if corpus.startswith("synthetic"):
+        documents = synthetic_documents(docs, seed=0)
+    else:
+        documents = dedupe(load_corpus(corpus))[0][:docs]
+    if not documents:
+        raise ValueError(f"{corpus}: no documents")
+    probe = resolve_lm(lm)
+    settings = ExtractionSettings(relationships=False,
+                                  **({"output_tokens_per_doc": output_tokens_per_doc} if output_tokens_per_doc else {}))
+    has_cache = probe.kind == "local" or (probe.kind == "emulated" and probe.engine.profile.prompt_cache)
+    plan = {"A": (1, "1", False), "A_warm": (1, "1", True), "B": (max_docs, "1", False),
+            "C": (max_docs, concurrency, False)}
+    if not has_cache:
+        plan.pop("A_warm")
+    chunk = len(documents) if probe.is_async_native else (interleave or 4 * max_docs)
+    chunks = [documents[i:i + chunk] for i in range(0, len(documents), chunk)]
+    parts: dict[str, list[ConfigRun]] = {k: [] for k in plan}
+    for n, part in enumerate(chunks):
+        order = list(plan)
+        order = order[n % len(order):] + order[: n % len(order)]
+        for name in order:
+            m, conc, warm = plan[name]
+            resolved = resolve_lm(lm, prompt_cache=warm)
+            if warm:  # warm the prefix cache with a call outside the measurement
+                run_config(resolved, settings, part[:1], "warm-up", 1, budget)
+            parts[name].append(run_config(resolved, settings, part, name, m, budget, conc))
+    configs = {name: _merge(runs) for name, runs in parts.items()}
+    seconds = {k: v["seconds"] for k, v in configs.items()}
+    out: dict[str, Any] = {
+        "kind": "bench", "lm": lm, "model_id": probe.model_id, "emulated": probe.emulated, "corpus": corpus,
+        "documents": len(documents), "max_docs": max_docs, "budget": budget, "concurrency": concurrency,
+        "interleaved_chunk": chunk, "prompt_cache_available": has_cache, "settings": settings.to_dict(),
+        "machine": machine(), "configs": configs,
+        "speedup_b_vs_a": seconds["A"] / seconds["B"] if seconds["B"] else None,
+        "speedup_c_vs_a": seconds["A"] / seconds["C"] if seconds["C"] else None,
+        "speedup_b_vs_a_warm": seconds["A_warm"] / seconds["B"] if "A_warm" in seconds and seconds["B"] else None,
+        "lost": sum(v["lost"] for v in configs.values()),
+    }
+    if probe.kind == "emulated":
+        profile = probe.engine.profile
+        c = configs["C"]
+        per_call = c["documents"] / c["batches"] if c["batches"] else 1.0
+        per_doc = c["budget_tokens_ok"] / c["extracted"] if c["extracted"] else None
+        limits = [x for x in (profile.requests_per_minute and profile.requests_per_minute * per_call,
+                              profile.tokens_per_minute and per_doc and profile.tokens_per_minute / per_doc) if x]
+        bound = min(limits) if limits else None
+        reached = c["extracted"] / (c["seconds"] / 60) if c["seconds"] else None
+        out.update(rate_limit_bound_docs_per_min=bound, c_docs_per_min=reached,
+                   bound_share=reached / bound if bound and reached else None, profile=profile.to_dict())
+    return out
+
+
+def _merge(runs: list[ConfigRun]) -> dict[str, Any]:
+    figures = [r.figures() for r in runs]
+    total: dict[str, Any] = {k: figures[0][k] for k in ("config", "max_docs", "budget", "concurrency")}
+    for key in ("documents", "extracted", "failed", "lost", "batches", "calls", "retries", "seconds", "tokens_in",
+                "tokens_out", "budget_tokens", "leaks", "ungrounded", "repaired", "missing_ids"):
+        total[key] = sum(f[key] for f in figures)
+    total["budget_tokens_ok"] = sum(a.budget_tokens for r in runs for a in r.run.attempts if a.outcome == "ok")
+    total["docs_per_second"] = total["extracted"] / total["seconds"] if total["seconds"] else None
+    total["entities"] = sum(len(v) for r in runs for v in r.predictions.values())
+    return total
+
+
+# ---------------------------------------------------------------------------------------- output
+def write_results(result: dict[str, Any], out: str | Path) -> list[Path]:
+    """``results.json`` plus CSV/Parquet tables and a PNG chart under ``out``."""
+    import polars as pl
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [folder / "results.json"]
+    written[0].write_text(json.dumps(result, indent=2, default=str) + "\n")
+    rows = result["configs"] if isinstance(result["configs"], list) else list(result["configs"].values())
+    tables = {"configs": pl.DataFrame(rows)}
+    if result.get("by_position"):
+        tables["by_position"] = pl.DataFrame(result["by_position"])
+    for name, frame in tables.items():
+        frame = frame.with_columns(pl.lit(result.get("model_id")).alias("model_id"), pl.lit(result["lm"]).alias("lm"))
+        frame.write_csv(folder / f"{name}.csv")
+        frame.write_parquet(folder / f"{name}.parquet")
+        written += [folder / f"{name}.csv", folder / f"{name}.parquet"]
+    from toolkit.charts import bench_chart, eval_chart
+
+    chart = eval_chart(tables["configs"]) if result["kind"] == "eval" else bench_chart(tables["configs"])
+    chart.save(str(folder / f"{result['kind']}.png"))
+    written.append(folder / f"{result['kind']}.png")
+    return written
