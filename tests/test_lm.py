@@ -242,3 +242,36 @@ def test_bench_on_the_emulated_profile_reports_speedups_and_the_rate_limit_bound
     assert r["speedup_c_vs_a"] > r["speedup_b_vs_a"] > 1
     assert 0 < r["bound_share"] <= 1.0 and r["rate_limit_bound_docs_per_min"] > 0
     assert (tmp_path / "bench.png").exists() and not no_network
+
+
+def test_planner_predicts_the_measured_emulated_speedups(tmp_path: Path, ncbi_devel: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from toolkit.planner import plan
+
+    assert main(["eval", "--gold", str(ncbi_devel), "--lm", "emulated:hosted-api", "--limit", "24",
+                 "--max-docs", "4,8", "--out", str(tmp_path), "--json"]) == 0
+    capsys.readouterr()
+    result = plan("hosted-api", str(ncbi_devel), eval_results=tmp_path / "results.json")
+    for row in result["predicted_vs_measured"]:
+        assert abs(row["error"]) < 0.15, row
+    best = result["recommendation"]
+    assert best["allowed"] and best["docs_per_min"] == max(r["docs_per_min"] for r in result["grid"] if r["allowed"])
+    assert best["bound_by"] == "tokens_per_minute"  # the hosted tier's TPM, not concurrency, binds at the top
+    no_quality = plan("hosted-api", str(ncbi_devel))
+    assert no_quality["quality_source"].startswith("none") and "assumed" in no_quality["output_per_doc_source"]
+
+
+def test_planner_excludes_settings_beyond_the_allowed_f1_drop(tmp_path: Path, ncbi_devel: Path) -> None:
+    from toolkit.planner import plan
+
+    if weights.cached_path() is None:  # local-cpu counts tokens with the local model's tokenizer
+        pytest.skip("default model not cached: run `python -m toolkit models fetch`")
+    results = {"configs": [
+        {"max_docs": 1, "budget": 8192, "strict_f1": 0.50, "speedup": 1.0, "tokens_out": 400, "extracted": 10},
+        {"max_docs": 4, "budget": 8192, "strict_f1": 0.49, "speedup": 2.0, "tokens_out": 400, "extracted": 10},
+        {"max_docs": 8, "budget": 8192, "strict_f1": 0.40, "speedup": 3.0, "tokens_out": 400, "extracted": 10}]}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    result = plan("local-cpu", str(ncbi_devel), max_f1_drop=2.0, eval_results=path, concurrency=(1,))
+    assert result["recommendation"]["max_docs"] == 4  # 8 per call is faster but loses 10 F1 points
+    assert not any(r["allowed"] for r in result["grid"] if r["max_docs"] == 8)

@@ -102,6 +102,7 @@ def calibrate(lm: str = "local", corpus: str | None = None, docs: int = 8, batch
         prompt_tokens_per_second=round(1 / fit.seconds_per_prompt_token, 2) if fit.seconds_per_prompt_token else 1e9,
         output_tokens_per_second=round(1 / fit.seconds_per_output_token, 2) if fit.seconds_per_output_token else 1e9,
         parallel_slots=1 if resolved.kind == "local" else None,
+        tokenizer=lm if resolved.kind == "local" else None,
         description=f"fitted by `toolkit calibrate --lm {lm}` on {len(documents)} documents of {corpus}",
         source=f"{platform.node() or 'this machine'}: {platform.processor() or platform.machine()}, "
                f"{__import__('os').cpu_count()} cores",

@@ -197,6 +197,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0 if result["lost"] == 0 else 1
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from toolkit.planner import plan
+
+    result = plan(args.calibrated or args.profile, args.corpus, max_f1_drop=args.max_f1_drop, eval_results=args.eval)
+    if args.out:
+        from pathlib import Path
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "plan.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    keys = ("budget", "max_docs", "concurrency", "call_seconds", "docs_per_min", "bound_by", "predicted_speedup", "f1")
+    _print_table([{k: r[k] for k in keys} for r in result["grid"]])
+    print(f"recommended: {json.dumps({k: result['recommendation'][k] for k in keys})}")
+    print(f"quality: {result['quality_source']}; output tokens per document: {result['output_per_doc_source']}")
+    for row in result.get("predicted_vs_measured", []):
+        print(f"max_docs={row['max_docs']}: predicted speedup {row['predicted_speedup']:.2f}, measured "
+              f"{row['measured_speedup']:.2f} ({row['error']:+.0%})")
+    return 0
+
+
 def _print_table(rows: list[dict[str, Any]]) -> None:
     def fmt(v: Any) -> str:
         return f"{v:,.3g}" if isinstance(v, float) else str(v)
@@ -308,6 +330,17 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--out", help="write results.json, CSV/Parquet tables and a PNG here")
     be.add_argument("--json", action="store_true")
     be.set_defaults(func=cmd_bench)
+
+    pl = sub.add_parser("plan", help="predict throughput of settings from a latency profile; recommend one")
+    source = pl.add_mutually_exclusive_group()
+    source.add_argument("--profile", default="local-cpu", help="a shipped profile (local-cpu, hosted-api)")
+    source.add_argument("--calibrated", help="a profile JSON written by `calibrate --out`")
+    pl.add_argument("--corpus", default="ncbi-disease")
+    pl.add_argument("--max-f1-drop", type=float, default=2.0, help="allowed strict-F1 drop, in points")
+    pl.add_argument("--eval", help="results.json of an `eval` run (quality curve, output size, measured speedups)")
+    pl.add_argument("--out")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_plan)
     return parser
 
 

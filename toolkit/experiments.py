@@ -22,6 +22,7 @@ from toolkit.evaluation import agreement, by_position, gold_mapping, score
 from toolkit.extraction import ExtractionSettings
 from toolkit.lm import ResolvedLM, resolve_lm
 from toolkit.packer import Packer
+from toolkit.report import extraction_summary
 from toolkit.service import ExtractionService, ServiceRun, default_policy
 
 
@@ -45,19 +46,12 @@ class ConfigRun:
         return {o.id: o.entities for o in self.run.report.outcomes if o.status == "extracted"}
 
     def figures(self) -> dict[str, Any]:
-        report, attempts = self.run.report, self.run.attempts
-        n = self.run.documents
-        lost = n - len(report.outcomes) + (report.pending if self.run.stopped is None else 0)
-        return {
-            "config": self.name, "max_docs": self.max_docs, "budget": self.budget, "concurrency": self.concurrency,
-            "documents": n, "extracted": report.extracted, "failed": report.failed, "lost": lost,
-            "batches": len(self.run.pack.batches), "calls": report.calls, "retries": report.retries,
-            "seconds": self.seconds, "docs_per_second": report.extracted / self.seconds if self.seconds else None,
-            "tokens_in": sum(a.tokens_in or 0 for a in attempts), "tokens_out": sum(a.tokens_out or 0 for a in attempts),
-            "budget_tokens": sum(a.budget_tokens for a in attempts),
-            "leaks": self.run.validation.leaks, "ungrounded": self.run.validation.ungrounded,
-            "repaired": self.run.validation.repaired, "missing_ids": self.run.validation.missing_ids,
-        }
+        summary = extraction_summary(self.run, self.seconds)
+        keep = ("documents", "extracted", "failed", "lost", "batches", "calls", "retries", "docs_per_second",
+                "tokens_in", "tokens_out", "leaks", "ungrounded", "repaired", "missing_ids")
+        return {"config": self.name, "max_docs": self.max_docs, "budget": self.budget,
+                "concurrency": self.concurrency, "seconds": self.seconds, **{k: summary[k] for k in keep},
+                "budget_tokens": sum(a.budget_tokens for a in self.run.attempts)}
 
 
 def machine() -> dict[str, Any]:

@@ -1,12 +1,11 @@
-"""The summary of an extraction run, as one JSON-ready dict (CLI, notebooks and benchmarks)."""
+"""The figures of one executed set of batches, as one JSON-ready dict (main job and experiments)."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from toolkit.service import ExtractionService, ServiceRun
+    from toolkit.service import ServiceRun
 
 
 def extraction_summary(run: ServiceRun, wall_seconds: float, emulated: bool = False) -> dict[str, Any]:
@@ -47,34 +46,3 @@ def extraction_summary(run: ServiceRun, wall_seconds: float, emulated: bool = Fa
         "docs_per_second": len(extracted) / seconds if seconds > 0 else None,
         "stop_reason": run.stopped,
     }
-
-
-def document_rows(run: ServiceRun) -> list[dict[str, Any]]:
-    """One JSON-ready row per document: status, reason, entities and relationships."""
-    return [
-        {
-            "id": o.id,
-            "status": o.status,
-            "reason": o.reason,
-            "entities": [{k: v for k, v in dataclasses.asdict(e).items() if k != "source_document_id"}
-                         for e in o.entities],
-            "relationships": [{k: v for k, v in dataclasses.asdict(r).items() if k != "source_document_id"}
-                              for r in o.relationships],
-        }
-        for o in run.report.outcomes
-    ]
-
-
-def extraction_report(service: ExtractionService, run: ServiceRun, wall_seconds: float,
-                      with_documents: bool = False) -> dict[str, Any]:
-    resolved = service.resolved
-    out: dict[str, Any] = {
-        "lm": resolved.spec,
-        "model_id": resolved.model_id,
-        "emulated": resolved.emulated,
-        "settings": {"extraction": service.settings.to_dict(), "packing": dataclasses.asdict(run.pack.settings)},
-        "summary": extraction_summary(run, wall_seconds, resolved.emulated),
-    }
-    if with_documents:
-        out["documents"] = document_rows(run)
-    return out

@@ -47,6 +47,7 @@ class Profile:
     description: str = ""
     source: str = ""
     fit: dict[str, Any] = field(default_factory=dict)  # calibration details, when fitted
+    tokenizer: str | None = None  # whose tokens the rates count (a model name, or local:MODEL)
 
     def __post_init__(self) -> None:
         if self.prompt_tokens_per_second <= 0 or self.output_tokens_per_second <= 0 or self.overhead_seconds < 0:

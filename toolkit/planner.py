@@ -1,0 +1,120 @@
+"""Predict throughput for a grid of settings from a latency profile and the corpus's token counts,
+and recommend the fastest setting whose quality stays within an allowed F1 drop.
+
+The model of one call is the profile's: ``overhead + prompt/prompt_rate + output/output_rate``,
+with ``prompt = instructions + n x (text + per-document tokens)`` and ``output = n x output per
+document`` (measured by an ``eval`` run when given, else an assumption that the result states).
+Throughput is bounded by the calls in flight (the profile's parallel slots) and by the requests
+and tokens per minute. Quality comes from an ``eval`` run's F1 by documents per call.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from toolkit.extraction import ExtractionSettings
+from toolkit.lm.emulated import Profile, load_profile
+from toolkit.service import measure_reserves
+from toolkit.tokens import get_counter
+
+DEFAULT_OUTPUT_PER_DOC = 60.0  # tokens, when no eval run says better
+
+
+def _tokenizer(profile: Profile) -> str:
+    """The tokenizer the profile's rates are in: the local model's own for a local profile."""
+    if profile.tokenizer and profile.tokenizer.startswith("local"):
+        from toolkit.lm import resolve_lm
+        from toolkit.service import token_model
+
+        return token_model(resolve_lm(profile.tokenizer))
+    return profile.tokenizer or "gpt-4o-mini"
+
+
+def corpus_tokens(corpus: str, model: str, sample: int = 2000) -> dict[str, float]:
+    from toolkit.corpora import load_corpus
+
+    counter = get_counter(model)
+    counts = []
+    for i, doc in enumerate(load_corpus(corpus)):
+        if i >= sample:
+            break
+        counts.append(counter.count(doc.text))
+    if not counts:
+        raise ValueError(f"{corpus}: no documents")
+    return {"documents_sampled": len(counts), "mean": statistics.fmean(counts), "median": statistics.median(counts),
+            "max": max(counts)}
+
+
+def predict(profile: Profile, text_tokens: float, prompt_tokens: int, per_doc_tokens: int, output_per_doc: float,
+            max_docs: int, concurrency: int, output_reserve: int, budget: int) -> dict[str, Any]:
+    """Predicted seconds per call and documents per minute for one setting."""
+    n = max_docs
+    while n > 1 and prompt_tokens + n * (text_tokens + per_doc_tokens + output_reserve) > budget:
+        n -= 1  # the budget binds before max_docs
+    prompt = prompt_tokens + n * (text_tokens + per_doc_tokens)
+    output = n * output_per_doc
+    call = profile.call_seconds(prompt, output)
+    slots = min(concurrency, profile.parallel_slots or concurrency)
+    limits = {"concurrency": slots * n * 60 / call}
+    if profile.requests_per_minute:
+        limits["requests_per_minute"] = profile.requests_per_minute * n
+    if profile.tokens_per_minute:
+        limits["tokens_per_minute"] = profile.tokens_per_minute / (prompt / n + output_reserve)
+    bound = min(limits, key=limits.get)
+    return {"max_docs": max_docs, "docs_per_call": n, "budget": budget, "concurrency": concurrency,
+            "call_seconds": call, "docs_per_min": limits[bound], "bound_by": bound}
+
+
+def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results: str | Path | None = None,
+         budgets: Sequence[int] = (4096, 8192), max_docs: Sequence[int] = (1, 2, 4, 8, 10, 16),
+         concurrency: Sequence[int] = (1, 4, 16), settings: ExtractionSettings | None = None) -> dict[str, Any]:
+    profile = load_profile(profile_name)
+    settings = settings or ExtractionSettings(relationships=False)
+    model = _tokenizer(profile)
+    stats = corpus_tokens(corpus, model)
+    prompt, per_doc = measure_reserves(settings, model)
+    evaluation = json.loads(Path(eval_results).read_text()) if eval_results else None
+    output_per_doc, quality = DEFAULT_OUTPUT_PER_DOC, {}
+    if evaluation:
+        rows = evaluation["configs"]
+        output_per_doc = sum(r["tokens_out"] for r in rows) / max(1, sum(r["extracted"] for r in rows))
+        quality = {(r["max_docs"], r["budget"]): r["strict_f1"] for r in rows}
+    reference_f1 = quality.get((1, max(budgets))) or next(iter(quality.values()), None)
+    grid = []
+    for b in budgets:
+        for m in max_docs:
+            for c in concurrency:
+                row = predict(profile, stats["mean"], prompt, per_doc, output_per_doc, m, c,
+                              settings.output_tokens_per_doc, b)
+                f1 = quality.get((m, b))
+                row["f1"] = f1
+                row["allowed"] = reference_f1 is None or (f1 is not None and 100 * (reference_f1 - f1) <= max_f1_drop)
+                grid.append(row)
+    base = next(r for r in grid if r["max_docs"] == 1 and r["concurrency"] == 1 and r["budget"] == max(budgets))
+    for r in grid:
+        r["predicted_speedup"] = r["docs_per_min"] / base["docs_per_min"]
+    allowed = [r for r in grid if r["allowed"]]
+    best = max(allowed, key=lambda r: (r["docs_per_min"], -r["concurrency"], -r["max_docs"]))
+    result: dict[str, Any] = {
+        "kind": "plan", "profile": profile.to_dict(), "corpus": corpus, "corpus_tokens": stats,
+        "prompt_tokens": prompt, "per_document_tokens": per_doc, "output_tokens_per_doc": output_per_doc,
+        "output_per_doc_source": "eval run" if evaluation else f"assumed {DEFAULT_OUTPUT_PER_DOC:g} (no eval run given)",
+        "max_f1_drop_points": max_f1_drop, "quality_source": "eval run" if quality else "none: quality not constrained",
+        "recommendation": best, "grid": grid,
+    }
+    if evaluation:
+        result["predicted_vs_measured"] = [
+            {"max_docs": r["max_docs"], "budget": r["budget"], "measured_speedup": r["speedup"],
+             "predicted_speedup": next(g["predicted_speedup"] for g in grid if g["max_docs"] == r["max_docs"]
+                                       and g["budget"] == r["budget"] and g["concurrency"] == 1),
+             }
+            for r in evaluation["configs"] if (r["max_docs"], r["budget"]) in
+            {(g["max_docs"], g["budget"]) for g in grid}
+        ]
+        for row in result["predicted_vs_measured"]:
+            row["error"] = row["predicted_speedup"] / row["measured_speedup"] - 1 if row["measured_speedup"] else None
+    return result
