@@ -3,7 +3,8 @@ and recommend the fastest setting whose quality stays within an allowed F1 drop.
 
 The model of one call is the profile's: ``overhead + prompt/prompt_rate + output/output_rate``,
 with ``prompt = instructions + n x (text + per-document tokens)`` and ``output = n x output per
-document`` (measured by an ``eval`` run when given, else an assumption that the result states).
+document`` (measured per setting by an ``eval`` run when given, its mean for settings it did not
+run, else an assumption that the result states).
 Throughput is bounded by the calls in flight (the profile's parallel slots) and by the requests
 and tokens per minute. Quality comes from an ``eval`` run's F1 by documents per call.
 """
@@ -78,18 +79,20 @@ def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results:
     stats = corpus_tokens(corpus, model)
     prompt, per_doc = measure_reserves(settings, model)
     evaluation = json.loads(Path(eval_results).read_text()) if eval_results else None
-    output_per_doc, quality = DEFAULT_OUTPUT_PER_DOC, {}
+    output_per_doc, quality, measured_output = DEFAULT_OUTPUT_PER_DOC, {}, {}
     if evaluation:
         rows = evaluation["configs"]
         output_per_doc = sum(r["tokens_out"] for r in rows) / max(1, sum(r["extracted"] for r in rows))
         quality = {(r["max_docs"], r["budget"]): r["strict_f1"] for r in rows}
+        # a model may answer a long batch more tersely: use each measured setting's own output size
+        measured_output = {(r["max_docs"], r["budget"]): r["tokens_out"] / r["extracted"] for r in rows if r["extracted"]}
     reference_f1 = quality.get((1, max(budgets))) or next(iter(quality.values()), None)
     grid = []
     for b in budgets:
         for m in max_docs:
             for c in concurrency:
-                row = predict(profile, stats["mean"], prompt, per_doc, output_per_doc, m, c,
-                              settings.output_tokens_per_doc, b)
+                row = predict(profile, stats["mean"], prompt, per_doc, measured_output.get((m, b), output_per_doc),
+                              m, c, settings.output_tokens_per_doc, b)
                 f1 = quality.get((m, b))
                 row["f1"] = f1
                 row["allowed"] = reference_f1 is None or (f1 is not None and 100 * (reference_f1 - f1) <= max_f1_drop)
