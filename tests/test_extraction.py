@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import dspy
 import pytest
@@ -156,3 +157,33 @@ def test_single_document_variant_is_the_same_module() -> None:
     assert [e.text for e in validated.entities["d1"]] == ["CFTR"]
     with pytest.raises(ValueError):
         BatchExtractor(SETTINGS)([])
+
+
+# ------------------------------------------------------------------ recorded replies of the real model
+RECORDED = Path(__file__).resolve().parent / "data" / "recorded_replies.jsonl"
+
+
+def recorded() -> list[dict]:
+    return [json.loads(line) for line in RECORDED.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("case", recorded(), ids=lambda c: c["model"])
+def test_recorded_real_replies_validate_as_recorded(case: dict, ncbi_devel) -> None:
+    """Replies the local models really gave for NCBI devel batches (texts read from ../shared)."""
+    from toolkit.corpora import read_pubtator
+
+    by_id = {d.id: d for d in read_pubtator(ncbi_devel)}
+    documents = [by_id[i] for i in case["document_ids"]]
+    settings = ExtractionSettings(entity_types=tuple(case["settings"]["entity_types"]), relationships=False)
+    out = validate_reply(parse_reply(case["reply"]), documents, settings)
+    assert vars(out.counts) == case["counts"]
+    for doc_id, entities in out.entities.items():  # nothing kept under a document it is not in
+        text = by_id[doc_id].text
+        assert all(text[e.start:e.end].casefold().split() == e.text.casefold().split() for e in entities)
+    assert out.missing_ids == [i for i in case["document_ids"] if i not in out.entities]
+
+
+def test_recordings_cover_leaks_repair_and_missing_ids() -> None:
+    counts = [c["counts"] for c in recorded()]
+    assert any(c["leaks"] for c in counts) and any(c["repaired"] for c in counts)
+    assert any(c["missing_ids"] for c in counts)
