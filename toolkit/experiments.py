@@ -21,7 +21,6 @@ from toolkit.documents import Document, Entity
 from toolkit.evaluation import agreement, by_position, gold_mapping, score
 from toolkit.extraction import ExtractionSettings
 from toolkit.lm import ResolvedLM, resolve_lm
-from toolkit.packer import Packer
 from toolkit.report import extraction_summary
 from toolkit.service import ExtractionService, ServiceRun, default_policy
 
@@ -62,12 +61,10 @@ def machine() -> dict[str, Any]:
 def run_config(resolved: ResolvedLM, settings: ExtractionSettings, documents: Sequence[Document], name: str,
                max_docs: int, budget: int = 8192, concurrency: str = "1") -> ConfigRun:
     """Pack ``documents`` with ``max_docs`` and ``budget`` and run them (DSPy cache off)."""
-    service = ExtractionService(resolved, settings)
-    service.policy = default_policy(resolved, concurrency)
-    pack = Packer(service.packing_settings(budget, max_docs=max_docs)).pack(list(documents))
-    positions = {doc_id: i for batch in pack.batches for i, doc_id in enumerate(batch.document_ids)}
-    return ConfigRun(name, max_docs, budget, concurrency, service.execute(pack, len(documents), progress=False),
-                     positions)
+    service = ExtractionService(resolved, settings, policy=default_policy(resolved, concurrency))
+    run = service.run(documents, budget, progress=False, max_docs=max_docs)
+    positions = {doc_id: i for batch in run.pack.batches for i, doc_id in enumerate(batch.document_ids)}
+    return ConfigRun(name, max_docs, budget, concurrency, run, positions)
 
 
 # -------------------------------------------------------------------------------------- evaluate
