@@ -169,6 +169,8 @@ class Executor:
     ``progress``: ``None`` shows a tqdm bar for runs of 200+ documents, ``False`` shows nothing, a
     callable receives a :class:`Progress` after every finished document. ``on_outcome`` receives
     each document's final :class:`DocumentOutcome` as soon as it is decided (to store it at once).
+    ``charge(batch)`` is what the rate limiter counts for a call (default: the batch's packed
+    budget; an extractor that sizes its output allowance from measured replies charges less).
     """
 
     def __init__(
@@ -178,12 +180,14 @@ class Executor:
         metrics: RunMetrics | None = None,
         progress: ProgressFn | bool | None = None,
         on_outcome: Callable[[DocumentOutcome], None] | None = None,
+        charge: Callable[[DocumentBatch], int] | None = None,
     ) -> None:
         self.extract_fn = extract_fn
         self.policy = policy or ExecutionPolicy()
         self.metrics = metrics or RunMetrics()
         self.progress = progress
         self.on_outcome = on_outcome
+        self.charge = charge or (lambda batch: batch.budget_tokens)
         self.report: ExecutionReport | None = None  # the last run's, also after Ctrl-C
 
     # ----------------------------------------------------------------------------------------- run
@@ -329,11 +333,12 @@ class Executor:
         queued = loop.time()
         started = await self._gate.acquire()
         in_flight = self._gate.in_flight
-        outcome, error, result, waited = "error", None, None, 0.0
+        outcome, error, result, waited, charged = "error", None, None, 0.0, 0
         try:
             if self._stopping is not None:  # another call hit a fatal error: send nothing more
                 raise _Stop(self._stopping)
-            waited = await self._limiter.acquire(batch.budget_tokens)
+            charged = self.charge(batch)
+            waited = await self._limiter.acquire(charged)
             started = loop.time()
             self.report.calls += 1
             for i in batch.document_ids:
@@ -363,7 +368,7 @@ class Executor:
                 started=started - self._t0,
                 seconds=seconds,
                 delay_before=delay_before + (started - queued),
-                budget_tokens=batch.budget_tokens,
+                budget_tokens=charged,
                 tokens_in=result.tokens_in if result else None,
                 tokens_out=result.tokens_out if result else None,
                 error_class=None if error is None else error.kind,

@@ -131,12 +131,18 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 8, budget: int = 8192
     (backends that have one); (B) packed, sequential; (C) packed, adaptive concurrency. Real LMs
     run in interleaved chunks of ``interleave`` documents (default ``4 x max_docs``), rotating the
     order per chunk, so drift does not favour one configuration; emulated ones run in virtual time."""
-    from toolkit.corpora import dedupe, load_corpus, synthetic_documents
+    from toolkit.corpora import iter_records, synthetic_documents
 
     if corpus.startswith("synthetic"):
         documents = synthetic_documents(docs, seed=0)
-    else:
-        documents = dedupe(load_corpus(corpus))[0][:docs]
+    else:  # bad records and later records of an id already taken are not benchmark material
+        seen: dict[str, Document] = {}
+        for item in iter_records(corpus):
+            if isinstance(item, Document) and item.id not in seen:
+                seen[item.id] = item
+                if len(seen) >= docs:
+                    break
+        documents = list(seen.values())
     if not documents:
         raise ValueError(f"{corpus}: no documents")
     probe = resolve_lm(lm)

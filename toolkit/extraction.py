@@ -11,7 +11,10 @@ batch is a cross-document *leak*: counted, never stored under the wrong id.
 from __future__ import annotations
 
 import json
+import math
 import re
+import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -41,6 +44,7 @@ class ExtractionSettings:
     max_entity_chars: int = 60
     output_tokens_per_doc: int = 256  # max_tokens = 48 + n_docs * this
     temperature: float = 0.0
+    adaptive_output: bool = True  # size the output allowance from measured replies (see OutputSizer)
     schema: bool = True  # send a per-batch JSON schema (structured output) when the LM supports it
     demo: bool = True  # show the worked example (DEMO_DOCUMENTS) before every call
 
@@ -63,6 +67,37 @@ class ExtractionSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class OutputSizer:
+    """The output tokens to allow per document, learned from the replies of this run.
+
+    Until ``warmup`` replies are seen it allows ``settings.output_tokens_per_doc`` (the ceiling);
+    then 1.5 x the 90th percentile of the recent per-document output, at least ``floor``. A reply
+    cut off by the limit counts as needing the ceiling, so the allowance grows back at once. A
+    smaller allowance means a smaller ``max_tokens`` and fewer tokens charged against a
+    provider's tokens-per-minute limit, which counts the allowance, not what is written."""
+
+    def __init__(self, settings: ExtractionSettings, warmup: int = 5, window: int = 50, floor: int = 32) -> None:
+        self.ceiling = settings.output_tokens_per_doc
+        self.enabled = settings.adaptive_output
+        self.warmup, self.floor = warmup, floor
+        self._recent: deque[float] = deque(maxlen=window)
+        self._lock = threading.Lock()
+
+    def observe(self, documents: int, output_tokens: int | None, truncated: bool) -> None:
+        if output_tokens is None or documents < 1:
+            return
+        with self._lock:
+            self._recent.append(float(self.ceiling) if truncated else output_tokens / documents)
+
+    def per_document(self) -> int:
+        with self._lock:
+            if not self.enabled or len(self._recent) < self.warmup:
+                return self.ceiling
+            ordered = sorted(self._recent)
+            p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+        return max(self.floor, min(self.ceiling, math.ceil(1.5 * p90)))
 
 
 # ------------------------------------------------------------------------------------ signature
@@ -355,11 +390,16 @@ class BatchExtractor(dspy.Module):
         if self.settings.demo:
             self.predict.demos = [demo_example(self.settings)]
         self.adapter = BatchJSONAdapter(relationships=self.settings.relationships)
+        self.sizer = OutputSizer(self.settings)
+
+    def max_tokens(self, n_docs: int) -> int:
+        """The output allowance of a call on ``n_docs`` documents (see :class:`OutputSizer`)."""
+        return self.settings.max_tokens(0) + n_docs * self.sizer.per_document()
 
     def _request(self, documents: Sequence[Document]) -> dict[str, Any]:
         if not documents:
             raise ValueError("a batch needs at least one document")
-        config: dict[str, Any] = {"max_tokens": self.settings.max_tokens(len(documents)),
+        config: dict[str, Any] = {"max_tokens": self.max_tokens(len(documents)),
                                   "temperature": self.settings.temperature}
         if self.settings.schema:
             config["response_format"] = response_schema([d.id for d in documents], self.settings)
@@ -370,7 +410,8 @@ class BatchExtractor(dspy.Module):
         }
 
     def _validate(self, prediction: dspy.Prediction, documents: Sequence[Document]) -> dspy.Prediction:
-        validated = validate_reply(prediction.results, documents, self.settings)
+        reply: RawReply = prediction.results
+        validated = validate_reply(reply, documents, self.settings)
         return dspy.Prediction(validated=validated, reply=prediction.results)
 
     def forward(self, documents: Sequence[Document]) -> dspy.Prediction:

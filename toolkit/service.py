@@ -112,11 +112,20 @@ class ExtractionService:
 
     async def extract_one(self, batch: DocumentBatch) -> BatchExtractionResult:
         """The executor's ``extract_fn``: one DSPy call on one (sub-)batch."""
+        allowed = self.extractor.max_tokens(batch.batch_size)
         with dspy.context(lm=self.resolved.lm, track_usage=True):
             prediction = await self.extractor.acall(list(batch.documents))
         validated = prediction.validated
         self.validation.add(validated.counts)
-        return to_result(batch, validated, _usage(prediction))
+        usage = _usage(prediction)
+        self.extractor.sizer.observe(batch.batch_size, usage[1], truncated=usage[1] is not None and usage[1] >= allowed)
+        return to_result(batch, validated, usage)
+
+    def charge(self, batch: DocumentBatch) -> int:
+        """Tokens a call on ``batch`` counts against a tokens-per-minute limit: the packed budget
+        with the output allowance the extractor will really ask for."""
+        n = batch.batch_size
+        return batch.budget_tokens - n * self.settings.output_tokens_per_doc + n * self.extractor.sizer.per_document()
 
     def run(self, documents: Sequence[Document], token_budget: int | None = None,
             progress: ProgressFn | bool | None = None, **packing: Any) -> ServiceRun:
@@ -127,7 +136,8 @@ class ExtractionService:
     def execute(self, pack: PackResult, documents: int, progress: ProgressFn | bool | None = None,
                 on_outcome: Callable[[DocumentOutcome], None] | None = None) -> ServiceRun:
         """Run packed batches through the executor (virtual time for an emulated LM)."""
-        executor = Executor(self.extract_one, self.policy, self.metrics, progress=progress, on_outcome=on_outcome)
+        executor = Executor(self.extract_one, self.policy, self.metrics, progress=progress, on_outcome=on_outcome,
+                            charge=self.charge)
         before = dataclasses.replace(self.validation)
         seen = len(self.metrics.attempts)
         stopped = None
