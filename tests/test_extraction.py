@@ -187,3 +187,21 @@ def test_recordings_cover_leaks_repair_and_missing_ids() -> None:
     counts = [c["counts"] for c in recorded()]
     assert any(c["leaks"] for c in counts) and any(c["repaired"] for c in counts)
     assert any(c["missing_ids"] for c in counts)
+
+
+def test_output_allowance_learns_from_replies_and_grows_back_after_truncation() -> None:
+    from toolkit.extraction import OutputSizer
+
+    sizer = OutputSizer(ExtractionSettings(output_tokens_per_doc=256), warmup=3, window=10)
+    assert sizer.per_document() == 256  # nothing measured yet: the ceiling
+    for _ in range(3):
+        sizer.observe(documents=4, output_tokens=160, truncated=False)  # 40 per document
+    assert sizer.per_document() == 60  # 1.5 x 40
+    sizer.observe(documents=4, output_tokens=4, truncated=False)
+    assert sizer.per_document() == 60  # a percentile, not the last value
+    for _ in range(2):
+        sizer.observe(documents=2, output_tokens=300, truncated=True)
+    assert sizer.per_document() == 256  # cut-off replies count as needing the ceiling
+    fixed = OutputSizer(ExtractionSettings(output_tokens_per_doc=256, adaptive_output=False), warmup=1)
+    fixed.observe(4, 8, False)
+    assert fixed.per_document() == 256
