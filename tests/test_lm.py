@@ -275,3 +275,12 @@ def test_planner_excludes_settings_beyond_the_allowed_f1_drop(tmp_path: Path, nc
     result = plan("local-cpu", str(ncbi_devel), max_f1_drop=2.0, eval_results=path, concurrency=(1,))
     assert result["recommendation"]["max_docs"] == 4  # 8 per call is faster but loses 10 F1 points
     assert not any(r["allowed"] for r in result["grid"] if r["max_docs"] == 8)
+
+
+def test_quadratic_fit_recovers_the_cost_of_long_prompts() -> None:
+    records = [AttemptRecord("b", ("d",), 1, "ok", seconds=2 + p / 150 + p * p * 2e-6 + o / 14, tokens_in=p,
+                             tokens_out=o) for p, o in [(800, 40), (1200, 90), (2000, 60), (3100, 20), (4000, 150)]]
+    fit = fit_latency(records, quadratic=True)
+    assert fit.seconds_per_prompt_token_sq == pytest.approx(2e-6, rel=1e-3) and fit.mape < 1e-6
+    assert fit.predict(3100, 20) == pytest.approx(2 + 3100 / 150 + 3100 ** 2 * 2e-6 + 20 / 14)
+    assert fit_latency(records).mape > 0.01  # the linear model cannot follow it

@@ -31,27 +31,32 @@ class LatencyFit:
     mape: float  # mean absolute percentage error of the per-call prediction
     dropped_terms: tuple[str, ...] = ()  # terms fitted negative and removed (too little variety in the run)
 
+    seconds_per_prompt_token_sq: float = 0.0  # attention: a long prompt costs more per token
+
     def predict(self, prompt_tokens: float, output_tokens: float) -> float:
         return (self.overhead_seconds + prompt_tokens * self.seconds_per_prompt_token
-                + output_tokens * self.seconds_per_output_token)
+                + prompt_tokens ** 2 * self.seconds_per_prompt_token_sq + output_tokens * self.seconds_per_output_token)
 
 
-def fit_latency(records: Sequence[AttemptRecord]) -> LatencyFit:
-    """Least squares over successful calls that reported token usage (non-negative coefficients)."""
+def fit_latency(records: Sequence[AttemptRecord], quadratic: bool = False) -> LatencyFit:
+    """Least squares over successful calls that reported token usage (non-negative coefficients).
+    ``quadratic`` adds a prompt-squared term (self-attention over a long prompt, on a CPU)."""
     rows = [(r.tokens_in, r.tokens_out, r.seconds) for r in records
             if r.outcome == "ok" and r.tokens_in and r.tokens_out is not None and r.seconds > 0]
     if len(rows) < 3:
         raise ValueError(f"need at least 3 successful calls with token usage to fit, got {len(rows)}")
     data = np.array(rows, dtype=float)
-    design = np.column_stack([np.ones(len(data)), data[:, 0], data[:, 1]])
+    columns = [np.ones(len(data)), data[:, 0], data[:, 1]] + ([data[:, 0] ** 2] if quadratic else [])
+    names = ("overhead", "prompt", "output", "prompt_sq")[: len(columns)]
+    design = np.column_stack(columns)
     target = data[:, 2]
     coef, *_ = np.linalg.lstsq(design, target, rcond=None)
     dropped: tuple[str, ...] = ()
     if (coef < 0).any():  # refit without the offending terms (a rate cannot be negative)
         keep = coef >= 0
-        dropped = tuple(name for name, k in zip(("overhead", "prompt", "output"), keep) if not k)
+        dropped = tuple(name for name, k in zip(names, keep) if not k)
         sub, *_ = np.linalg.lstsq(design[:, keep], target, rcond=None)
-        coef = np.zeros(3)
+        coef = np.zeros(len(columns))
         coef[keep] = np.clip(sub, 0, None)
     predicted = design @ coef
     residual = target - predicted
@@ -59,6 +64,7 @@ def fit_latency(records: Sequence[AttemptRecord]) -> LatencyFit:
     return LatencyFit(
         overhead_seconds=float(coef[0]), seconds_per_prompt_token=float(coef[1]),
         seconds_per_output_token=float(coef[2]), calls=len(rows),
+        seconds_per_prompt_token_sq=float(coef[3]) if quadratic else 0.0,
         r2=float(1 - (residual ** 2).sum() / total) if total > 0 else 1.0,
         rmse_seconds=float(np.sqrt((residual ** 2).mean())),
         mape=float(np.mean(np.abs(residual) / target)),
@@ -66,8 +72,8 @@ def fit_latency(records: Sequence[AttemptRecord]) -> LatencyFit:
     )
 
 
-def calibrate(lm: str = "local", corpus: str | None = None, docs: int = 8, batch_sizes: str | Sequence[int] = (1, 2, 4),
-              out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+def calibrate(lm: str = "local", corpus: str | None = None, docs: int = 8, batch_sizes: str | Sequence[int] = (1, 2, 4, 8),
+              out: str | Path | None = None, progress: bool = False, quadratic: bool | None = None) -> dict[str, Any]:
     """Run ``docs`` documents once per batch size on ``lm`` with a cold prompt cache, fit, report.
     Default corpus: NCBI disease devel when ``../shared`` is present, else the bundled sample."""
     import time
@@ -95,12 +101,15 @@ def calibrate(lm: str = "local", corpus: str | None = None, docs: int = 8, batch
         records.extend(run.attempts)
         if progress:
             print(f"calibrate: {size} doc(s)/call: {run.report.calls} calls", flush=True)
-    fit = fit_latency(records)
+    if quadratic is None:  # a local model on a CPU: attention over long prompts is visible
+        quadratic = resolved.kind == "local"
+    fit = fit_latency(records, quadratic=quadratic)
     profile = Profile(
         name=f"calibrated-{resolved.model_id.split('@')[0].replace('/', '-')}",
         overhead_seconds=round(fit.overhead_seconds, 4),
         prompt_tokens_per_second=round(1 / fit.seconds_per_prompt_token, 2) if fit.seconds_per_prompt_token else 1e9,
         output_tokens_per_second=round(1 / fit.seconds_per_output_token, 2) if fit.seconds_per_output_token else 1e9,
+        prompt_seconds_per_token_sq=fit.seconds_per_prompt_token_sq,
         parallel_slots=1 if resolved.kind == "local" else None,
         tokenizer=lm if resolved.kind == "local" else None,
         description=f"fitted by `toolkit calibrate --lm {lm}` on {len(documents)} documents of {corpus}",
@@ -115,6 +124,7 @@ def calibrate(lm: str = "local", corpus: str | None = None, docs: int = 8, batch
         "overhead_seconds": fit.overhead_seconds,
         "prompt_tokens_per_second": profile.prompt_tokens_per_second,
         "output_tokens_per_second": profile.output_tokens_per_second,
+        "prompt_seconds_per_token_sq": fit.seconds_per_prompt_token_sq,
         "r2": fit.r2,
         "rmse_seconds": fit.rmse_seconds,
         "mape": fit.mape,

@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--lm", default="local")
     cal.add_argument("--corpus", help="corpus name or file (default: ncbi-disease if ../shared exists, else sample)")
     cal.add_argument("--docs", type=int, default=8, help="documents to run (each batch size runs over them)")
-    cal.add_argument("--batch-sizes", default="1,2,4", help="documents per call, comma-separated")
+    cal.add_argument("--batch-sizes", default="1,2,4,8", help="documents per call, comma-separated")
     cal.add_argument("--out", help="write the fitted profile JSON here (usable as --lm emulated:PATH)")
     cal.add_argument("--json", action="store_true")
     cal.set_defaults(func=cmd_calibrate)

@@ -48,6 +48,7 @@ class Profile:
     source: str = ""
     fit: dict[str, Any] = field(default_factory=dict)  # calibration details, when fitted
     tokenizer: str | None = None  # whose tokens the rates count (a model name, or local:MODEL)
+    prompt_seconds_per_token_sq: float = 0.0  # extra cost of long prompts (attention on a CPU)
 
     def __post_init__(self) -> None:
         if self.prompt_tokens_per_second <= 0 or self.output_tokens_per_second <= 0 or self.overhead_seconds < 0:
@@ -58,7 +59,7 @@ class Profile:
 
     def call_seconds(self, prompt_tokens: int, output_tokens: int) -> float:
         return (self.overhead_seconds + prompt_tokens / self.prompt_tokens_per_second
-                + output_tokens / self.output_tokens_per_second)
+                + prompt_tokens ** 2 * self.prompt_seconds_per_token_sq + output_tokens / self.output_tokens_per_second)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
