@@ -38,6 +38,25 @@ class LatencyFit:
                 + prompt_tokens ** 2 * self.seconds_per_prompt_token_sq + output_tokens * self.seconds_per_output_token)
 
 
+def _nonnegative_lstsq(design: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, list[bool]]:
+    """Least squares with every coefficient >= 0: the best fit over all subsets of terms whose
+    unconstrained solution is non-negative (exact for the 3 or 4 terms used here)."""
+    k = design.shape[1]
+    best: tuple[float, np.ndarray, list[bool]] | None = None
+    for mask in range(1, 2 ** k):
+        keep = [bool(mask >> i & 1) for i in range(k)]
+        sub, *_ = np.linalg.lstsq(design[:, keep], target, rcond=None)
+        if (sub < 0).any():
+            continue
+        coef = np.zeros(k)
+        coef[keep] = sub
+        error = float(((design @ coef - target) ** 2).sum())
+        if best is None or error < best[0] - 1e-12:
+            best = (error, coef, keep)
+    assert best is not None  # a single column always has a non-negative solution or a zero one
+    return best[1], [bool(c > 0) or k_ for c, k_ in zip(best[1], best[2])]
+
+
 def fit_latency(records: Sequence[AttemptRecord], quadratic: bool = False) -> LatencyFit:
     """Least squares over successful calls that reported token usage (non-negative coefficients).
     ``quadratic`` adds a prompt-squared term (self-attention over a long prompt, on a CPU)."""
@@ -50,14 +69,8 @@ def fit_latency(records: Sequence[AttemptRecord], quadratic: bool = False) -> La
     names = ("overhead", "prompt", "output", "prompt_sq")[: len(columns)]
     design = np.column_stack(columns)
     target = data[:, 2]
-    coef, *_ = np.linalg.lstsq(design, target, rcond=None)
-    dropped: tuple[str, ...] = ()
-    if (coef < 0).any():  # refit without the offending terms (a rate cannot be negative)
-        keep = coef >= 0
-        dropped = tuple(name for name, k in zip(names, keep) if not k)
-        sub, *_ = np.linalg.lstsq(design[:, keep], target, rcond=None)
-        coef = np.zeros(len(columns))
-        coef[keep] = np.clip(sub, 0, None)
+    coef, keep = _nonnegative_lstsq(design, target)
+    dropped = tuple(name for name, k in zip(names, keep) if not k)
     predicted = design @ coef
     residual = target - predicted
     total = ((target - target.mean()) ** 2).sum()
@@ -115,7 +128,9 @@ def calibrate(lm: str = "local", corpus: str | None = None, docs: int = 8, batch
         description=f"fitted by `toolkit calibrate --lm {lm}` on {len(documents)} documents of {corpus}",
         source=f"{platform.node() or 'this machine'}: {platform.processor() or platform.machine()}, "
                f"{__import__('os').cpu_count()} cores",
-        fit={**dataclasses.asdict(fit), "model_id": resolved.model_id, "prompt_cache": False},
+        fit={**dataclasses.asdict(fit), "model_id": resolved.model_id, "prompt_cache": False,
+             "points": [[r.tokens_in, r.tokens_out, round(r.seconds, 3)] for r in records
+                        if r.outcome == "ok" and r.tokens_in]},
     )
     result = {
         "lm": lm,

@@ -74,11 +74,15 @@ def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results:
          budgets: Sequence[int] = (4096, 8192), max_docs: Sequence[int] = (1, 2, 4, 8, 10, 16),
          concurrency: Sequence[int] = (1, 4, 16), settings: ExtractionSettings | None = None) -> dict[str, Any]:
     profile = load_profile(profile_name)
-    settings = settings or ExtractionSettings(relationships=False)
-    model = _tokenizer(profile)
-    stats = corpus_tokens(corpus, model)
-    prompt, per_doc = measure_reserves(settings, model)
     evaluation = json.loads(Path(eval_results).read_text()) if eval_results else None
+    if settings is None:  # the prompt the eval run measured (its entity types), else entities only
+        saved = (evaluation or {}).get("settings")
+        settings = ExtractionSettings(**{**saved, "entity_types": tuple(saved["entity_types"])}) if saved \
+            else ExtractionSettings(relationships=False)
+    model = _tokenizer(profile)
+    # compare like with like: an eval ran on the first N documents of its corpus
+    stats = corpus_tokens(corpus, model, sample=int(evaluation["documents"]) if evaluation else 2000)
+    prompt, per_doc = measure_reserves(settings, model)
     output_per_doc, quality, measured_output = DEFAULT_OUTPUT_PER_DOC, {}, {}
     if evaluation:
         rows = evaluation["configs"]
