@@ -81,7 +81,7 @@ def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results:
             else ExtractionSettings(relationships=False)
     model = _tokenizer(profile)
     # compare like with like: an eval ran on the first N documents of its corpus
-    stats = corpus_tokens(corpus, model, sample=int(evaluation["documents"]) if evaluation else 2000)
+    stats = corpus_tokens(corpus, model, sample=int((evaluation or {}).get("documents", 2000)))
     prompt, per_doc = measure_reserves(settings, model)
     output_per_doc, quality, measured_output = DEFAULT_OUTPUT_PER_DOC, {}, {}
     if evaluation:
