@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import dspy
@@ -31,16 +32,17 @@ _PROBE_ID = "doc-0000"
 def token_model(resolved: ResolvedLM) -> str:
     """The tokenizer name the packer should use for ``resolved`` (the local model's own)."""
     if resolved.kind == "local":
-        from toolkit.lm.local import LocalTokenizer
+        from toolkit.lm.local import local_tokenizer
 
         name = resolved.engine.name
-        register_tokenizer(name, LocalTokenizer(resolved.engine.spec.name))
+        register_tokenizer(name, local_tokenizer(resolved.engine.spec.name))
         return name
     if resolved.kind == "provider":
         return resolved.spec.split("/", 1)[1]
     return "gpt-4o-mini"  # emulated: counted with the same tokenizer the emulator charges
 
 
+@lru_cache(maxsize=64)
 def measure_reserves(settings: ExtractionSettings, model: str) -> tuple[int, int]:
     """(tokens of the module's prompt without documents, plus the fixed part of its output
     allowance; tokens each document adds besides its text), measured by formatting the real prompt

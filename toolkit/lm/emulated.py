@@ -218,12 +218,12 @@ class EmulatedEngine:
         return text
 
     async def complete(self, request: Any) -> Any:
-        from toolkit.tokens import estimate_tokens as count_tokens
+        from toolkit.tokens import estimate_tokens
 
         loop = asyncio.get_running_loop()
         messages = request_messages(request)
         prompt = "\n".join(m["content"] for m in messages)
-        prompt_tokens = count_tokens(prompt)
+        prompt_tokens = estimate_tokens(prompt)
         max_tokens = request.config.max_tokens or 1024
         self.calls += 1
         wait = self._window.try_acquire(prompt_tokens + max_tokens, loop.time())
@@ -240,11 +240,11 @@ class EmulatedEngine:
         if fault in ("rate_limit", "rate_limit_retry_after"):
             raise RateLimited("429 (emulated)", retry_after=5.0 if fault.endswith("after") else None)
         text = self._reply(documents_in_prompt(messages), schema_of(request.config.response_format), fault)
-        output_tokens = min(count_tokens(text), max_tokens)
+        output_tokens = min(estimate_tokens(text), max_tokens)
         charged = prompt_tokens
         if self.profile.prompt_cache:
             shared = len(_common_prefix(self._cached_prefix, prompt))
-            charged = max(0, prompt_tokens - count_tokens(prompt[:shared]))
+            charged = max(0, prompt_tokens - estimate_tokens(prompt[:shared]))
             self._cached_prefix = prompt
         slots = self._semaphore()
         if slots is not None:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-import time
-from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from toolkit.lm import weights
+from toolkit.lm.engine import SyncEngineMixin, make_response, request_messages, schema_of
 
 _OPEN: list[Any] = []  # llama objects, closed at exit (their __del__ fails during interpreter shutdown)
 
@@ -34,17 +34,6 @@ def _open_llama(**kwargs: Any) -> Any:
 def _close_all() -> None:
     while _OPEN:
         _OPEN.pop().close()
-from toolkit.lm.engine import SyncEngineMixin, make_response, request_messages, schema_of
-
-
-@dataclass
-class CallTiming:
-    """Per-call figures of the local model (for calibration)."""
-
-    prompt_tokens: int
-    output_tokens: int
-    seconds: float
-    reused_tokens: int = 0
 
 
 class LlamaEngine(SyncEngineMixin):
@@ -61,7 +50,6 @@ class LlamaEngine(SyncEngineMixin):
         self.repeat_penalty = repeat_penalty
         self._llama: Any = None
         self._lock = threading.Lock()
-        self.timings: list[CallTiming] = []
 
     @property
     def name(self) -> str:
@@ -74,13 +62,6 @@ class LlamaEngine(SyncEngineMixin):
                 n_threads_batch=self.n_threads, seed=self.seed, verbose=False,
             )
         return self._llama
-
-    def tokenize(self, text: str) -> list[int]:
-        with self._lock:
-            return self._load().tokenize(text.encode("utf-8"), add_bos=False, special=False)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenize(text))
 
     def complete(self, request: Any) -> Any:
         config = request.config
@@ -100,14 +81,10 @@ class LlamaEngine(SyncEngineMixin):
             llama = self._load()
             if not self.prompt_cache:
                 llama.reset()
-            before = llama.n_tokens
-            start = time.perf_counter()
             out = llama.create_chat_completion(**kwargs)
-            seconds = time.perf_counter() - start
         usage = out.get("usage") or {}
         choice = out["choices"][0]
         tokens_in, tokens_out = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-        self.timings.append(CallTiming(tokens_in, tokens_out, seconds, reused_tokens=min(before, tokens_in)))
         return make_response(self.name, choice["message"].get("content") or "", choice.get("finish_reason") or "stop",
                              tokens_in, tokens_out)
 
@@ -125,15 +102,21 @@ def shared_engine(model: str | None = None, prompt_cache: bool = True) -> LlamaE
         return _ENGINES[key]
 
 
-@dataclass
 class LocalTokenizer:
-    """The local model's own tokenizer (vocabulary only, no weights in memory)."""
+    """The local model's own tokenizer (vocabulary only, no weights in memory), loaded on first use."""
 
-    model: str | None = None
-    _llama: Any = field(default=None, repr=False)
+    def __init__(self, model: str | None = None) -> None:
+        self.model = model
+        self._llama: Any = None
 
     def __call__(self, text: str) -> int:
         if self._llama is None:
             path = weights.require(self.model)
             self._llama = _open_llama(model_path=str(path), vocab_only=True, verbose=False)
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+
+@lru_cache(maxsize=None)
+def local_tokenizer(model: str) -> LocalTokenizer:
+    """One tokenizer per model per process (each run registers the same one: loaded once)."""
+    return LocalTokenizer(model)
