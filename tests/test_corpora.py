@@ -59,6 +59,17 @@ def test_synthetic_documents_are_varied_and_deterministic():
     assert synthetic_documents(0) == []
 
 
+def test_synthetic_documents_cost_as_many_tokens_per_word_as_real_abstracts(ncbi_devel):
+    from toolkit.tokens import count_tokens
+
+    def per_word(texts: list[str]) -> float:
+        return sum(count_tokens(texts, "gpt-4o-mini")) / sum(len(t.split()) for t in texts)
+
+    real = per_word([d.text for d, _ in iter_pubtator(ncbi_devel)])
+    synthetic = per_word([d.text for d in synthetic_documents(500, seed=1)])
+    assert abs(synthetic / real - 1) < 0.10, (synthetic, real)
+
+
 # ------------------------------------------------------------------------- CoNLL, PubMed, named
 def test_conll_sentences_become_documents_with_gold_offsets(tmp_path):
     from toolkit.corpora import iter_conll

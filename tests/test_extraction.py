@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import dspy
@@ -192,16 +193,21 @@ def test_recordings_cover_leaks_repair_and_missing_ids() -> None:
 def test_output_allowance_learns_from_replies_and_grows_back_after_truncation() -> None:
     from toolkit.extraction import OutputSizer
 
-    sizer = OutputSizer(ExtractionSettings(output_tokens_per_doc=256), warmup=3, window=10)
-    assert sizer.per_document() == 256  # nothing measured yet: the ceiling
+    settings = ExtractionSettings(output_tokens_per_doc=256)
+    sizer = OutputSizer(settings, warmup=3, window=10)
+    assert sizer.allowance(4) == settings.max_tokens(4)  # nothing measured yet: the ceiling
     for _ in range(3):
-        sizer.observe(documents=4, output_tokens=160, truncated=False)  # 40 per document
-    assert sizer.per_document() == 60  # 1.5 x 40
-    sizer.observe(documents=4, output_tokens=4, truncated=False)
-    assert sizer.per_document() == 60  # a percentile, not the last value
+        sizer.observe(documents=4, output_tokens=160, truncated=False)  # 40 per document, no spread
+    assert sizer.allowance(4) == 160 and sizer.allowance(10) == 400
+    sizer.observe(documents=1, output_tokens=10, truncated=False)
+    sizer.observe(documents=1, output_tokens=70, truncated=False)
+    mu, sigma = sizer.per_document()  # mean 560/14 = 40; variance (900 + 900) / (5 - 1) = 450
+    assert mu == 40 and sigma == pytest.approx(450 ** 0.5)
+    assert sizer.allowance(1) == math.ceil(40 + 3 * 450 ** 0.5)  # 104: one document varies a lot
+    assert sizer.allowance(9) == math.ceil(360 + 3 * 450 ** 0.5 * 3)  # 551: 61 per document in a batch
     for _ in range(2):
         sizer.observe(documents=2, output_tokens=300, truncated=True)
-    assert sizer.per_document() == 256  # cut-off replies count as needing the ceiling
+    assert sizer.allowance(9) > 9 * 150  # cut-off replies count as needing the ceiling
     fixed = OutputSizer(ExtractionSettings(output_tokens_per_doc=256, adaptive_output=False), warmup=1)
     fixed.observe(4, 8, False)
-    assert fixed.per_document() == 256
+    assert fixed.allowance(4) == settings.max_tokens(4)

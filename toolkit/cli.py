@@ -323,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--lm", default="local")
     be.add_argument("--corpus", default="ncbi-disease", help="corpus name or file, or 'synthetic'")
     be.add_argument("--docs", type=int, default=40)
-    be.add_argument("--max-docs", type=int, default=8)
+    be.add_argument("--max-docs", type=int, default=10)
     be.add_argument("--budget", type=int, default=8192)
     be.add_argument("--concurrency", default="auto:16", help="configuration C's concurrency")
     be.add_argument("--output-reserve", type=int, help="output tokens allowed per document (default 256)")

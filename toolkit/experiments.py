@@ -125,7 +125,7 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
 BENCH_CONFIGS = ("A", "A_warm", "B", "C")
 
 
-def bench(lm: str, corpus: str, docs: int, max_docs: int = 8, budget: int = 8192, concurrency: str = "auto:16",
+def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 8192, concurrency: str = "auto:16",
           output_tokens_per_doc: int | None = None, interleave: int | None = None) -> dict[str, Any]:
     """(A) one document per call, sequential, cold cache; (A') the same with the prompt cache warm
     (backends that have one); (B) packed, sequential; (C) packed, adaptive concurrency. Real LMs

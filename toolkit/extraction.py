@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import textwrap
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -33,6 +34,9 @@ PRESETS: dict[str, tuple[str, ...]] = {
 }
 
 
+LAYOUTS = ("json", "blocks")
+
+
 @dataclass(frozen=True)
 class ExtractionSettings:
     """What to extract and how much output to allow. Serialises to JSON with :func:`asdict`."""
@@ -47,6 +51,8 @@ class ExtractionSettings:
     adaptive_output: bool = True  # size the output allowance from measured replies (see OutputSizer)
     schema: bool = True  # send a per-batch JSON schema (structured output) when the LM supports it
     demo: bool = True  # show the worked example (DEMO_DOCUMENTS) before every call
+    ordered: bool = False  # the schema asks for exactly one record per document, in input order
+    layout: str = "json"  # how documents are shown: "json" (a JSON list) or "blocks" (one text block per id)
 
     def __post_init__(self) -> None:
         if not self.entity_types:
@@ -54,6 +60,8 @@ class ExtractionSettings:
         if any(not t or not isinstance(t, str) for t in self.entity_types):
             raise ValueError(f"entity types must be non-empty strings, got {self.entity_types!r}")
         object.__setattr__(self, "entity_types", tuple(t.upper() for t in self.entity_types))
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ExtractionSettings:
@@ -70,34 +78,51 @@ class ExtractionSettings:
 
 
 class OutputSizer:
-    """The output tokens to allow per document, learned from the replies of this run.
+    """The output tokens to allow a call on ``n`` documents, learned from the replies of this run.
 
-    Until ``warmup`` replies are seen it allows ``settings.output_tokens_per_doc`` (the ceiling);
-    then 1.5 x the 90th percentile of the recent per-document output, at least ``floor``. A reply
-    cut off by the limit counts as needing the ceiling, so the allowance grows back at once. A
-    smaller allowance means a smaller ``max_tokens`` and fewer tokens charged against a
-    provider's tokens-per-minute limit, which counts the allowance, not what is written."""
+    Until ``warmup`` replies are seen it allows ``settings.max_tokens(n)`` (the ceiling).
+    Then ``n*mu + z*sigma*sqrt(n)``, where ``mu`` and ``sigma`` are the mean and spread of one
+    document's output, estimated from the last ``window`` replies of any size (a reply on ``n``
+    documents has mean ``n*mu`` and variance ``n*sigma**2``): a batch's total varies much less than
+    one document's, so packed calls need a smaller allowance per document than single ones. With
+    ``z = 3`` a reply is cut off about once in a few hundred calls (then its missing documents are
+    re-sent). A cut-off reply counts as needing the ceiling, so the allowance grows back at once.
+    The allowance is ``max_tokens`` and what a provider's tokens-per-minute limit counts, whatever
+    is actually written: a tight one is throughput and money."""
 
-    def __init__(self, settings: ExtractionSettings, warmup: int = 5, window: int = 50, floor: int = 32) -> None:
+    def __init__(self, settings: ExtractionSettings, warmup: int = 5, window: int = 50, floor: int = 16,
+                 z: float = 3.0) -> None:
+        self.settings = settings
         self.ceiling = settings.output_tokens_per_doc
         self.enabled = settings.adaptive_output
-        self.warmup, self.floor = warmup, floor
-        self._recent: deque[float] = deque(maxlen=window)
+        self.warmup, self.floor, self.z = warmup, floor, z
+        self._recent: deque[tuple[int, float]] = deque(maxlen=window)  # (documents, output tokens)
         self._lock = threading.Lock()
 
     def observe(self, documents: int, output_tokens: int | None, truncated: bool) -> None:
         if output_tokens is None or documents < 1:
             return
         with self._lock:
-            self._recent.append(float(self.ceiling) if truncated else output_tokens / documents)
+            self._recent.append((documents, float(documents * self.ceiling if truncated else output_tokens)))
 
-    def per_document(self) -> int:
+    def per_document(self) -> tuple[float, float] | None:
+        """(mean, standard deviation) of one document's output tokens; None before ``warmup``."""
         with self._lock:
             if not self.enabled or len(self._recent) < self.warmup:
-                return self.ceiling
-            ordered = sorted(self._recent)
-            p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
-        return max(self.floor, min(self.ceiling, math.ceil(1.5 * p90)))
+                return None
+            docs = sum(n for n, _ in self._recent)
+            mu = sum(t for _, t in self._recent) / docs
+            variance = sum((t - n * mu) ** 2 / n for n, t in self._recent) / max(1, len(self._recent) - 1)
+        return mu, math.sqrt(variance)
+
+    def allowance(self, n: int) -> int:
+        """``max_tokens`` of a call on ``n`` documents (measured replies include the reply's frame)."""
+        estimate = self.per_document()
+        ceiling = self.settings.max_tokens(n)
+        if estimate is None:
+            return ceiling
+        mu, sigma = estimate
+        return max(n * self.floor, min(ceiling, math.ceil(n * mu + self.z * sigma * math.sqrt(n))))
 
 
 # ------------------------------------------------------------------------------------ signature
@@ -129,7 +154,7 @@ class BatchExtraction(dspy.Signature):
     An entity is a short name or noun phrase (a few words, abbreviations included), never a whole
     sentence. Copy each mention exactly as it is written in that document. Report a document's
     entities only under its own id, never under another document's id; a document that mentions
-    none of the types gets an empty list. Relationships link two entities of the same document."""
+    none of the types gets an empty list."""
 
     documents: list[DocumentIn] = dspy.InputField(desc="documents, each with its id")
     entity_types: list[str] = dspy.InputField(desc="the only entity types to report")
@@ -206,9 +231,16 @@ def response_schema(ids: Sequence[str], settings: ExtractionSettings) -> dict[st
             },
         }
         record["required"].append("relationships")
+    if settings.ordered:  # one record per document, in input order: each id is fixed by its position
+        records = [{**record, "properties": {**record["properties"], "id": {"type": "string", "const": i}}}
+                   for i in ids]
+        results: dict[str, Any] = {"type": "array", "prefixItems": records, "items": False,
+                                   "minItems": len(ids), "maxItems": len(ids)}
+    else:
+        results = {"type": "array", "items": record, "minItems": 1, "maxItems": len(ids)}
     schema = {
         "type": "object",
-        "properties": {"results": {"type": "array", "items": record, "minItems": 1, "maxItems": len(ids)}},
+        "properties": {"results": results},
         "required": ["results"],
         "additionalProperties": False,
     }
@@ -259,19 +291,38 @@ class BatchJSONAdapter(dspy.JSONAdapter):
     the whole batch on one bad record. DSPy's default spells out the pydantic schema in the prompt
     (about 600 tokens); the schema is enforced by structured output instead."""
 
-    def __init__(self, relationships: bool = True) -> None:
+    def __init__(self, relationships: bool = True, layout: str = "json") -> None:
         super().__init__()
         self.relationships = relationships
+        self.layout = layout
 
-    def format_field_structure(self, signature) -> str:  # noqa: ANN001
+    def format_system_message(self, signature) -> str:  # noqa: ANN001
+        """The task and the reply's layout only: DSPy's field listing repeats what they say."""
         record = '{"id": "<document id>", "entities": [{"text": "<mention>", "type": "<entity type>"}]'
+        task = textwrap.dedent(signature.instructions).strip()
         if self.relationships:
             record += ', "relationships": [{"source": "<mention>", "target": "<mention>", "type": "<RELATION>"}]'
+            task += " Relationships link two entities of the same document."
+        shown = ('one block per document: a line "### <document id>" then its text' if self.layout == "blocks"
+                 else 'a JSON list of documents {"id", "text"}')
         return (
-            "Inputs: [[ ## documents ## ]] is a JSON list of documents {\"id\", \"text\"}; "
-            "[[ ## entity_types ## ]] lists the entity types to report.\n"
-            f'Output: one JSON object {{"results": [{record}}}, ...]}} with one record per document.'
+            f"{task}\n\nInputs: [[ ## documents ## ]] is {shown}; [[ ## entity_types ## ]] lists the entity "
+            f'types to report.\nOutput: one JSON object {{"results": [{record}}}, ...]}} with one record per '
+            "document, in input order."
         )
+
+    def user_message_output_requirements(self, signature) -> str:  # noqa: ANN001
+        return 'Respond with one JSON object {"results": [...]}.'
+
+    def format_user_message_content(self, signature, inputs, prefix: str = "", suffix: str = "",  # noqa: ANN001
+                                    main_request: bool = False) -> str:
+        """Documents as plain text blocks under their ids when ``layout`` is ``blocks``."""
+        if self.layout != "blocks" or "documents" not in inputs:
+            return super().format_user_message_content(signature, inputs, prefix, suffix, main_request)
+        blocks = "\n\n".join(f"### {d.id}\n{d.text}" for d in inputs["documents"])
+        rest = {k: v for k, v in inputs.items() if k != "documents"}
+        tail = super().format_user_message_content(signature, rest, "", suffix, main_request)
+        return "\n\n".join(p for p in (prefix, f"[[ ## documents ## ]]\n{blocks}", tail) if p).strip()
 
     def _prepare_response_format(self, lm, lm_kwargs, signature):  # noqa: ANN001 - DSPy's hook
         if "response_format" in lm_kwargs:
@@ -389,17 +440,17 @@ class BatchExtractor(dspy.Module):
         self.predict = dspy.Predict(BatchExtraction)
         if self.settings.demo:
             self.predict.demos = [demo_example(self.settings)]
-        self.adapter = BatchJSONAdapter(relationships=self.settings.relationships)
+        self.adapter = BatchJSONAdapter(relationships=self.settings.relationships, layout=self.settings.layout)
         self.sizer = OutputSizer(self.settings)
 
     def max_tokens(self, n_docs: int) -> int:
         """The output allowance of a call on ``n_docs`` documents (see :class:`OutputSizer`)."""
-        return self.settings.max_tokens(0) + n_docs * self.sizer.per_document()
+        return self.sizer.allowance(n_docs)
 
-    def _request(self, documents: Sequence[Document]) -> dict[str, Any]:
+    def _request(self, documents: Sequence[Document], max_tokens: int | None = None) -> dict[str, Any]:
         if not documents:
             raise ValueError("a batch needs at least one document")
-        config: dict[str, Any] = {"max_tokens": self.max_tokens(len(documents)),
+        config: dict[str, Any] = {"max_tokens": max_tokens or self.max_tokens(len(documents)),
                                   "temperature": self.settings.temperature}
         if self.settings.schema:
             config["response_format"] = response_schema([d.id for d in documents], self.settings)
@@ -414,14 +465,15 @@ class BatchExtractor(dspy.Module):
         validated = validate_reply(reply, documents, self.settings)
         return dspy.Prediction(validated=validated, reply=prediction.results)
 
-    def forward(self, documents: Sequence[Document]) -> dspy.Prediction:
-        """``.validated`` is the :class:`ValidatedBatch`, ``.reply`` the parsed :class:`RawReply`."""
+    def forward(self, documents: Sequence[Document], max_tokens: int | None = None) -> dspy.Prediction:
+        """``.validated`` is the :class:`ValidatedBatch`, ``.reply`` the parsed :class:`RawReply`;
+        ``max_tokens`` defaults to :meth:`max_tokens`."""
         with dspy.context(adapter=self.adapter):
-            return self._validate(self.predict(**self._request(documents)), documents)
+            return self._validate(self.predict(**self._request(documents, max_tokens)), documents)
 
-    async def aforward(self, documents: Sequence[Document]) -> dspy.Prediction:
+    async def aforward(self, documents: Sequence[Document], max_tokens: int | None = None) -> dspy.Prediction:
         with dspy.context(adapter=self.adapter):
-            return self._validate(await self.predict.acall(**self._request(documents)), documents)
+            return self._validate(await self.predict.acall(**self._request(documents, max_tokens)), documents)
 
 
 def to_result(batch: DocumentBatch, validated: ValidatedBatch, usage: tuple[int | None, int | None]) -> BatchExtractionResult:

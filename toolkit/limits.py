@@ -87,9 +87,10 @@ class SlidingWindowLimiter:
 
 @dataclass
 class ConcurrencyGate:
-    """Bounds calls in flight. Adaptive mode is AIMD: +1 slot after ``limit`` successes, times
-    ``decrease`` on 429/overload (once per round trip: only calls started after the last decrease
-    can cause another). Until the first success of a run, one call at a time."""
+    """Bounds calls in flight. Adaptive mode is AIMD with a slow start, as in TCP: after ``limit``
+    successes the limit doubles until the first 429/overload, then grows by one; it is multiplied
+    by ``decrease`` on 429/overload (once per round trip: only calls started after the last
+    decrease can cause another). Until the first success of a run, one call at a time."""
 
     policy: ConcurrencyPolicy
     limit: int = 0
@@ -97,6 +98,7 @@ class ConcurrencyGate:
     max_seen: int = 0
     history: list[tuple[float, int]] = field(default_factory=list)  # (time, limit) at every change
     _probed: bool = False
+    _slow_start: bool = True
     _credit: int = 0
     _last_decrease: float = float("-inf")
     _resume_at: float = 0.0
@@ -167,8 +169,10 @@ class ConcurrencyGate:
             if self.policy.mode == "adaptive" and self.limit < self.policy.max:
                 self._credit += 1
                 if self._credit >= self.limit:
-                    self._set_limit(self.limit + 1)
+                    grown = 2 * self.limit if self._slow_start else self.limit + 1
+                    self._set_limit(min(self.policy.max, grown))
         elif outcome == "throttled" and self.policy.mode == "adaptive" and started >= self._last_decrease:
+            self._slow_start = False
             self._last_decrease = _now()
             self._set_limit(max(self.policy.minimum, int(self.limit * self.policy.decrease)))
         self._wake()

@@ -72,10 +72,11 @@ class RateLimitPolicy:
 
 @dataclass(frozen=True)
 class ConcurrencyPolicy:
-    """``fixed``: ``max`` calls in flight. ``adaptive``: start at ``initial``, add one slot per
-    ``max``-limited window of successes (additive increase), multiply by ``decrease`` on 429 or
-    overload (multiplicative decrease). Either way the first call of a run goes alone, so a fatal
-    error (401) costs one call."""
+    """``fixed``: ``max`` calls in flight. ``adaptive``: start at ``initial`` and, after each
+    window of as many successes as the limit, double it (slow start, until the first 429) or add
+    one (additive increase, after it); multiply by ``decrease`` on 429 or overload
+    (multiplicative decrease). Never above ``max``. Either way the first call of a run goes
+    alone, so a fatal error (401) costs one call."""
 
     mode: Literal["fixed", "adaptive"] = "fixed"
     max: int = 4

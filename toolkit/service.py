@@ -39,7 +39,9 @@ def token_model(resolved: ResolvedLM) -> str:
         return name
     if resolved.kind == "provider":
         return resolved.spec.split("/", 1)[1]
-    return "gpt-4o-mini"  # emulated: counted with the same tokenizer the emulator charges
+    from toolkit.lm.emulated import TOKENIZER
+
+    return TOKENIZER  # emulated: counted with the tokenizer the emulator charges
 
 
 @lru_cache(maxsize=64)
@@ -100,6 +102,7 @@ class ExtractionService:
         self._packing = packing
         self.metrics = RunMetrics()
         self.validation = ValidationCounts()
+        self._reserved: dict[str, int] = {}  # batch id -> max_tokens fixed when the call was charged
 
     def packing_settings(self, token_budget: int | None = None, **overrides: Any) -> PackingSettings:
         """Packing settings with the measured prompt and document reserves for this LM."""
@@ -114,9 +117,9 @@ class ExtractionService:
 
     async def extract_one(self, batch: DocumentBatch) -> BatchExtractionResult:
         """The executor's ``extract_fn``: one DSPy call on one (sub-)batch."""
-        allowed = self.extractor.max_tokens(batch.batch_size)
+        allowed = self._reserved.pop(batch.batch_id, None) or self.extractor.max_tokens(batch.batch_size)
         with dspy.context(lm=self.resolved.lm, track_usage=True):
-            prediction = await self.extractor.acall(list(batch.documents))
+            prediction = await self.extractor.acall(list(batch.documents), max_tokens=allowed)
         validated = prediction.validated
         self.validation.add(validated.counts)
         usage = _usage(prediction)
@@ -124,10 +127,13 @@ class ExtractionService:
         return to_result(batch, validated, usage)
 
     def charge(self, batch: DocumentBatch) -> int:
-        """Tokens a call on ``batch`` counts against a tokens-per-minute limit: the packed budget
-        with the output allowance the extractor will really ask for."""
+        """Tokens the next call on ``batch`` counts against a tokens-per-minute limit: its prompt
+        and the ``max_tokens`` it will ask for, which is fixed here for that call (the allowance
+        may change while the call waits for the limiter; the provider counts what is sent)."""
         n = batch.batch_size
-        return batch.budget_tokens - n * self.settings.output_tokens_per_doc + n * self.extractor.sizer.per_document()
+        allowed = self.extractor.max_tokens(n)
+        self._reserved[batch.batch_id] = allowed
+        return batch.budget_tokens - n * self.settings.output_tokens_per_doc - self.settings.max_tokens(0) + allowed
 
     def run(self, documents: Sequence[Document], token_budget: int | None = None,
             progress: ProgressFn | bool | None = None, **packing: Any) -> ServiceRun:

@@ -28,6 +28,7 @@ from toolkit.paths import shared_dir
 from toolkit.policies import RateLimitPolicy
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+TOKENIZER = "gpt-4o-mini"  # the emulated server counts prompt and output in this model's tokens
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,7 @@ class EmulatedEngine:
         loop = asyncio.get_running_loop()
         messages = request_messages(request)
         prompt = "\n".join(m["content"] for m in messages)
-        prompt_tokens = estimate_tokens(prompt)
+        prompt_tokens = estimate_tokens(prompt, TOKENIZER)
         max_tokens = request.config.max_tokens or 1024
         self.calls += 1
         wait = self._window.try_acquire(prompt_tokens + max_tokens, loop.time())
@@ -240,11 +241,11 @@ class EmulatedEngine:
         if fault in ("rate_limit", "rate_limit_retry_after"):
             raise RateLimited("429 (emulated)", retry_after=5.0 if fault.endswith("after") else None)
         text = self._reply(documents_in_prompt(messages), schema_of(request.config.response_format), fault)
-        output_tokens = min(estimate_tokens(text), max_tokens)
+        output_tokens = min(estimate_tokens(text, TOKENIZER), max_tokens)
         charged = prompt_tokens
         if self.profile.prompt_cache:
             shared = len(_common_prefix(self._cached_prefix, prompt))
-            charged = max(0, prompt_tokens - estimate_tokens(prompt[:shared]))
+            charged = max(0, prompt_tokens - estimate_tokens(prompt[:shared], TOKENIZER))
             self._cached_prefix = prompt
         slots = self._semaphore()
         if slots is not None:
