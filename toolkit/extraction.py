@@ -34,9 +34,6 @@ PRESETS: dict[str, tuple[str, ...]] = {
 }
 
 
-LAYOUTS = ("json", "blocks")
-
-
 @dataclass(frozen=True)
 class ExtractionSettings:
     """What to extract and how much output to allow. Serialises to JSON with :func:`asdict`."""
@@ -51,8 +48,6 @@ class ExtractionSettings:
     adaptive_output: bool = True  # size the output allowance from measured replies (see OutputSizer)
     schema: bool = True  # send a per-batch JSON schema (structured output) when the LM supports it
     demo: bool = True  # show the worked example (DEMO_DOCUMENTS) before every call
-    ordered: bool = False  # the schema asks for exactly one record per document, in input order
-    layout: str = "json"  # how documents are shown: "json" (a JSON list) or "blocks" (one text block per id)
 
     def __post_init__(self) -> None:
         if not self.entity_types:
@@ -60,8 +55,6 @@ class ExtractionSettings:
         if any(not t or not isinstance(t, str) for t in self.entity_types):
             raise ValueError(f"entity types must be non-empty strings, got {self.entity_types!r}")
         object.__setattr__(self, "entity_types", tuple(t.upper() for t in self.entity_types))
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ExtractionSettings:
@@ -231,13 +224,7 @@ def response_schema(ids: Sequence[str], settings: ExtractionSettings) -> dict[st
             },
         }
         record["required"].append("relationships")
-    if settings.ordered:  # one record per document, in input order: each id is fixed by its position
-        records = [{**record, "properties": {**record["properties"], "id": {"type": "string", "const": i}}}
-                   for i in ids]
-        results: dict[str, Any] = {"type": "array", "prefixItems": records, "items": False,
-                                   "minItems": len(ids), "maxItems": len(ids)}
-    else:
-        results = {"type": "array", "items": record, "minItems": 1, "maxItems": len(ids)}
+    results = {"type": "array", "items": record, "minItems": 1, "maxItems": len(ids)}
     schema = {
         "type": "object",
         "properties": {"results": results},
@@ -291,10 +278,9 @@ class BatchJSONAdapter(dspy.JSONAdapter):
     the whole batch on one bad record. DSPy's default spells out the pydantic schema in the prompt
     (about 600 tokens); the schema is enforced by structured output instead."""
 
-    def __init__(self, relationships: bool = True, layout: str = "json") -> None:
+    def __init__(self, relationships: bool = True) -> None:
         super().__init__()
         self.relationships = relationships
-        self.layout = layout
 
     def format_system_message(self, signature) -> str:  # noqa: ANN001
         """The task and the reply's layout only: DSPy's field listing repeats what they say."""
@@ -303,26 +289,15 @@ class BatchJSONAdapter(dspy.JSONAdapter):
         if self.relationships:
             record += ', "relationships": [{"source": "<mention>", "target": "<mention>", "type": "<RELATION>"}]'
             task += " Relationships link two entities of the same document."
-        shown = ('one block per document: a line "### <document id>" then its text' if self.layout == "blocks"
-                 else 'a JSON list of documents {"id", "text"}')
         return (
-            f"{task}\n\nInputs: [[ ## documents ## ]] is {shown}; [[ ## entity_types ## ]] lists the entity "
+            f'{task}\n\nInputs: [[ ## documents ## ]] is a JSON list of documents {{"id", "text"}}; '
+            "[[ ## entity_types ## ]] lists the entity "
             f'types to report.\nOutput: one JSON object {{"results": [{record}}}, ...]}} with one record per '
             "document, in input order."
         )
 
     def user_message_output_requirements(self, signature) -> str:  # noqa: ANN001
         return 'Respond with one JSON object {"results": [...]}.'
-
-    def format_user_message_content(self, signature, inputs, prefix: str = "", suffix: str = "",  # noqa: ANN001
-                                    main_request: bool = False) -> str:
-        """Documents as plain text blocks under their ids when ``layout`` is ``blocks``."""
-        if self.layout != "blocks" or "documents" not in inputs:
-            return super().format_user_message_content(signature, inputs, prefix, suffix, main_request)
-        blocks = "\n\n".join(f"### {d.id}\n{d.text}" for d in inputs["documents"])
-        rest = {k: v for k, v in inputs.items() if k != "documents"}
-        tail = super().format_user_message_content(signature, rest, "", suffix, main_request)
-        return "\n\n".join(p for p in (prefix, f"[[ ## documents ## ]]\n{blocks}", tail) if p).strip()
 
     def _prepare_response_format(self, lm, lm_kwargs, signature):  # noqa: ANN001 - DSPy's hook
         if "response_format" in lm_kwargs:
@@ -440,7 +415,7 @@ class BatchExtractor(dspy.Module):
         self.predict = dspy.Predict(BatchExtraction)
         if self.settings.demo:
             self.predict.demos = [demo_example(self.settings)]
-        self.adapter = BatchJSONAdapter(relationships=self.settings.relationships, layout=self.settings.layout)
+        self.adapter = BatchJSONAdapter(relationships=self.settings.relationships)
         self.sizer = OutputSizer(self.settings)
 
     def max_tokens(self, n_docs: int) -> int:

@@ -2,10 +2,11 @@
 
 Everything that reads ``loop.time()`` and sleeps with ``asyncio.sleep`` (the executor, its rate
 limiter and backoff, the emulated providers) then runs a day of simulated traffic in seconds.
-Real I/O still works: ready sockets are always served before the clock moves. Work handed to a
-thread with ``run_in_executor`` / ``asyncio.to_thread`` (DSPy prepares each call in one) holds the
-clock until it finishes, so it takes no virtual time and cannot let timers fire early; providers
-whose latency should be simulated must sleep with ``asyncio.sleep`` (the emulated provider does).
+Real I/O still works: ready sockets are always served before the clock moves. Work handed to
+``run_in_executor`` / ``asyncio.to_thread`` (DSPy prepares and prices each call in one) runs at once
+in the loop's thread: it takes no virtual time and cannot let timers fire early, and a thread
+hand-off per call would cost more real time than the work. Providers whose latency should be
+simulated must sleep with ``asyncio.sleep`` (the emulated provider does).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class _InstantSelector(selectors.DefaultSelector):
         ready = super().select(0)
         if ready or timeout == 0:
             return ready
-        if timeout is None or self._loop.threads_busy:  # only a thread's completion can wake us
+        if timeout is None:
             return super().select(None)
         self._loop.advance(timeout)
         return []
@@ -39,19 +40,17 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def __init__(self, start: float = 0.0) -> None:
         self._virtual_now = start
         super().__init__(selector=_InstantSelector(self))
-        self.threads_busy = 0
 
     def time(self) -> float:
         return self._virtual_now
 
     def run_in_executor(self, executor, func, *args):  # noqa: ANN001 - asyncio's signature
-        future = super().run_in_executor(executor, func, *args)
-        self.threads_busy += 1
-
-        def done(_: asyncio.Future) -> None:
-            self.threads_busy -= 1
-
-        future.add_done_callback(done)
+        """Run ``func`` now, in this thread; its result or exception goes to the awaiting caller."""
+        future = self.create_future()
+        try:
+            future.set_result(func(*args))
+        except Exception as exc:  # noqa: BLE001 - delivered to the caller, as from a thread
+            future.set_exception(exc)
         return future
 
     def advance(self, seconds: float) -> None:
