@@ -13,11 +13,13 @@ from toolkit.calibration import calibrate, fit_latency
 from toolkit.cli import main
 from toolkit.corpora import synthetic_documents
 from toolkit.errors import AuthenticationFailed, RateLimited, classify
-from toolkit.extraction import ExtractionSettings
+from toolkit.extraction import ExtractionSettings, normalise
 from toolkit.lm import resolve_lm, weights
-from toolkit.lm.emulated import EmulatedEngine, Gazetteer, Profile, available_profiles, load_profile
+from toolkit.lm.emulated import (EmulatedEngine, Gazetteer, Profile, available_profiles, default_gazetteer,
+                                 load_profile)
 from toolkit.metrics import AttemptRecord
-from toolkit.service import ExtractionService, measure_reserves
+from toolkit.policies import RateLimitPolicy
+from toolkit.service import ExtractionService, default_policy, measure_reserves
 
 
 # ------------------------------------------------------------------------------------- weights
@@ -112,6 +114,18 @@ def test_emulated_faults_are_recovered_by_the_executor(no_network: list) -> None
     assert run.report.extracted + run.report.failed == 300 and run.report.pending == 0
     assert run.report.extracted >= 295
     assert run.report.requeued > 0 and run.report.retries > 0 and run.validation.repaired > 0
+    gazetteer = engine.gazetteer or default_gazetteer()
+    texts = {d.id: d.text for d in synthetic_documents(300, seed=2)}
+    for outcome in run.report.outcomes:  # cut-off and mended replies never leave a partial entity list
+        if outcome.status == "extracted":
+            expected = {(normalise(t), k) for t, k in gazetteer.find(texts[outcome.id], 25)}
+            assert {(normalise(e.text), e.type) for e in outcome.entities} == expected, outcome.id
+
+
+def test_a_tight_output_allowance_only_where_a_tokens_per_minute_limit_counts_it() -> None:
+    assert ExtractionService("emulated:hosted-api").extractor.sizer.enabled
+    unlimited = dataclasses.replace(default_policy(resolve_lm("emulated:hosted-api")), rate=RateLimitPolicy())
+    assert not ExtractionService("emulated:hosted-api", policy=unlimited).extractor.sizer.enabled
 
 
 def test_emulated_server_limits_are_enforced() -> None:
@@ -275,6 +289,32 @@ def test_planner_excludes_settings_beyond_the_allowed_f1_drop(tmp_path: Path, nc
     result = plan("local-cpu", str(ncbi_devel), max_f1_drop=2.0, eval_results=path, concurrency=(1,))
     assert result["recommendation"]["max_docs"] == 4  # 8 per call is faster but loses 10 F1 points
     assert not any(r["allowed"] for r in result["grid"] if r["max_docs"] == 8)
+
+
+def test_planner_recommends_a_warm_prompt_cache_when_a_bench_measured_it_faster(tmp_path: Path,
+                                                                                 ncbi_devel: Path) -> None:
+    from toolkit.planner import plan
+
+    evaluation = {"configs": [
+        {"max_docs": 1, "budget": 8192, "strict_f1": 0.50, "speedup": 1.0, "tokens_out": 400, "extracted": 10},
+        {"max_docs": 4, "budget": 8192, "strict_f1": 0.40, "speedup": 2.0, "tokens_out": 400, "extracted": 10}]}
+
+    def bench(warm: float, packed: float) -> Path:
+        rows = {name: {"max_docs": m, "budget": 8192, "concurrency": "1", "docs_per_second": rate}
+                for name, m, rate in (("A", 1, 0.1), ("A_warm", 1, warm), ("B", 4, packed))}
+        path = tmp_path / f"bench-{warm}-{packed}.json"
+        path.write_text(json.dumps({"configs": rows}))
+        return path
+
+    (tmp_path / "eval.json").write_text(json.dumps(evaluation))
+    common = {"eval_results": tmp_path / "eval.json", "concurrency": (1,), "max_docs": (1, 4)}
+    result = plan("hosted-api", str(ncbi_devel), bench_results=bench(0.16, 0.3), **common)
+    best = result["recommendation"]  # B is fastest but loses 10 F1 points; A' keeps A's quality
+    assert (best["config"], best["source"], best["speedup"]) == ("A_warm", "measured (bench)", pytest.approx(1.6))
+    assert not next(r for r in result["measured"] if r["config"] == "B")["allowed"]
+    slow_cache = plan("hosted-api", str(ncbi_devel), bench_results=bench(0.099, 0.3), **common)
+    best = slow_cache["recommendation"]  # a warm cache slower than A is not recommended: one document per call
+    assert best["max_docs"] == 1 and not best["prompt_cache"] and best["speedup"] == pytest.approx(1.0)
 
 
 def test_quadratic_fit_recovers_the_cost_of_long_prompts() -> None:

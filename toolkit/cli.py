@@ -200,7 +200,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from toolkit.planner import plan
 
-    result = plan(args.calibrated or args.profile, args.corpus, max_f1_drop=args.max_f1_drop, eval_results=args.eval)
+    result = plan(args.calibrated or args.profile, args.corpus, max_f1_drop=args.max_f1_drop, eval_results=args.eval,
+                  bench_results=args.bench)
     if args.out:
         from pathlib import Path
 
@@ -211,7 +212,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 0
     keys = ("budget", "max_docs", "concurrency", "call_seconds", "docs_per_min", "bound_by", "predicted_speedup", "f1")
     _print_table([{k: r[k] for k in keys} for r in result["grid"]])
-    print(f"recommended: {json.dumps({k: result['recommendation'][k] for k in keys})}")
+    if result["measured"]:
+        print("measured (bench):")
+        _print_table([{k: r[k] for k in ("config", "max_docs", "concurrency", "prompt_cache", "docs_per_min", "speedup",
+                                          "f1", "allowed")} for r in result["measured"]])
+    best = result["recommendation"]
+    print(f"recommended ({best['source']}): {json.dumps({k: best[k] for k in ('config', 'speedup', 'f1')})}")
     print(f"quality: {result['quality_source']}; output tokens per document: {result['output_per_doc_source']}")
     for row in result.get("predicted_vs_measured", []):
         print(f"max_docs={row['max_docs']}: predicted speedup {row['predicted_speedup']:.2f}, measured "
@@ -338,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--corpus", default="ncbi-disease")
     pl.add_argument("--max-f1-drop", type=float, default=2.0, help="allowed strict-F1 drop, in points")
     pl.add_argument("--eval", help="results.json of an `eval` run (quality curve, output size, measured speedups)")
+    pl.add_argument("--bench", help="results.json of a `bench` run: its measured configurations (A' with the "
+                                    "prompt cache warm included) join the candidates")
     pl.add_argument("--out")
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_plan)

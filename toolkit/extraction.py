@@ -339,6 +339,18 @@ class ValidatedBatch:
     counts: ValidationCounts = field(default_factory=ValidationCounts)
     missing_ids: list[str] = field(default_factory=list)
 
+    def drop_last_record(self) -> None:
+        """A reply cut off by ``max_tokens`` (or mended by json-repair, which closes what was cut):
+        its last record may be incomplete, so that document counts as missing (the executor
+        re-sends it) instead of being stored with part of its entities."""
+        if not self.entities:
+            return
+        doc_id = next(reversed(self.entities))
+        self.counts.entities -= len(self.entities.pop(doc_id))
+        self.relationships.pop(doc_id, None)
+        self.missing_ids.append(doc_id)
+        self.counts.missing_ids += 1
+
 
 def _as_str(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None

@@ -7,6 +7,11 @@ document`` (measured per setting by an ``eval`` run when given, its mean for set
 run, else an assumption that the result states).
 Throughput is bounded by the calls in flight (the profile's parallel slots) and by the requests
 and tokens per minute. Quality comes from an ``eval`` run's F1 by documents per call.
+
+A latency profile fitted on cold calls cannot say what a backend's prompt cache saves, so a
+``bench`` run can be given too: its measured configurations (A, A' with the cache warm, B, C)
+join the candidates with their measured speedup over A, and the recommendation is the fastest
+allowed candidate, predicted or measured.
 """
 
 from __future__ import annotations
@@ -70,7 +75,31 @@ def predict(profile: Profile, text_tokens: float, prompt_tokens: int, per_doc_to
             "call_seconds": call, "docs_per_min": limits[bound], "bound_by": bound}
 
 
+def _slots(concurrency: int | str) -> int:
+    """Calls in flight at most: ``4`` or ``"auto:16"``."""
+    return int(str(concurrency).rpartition(":")[2] or 16)
+
+
+def measured_candidates(bench: dict[str, Any], quality: dict[tuple[int, int], float],
+                        reference_f1: float | None, max_f1_drop: float) -> list[dict[str, Any]]:
+    """A bench run's configurations as candidates: measured speedup over its A, and the eval's F1
+    for their documents per call (A' has A's: the same prompt, one document per call)."""
+    configs = bench["configs"]
+    base = configs["A"]["docs_per_second"]
+    rows = []
+    for name, c in configs.items():
+        f1 = reference_f1 if c["max_docs"] == 1 else quality.get((c["max_docs"], c["budget"]))
+        rows.append({
+            "config": name, "max_docs": c["max_docs"], "budget": c["budget"], "concurrency": c["concurrency"],
+            "prompt_cache": name == "A_warm", "source": "measured (bench)", "f1": f1,
+            "allowed": reference_f1 is None or (f1 is not None and 100 * (reference_f1 - f1) <= max_f1_drop),
+            "docs_per_min": 60 * c["docs_per_second"], "speedup": c["docs_per_second"] / base if base else None,
+        })
+    return rows
+
+
 def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results: str | Path | None = None,
+         bench_results: str | Path | None = None,
          budgets: Sequence[int] = (4096, 8192), max_docs: Sequence[int] = (1, 2, 4, 8, 10, 16),
          concurrency: Sequence[int] = (1, 4, 16), settings: ExtractionSettings | None = None) -> dict[str, Any]:
     profile = load_profile(profile_name)
@@ -104,14 +133,22 @@ def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results:
     base = next(r for r in grid if r["max_docs"] == 1 and r["concurrency"] == 1 and r["budget"] == max(budgets))
     for r in grid:
         r["predicted_speedup"] = r["docs_per_min"] / base["docs_per_min"]
-    allowed = [r for r in grid if r["allowed"]]
-    best = max(allowed, key=lambda r: (r["docs_per_min"], -r["concurrency"], -r["max_docs"]))
+    candidates = [{**r, "config": f"max_docs={r['max_docs']},budget={r['budget']},concurrency={r['concurrency']}",
+                   "prompt_cache": False, "source": "predicted", "speedup": r["predicted_speedup"]} for r in grid]
+    bench = json.loads(Path(bench_results).read_text()) if bench_results else None
+    if bench:
+        candidates += measured_candidates(bench, quality, reference_f1, max_f1_drop)
+    allowed = [r for r in candidates if r["allowed"] and r["speedup"] is not None]
+    # fastest; on a tie, a measured one, then fewer calls in flight and smaller batches
+    best = max(allowed, key=lambda r: (r["speedup"], r["source"] != "predicted", -_slots(r["concurrency"]),
+                                       -r["max_docs"]))
     result: dict[str, Any] = {
         "kind": "plan", "profile": profile.to_dict(), "corpus": corpus, "corpus_tokens": stats,
         "prompt_tokens": prompt, "per_document_tokens": per_doc, "output_tokens_per_doc": output_per_doc,
         "output_per_doc_source": "eval run" if evaluation else f"assumed {DEFAULT_OUTPUT_PER_DOC:g} (no eval run given)",
         "max_f1_drop_points": max_f1_drop, "quality_source": "eval run" if quality else "none: quality not constrained",
-        "recommendation": best, "grid": grid,
+        "recommendation": best, "grid": grid, "measured": [c for c in candidates if c["source"] != "predicted"],
+        "bench": str(bench_results) if bench_results else None,
     }
     if evaluation:
         result["predicted_vs_measured"] = [

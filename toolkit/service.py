@@ -99,6 +99,9 @@ class ExtractionService:
         self.settings = settings or ExtractionSettings()
         self.extractor = BatchExtractor(self.settings)
         self.policy = policy or default_policy(self.resolved)
+        # A tight output allowance pays only where a tokens-per-minute limit counts it; elsewhere
+        # it would only risk cut-off replies (a local model stops when its answer ends anyway).
+        self.extractor.sizer.enabled = self.settings.adaptive_output and self.policy.rate.tokens_per_minute is not None
         self._packing = packing
         self.metrics = RunMetrics()
         self.validation = ValidationCounts()
@@ -121,9 +124,12 @@ class ExtractionService:
         with dspy.context(lm=self.resolved.lm, track_usage=True):
             prediction = await self.extractor.acall(list(batch.documents), max_tokens=allowed)
         validated = prediction.validated
-        self.validation.add(validated.counts)
         usage = _usage(prediction)
-        self.extractor.sizer.observe(batch.batch_size, usage[1], truncated=usage[1] is not None and usage[1] >= allowed)
+        truncated = usage[1] is not None and usage[1] >= allowed
+        if truncated or validated.counts.repaired:  # the reply was cut (or mended): its tail is suspect
+            validated.drop_last_record()
+        self.validation.add(validated.counts)
+        self.extractor.sizer.observe(batch.batch_size, usage[1], truncated=truncated)
         return to_result(batch, validated, usage)
 
     def charge(self, batch: DocumentBatch) -> int:

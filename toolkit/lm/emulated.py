@@ -241,7 +241,8 @@ class EmulatedEngine:
         if fault in ("rate_limit", "rate_limit_retry_after"):
             raise RateLimited("429 (emulated)", retry_after=5.0 if fault.endswith("after") else None)
         text = self._reply(documents_in_prompt(messages), schema_of(request.config.response_format), fault)
-        output_tokens = min(estimate_tokens(text, TOKENIZER), max_tokens)
+        # a cut-off reply is one that used all of max_tokens
+        output_tokens = max_tokens if fault == "truncated" else min(estimate_tokens(text, TOKENIZER), max_tokens)
         charged = prompt_tokens
         if self.profile.prompt_cache:
             shared = len(_common_prefix(self._cached_prefix, prompt))
