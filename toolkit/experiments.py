@@ -19,7 +19,7 @@ from typing import Any
 
 from toolkit.documents import Document, Entity
 from toolkit.evaluation import agreement, by_position, gold_mapping, score
-from toolkit.extraction import ExtractionSettings
+from toolkit.extraction import ExtractionSettings, output_per_document
 from toolkit.lm import ResolvedLM, resolve_lm
 from toolkit.report import extraction_summary
 from toolkit.service import ExtractionService, ServiceRun, default_policy
@@ -48,9 +48,12 @@ class ConfigRun:
         summary = extraction_summary(self.run, self.seconds)
         keep = ("documents", "extracted", "failed", "lost", "batches", "calls", "retries", "docs_per_second",
                 "tokens_in", "tokens_out", "leaks", "ungrounded", "repaired", "missing_ids")
+        replies = [(a.documents_ok, float(a.tokens_out)) for a in self.run.attempts
+                   if a.outcome == "ok" and a.tokens_out is not None and a.documents_ok]
+        sd = output_per_document(replies)[1] if len(replies) > 1 else None
         return {"config": self.name, "max_docs": self.max_docs, "budget": self.budget,
                 "concurrency": self.concurrency, "seconds": self.seconds, **{k: summary[k] for k in keep},
-                "budget_tokens": sum(a.budget_tokens for a in self.run.attempts)}
+                "budget_tokens": sum(a.budget_tokens for a in self.run.attempts), "output_sd_per_doc": sd}
 
 
 def machine() -> dict[str, Any]:

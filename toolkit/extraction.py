@@ -103,19 +103,32 @@ class OutputSizer:
         with self._lock:
             if not self.enabled or len(self._recent) < self.warmup:
                 return None
-            docs = sum(n for n, _ in self._recent)
-            mu = sum(t for _, t in self._recent) / docs
-            variance = sum((t - n * mu) ** 2 / n for n, t in self._recent) / max(1, len(self._recent) - 1)
-        return mu, math.sqrt(variance)
+            return output_per_document(list(self._recent))
 
     def allowance(self, n: int) -> int:
         """``max_tokens`` of a call on ``n`` documents (measured replies include the reply's frame)."""
         estimate = self.per_document()
-        ceiling = self.settings.max_tokens(n)
         if estimate is None:
-            return ceiling
-        mu, sigma = estimate
-        return max(n * self.floor, min(ceiling, math.ceil(n * mu + self.z * sigma * math.sqrt(n))))
+            return self.settings.max_tokens(n)
+        return output_allowance(n, *estimate, self.settings, self.z, self.floor)
+
+
+def output_per_document(replies: Sequence[tuple[int, float]]) -> tuple[float, float]:
+    """(mean, standard deviation) of one document's output tokens, from ``(documents, output
+    tokens)`` of replies of any size: a reply on ``n`` documents has mean ``n*mu``, variance ``n*sigma**2``."""
+    docs = sum(n for n, _ in replies)
+    if not docs:
+        raise ValueError("no replies to measure")
+    mu = sum(t for _, t in replies) / docs
+    variance = sum((t - n * mu) ** 2 / n for n, t in replies) / max(1, len(replies) - 1)
+    return mu, math.sqrt(variance)
+
+
+def output_allowance(n: int, mu: float, sigma: float, settings: ExtractionSettings, z: float = 3.0,
+                     floor: int = 16) -> int:
+    """``n*mu + z*sigma*sqrt(n)`` output tokens for a call on ``n`` documents, within
+    ``[n*floor, settings.max_tokens(n)]``."""
+    return max(n * floor, min(settings.max_tokens(n), math.ceil(n * mu + z * sigma * math.sqrt(n))))
 
 
 # ------------------------------------------------------------------------------------ signature

@@ -6,7 +6,9 @@ with ``prompt = instructions + n x (text + per-document tokens)`` and ``output =
 document`` (measured per setting by an ``eval`` run when given, its mean for settings it did not
 run, else an assumption that the result states).
 Throughput is bounded by the calls in flight (the profile's parallel slots) and by the requests
-and tokens per minute. Quality comes from an ``eval`` run's F1 by documents per call.
+and tokens per minute, where a call is charged its prompt and the output allowance the run would
+learn (``n*mu + 3*sigma*sqrt(n)``, sigma from the eval's one-document replies, else assumed equal to
+the mean). Quality comes from an ``eval`` run's F1 by documents per call.
 
 A latency profile fitted on cold calls cannot say what a backend's prompt cache saves, so a
 ``bench`` run can be given too: its measured configurations (A, A' with the cache warm, B, C)
@@ -22,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from toolkit.extraction import ExtractionSettings
+from toolkit.extraction import ExtractionSettings, output_allowance
 from toolkit.lm.emulated import Profile, load_profile
 from toolkit.service import measure_reserves
 from toolkit.tokens import get_counter
@@ -56,12 +58,15 @@ def corpus_tokens(corpus: str, model: str, sample: int = 2000) -> dict[str, floa
 
 
 def predict(profile: Profile, text_tokens: float, prompt_tokens: int, per_doc_tokens: int, output_per_doc: float,
-            max_docs: int, concurrency: int, output_reserve: int, budget: int) -> dict[str, Any]:
-    """Predicted seconds per call and documents per minute for one setting."""
+            max_docs: int, concurrency: int, settings: ExtractionSettings, budget: int,
+            output_sd: float | None = None) -> dict[str, Any]:
+    """Predicted seconds per call and documents per minute for one setting. Under a
+    tokens-per-minute limit a call is charged its prompt and ``max_tokens``: the run's learned
+    allowance (:func:`output_allowance`) when the output spread ``output_sd`` is known, else the ceiling."""
     n = max_docs
-    while n > 1 and prompt_tokens + n * (text_tokens + per_doc_tokens + output_reserve) > budget:
+    while n > 1 and prompt_tokens + n * (text_tokens + per_doc_tokens + settings.output_tokens_per_doc) > budget:
         n -= 1  # the budget binds before max_docs
-    prompt = prompt_tokens + n * (text_tokens + per_doc_tokens)
+    prompt = prompt_tokens - settings.max_tokens(0) + n * (text_tokens + per_doc_tokens)
     output = n * output_per_doc
     call = profile.call_seconds(prompt, output)
     slots = min(concurrency, profile.parallel_slots or concurrency)
@@ -69,7 +74,9 @@ def predict(profile: Profile, text_tokens: float, prompt_tokens: int, per_doc_to
     if profile.requests_per_minute:
         limits["requests_per_minute"] = profile.requests_per_minute * n
     if profile.tokens_per_minute:
-        limits["tokens_per_minute"] = profile.tokens_per_minute / (prompt / n + output_reserve)
+        allowance = (settings.max_tokens(n) if output_sd is None
+                     else output_allowance(n, output_per_doc, output_sd, settings))
+        limits["tokens_per_minute"] = profile.tokens_per_minute * n / (prompt + allowance)
     bound = min(limits, key=limits.get)
     return {"max_docs": max_docs, "docs_per_call": n, "budget": budget, "concurrency": concurrency,
             "call_seconds": call, "docs_per_min": limits[bound], "bound_by": bound}
@@ -113,8 +120,10 @@ def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results:
     stats = corpus_tokens(corpus, model, sample=int((evaluation or {}).get("documents", 2000)))
     prompt, per_doc = measure_reserves(settings, model)
     output_per_doc, quality, measured_output = DEFAULT_OUTPUT_PER_DOC, {}, {}
+    output_sd = DEFAULT_OUTPUT_PER_DOC  # spread of one document's output: assumed as large as its mean
     if evaluation:
         rows = evaluation["configs"]
+        output_sd = rows[0].get("output_sd_per_doc")  # the reference run: one document per reply
         output_per_doc = sum(r["tokens_out"] for r in rows) / max(1, sum(r["extracted"] for r in rows))
         quality = {(r["max_docs"], r["budget"]): r["strict_f1"] for r in rows}
         # a model may answer a long batch more tersely: use each measured setting's own output size
@@ -125,7 +134,7 @@ def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results:
         for m in max_docs:
             for c in concurrency:
                 row = predict(profile, stats["mean"], prompt, per_doc, measured_output.get((m, b), output_per_doc),
-                              m, c, settings.output_tokens_per_doc, b)
+                              m, c, settings, b, output_sd)
                 f1 = quality.get((m, b))
                 row["f1"] = f1
                 row["allowed"] = reference_f1 is None or (f1 is not None and 100 * (reference_f1 - f1) <= max_f1_drop)
@@ -146,6 +155,7 @@ def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results:
         "kind": "plan", "profile": profile.to_dict(), "corpus": corpus, "corpus_tokens": stats,
         "prompt_tokens": prompt, "per_document_tokens": per_doc, "output_tokens_per_doc": output_per_doc,
         "output_per_doc_source": "eval run" if evaluation else f"assumed {DEFAULT_OUTPUT_PER_DOC:g} (no eval run given)",
+        "output_sd_per_doc": output_sd,
         "max_f1_drop_points": max_f1_drop, "quality_source": "eval run" if quality else "none: quality not constrained",
         "recommendation": best, "grid": grid, "measured": [c for c in candidates if c["source"] != "predicted"],
         "bench": str(bench_results) if bench_results else None,
