@@ -106,6 +106,7 @@ class ExtractionService:
         self.metrics = RunMetrics()
         self.validation = ValidationCounts()
         self._reserved: dict[str, int] = {}  # batch id -> max_tokens fixed when the call was charged
+        self._cut: set[str] = set()  # ids of documents whose reply was cut off by max_tokens
 
     def packing_settings(self, token_budget: int | None = None, **overrides: Any) -> PackingSettings:
         """Packing settings with the measured prompt and document reserves for this LM."""
@@ -120,24 +121,33 @@ class ExtractionService:
 
     async def extract_one(self, batch: DocumentBatch) -> BatchExtractionResult:
         """The executor's ``extract_fn``: one DSPy call on one (sub-)batch."""
-        allowed = self._reserved.pop(batch.batch_id, None) or self.extractor.max_tokens(batch.batch_size)
+        allowed = self._reserved.pop(batch.batch_id, None) or self.allowance(batch)
         with dspy.context(lm=self.resolved.lm, track_usage=True):
             prediction = await self.extractor.acall(list(batch.documents), max_tokens=allowed)
         validated = prediction.validated
         usage = _usage(prediction)
         truncated = usage[1] is not None and usage[1] >= allowed
+        if truncated:
+            self._cut.update(batch.document_ids)
         if truncated or validated.counts.repaired:  # the reply was cut (or mended): its tail is suspect
             validated.drop_last_record()
         self.validation.add(validated.counts)
         self.extractor.sizer.observe(batch.batch_size, usage[1], truncated=truncated)
         return to_result(batch, validated, usage)
 
+    def allowance(self, batch: DocumentBatch) -> int:
+        """``max_tokens`` for a call on ``batch``: the extractor's, or twice the ceiling when one of
+        its documents was in a reply cut off before (the same allowance would cut it again)."""
+        if self._cut.intersection(batch.document_ids):
+            return 2 * self.settings.max_tokens(batch.batch_size)
+        return self.extractor.max_tokens(batch.batch_size)
+
     def charge(self, batch: DocumentBatch) -> int:
         """Tokens the next call on ``batch`` counts against a tokens-per-minute limit: its prompt
         and the ``max_tokens`` it will ask for, which is fixed here for that call (the allowance
         may change while the call waits for the limiter; the provider counts what is sent)."""
         n = batch.batch_size
-        allowed = self.extractor.max_tokens(n)
+        allowed = self.allowance(batch)
         self._reserved[batch.batch_id] = allowed
         return batch.budget_tokens - n * self.settings.output_tokens_per_doc - self.settings.max_tokens(0) + allowed
 
