@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,20 @@ def _open_llama(**kwargs: Any) -> Any:
         atexit.register(_close_all)
     _OPEN.append(llama)
     return llama
+
+
+@contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """Mute file descriptor 2 (where llama.cpp's C code logs) for the duration."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _close_all() -> None:
@@ -112,7 +129,8 @@ class LocalTokenizer:
     def __call__(self, text: str) -> int:
         if self._llama is None:
             path = weights.require(self.model)
-            self._llama = _open_llama(model_path=str(path), vocab_only=True, verbose=False)
+            with _stderr_silenced():  # llama.cpp warns that a vocabulary has no training context
+                self._llama = _open_llama(model_path=str(path), vocab_only=True, verbose=False)
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
 
