@@ -322,6 +322,23 @@ def test_planner_recommends_a_warm_prompt_cache_when_a_bench_measured_it_faster(
     assert best["max_docs"] == 1 and not best["prompt_cache"] and best["speedup"] == pytest.approx(1.0)
 
 
+def test_a_profile_is_fitted_on_the_cold_calls_a_real_run_recorded(tmp_path: Path) -> None:
+    from toolkit.planner import _profile
+
+    def call(p: int, o: int, seconds: float, warm: bool = False) -> dict:
+        return {"config": "A_warm" if warm else "B", "prompt_cache": warm, "batch_id": "b", "attempt": 1,
+                "outcome": "ok", "documents": 1, "documents_ok": 1, "seconds": seconds, "tokens_in": p, "tokens_out": o}
+
+    calls = [call(p, o, 2 + p * p * 2e-6 + o / 14) for p, o in [(800, 40), (1200, 90), (2000, 60), (3100, 20), (4000, 150)]]
+    calls.append(call(4000, 150, 1.0, warm=True))  # a warm-cache call would spoil the fit: left out
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"kind": "bench", "lm": "local", "model_id": "local/qwen@sha256:x", "calls": calls}))
+    profile = _profile(str(path))
+    assert profile.overhead_seconds == pytest.approx(2, rel=1e-3)
+    assert profile.prompt_seconds_per_token_sq == pytest.approx(2e-6, rel=1e-3)
+    assert profile.output_tokens_per_second == pytest.approx(14, rel=1e-3) and profile.fit["calls"] == 5
+
+
 def test_quadratic_fit_recovers_the_cost_of_long_prompts() -> None:
     records = [AttemptRecord("b", ("d",), 1, "ok", seconds=2 + p / 150 + p * p * 2e-6 + o / 14, tokens_in=p,
                              tokens_out=o) for p, o in [(800, 40), (1200, 90), (2000, 60), (3100, 20), (4000, 150)]]

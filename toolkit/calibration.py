@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import platform
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,6 +86,55 @@ def fit_latency(records: Sequence[AttemptRecord], quadratic: bool = False) -> La
     )
 
 
+def fit_profile(records: Sequence[AttemptRecord], lm: str, model_id: str, quadratic: bool,
+                parallel_slots: int | None, description: str) -> dict[str, Any]:
+    """Fit a latency profile on cold-cache calls; the result reports the fit's error."""
+    from toolkit.lm.emulated import Profile
+
+    fit = fit_latency(records, quadratic=quadratic)
+    local = lm == "local" or lm.startswith("local:")
+    profile = Profile(
+        name=f"calibrated-{model_id.split('@')[0].replace('/', '-')}",
+        overhead_seconds=round(fit.overhead_seconds, 4),
+        prompt_tokens_per_second=round(1 / fit.seconds_per_prompt_token, 2) if fit.seconds_per_prompt_token else 1e9,
+        output_tokens_per_second=round(1 / fit.seconds_per_output_token, 2) if fit.seconds_per_output_token else 1e9,
+        prompt_seconds_per_token_sq=fit.seconds_per_prompt_token_sq,
+        parallel_slots=parallel_slots,
+        tokenizer=lm if local else None,
+        description=description,
+        source=f"{platform.node() or 'this machine'}: {platform.processor() or platform.machine()}, "
+               f"{os.cpu_count()} cores",
+        fit={**dataclasses.asdict(fit), "model_id": model_id, "prompt_cache": False,
+             "points": [[r.tokens_in, r.tokens_out, round(r.seconds, 3)] for r in records
+                        if r.outcome == "ok" and r.tokens_in]},
+    )
+    return {
+        "lm": lm, "model_id": model_id, "calls": fit.calls, "overhead_seconds": fit.overhead_seconds,
+        "prompt_tokens_per_second": profile.prompt_tokens_per_second,
+        "output_tokens_per_second": profile.output_tokens_per_second,
+        "prompt_seconds_per_token_sq": fit.seconds_per_prompt_token_sq, "r2": fit.r2,
+        "rmse_seconds": fit.rmse_seconds, "mape": fit.mape, "dropped_terms": list(fit.dropped_terms),
+        "profile": profile.to_dict(),
+    }
+
+
+def profile_from_results(path: str | Path) -> Any:
+    """A profile fitted on the cold-cache calls an ``eval`` or ``bench`` run recorded (``--out``)."""
+    result = json.loads(Path(path).read_text())
+    rows = [c for c in result.get("calls") or [] if not c["prompt_cache"]]
+    if not rows:
+        raise ValueError(f"{path}: no recorded cold-cache calls (an eval or bench results.json of a real LM)")
+    records = [AttemptRecord(c["batch_id"], (), c["attempt"], c["outcome"], seconds=c["seconds"],
+                             tokens_in=c["tokens_in"], tokens_out=c["tokens_out"]) for c in rows]
+    lm = result["lm"]
+    local = lm == "local" or lm.startswith("local:")
+    fitted = fit_profile(records, lm, result["model_id"], quadratic=local, parallel_slots=1 if local else None,
+                         description=f"fitted on the cold-cache calls of the {result['kind']} run {path}")
+    from toolkit.lm.emulated import Profile
+
+    return Profile.from_dict(fitted["profile"])
+
+
 def calibrate(lm: str = "local", corpus: str | None = None, docs: int = 8, batch_sizes: str | Sequence[int] = (1, 2, 4, 8),
               out: str | Path | None = None, progress: bool = False, quadratic: bool | None = None) -> dict[str, Any]:
     """Run ``docs`` documents once per batch size on ``lm`` with a cold prompt cache, fit, report.
@@ -94,7 +144,6 @@ def calibrate(lm: str = "local", corpus: str | None = None, docs: int = 8, batch
     from toolkit.corpora import dedupe, load_corpus
     from toolkit.extraction import ExtractionSettings
     from toolkit.lm import resolve_lm
-    from toolkit.lm.emulated import Profile
     from toolkit.service import ExtractionService
 
     sizes = [int(s) for s in batch_sizes.split(",")] if isinstance(batch_sizes, str) else list(batch_sizes)
@@ -116,38 +165,10 @@ def calibrate(lm: str = "local", corpus: str | None = None, docs: int = 8, batch
             print(f"calibrate: {size} doc(s)/call: {run.report.calls} calls", flush=True)
     if quadratic is None:  # a local model on a CPU: attention over long prompts is visible
         quadratic = resolved.kind == "local"
-    fit = fit_latency(records, quadratic=quadratic)
-    profile = Profile(
-        name=f"calibrated-{resolved.model_id.split('@')[0].replace('/', '-')}",
-        overhead_seconds=round(fit.overhead_seconds, 4),
-        prompt_tokens_per_second=round(1 / fit.seconds_per_prompt_token, 2) if fit.seconds_per_prompt_token else 1e9,
-        output_tokens_per_second=round(1 / fit.seconds_per_output_token, 2) if fit.seconds_per_output_token else 1e9,
-        prompt_seconds_per_token_sq=fit.seconds_per_prompt_token_sq,
-        parallel_slots=1 if resolved.kind == "local" else None,
-        tokenizer=lm if resolved.kind == "local" else None,
-        description=f"fitted by `toolkit calibrate --lm {lm}` on {len(documents)} documents of {corpus}",
-        source=f"{platform.node() or 'this machine'}: {platform.processor() or platform.machine()}, "
-               f"{__import__('os').cpu_count()} cores",
-        fit={**dataclasses.asdict(fit), "model_id": resolved.model_id, "prompt_cache": False,
-             "points": [[r.tokens_in, r.tokens_out, round(r.seconds, 3)] for r in records
-                        if r.outcome == "ok" and r.tokens_in]},
-    )
-    result = {
-        "lm": lm,
-        "model_id": resolved.model_id,
-        "calls": fit.calls,
-        "overhead_seconds": fit.overhead_seconds,
-        "prompt_tokens_per_second": profile.prompt_tokens_per_second,
-        "output_tokens_per_second": profile.output_tokens_per_second,
-        "prompt_seconds_per_token_sq": fit.seconds_per_prompt_token_sq,
-        "r2": fit.r2,
-        "rmse_seconds": fit.rmse_seconds,
-        "mape": fit.mape,
-        "dropped_terms": list(fit.dropped_terms),
-        "run_seconds": time.perf_counter() - start,
-        "profile": profile.to_dict(),
-    }
+    result = fit_profile(records, lm, resolved.model_id, quadratic, parallel_slots=1 if resolved.kind == "local" else None,
+                         description=f"fitted by `toolkit calibrate --lm {lm}` on {len(documents)} documents of {corpus}")
+    result["run_seconds"] = time.perf_counter() - start
     if out is not None:
-        Path(out).write_text(json.dumps(profile.to_dict(), indent=2) + "\n")
+        Path(out).write_text(json.dumps(result["profile"], indent=2) + "\n")
         result["written"] = str(out)
     return result

@@ -184,7 +184,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from toolkit.experiments import bench, write_results
 
     result = bench(args.lm, args.corpus, args.docs, max_docs=args.max_docs, budget=args.budget,
-                   concurrency=args.concurrency, output_tokens_per_doc=args.output_reserve)
+                   concurrency=args.concurrency, output_tokens_per_doc=args.output_reserve,
+                   types=[t.strip().upper() for t in args.types.split(",")] if args.types else None)
     if args.out:
         result["files"] = [str(p) for p in write_results(result, args.out)]
     if args.json:
@@ -333,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--budget", type=int, default=8192)
     be.add_argument("--concurrency", default="auto:16", help="configuration C's concurrency")
     be.add_argument("--output-reserve", type=int, help="output tokens allowed per document (default 256)")
+    be.add_argument("--types", help="comma-separated entity types to ask for (default: the biomedical preset)")
     be.add_argument("--out", help="write results.json, CSV/Parquet tables and a PNG here")
     be.add_argument("--json", action="store_true")
     be.set_defaults(func=cmd_bench)
@@ -340,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="predict throughput of settings from a latency profile; recommend one")
     source = pl.add_mutually_exclusive_group()
     source.add_argument("--profile", default="local-cpu", help="a shipped profile (local-cpu, hosted-api)")
-    source.add_argument("--calibrated", help="a profile JSON written by `calibrate --out`")
+    source.add_argument("--calibrated", help="a profile JSON written by `calibrate --out`, or the results.json of a "
+                                             "real-LM eval/bench run: a profile is fitted on its cold-cache calls")
     pl.add_argument("--corpus", default="ncbi-disease")
     pl.add_argument("--max-f1-drop", type=float, default=2.0, help="allowed strict-F1 drop, in points")
     pl.add_argument("--eval", help="results.json of an `eval` run (quality curve, output size, measured speedups)")

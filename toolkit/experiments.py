@@ -56,6 +56,14 @@ class ConfigRun:
                 "budget_tokens": sum(a.budget_tokens for a in self.run.attempts), "output_sd_per_doc": sd}
 
 
+    def calls(self, prompt_cache: bool = False) -> list[dict[str, Any]]:
+        """One row per LM call (what ``calibrate --from`` and ``plan --calibrated`` fit a profile on)."""
+        return [{"config": self.name, "prompt_cache": prompt_cache, "batch_id": a.batch_id, "attempt": a.attempt,
+                 "outcome": a.outcome, "documents": len(a.document_ids), "documents_ok": a.documents_ok,
+                 "seconds": a.seconds, "tokens_in": a.tokens_in, "tokens_out": a.tokens_out}
+                for a in self.run.attempts]
+
+
 def machine() -> dict[str, Any]:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "python": platform.python_version()}
@@ -121,6 +129,7 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
         "emulated": lm.startswith("emulated:"), "documents": len(documents),
         "types_scored": list(scored), "gold_map": gold_map, "prompt_cache": prompt_cache,
         "settings": settings.to_dict(), "machine": machine(), "configs": rows, "by_position": positions,
+        "calls": [] if lm.startswith("emulated:") else [c for r in runs for c in r.calls(prompt_cache)],
     }
 
 
@@ -129,7 +138,8 @@ BENCH_CONFIGS = ("A", "A_warm", "B", "C")
 
 
 def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 8192, concurrency: str = "auto:16",
-          output_tokens_per_doc: int | None = None, interleave: int | None = None) -> dict[str, Any]:
+          output_tokens_per_doc: int | None = None, interleave: int | None = None,
+          types: Sequence[str] | None = None) -> dict[str, Any]:
     """(A) one document per call, sequential, cold cache; (A') the same with the prompt cache warm
     (backends that have one); (B) packed, sequential; (C) packed, adaptive concurrency. Real LMs
     run in interleaved chunks of ``interleave`` documents (default ``4 x max_docs``), rotating the
@@ -149,7 +159,7 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
     if not documents:
         raise ValueError(f"{corpus}: no documents")
     probe = resolve_lm(lm)
-    settings = ExtractionSettings(relationships=False,
+    settings = ExtractionSettings(relationships=False, **({"entity_types": tuple(types)} if types else {}),
                                   **({"output_tokens_per_doc": output_tokens_per_doc} if output_tokens_per_doc else {}))
     has_cache = probe.kind == "local" or (probe.kind == "emulated" and probe.engine.profile.prompt_cache)
     plan = {"A": (1, "1", False), "A_warm": (1, "1", True), "B": (max_docs, "1", False),
@@ -175,6 +185,7 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
         "documents": len(documents), "max_docs": max_docs, "budget": budget, "concurrency": concurrency,
         "interleaved_chunk": chunk, "prompt_cache_available": has_cache, "settings": settings.to_dict(),
         "machine": machine(), "configs": configs,
+        "calls": [] if probe.emulated else [c for name, runs in parts.items() for r in runs for c in r.calls(plan[name][2])],
         "speedup_b_vs_a": seconds["A"] / seconds["B"] if seconds["B"] else None,
         "speedup_c_vs_a": seconds["A"] / seconds["C"] if seconds["C"] else None,
         "speedup_b_vs_a_warm": seconds["A_warm"] / seconds["B"] if "A_warm" in seconds and seconds["B"] else None,
@@ -217,8 +228,9 @@ def write_results(result: dict[str, Any], out: str | Path) -> list[Path]:
     written[0].write_text(json.dumps(result, indent=2, default=str) + "\n")
     rows = result["configs"] if isinstance(result["configs"], list) else list(result["configs"].values())
     tables = {"configs": pl.DataFrame(rows)}
-    if result.get("by_position"):
-        tables["by_position"] = pl.DataFrame(result["by_position"])
+    for table in ("by_position", "calls"):
+        if result.get(table):
+            tables[table] = pl.DataFrame(result[table])
     for name, frame in tables.items():
         frame = frame.with_columns(pl.lit(result.get("model_id")).alias("model_id"), pl.lit(result["lm"]).alias("lm"))
         frame.write_csv(folder / f"{name}.csv")

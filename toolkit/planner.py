@@ -32,6 +32,16 @@ from toolkit.tokens import get_counter
 DEFAULT_OUTPUT_PER_DOC = 60.0  # tokens, when no eval run says better
 
 
+def _profile(name: str) -> Profile:
+    """A shipped profile, a profile JSON, or one fitted on the calls an eval/bench ``results.json`` recorded."""
+    path = Path(name)
+    if path.suffix == ".json" and path.exists() and json.loads(path.read_text()).get("kind") in ("eval", "bench"):
+        from toolkit.calibration import profile_from_results
+
+        return profile_from_results(path)
+    return load_profile(name)
+
+
 def _tokenizer(profile: Profile) -> str:
     """The tokenizer the profile's rates are in: the local model's own for a local profile."""
     if profile.tokenizer and profile.tokenizer.startswith("local"):
@@ -109,7 +119,7 @@ def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results:
          bench_results: str | Path | None = None,
          budgets: Sequence[int] = (4096, 8192), max_docs: Sequence[int] = (1, 2, 4, 8, 10, 16),
          concurrency: Sequence[int] = (1, 4, 16), settings: ExtractionSettings | None = None) -> dict[str, Any]:
-    profile = load_profile(profile_name)
+    profile = _profile(profile_name)
     evaluation = json.loads(Path(eval_results).read_text()) if eval_results else None
     if settings is None:  # the prompt the eval run measured (its entity types), else entities only
         saved = (evaluation or {}).get("settings")
