@@ -48,9 +48,6 @@ class ExtractionSettings:
     adaptive_output: bool = True  # size the output allowance from measured replies (see OutputSizer)
     schema: bool = True  # send a per-batch JSON schema (structured output) when the LM supports it
     demo: bool = True  # show the worked example (DEMO_DOCUMENTS) before every call
-    # a leak (an entity found only in another document of the batch) is stored under that document
-    # when it occurs in exactly one other document (that document's record must be in the reply)
-    reassign_leaks: bool = False
 
     def __post_init__(self) -> None:
         if not self.entity_types:
@@ -379,7 +376,6 @@ def validate_reply(reply: RawReply, documents: Sequence[Document], settings: Ext
     counts.repaired = int(reply.repaired)
     by_id = {d.id: d for d in documents}
     allowed = set(settings.entity_types)
-    leaked: list[tuple[str, str, str]] = []  # (the one other document it occurs in, mention, type)
     for item in reply.items:
         doc_id = _as_str(item.get("id")) if isinstance(item, dict) else None
         if doc_id is None:
@@ -402,11 +398,8 @@ def validate_reply(reply: RawReply, documents: Sequence[Document], settings: Ext
                 continue
             span = _locate(mention, document.text)
             if span is None:
-                found_in = [i for i, d in by_id.items() if i != doc_id and _locate(mention, d.text)]
-                if found_in:
+                if any(_locate(mention, d.text) for i, d in by_id.items() if i != doc_id):
                     counts.leaks += 1
-                    if settings.reassign_leaks and len(found_in) == 1:
-                        leaked.append((found_in[0], mention, etype))
                 else:
                     counts.ungrounded += 1
                 continue
@@ -428,12 +421,6 @@ def validate_reply(reply: RawReply, documents: Sequence[Document], settings: Ext
                 counts.dropped_relationships += 1
                 continue
             rels.append(Relationship(parts[0], parts[1], parts[2].upper()[:100], doc_id))
-    for target, mention, etype in leaked:  # only into documents the reply answered for
-        kept = out.entities.get(target)
-        if kept is not None and (normalise(mention), etype) not in {(normalise(e.text), e.type) for e in kept}:
-            start, end = _locate(mention, by_id[target].text)
-            kept.append(Entity(mention, etype, target, start=start, end=end))
-            counts.reassigned += 1
     out.missing_ids = [d.id for d in documents if d.id not in out.entities]
     counts.missing_ids = len(out.missing_ids)
     counts.entities = sum(len(v) for v in out.entities.values())

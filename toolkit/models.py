@@ -115,7 +115,6 @@ class ValidationCounts:
     duplicates: int = 0  # same text and type twice in one document
     ungrounded: int = 0  # text occurs in no document of the batch
     leaks: int = 0  # text occurs only in another document of the batch
-    reassigned: int = 0  # leaks stored under the one other document they occur in (reassign_leaks)
     dropped_relationships: int = 0
     unknown_ids: int = 0  # records for ids that were not asked for
     duplicate_records: int = 0
