@@ -69,16 +69,18 @@ def corpus_tokens(corpus: str, model: str, sample: int = 2000) -> dict[str, floa
 
 def predict(profile: Profile, text_tokens: float, prompt_tokens: int, per_doc_tokens: int, output_per_doc: float,
             max_docs: int, concurrency: int, settings: ExtractionSettings, budget: int,
-            output_sd: float | None = None) -> dict[str, Any]:
+            output_sd: float | None = None, resends_per_batch: float = 0.0) -> dict[str, Any]:
     """Predicted seconds per call and documents per minute for one setting. Under a
     tokens-per-minute limit a call is charged its prompt and ``max_tokens``: the run's learned
-    allowance (:func:`output_allowance`) when the output spread ``output_sd`` is known, else the ceiling."""
+    allowance (:func:`output_allowance`) when the output spread ``output_sd`` is known, else the ceiling.
+    ``resends_per_batch`` counts documents re-sent after cut-off or partial replies, one call each."""
     n = max_docs
     while n > 1 and prompt_tokens + n * (text_tokens + per_doc_tokens + settings.output_tokens_per_doc) > budget:
         n -= 1  # the budget binds before max_docs
     prompt = prompt_tokens - settings.max_tokens(0) + n * (text_tokens + per_doc_tokens)
     output = n * output_per_doc
-    call = profile.call_seconds(prompt, output)
+    single = prompt_tokens - settings.max_tokens(0) + text_tokens + per_doc_tokens
+    call = (profile.call_seconds(prompt, output) + resends_per_batch * profile.call_seconds(single, 0))
     slots = min(concurrency, profile.parallel_slots or concurrency)
     limits = {"concurrency": slots * n * 60 / call}
     if profile.requests_per_minute:
@@ -89,7 +91,7 @@ def predict(profile: Profile, text_tokens: float, prompt_tokens: int, per_doc_to
         limits["tokens_per_minute"] = profile.tokens_per_minute * n / (prompt + allowance)
     bound = min(limits, key=limits.get)
     return {"max_docs": max_docs, "docs_per_call": n, "budget": budget, "concurrency": concurrency,
-            "call_seconds": call, "docs_per_min": limits[bound], "bound_by": bound}
+            "call_seconds": call, "resends_per_batch": resends_per_batch, "docs_per_min": limits[bound], "bound_by": bound}
 
 
 def _slots(concurrency: int | str) -> int:
@@ -129,7 +131,7 @@ def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results:
     # compare like with like: an eval ran on the first N documents of its corpus
     stats = corpus_tokens(corpus, model, sample=int((evaluation or {}).get("documents", 2000)))
     prompt, per_doc = measure_reserves(settings, model)
-    output_per_doc, quality, measured_output = DEFAULT_OUTPUT_PER_DOC, {}, {}
+    output_per_doc, quality, measured_output, measured_resends = DEFAULT_OUTPUT_PER_DOC, {}, {}, {}
     output_sd = DEFAULT_OUTPUT_PER_DOC  # spread of one document's output: assumed as large as its mean
     if evaluation:
         rows = evaluation["configs"]
@@ -138,13 +140,15 @@ def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results:
         quality = {(r["max_docs"], r["budget"]): r["strict_f1"] for r in rows}
         # a model may answer a long batch more tersely: use each measured setting's own output size
         measured_output = {(r["max_docs"], r["budget"]): r["tokens_out"] / r["extracted"] for r in rows if r["extracted"]}
+        # and its re-sent documents (after cut-off or partial replies): each costs a call too
+        measured_resends = {(r["max_docs"], r["budget"]): r["missing_ids"] / r["batches"] for r in rows if r.get("batches")}
     reference_f1 = quality.get((1, max(budgets))) or next(iter(quality.values()), None)
     grid = []
     for b in budgets:
         for m in max_docs:
             for c in concurrency:
                 row = predict(profile, stats["mean"], prompt, per_doc, measured_output.get((m, b), output_per_doc),
-                              m, c, settings, b, output_sd)
+                              m, c, settings, b, output_sd, measured_resends.get((m, b), 0.0))
                 f1 = quality.get((m, b))
                 row["f1"] = f1
                 row["allowed"] = reference_f1 is None or (f1 is not None and 100 * (reference_f1 - f1) <= max_f1_drop)
