@@ -123,11 +123,13 @@ def test_emulated_faults_are_recovered_by_the_executor(no_network: list) -> None
 
 
 def test_a_tight_output_allowance_only_where_a_tokens_per_minute_limit_counts_it() -> None:
-    assert ExtractionService("emulated:hosted-api").extractor.sizer.enabled
+    limited = ExtractionService("emulated:hosted-api")
+    limited.run(synthetic_documents(3, seed=4), progress=False)
+    assert limited.extractor.sizer.enabled
     unlimited = dataclasses.replace(default_policy(resolve_lm("emulated:hosted-api")), rate=RateLimitPolicy())
     service = ExtractionService("emulated:hosted-api", policy=unlimited)
-    assert not service.extractor.sizer.enabled
     batch = service.run(synthetic_documents(3, seed=4), progress=False).pack.batches[0]
+    assert not service.extractor.sizer.enabled
     assert service.allowance(batch) == service.settings.max_tokens(3)
     service._cut.add(batch.document_ids[1])  # one of its documents was in a cut-off reply
     assert service.allowance(batch) == 2 * service.settings.max_tokens(3)

@@ -55,9 +55,8 @@ class ConfigRun:
                 "concurrency": self.concurrency, "seconds": self.seconds, **{k: summary[k] for k in keep},
                 "budget_tokens": sum(a.budget_tokens for a in self.run.attempts), "output_sd_per_doc": sd}
 
-
     def calls(self, prompt_cache: bool = False) -> list[dict[str, Any]]:
-        """One row per LM call (what ``calibrate --from`` and ``plan --calibrated`` fit a profile on)."""
+        """One row per LM call (``plan --calibrated RESULTS`` fits a latency profile on them)."""
         return [{"config": self.name, "prompt_cache": prompt_cache, "batch_id": a.batch_id, "attempt": a.attempt,
                  "outcome": a.outcome, "documents": len(a.document_ids), "documents_ok": a.documents_ok,
                  "seconds": a.seconds, "tokens_in": a.tokens_in, "tokens_out": a.tokens_out}

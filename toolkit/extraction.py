@@ -237,10 +237,9 @@ def response_schema(ids: Sequence[str], settings: ExtractionSettings) -> dict[st
             },
         }
         record["required"].append("relationships")
-    results = {"type": "array", "items": record, "minItems": 1, "maxItems": len(ids)}
     schema = {
         "type": "object",
-        "properties": {"results": results},
+        "properties": {"results": {"type": "array", "items": record, "minItems": 1, "maxItems": len(ids)}},
         "required": ["results"],
         "additionalProperties": False,
     }

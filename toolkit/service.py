@@ -99,9 +99,6 @@ class ExtractionService:
         self.settings = settings or ExtractionSettings()
         self.extractor = BatchExtractor(self.settings)
         self.policy = policy or default_policy(self.resolved)
-        # A tight output allowance pays only where a tokens-per-minute limit counts it; elsewhere
-        # it would only risk cut-off replies (a local model stops when its answer ends anyway).
-        self.extractor.sizer.enabled = self.settings.adaptive_output and self.policy.rate.tokens_per_minute is not None
         self._packing = packing
         self.metrics = RunMetrics()
         self.validation = ValidationCounts()
@@ -160,6 +157,9 @@ class ExtractionService:
     def execute(self, pack: PackResult, documents: int, progress: ProgressFn | bool | None = None,
                 on_outcome: Callable[[DocumentOutcome], None] | None = None) -> ServiceRun:
         """Run packed batches through the executor (virtual time for an emulated LM)."""
+        # A tight output allowance pays only where a tokens-per-minute limit counts it; elsewhere
+        # it would only risk cut-off replies (a local model stops when its answer ends anyway).
+        self.extractor.sizer.enabled = self.settings.adaptive_output and self.policy.rate.tokens_per_minute is not None
         executor = Executor(self.extract_one, self.policy, self.metrics, progress=progress, on_outcome=on_outcome,
                             charge=self.charge)
         before = dataclasses.replace(self.validation)
