@@ -86,20 +86,24 @@ def fit_latency(records: Sequence[AttemptRecord], quadratic: bool = False) -> La
     )
 
 
+def _is_local(lm: str) -> bool:
+    return lm == "local" or lm.startswith("local:")
+
+
 def fit_profile(records: Sequence[AttemptRecord], lm: str, model_id: str, quadratic: bool,
-                parallel_slots: int | None, description: str) -> dict[str, Any]:
+                description: str) -> dict[str, Any]:
     """Fit a latency profile on cold-cache calls; the result reports the fit's error."""
     from toolkit.lm.emulated import Profile
 
     fit = fit_latency(records, quadratic=quadratic)
-    local = lm == "local" or lm.startswith("local:")
+    local = _is_local(lm)
     profile = Profile(
         name=f"calibrated-{model_id.split('@')[0].replace('/', '-')}",
         overhead_seconds=round(fit.overhead_seconds, 4),
         prompt_tokens_per_second=round(1 / fit.seconds_per_prompt_token, 2) if fit.seconds_per_prompt_token else 1e9,
         output_tokens_per_second=round(1 / fit.seconds_per_output_token, 2) if fit.seconds_per_output_token else 1e9,
         prompt_seconds_per_token_sq=fit.seconds_per_prompt_token_sq,
-        parallel_slots=parallel_slots,
+        parallel_slots=1 if local else None,  # one llama context
         tokenizer=lm if local else None,
         description=description,
         source=f"{platform.node() or 'this machine'}: {platform.processor() or platform.machine()}, "
@@ -127,8 +131,7 @@ def profile_from_results(path: str | Path) -> Any:
     records = [AttemptRecord(c["batch_id"], (), c["attempt"], c["outcome"], seconds=c["seconds"],
                              tokens_in=c["tokens_in"], tokens_out=c["tokens_out"]) for c in rows]
     lm = result["lm"]
-    local = lm == "local" or lm.startswith("local:")
-    fitted = fit_profile(records, lm, result["model_id"], quadratic=local, parallel_slots=1 if local else None,
+    fitted = fit_profile(records, lm, result["model_id"], quadratic=_is_local(lm),
                          description=f"fitted on the cold-cache calls of the {result['kind']} run {path}")
     from toolkit.lm.emulated import Profile
 
@@ -165,7 +168,7 @@ def calibrate(lm: str = "local", corpus: str | None = None, docs: int = 8, batch
             print(f"calibrate: {size} doc(s)/call: {run.report.calls} calls", flush=True)
     if quadratic is None:  # a local model on a CPU: attention over long prompts is visible
         quadratic = resolved.kind == "local"
-    result = fit_profile(records, lm, resolved.model_id, quadratic, parallel_slots=1 if resolved.kind == "local" else None,
+    result = fit_profile(records, lm, resolved.model_id, quadratic,
                          description=f"fitted by `toolkit calibrate --lm {lm}` on {len(documents)} documents of {corpus}")
     result["run_seconds"] = time.perf_counter() - start
     if out is not None:
