@@ -12,11 +12,13 @@ from dspy.utils.dummies import DummyLM
 
 from toolkit.documents import Document
 from toolkit.errors import MalformedReply
+from toolkit.lm.parallel import Generated
 from toolkit.extraction import (
     BatchExtractor,
     ExtractionSettings,
     RawReply,
     parse_reply,
+    resolve_layout,
     response_schema,
     validate_reply,
 )
@@ -158,6 +160,68 @@ def test_single_document_variant_is_the_same_module() -> None:
     assert [e.text for e in validated.entities["d1"]] == ["CFTR"]
     with pytest.raises(ValueError):
         BatchExtractor(SETTINGS)([])
+
+
+class TogetherEngine:
+    """An engine that answers several prompts at once, as the local model's does (scripted)."""
+
+    def __init__(self, answers: list[tuple[str, str]]) -> None:
+        self.answers = answers  # (text, finish_reason) per prompt
+        self.prompts: list = []
+
+    def complete_many(self, prompts: list) -> list[Generated]:
+        self.prompts.extend(prompts)
+        return [Generated(text, 100, 10, reason) for text, reason in self.answers[: len(prompts)]]
+
+
+class TogetherLM:
+    def __init__(self, engine: TogetherEngine) -> None:
+        self.engine = engine
+
+
+def test_parallel_layout_gives_every_document_the_one_document_prompt() -> None:
+    """Decoded together, each document sees exactly the prompt it would get alone; a reply cut off
+    by max_tokens leaves its document missing (the executor re-sends it)."""
+    engine = TogetherEngine([('{"results": [{"id": "d1", "entities": [{"text": "CFTR", "type": "GENE"}]}]}', "stop"),
+                             ('{"results": [{"id": "d2", "entities": [{"text": "tetrabena', "length")])
+    with dspy.context(lm=TogetherLM(engine)):
+        prediction = BatchExtractor(SETTINGS, "parallel")(DOCS)
+    lm = DummyLM([{"results": "[]"}])
+    with dspy.context(lm=lm):
+        BatchExtractor(SETTINGS)(DOCS[1:])
+    assert engine.prompts[1][0] == lm.history[-1]["messages"]  # the same messages as a one-document call
+    assert engine.prompts[1][1]["properties"]["results"]["items"]["properties"]["id"]["enum"] == ["d2"]
+    assert [e.text for e in prediction.validated.entities["d1"]] == ["CFTR"]
+    assert prediction.validated.missing_ids == ["d2"] and prediction.cut == ["d2"]
+    assert prediction.usage == (200, 20) and prediction.documents_asked == 2
+
+
+def test_parallel_layout_elsewhere_is_one_call_per_document() -> None:
+    lm = DummyLM([{"results": '[{"id": "d1", "entities": [{"text": "CFTR", "type": "GENE"}]}]'},
+                  {"results": '[{"id": "d2", "entities": [{"text": "tetrabenazine", "type": "DRUG"}]}]'}])
+    with dspy.context(lm=lm):
+        validated = BatchExtractor(SETTINGS, "parallel")(DOCS).validated
+    assert {k: [e.text for e in v] for k, v in validated.entities.items()} == {"d1": ["CFTR"], "d2": ["tetrabenazine"]}
+    one, two = (json.dumps(h["messages"]) for h in lm.history[-2:])
+    assert "Cystic fibrosis" in one and "Cystic fibrosis" not in two and "Huntington" in two
+
+
+def test_a_failed_first_call_fails_the_batch_a_later_one_keeps_the_answers() -> None:
+    with dspy.context(lm=DummyLM([{"results": '[{"id": "d1", "entities": []}]'}, "no JSON here"])):
+        validated = BatchExtractor(SETTINGS, "parallel")(DOCS).validated
+    assert validated.entities == {"d1": []} and validated.missing_ids == ["d2"]
+    with dspy.context(lm=DummyLM(["no JSON here"])), pytest.raises(Exception):
+        BatchExtractor(SETTINGS, "parallel")(DOCS)
+
+
+def test_layouts_resolve_by_lm_kind() -> None:
+    assert resolve_layout("auto", "local") == "parallel"
+    assert resolve_layout("auto", "emulated") == resolve_layout("auto", "provider") == "packed"
+    assert resolve_layout("packed", "local") == "packed"
+    with pytest.raises(ValueError, match="unknown layout"):
+        ExtractionSettings(layout="interleaved")
+    with pytest.raises(ValueError, match="layout must be"):
+        BatchExtractor(SETTINGS, "auto")
 
 
 # ------------------------------------------------------------------ recorded replies of the real model

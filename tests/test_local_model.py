@@ -116,3 +116,37 @@ def test_eval_on_the_local_model_two_configurations(local_model: str, devel_pair
     assert (one["max_docs"], one["calls"], packed["max_docs"]) == (1, 3, 3) and packed["calls"] >= 1
     assert one["lost"] == packed["lost"] == 0 and one["speedup"] == 1.0 and packed["speedup"] > 0
     assert 0.0 <= packed["strict_f1"] <= 1.0 and result["model_id"].startswith(weights.DEFAULT_MODEL)
+
+
+def test_prompts_decoded_together_share_their_prefix_and_one_is_decoded_exactly(local_model: str,
+                                                                                devel_pairs: list) -> None:
+    """One prompt through the parallel decoder gives llama.cpp's own greedy answer token for token;
+    two share their instructions (evaluated once) and both get a complete answer."""
+    from toolkit.extraction import BatchExtractor, response_schema
+    from toolkit.lm.local import shared_engine
+
+    settings = ExtractionSettings(entity_types=("DISEASE",), relationships=False, max_entities_per_doc=8)
+    extractor = BatchExtractor(settings, "parallel")
+    prompts = []
+    for document, _ in devel_pairs[:2]:
+        request = extractor._request([document])
+        request.pop("config")
+        messages = extractor.adapter.format(extractor.predict.signature, demos=extractor.demos, inputs=request)
+        prompts.append((messages, response_schema([document.id], settings)["json_schema"]["schema"], 200))
+    engine = shared_engine(weights.DEFAULT_MODEL, prompt_cache=False)
+    alone = engine.complete_many(prompts[:1])[0]
+    with engine._lock:
+        llama = engine._load()
+        llama.reset()
+        reference = llama.create_chat_completion(messages=prompts[0][0], max_tokens=200, temperature=0.0,
+                                                 response_format={"type": "json_object", "schema": prompts[0][1]})
+    assert alone.text == reference["choices"][0]["message"]["content"]
+    assert alone.prompt_tokens == reference["usage"]["prompt_tokens"]
+    first, second = engine.complete_many(prompts)
+    assert first.prompt_tokens == alone.prompt_tokens and 0 < second.prompt_tokens < first.prompt_tokens / 2
+    for answer, (document, _) in zip((first, second), devel_pairs[:2]):
+        assert answer.finish_reason == "stop" and json.loads(answer.text)["results"][0]["id"] == document.id
+    warm = shared_engine(weights.DEFAULT_MODEL, prompt_cache=True)
+    warm.complete_many(prompts[1:])  # leaves the instructions and the worked example in the context
+    again = warm.complete_many(prompts[:1])[0]
+    assert 0 < again.prompt_tokens < alone.prompt_tokens / 2 and again.finish_reason == "stop"

@@ -96,7 +96,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _extraction_settings(args: argparse.Namespace):
     from toolkit.extraction import ExtractionSettings
 
-    overrides = {"relationships": not args.no_relationships}
+    overrides = {"relationships": not args.no_relationships, "layout": args.layout}
     if args.types:
         return ExtractionSettings(entity_types=tuple(t.strip() for t in args.types.split(",") if t.strip()), **overrides)
     return ExtractionSettings.preset(args.preset, **overrides)
@@ -168,7 +168,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     result = evaluate(args.gold, lm=args.lm, limit=args.limit, max_docs=_ints(args.max_docs),
                       budgets=_ints(args.budgets), types=args.types.split(",") if args.types else None,
-                      prompt_cache=args.warm_cache)
+                      prompt_cache=args.warm_cache, layout=args.layout)
     if args.out:
         result["files"] = [str(p) for p in write_results(result, args.out)]
     if args.json:
@@ -185,7 +185,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     result = bench(args.lm, args.corpus, args.docs, max_docs=args.max_docs, budget=args.budget,
                    concurrency=args.concurrency, output_tokens_per_doc=args.output_reserve,
-                   types=[t.strip().upper() for t in args.types.split(",")] if args.types else None)
+                   types=[t.strip().upper() for t in args.types.split(",")] if args.types else None,
+                   layout=args.layout)
     if args.out:
         result["files"] = [str(p) for p in write_results(result, args.out)]
     if args.json:
@@ -244,6 +245,13 @@ def _add_extraction_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="biomedical", help="entity type preset: biomedical or general")
     parser.add_argument("--types", help="comma-separated entity types (instead of --preset)")
     parser.add_argument("--no-relationships", action="store_true", help="extract entities only")
+    _add_layout_arg(parser)
+
+
+def _add_layout_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layout", choices=("auto", "packed", "parallel"), default="auto",
+                        help="a batch as one packed prompt, or as one-document prompts decoded together (the "
+                             "local model; one after another elsewhere); auto: parallel on the local model")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -322,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--budgets", default="8192", help="token budgets to compare")
     ev.add_argument("--types", help="entity types to ask for (default: the corpus's, mapped)")
     ev.add_argument("--warm-cache", action="store_true", help="keep the local model's prompt cache on")
+    _add_layout_arg(ev)
     ev.add_argument("--out", help="write results.json, CSV/Parquet tables and a PNG here")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
@@ -335,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--concurrency", default="auto:16", help="configuration C's concurrency")
     be.add_argument("--output-reserve", type=int, help="output tokens allowed per document (default 256)")
     be.add_argument("--types", help="comma-separated entity types to ask for (default: the biomedical preset)")
+    _add_layout_arg(be)
     be.add_argument("--out", help="write results.json, CSV/Parquet tables and a PNG here")
     be.add_argument("--json", action="store_true")
     be.set_defaults(func=cmd_bench)

@@ -19,7 +19,7 @@ from typing import Any
 
 from toolkit.documents import Document, Entity
 from toolkit.evaluation import agreement, by_position, gold_mapping, score
-from toolkit.extraction import ExtractionSettings, output_per_document
+from toolkit.extraction import ExtractionSettings, output_per_document, resolve_layout
 from toolkit.lm import ResolvedLM, resolve_lm
 from toolkit.report import extraction_summary
 from toolkit.service import ExtractionService, ServiceRun, default_policy
@@ -80,7 +80,7 @@ def run_config(resolved: ResolvedLM, settings: ExtractionSettings, documents: Se
 # -------------------------------------------------------------------------------------- evaluate
 def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_docs: Sequence[int] = (1, 4, 8),
              budgets: Sequence[int] = (8192,), types: Sequence[str] | None = None,
-             prompt_cache: bool = False) -> dict[str, Any]:
+             prompt_cache: bool = False, layout: str = "auto") -> dict[str, Any]:
     """Quality and speed of each (max_docs, budget) on the same gold documents; one document per
     call is always run first as the reference for speedup and agreement."""
     from toolkit.corpora import iter_gold
@@ -92,7 +92,7 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
     gold = {d.id: g for d, g in pairs}
     gold_map, scored = gold_mapping(e.type for g in gold.values() for e in g)
     asked = tuple(types) if types else scored
-    settings = ExtractionSettings(entity_types=asked, relationships=False)
+    settings = ExtractionSettings(entity_types=asked, relationships=False, layout=layout)
     grid = [(1, budgets[0])] + [(m, b) for b in budgets for m in max_docs if (m, b) != (1, budgets[0])]
     runs: list[ConfigRun] = []
     for m, b in grid:
@@ -125,6 +125,7 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
             rows[-1][f"f1_{t}"] = score(gold, pred, (t,), gold_map=gold_map).f1
     return {
         "kind": "eval", "gold": str(gold_source), "lm": lm, "model_id": resolve_lm(lm).model_id,
+        "layout": resolve_layout(layout, resolve_lm(lm).kind),
         "emulated": lm.startswith("emulated:"), "documents": len(documents),
         "types_scored": list(scored), "gold_map": gold_map, "prompt_cache": prompt_cache,
         "settings": settings.to_dict(), "machine": machine(), "configs": rows, "by_position": positions,
@@ -138,7 +139,7 @@ BENCH_CONFIGS = ("A", "A_warm", "B", "C")
 
 def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 8192, concurrency: str = "auto:16",
           output_tokens_per_doc: int | None = None, interleave: int | None = None,
-          types: Sequence[str] | None = None) -> dict[str, Any]:
+          types: Sequence[str] | None = None, layout: str = "auto") -> dict[str, Any]:
     """(A) one document per call, sequential, cold cache; (A') the same with the prompt cache warm
     (backends that have one); (B) packed, sequential; (C) packed, adaptive concurrency. Real LMs
     run in interleaved chunks of ``interleave`` documents (default ``4 x max_docs``), rotating the
@@ -158,7 +159,7 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
     if not documents:
         raise ValueError(f"{corpus}: no documents")
     probe = resolve_lm(lm)
-    settings = ExtractionSettings(relationships=False, **({"entity_types": tuple(types)} if types else {}),
+    settings = ExtractionSettings(relationships=False, layout=layout, **({"entity_types": tuple(types)} if types else {}),
                                   **({"output_tokens_per_doc": output_tokens_per_doc} if output_tokens_per_doc else {}))
     has_cache = probe.kind == "local" or (probe.kind == "emulated" and probe.engine.profile.prompt_cache)
     plan = {"A": (1, "1", False), "A_warm": (1, "1", True), "B": (max_docs, "1", False),
@@ -182,7 +183,7 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
     out: dict[str, Any] = {
         "kind": "bench", "lm": lm, "model_id": probe.model_id, "emulated": probe.emulated, "corpus": corpus,
         "documents": len(documents), "max_docs": max_docs, "budget": budget, "concurrency": concurrency,
-        "interleaved_chunk": chunk, "prompt_cache_available": has_cache, "settings": settings.to_dict(),
+        "interleaved_chunk": chunk, "layout": resolve_layout(layout, probe.kind), "prompt_cache_available": has_cache, "settings": settings.to_dict(),
         "machine": machine(), "configs": configs,
         "calls": [] if probe.emulated else [c for name, runs in parts.items() for r in runs for c in r.calls(plan[name][2])],
         "speedup_b_vs_a": seconds["A"] / seconds["B"] if seconds["B"] else None,

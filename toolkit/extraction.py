@@ -10,6 +10,7 @@ batch is a cross-document *leak*: counted, never stored under the wrong id.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -22,12 +23,15 @@ from typing import Any
 
 import dspy
 import json_repair
+from dspy.utils.usage_tracker import track_usage
 from pydantic import BaseModel, Field
 
 from toolkit.documents import Document, Entity, Relationship
 from toolkit.errors import MalformedReply
+from toolkit.lm.engine import schema_of
 from toolkit.models import BatchExtractionResult, DocumentBatch, ValidationCounts
 
+LAYOUTS = ("auto", "packed", "parallel")
 PRESETS: dict[str, tuple[str, ...]] = {
     "biomedical": ("GENE", "PROTEIN", "DISEASE", "CHEMICAL", "DRUG", "CELL_TYPE", "ORGANISM"),
     "general": ("PERSON", "ORGANIZATION", "LOCATION", "PRODUCT", "EVENT", "WORK", "OTHER"),
@@ -48,6 +52,7 @@ class ExtractionSettings:
     adaptive_output: bool = True  # size the output allowance from measured replies (see OutputSizer)
     schema: bool = True  # send a per-batch JSON schema (structured output) when the LM supports it
     demo: bool = True  # show the worked example (DEMO_DOCUMENTS) before every call
+    layout: str = "auto"  # packed | parallel | auto (parallel on the local model), see resolve_layout
 
     def __post_init__(self) -> None:
         if not self.entity_types:
@@ -55,6 +60,8 @@ class ExtractionSettings:
         if any(not t or not isinstance(t, str) for t in self.entity_types):
             raise ValueError(f"entity types must be non-empty strings, got {self.entity_types!r}")
         object.__setattr__(self, "entity_types", tuple(t.upper() for t in self.entity_types))
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {self.layout!r}; layouts: {', '.join(LAYOUTS)}")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ExtractionSettings:
@@ -363,6 +370,18 @@ class ValidatedBatch:
         self.missing_ids.append(doc_id)
         self.counts.missing_ids += 1
 
+    def merge(self, other: ValidatedBatch) -> None:
+        """Add another call's findings (a session's turn) to this batch's."""
+        self.entities.update(other.entities)
+        self.relationships.update(other.relationships)
+        self.counts.add(other.counts)
+
+    def settle(self, documents: Sequence[Document]) -> None:
+        """Recount after merging: documents of ``documents`` without a record are missing."""
+        self.missing_ids = [d.id for d in documents if d.id not in self.entities]
+        self.counts.missing_ids = len(self.missing_ids)
+        self.counts.entities = sum(len(v) for v in self.entities.values())
+
 
 def _as_str(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
@@ -420,25 +439,119 @@ def validate_reply(reply: RawReply, documents: Sequence[Document], settings: Ext
                 counts.dropped_relationships += 1
                 continue
             rels.append(Relationship(parts[0], parts[1], parts[2].upper()[:100], doc_id))
-    out.missing_ids = [d.id for d in documents if d.id not in out.entities]
-    counts.missing_ids = len(out.missing_ids)
-    counts.entities = sum(len(v) for v in out.entities.values())
+    out.settle(documents)
     return out
 
 
 # ----------------------------------------------------------------------------------------- module
+def resolve_layout(layout: str, lm_kind: str) -> str:
+    """``packed`` or ``parallel`` for an LM of ``lm_kind``: ``auto`` is ``parallel`` on the local
+    model (llama.cpp decodes the batch's one-document prompts together) and ``packed`` elsewhere."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; layouts: {', '.join(LAYOUTS)}")
+    if layout != "auto":
+        return layout
+    return "parallel" if lm_kind == "local" else "packed"
+
+
+class _BatchCalls:
+    """The LM calls of one batch and what they found.
+
+    ``packed``: one call on every document. ``parallel``: every document gets the one-document
+    prompt; an engine with ``complete_many`` (the local model) answers them together in one
+    decode loop, any other LM one call after another. A reply cut off by ``max_tokens`` (or
+    mended by json-repair) loses its last record (see :meth:`ValidatedBatch.drop_last_record`):
+    that document is missing and the executor re-sends it. A call that raises fails the batch,
+    unless earlier one-document calls already have answers: they are kept and the documents left
+    over are missing."""
+
+    def __init__(self, extractor: BatchExtractor, documents: Sequence[Document], max_tokens: int | None) -> None:
+        if not documents:
+            raise ValueError("a batch needs at least one document")
+        self.extractor = extractor
+        self.documents = list(documents)
+        n = len(self.documents)
+        if extractor.layout == "parallel":
+            self.pending = [[d] for d in self.documents]
+            self.max_tokens = max(extractor.max_tokens(1), (max_tokens or 0) // n)
+        else:
+            self.pending = [self.documents]
+            self.max_tokens = max_tokens or extractor.max_tokens(n)
+        self.validated = ValidatedBatch()
+        self.usage = [0, 0]
+        self.asked = 0  # documents sent so far
+        self.cut: list[str] = []  # documents of replies cut off by max_tokens
+
+    def next_call(self) -> dict[str, Any] | None:
+        """Keyword arguments of the next ``dspy.Predict`` call, or None when the batch is done."""
+        return self.extractor._request(self.pending[0], self.max_tokens) if self.pending else None
+
+    def failed(self, exc: BaseException) -> None:
+        """A call raised: the batch fails (the executor retries it) unless it already has answers."""
+        if not self.asked:
+            raise exc
+        self.pending.clear()
+
+    def accept(self, reply: RawReply, tokens_in: int, tokens_out: int, truncated: bool | None = None) -> None:
+        """The reply to the next pending call; ``truncated`` defaults to ``tokens_out >= max_tokens``."""
+        documents = self.pending.pop(0)
+        self.asked += len(documents)
+        self.usage[0] += tokens_in
+        self.usage[1] += tokens_out
+        validated = validate_reply(reply, documents, self.extractor.settings)
+        if truncated is None:
+            truncated = tokens_out >= self.max_tokens
+        if truncated:
+            self.cut.extend(d.id for d in documents)
+        if truncated or validated.counts.repaired:  # the reply was cut (or mended): its tail is suspect
+            validated.drop_last_record()
+        self.validated.merge(validated)
+
+    def accept_usage(self, prediction: dspy.Prediction, tracker: Any) -> None:
+        totals = list(tracker.get_total_tokens().values())
+        tokens_in = sum(u.get("prompt_tokens") or 0 for u in totals)
+        tokens_out = sum(u.get("completion_tokens") or 0 for u in totals)
+        self.accept(prediction.results, tokens_in, tokens_out, truncated=bool(totals) and tokens_out >= self.max_tokens)
+
+    def together(self, engine: Any) -> None:
+        """All pending one-document prompts through ``engine.complete_many`` at once."""
+        ex = self.extractor
+        prompts = []
+        for documents in self.pending:
+            request = ex._request(documents, self.max_tokens)
+            config = request.pop("config")
+            messages = ex.adapter.format(ex.predict.signature, demos=ex.demos, inputs=request)
+            prompts.append((messages, schema_of(config.get("response_format")), self.max_tokens))
+        for answer in engine.complete_many(prompts):
+            try:
+                reply = parse_reply(answer.text)
+            except MalformedReply:
+                reply = RawReply(items=[], repaired=True, text=answer.text)
+            self.accept(reply, answer.prompt_tokens, answer.completion_tokens, answer.finish_reason == "length")
+
+    def result(self) -> dspy.Prediction:
+        self.validated.settle(self.documents)
+        return dspy.Prediction(validated=self.validated, usage=tuple(self.usage), cut=self.cut,
+                               documents_asked=self.asked)
+
+
 class BatchExtractor(dspy.Module):
-    """``BatchExtractor(settings)(documents).validated`` is a :class:`ValidatedBatch`; one LM call.
+    """``BatchExtractor(settings)(documents)`` extracts a batch: ``.validated`` is the
+    :class:`ValidatedBatch`, ``.usage`` (prompt, output) tokens, ``.cut`` the ids of documents
+    whose reply hit ``max_tokens``. ``layout`` is ``packed`` (one prompt for the batch) or
+    ``parallel`` (the one-document prompt for each document, see :class:`_BatchCalls`).
 
     A batch of one document is the one-document-per-call baseline: same prompt, same code.
     """
 
-    def __init__(self, settings: ExtractionSettings | None = None) -> None:
+    def __init__(self, settings: ExtractionSettings | None = None, layout: str = "packed") -> None:
         super().__init__()
         self.settings = settings or ExtractionSettings()
+        if layout not in ("packed", "parallel"):
+            raise ValueError(f"layout must be packed or parallel, got {layout!r}")
+        self.layout = layout
         self.predict = dspy.Predict(BatchExtraction)
-        if self.settings.demo:
-            self.predict.demos = [demo_example(self.settings)]
+        self.demos = [demo_example(self.settings)] if self.settings.demo else []
         self.adapter = BatchJSONAdapter(relationships=self.settings.relationships)
         self.sizer = OutputSizer(self.settings)
 
@@ -459,20 +572,44 @@ class BatchExtractor(dspy.Module):
             "config": config,
         }
 
-    def _validate(self, prediction: dspy.Prediction, documents: Sequence[Document]) -> dspy.Prediction:
-        reply: RawReply = prediction.results
-        validated = validate_reply(reply, documents, self.settings)
-        return dspy.Prediction(validated=validated, reply=prediction.results)
+    def _engine(self, calls: _BatchCalls) -> Any:
+        """The LM's engine if it decodes several prompts together (then a batch of one document
+        takes the same path: the one-document-per-call baseline runs the same code)."""
+        engine = getattr(dspy.settings.lm, "engine", None)
+        return engine if self.layout == "parallel" and hasattr(engine, "complete_many") else None
 
     def forward(self, documents: Sequence[Document], max_tokens: int | None = None) -> dspy.Prediction:
-        """``.validated`` is the :class:`ValidatedBatch`, ``.reply`` the parsed :class:`RawReply`;
-        ``max_tokens`` defaults to :meth:`max_tokens`."""
+        """Extract ``documents``; ``max_tokens`` defaults to :meth:`max_tokens`."""
+        calls = _BatchCalls(self, documents, max_tokens)
+        if (engine := self._engine(calls)) is not None:
+            calls.together(engine)
+            return calls.result()
         with dspy.context(adapter=self.adapter):
-            return self._validate(self.predict(**self._request(documents, max_tokens)), documents)
+            while (kwargs := calls.next_call()) is not None:
+                try:
+                    with track_usage() as tracker:
+                        prediction = self.predict(**kwargs, demos=self.demos)
+                except Exception as exc:  # noqa: BLE001 - earlier answers are kept, see failed()
+                    calls.failed(exc)
+                    continue
+                calls.accept_usage(prediction, tracker)
+        return calls.result()
 
     async def aforward(self, documents: Sequence[Document], max_tokens: int | None = None) -> dspy.Prediction:
+        calls = _BatchCalls(self, documents, max_tokens)
+        if (engine := self._engine(calls)) is not None:
+            await asyncio.to_thread(calls.together, engine)
+            return calls.result()
         with dspy.context(adapter=self.adapter):
-            return self._validate(await self.predict.acall(**self._request(documents, max_tokens)), documents)
+            while (kwargs := calls.next_call()) is not None:
+                try:
+                    with track_usage() as tracker:
+                        prediction = await self.predict.acall(**kwargs, demos=self.demos)
+                except Exception as exc:  # noqa: BLE001
+                    calls.failed(exc)
+                    continue
+                calls.accept_usage(prediction, tracker)
+        return calls.result()
 
 
 def to_result(batch: DocumentBatch, validated: ValidatedBatch, usage: tuple[int | None, int | None]) -> BatchExtractionResult:

@@ -4,7 +4,8 @@ and recommend the fastest setting whose quality stays within an allowed F1 drop.
 The model of one call is the profile's: ``overhead + prompt/prompt_rate + output/output_rate``,
 with ``prompt = instructions + n x (text + per-document tokens)`` and ``output = n x output per
 document`` (measured per setting by an ``eval`` run when given, its mean for settings it did not
-run, else an assumption that the result states).
+run, else an assumption that the result states). The ``parallel`` layout (one-document prompts
+decoded together) evaluates the same tokens: its shared prefix once per batch, each document once.
 Throughput is bounded by the calls in flight (the profile's parallel slots) and by the requests
 and tokens per minute, where a call is charged its prompt and the output allowance the run would
 learn (``n*mu + 3*sigma*sqrt(n)``, sigma from the eval's one-document replies, else assumed equal to
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from toolkit.extraction import ExtractionSettings, output_allowance
+from toolkit.extraction import ExtractionSettings, output_allowance, resolve_layout
 from toolkit.lm.emulated import Profile, load_profile
 from toolkit.service import measure_reserves
 from toolkit.tokens import get_counter
@@ -128,6 +129,10 @@ def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results:
         settings = ExtractionSettings(**{**saved, "entity_types": tuple(saved["entity_types"])}) if saved \
             else ExtractionSettings(relationships=False)
     model = _tokenizer(profile)
+    local = (profile.tokenizer or "").startswith("local")
+    # an eval run says its layout (runs older than layouts were packed); else the LM kind's default
+    layout = evaluation.get("layout", "packed") if evaluation else \
+        resolve_layout(settings.layout, "local" if local else "provider")
     # compare like with like: an eval ran on the first N documents of its corpus
     stats = corpus_tokens(corpus, model, sample=int((evaluation or {}).get("documents", 2000)))
     prompt, per_doc = measure_reserves(settings, model)
@@ -166,7 +171,7 @@ def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results:
     best = max(allowed, key=lambda r: (r["speedup"], r["source"] != "predicted", -_slots(r["concurrency"]),
                                        -r["max_docs"]))
     result: dict[str, Any] = {
-        "kind": "plan", "profile": profile.to_dict(), "corpus": corpus, "corpus_tokens": stats,
+        "kind": "plan", "profile": profile.to_dict(), "corpus": corpus, "corpus_tokens": stats, "layout": layout,
         "prompt_tokens": prompt, "per_document_tokens": per_doc, "output_tokens_per_doc": output_per_doc,
         "output_per_doc_source": "eval run" if evaluation else f"assumed {DEFAULT_OUTPUT_PER_DOC:g} (no eval run given)",
         "output_sd_per_doc": output_sd,

@@ -18,7 +18,7 @@ import dspy
 
 from toolkit.documents import Document
 from toolkit.executor import DocumentOutcome, ExecutionReport, Executor, ProgressFn, RunStopped
-from toolkit.extraction import BatchExtractor, ExtractionSettings, to_result
+from toolkit.extraction import BatchExtractor, ExtractionSettings, resolve_layout, to_result
 from toolkit.lm import ResolvedLM, resolve_lm
 from toolkit.metrics import AttemptRecord, RunMetrics
 from toolkit.models import BatchExtractionResult, DocumentBatch, ProcessingMetrics, ValidationCounts
@@ -56,7 +56,7 @@ def measure_reserves(settings: ExtractionSettings, model: str) -> tuple[int, int
         docs = [Document(f"{_PROBE_ID}{i}", "x") for i in range(n)]
         request = extractor._request(docs)
         request.pop("config")
-        messages = extractor.adapter.format(extractor.predict.signature, demos=extractor.predict.demos, inputs=request)
+        messages = extractor.adapter.format(extractor.predict.signature, demos=extractor.demos, inputs=request)
         return sum(counter.count(m["content"]) for m in messages) + 4 * len(messages)
 
     one, two = size(1), size(2)
@@ -97,7 +97,8 @@ class ExtractionService:
                  api_base: str | None = None) -> None:
         self.resolved = lm if isinstance(lm, ResolvedLM) else resolve_lm(lm, api_base=api_base)
         self.settings = settings or ExtractionSettings()
-        self.extractor = BatchExtractor(self.settings)
+        self.layout = resolve_layout(self.settings.layout, self.resolved.kind)
+        self.extractor = BatchExtractor(self.settings, self.layout)
         self.policy = policy or default_policy(self.resolved)
         self._packing = packing
         self.metrics = RunMetrics()
@@ -119,17 +120,12 @@ class ExtractionService:
     async def extract_one(self, batch: DocumentBatch) -> BatchExtractionResult:
         """The executor's ``extract_fn``: one DSPy call on one (sub-)batch."""
         allowed = self._reserved.pop(batch.batch_id, None) or self.allowance(batch)
-        with dspy.context(lm=self.resolved.lm, track_usage=True):
+        with dspy.context(lm=self.resolved.lm):
             prediction = await self.extractor.acall(list(batch.documents), max_tokens=allowed)
-        validated = prediction.validated
-        usage = _usage(prediction)
-        truncated = usage[1] is not None and usage[1] >= allowed
-        if truncated:
-            self._cut.update(batch.document_ids)
-        if truncated or validated.counts.repaired:  # the reply was cut (or mended): its tail is suspect
-            validated.drop_last_record()
+        validated, usage = prediction.validated, prediction.usage
+        self._cut.update(prediction.cut)
         self.validation.add(validated.counts)
-        self.extractor.sizer.observe(batch.batch_size, usage[1], truncated=truncated)
+        self.extractor.sizer.observe(prediction.documents_asked, usage[1], truncated=bool(prediction.cut))
         return to_result(batch, validated, usage)
 
     def allowance(self, batch: DocumentBatch) -> int:
@@ -180,16 +176,6 @@ class ExtractionService:
 
     def get_batch_metrics(self) -> ProcessingMetrics:
         return self.metrics.get_statistics()
-
-
-def _usage(prediction: dspy.Prediction) -> tuple[int | None, int | None]:
-    try:
-        usage = prediction.get_lm_usage() or {}
-    except AttributeError:
-        return None, None
-    tokens_in = sum(u.get("prompt_tokens") or 0 for u in usage.values()) if usage else None
-    tokens_out = sum(u.get("completion_tokens") or 0 for u in usage.values()) if usage else None
-    return tokens_in, tokens_out
 
 
 _default: ExtractionService | None = None

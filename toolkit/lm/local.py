@@ -4,6 +4,8 @@ One llama context is not thread-safe, so calls on one :class:`LlamaEngine` are s
 lock (concurrency > 1 on the local model queues, it never corrupts state). JSON-schema output is
 grammar-constrained by llama.cpp. ``prompt_cache`` controls llama.cpp's reuse of the previous
 prompt's matching prefix: off, every call evaluates its whole prompt (a cold cache).
+:meth:`LlamaEngine.complete_many` answers several one-document prompts in one decode loop
+(:mod:`toolkit.lm.parallel`): their shared prefix evaluated once, their answers generated together.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import atexit
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -66,6 +68,7 @@ class LlamaEngine(SyncEngineMixin):
         self.seed = seed
         self.repeat_penalty = repeat_penalty
         self._llama: Any = None
+        self._parallel: Any = None
         self._lock = threading.Lock()
 
     @property
@@ -105,6 +108,25 @@ class LlamaEngine(SyncEngineMixin):
         return make_response(self.name, choice["message"].get("content") or "", choice.get("finish_reason") or "stop",
                              tokens_in, tokens_out)
 
+
+    def complete_many(self, prompts: Sequence[tuple[list[dict[str, str]], dict[str, Any] | None, int]]) -> list[Any]:
+        """Answers to ``(messages, JSON schema or None, max_tokens)`` prompts, decoded together in
+        one llama context (greedy; see :class:`~toolkit.lm.parallel.ParallelDecoder`): each sequence
+        sees exactly its own prompt. With ``prompt_cache`` on, the part of the shared prefix the
+        previous call left in the context is reused. A list of :class:`~toolkit.lm.parallel.Generated`."""
+        from toolkit.lm.parallel import ParallelDecoder
+
+        with self._lock:
+            llama = self._load()
+            if self._parallel is None:
+                self._parallel = ParallelDecoder(llama, max_sequences=MAX_SEQUENCES, n_ctx=max(16384, self.n_ctx))
+                _OPEN.append(self._parallel)
+            tokens = [self._parallel.tokenize(messages) for messages, _, _ in prompts]
+            return self._parallel.generate(tokens, [schema for _, schema, _ in prompts], [m for _, _, m in prompts],
+                                           keep_prefix=self.prompt_cache)
+
+
+MAX_SEQUENCES = 16  # prompts decoded together at most (documents per batch on the local model)
 
 _ENGINES: dict[tuple[str, bool], LlamaEngine] = {}
 _ENGINES_LOCK = threading.Lock()
