@@ -23,7 +23,8 @@ def measure(model: str, docs: int, sizes: list[int]) -> dict:
     pairs = list(iter_gold("ncbi-disease"))[:docs]
     documents = [d for d, _ in pairs]
     gold = {d.id: g for d, g in pairs}
-    service = ExtractionService(f"local:{model}", ExtractionSettings(entity_types=("DISEASE",), relationships=False))
+    settings = ExtractionSettings(entity_types=("DISEASE",), relationships=False, layout="packed")
+    service = ExtractionService(f"local:{model}", settings)
     out: dict = {"model": model, "docs": docs}
     for size in sizes:
         start = time.perf_counter()

@@ -218,6 +218,8 @@ def test_layouts_resolve_by_lm_kind() -> None:
     assert resolve_layout("auto", "local") == "parallel"
     assert resolve_layout("auto", "emulated") == resolve_layout("auto", "provider") == "packed"
     assert resolve_layout("packed", "local") == "packed"
+    with pytest.raises(ValueError, match="needs the local model"):
+        resolve_layout("parallel", "provider")
     with pytest.raises(ValueError, match="unknown layout"):
         ExtractionSettings(layout="interleaved")
     with pytest.raises(ValueError, match="layout must be"):

@@ -251,7 +251,7 @@ def _add_extraction_args(parser: argparse.ArgumentParser) -> None:
 def _add_layout_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", choices=("auto", "packed", "parallel"), default="auto",
                         help="a batch as one packed prompt, or as one-document prompts decoded together (the "
-                             "local model; one after another elsewhere); auto: parallel on the local model")
+                             "local model only); auto: parallel on the local model, packed elsewhere")
 
 
 def build_parser() -> argparse.ArgumentParser:

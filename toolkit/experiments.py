@@ -159,7 +159,8 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
     if not documents:
         raise ValueError(f"{corpus}: no documents")
     probe = resolve_lm(lm)
-    settings = ExtractionSettings(relationships=False, layout=layout, **({"entity_types": tuple(types)} if types else {}),
+    settings = ExtractionSettings(relationships=False, layout=layout,
+                                  **({"entity_types": tuple(types)} if types else {}),
                                   **({"output_tokens_per_doc": output_tokens_per_doc} if output_tokens_per_doc else {}))
     has_cache = probe.kind == "local" or (probe.kind == "emulated" and probe.engine.profile.prompt_cache)
     plan = {"A": (1, "1", False), "A_warm": (1, "1", True), "B": (max_docs, "1", False),
@@ -183,7 +184,8 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
     out: dict[str, Any] = {
         "kind": "bench", "lm": lm, "model_id": probe.model_id, "emulated": probe.emulated, "corpus": corpus,
         "documents": len(documents), "max_docs": max_docs, "budget": budget, "concurrency": concurrency,
-        "interleaved_chunk": chunk, "layout": resolve_layout(layout, probe.kind), "prompt_cache_available": has_cache, "settings": settings.to_dict(),
+        "interleaved_chunk": chunk, "layout": resolve_layout(layout, probe.kind), "prompt_cache_available": has_cache,
+        "settings": settings.to_dict(),
         "machine": machine(), "configs": configs,
         "calls": [] if probe.emulated else [c for name, runs in parts.items() for r in runs for c in r.calls(plan[name][2])],
         "speedup_b_vs_a": seconds["A"] / seconds["B"] if seconds["B"] else None,

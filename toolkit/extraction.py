@@ -449,6 +449,9 @@ def resolve_layout(layout: str, lm_kind: str) -> str:
     model (llama.cpp decodes the batch's one-document prompts together) and ``packed`` elsewhere."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; layouts: {', '.join(LAYOUTS)}")
+    if layout == "parallel" and lm_kind != "local":  # it would be one call per document: --max-docs 1
+        raise ValueError("the parallel layout needs the local model (llama.cpp decodes the prompts together); "
+                         "elsewhere use --layout packed, or --max-docs 1 for one document per call")
     if layout != "auto":
         return layout
     return "parallel" if lm_kind == "local" else "packed"
@@ -492,15 +495,13 @@ class _BatchCalls:
             raise exc
         self.pending.clear()
 
-    def accept(self, reply: RawReply, tokens_in: int, tokens_out: int, truncated: bool | None = None) -> None:
-        """The reply to the next pending call; ``truncated`` defaults to ``tokens_out >= max_tokens``."""
+    def accept(self, reply: RawReply, tokens_in: int, tokens_out: int, truncated: bool) -> None:
+        """The reply to the next pending call; ``truncated``: it used all of ``max_tokens``."""
         documents = self.pending.pop(0)
         self.asked += len(documents)
         self.usage[0] += tokens_in
         self.usage[1] += tokens_out
         validated = validate_reply(reply, documents, self.extractor.settings)
-        if truncated is None:
-            truncated = tokens_out >= self.max_tokens
         if truncated:
             self.cut.extend(d.id for d in documents)
         if truncated or validated.counts.repaired:  # the reply was cut (or mended): its tail is suspect
