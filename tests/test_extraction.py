@@ -12,16 +12,17 @@ from dspy.utils.dummies import DummyLM
 
 from toolkit.documents import Document
 from toolkit.errors import MalformedReply
-from toolkit.lm.parallel import Generated
 from toolkit.extraction import (
     BatchExtractor,
     ExtractionSettings,
     RawReply,
+    end_repetition,
     parse_reply,
     resolve_layout,
     response_schema,
     validate_reply,
 )
+from toolkit.lm.parallel import Generated
 
 DOCS = [
     Document("d1", "Cystic fibrosis is caused by mutations in CFTR."),
@@ -169,8 +170,9 @@ class TogetherEngine:
         self.answers = answers  # (text, finish_reason) per prompt
         self.prompts: list = []
 
-    def complete_many(self, prompts: list) -> list[Generated]:
+    def complete_many(self, prompts: list, until: object = None) -> list[Generated]:
         self.prompts.extend(prompts)
+        self.until = until
         return [Generated(text, 100, 10, reason) for text, reason in self.answers[: len(prompts)]]
 
 
@@ -194,6 +196,7 @@ def test_parallel_layout_gives_every_document_the_one_document_prompt() -> None:
     assert [e.text for e in prediction.validated.entities["d1"]] == ["CFTR"]
     assert prediction.validated.missing_ids == ["d2"] and prediction.cut == ["d2"]
     assert prediction.usage == (200, 20) and prediction.documents_asked == 2
+    assert engine.until("x") is None  # loops are ended by end_repetition
 
 
 def test_parallel_layout_elsewhere_is_one_call_per_document() -> None:
@@ -277,3 +280,15 @@ def test_output_allowance_learns_from_replies_and_grows_back_after_truncation() 
     fixed = OutputSizer(ExtractionSettings(output_tokens_per_doc=256, adaptive_output=False), warmup=1)
     fixed.observe(4, 8, False)
     assert fixed.allowance(4) == settings.max_tokens(4)
+
+
+def test_a_looping_reply_is_ended_at_its_last_new_entity() -> None:
+    head = '{"results": [{"id": "x", "entities": ['
+    entity = '{{"text": "{}", "type": "DISEASE"}}'
+    loop = head + ", ".join(entity.format(t) for t in "ABCAB") + ", "  # a token may close the object with its comma
+    ended = end_repetition(loop)
+    assert ended is not None and json.loads(ended) == json.loads(head + ", ".join(entity.format(t) for t in "ABC") + "]}]}")
+    assert json.loads(end_repetition(head + ", ".join(entity.format(t) for t in "AAA"), relationships=True)) == {
+        "results": [{"id": "x", "entities": [{"text": "A", "type": "DISEASE"}], "relationships": []}]}
+    assert end_repetition(head + ", ".join(entity.format(t) for t in "ABA")) is None  # one repeat is not a loop
+    assert end_repetition(head + ", ".join(entity.format(t) for t in "ABCAB") + ', {"text": "D') is None

@@ -19,6 +19,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import dspy
@@ -336,6 +337,23 @@ class BatchJSONAdapter(dspy.JSONAdapter):
         return {"results": parse_reply(completion)}
 
 
+_ENTITY_OBJECT = re.compile(r'\{"text":\s*"((?:[^"\\]|\\.)*)",\s*"type":\s*"([^"\\]*)"\}')
+
+
+def end_repetition(text: str, relationships: bool = False) -> str | None:
+    """A one-document reply ended before a loop: when the entity it has just closed and the one
+    before both repeat earlier ones (a small model's greedy loop, which would run to the output
+    ceiling), the reply as of its last new entity, closed; else None. Validation drops repeats
+    anyway, so nothing a complete reply would keep is lost, and the document is not re-sent."""
+    found = list(_ENTITY_OBJECT.finditer(text))
+    if len(found) < 3 or text[found[-1].end():].strip(" ,\n"):  # only right after an entity closes
+        return None
+    keys = [(normalise(m.group(1)), m.group(2)) for m in found]
+    if keys[-1] not in keys[:-1] or keys[-2] not in keys[:-2]:
+        return None
+    return text[: found[-3].end()] + "]" + (', "relationships": []' if relationships else "") + "}]}"
+
+
 # ----------------------------------------------------------------------------------- validation
 def normalise(text: str) -> str:
     return " ".join(text.casefold().split())
@@ -523,7 +541,7 @@ class _BatchCalls:
             config = request.pop("config")
             messages = ex.adapter.format(ex.predict.signature, demos=ex.demos, inputs=request)
             prompts.append((messages, schema_of(config.get("response_format")), self.max_tokens))
-        for answer in engine.complete_many(prompts):
+        for answer in engine.complete_many(prompts, until=partial(end_repetition, relationships=ex.settings.relationships)):
             try:
                 reply = parse_reply(answer.text)
             except MalformedReply:

@@ -14,7 +14,7 @@ import atexit
 import os
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -109,11 +109,13 @@ class LlamaEngine(SyncEngineMixin):
                              tokens_in, tokens_out)
 
 
-    def complete_many(self, prompts: Sequence[tuple[list[dict[str, str]], dict[str, Any] | None, int]]) -> list[Any]:
+    def complete_many(self, prompts: Sequence[tuple[list[dict[str, str]], dict[str, Any] | None, int]],
+                      until: Callable[[str], str | None] | None = None) -> list[Any]:
         """Answers to ``(messages, JSON schema or None, max_tokens)`` prompts, decoded together in
         one llama context (greedy; see :class:`~toolkit.lm.parallel.ParallelDecoder`): each sequence
         sees exactly its own prompt. With ``prompt_cache`` on, the part of the shared prefix the
-        previous call left in the context is reused. A list of :class:`~toolkit.lm.parallel.Generated`."""
+        previous call left in the context is reused; ``until`` may end an answer early (see
+        :meth:`~toolkit.lm.parallel.ParallelDecoder.generate`). A list of :class:`~toolkit.lm.parallel.Generated`."""
         from toolkit.lm.parallel import ParallelDecoder
 
         with self._lock:
@@ -123,7 +125,7 @@ class LlamaEngine(SyncEngineMixin):
                 _OPEN.append(self._parallel)
             tokens = [self._parallel.tokenize(messages) for messages, _, _ in prompts]
             return self._parallel.generate(tokens, [schema for _, schema, _ in prompts], [m for _, _, m in prompts],
-                                           keep_prefix=self.prompt_cache)
+                                           keep_prefix=self.prompt_cache, until=until)
 
 
 MAX_SEQUENCES = 16  # prompts decoded together at most (documents per batch on the local model)

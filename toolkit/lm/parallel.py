@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ class Generated:
     text: str
     prompt_tokens: int  # tokens of this prompt evaluated for it (the shared prefix once, on the first)
     completion_tokens: int
-    finish_reason: str
+    finish_reason: str  # stop, length (max_tokens reached) or repeat (ended by ``until``)
 
 
 class ParallelDecoder:
@@ -59,6 +60,7 @@ class ParallelDecoder:
             bos_token=llama._model.token_get_text(bos) if bos != -1 else "",
         )
         self._prefix: list[int] = []  # the shared prefix in the context (for keep_prefix)
+        self._closing: dict[int, bool] = {}
         self._full = _internals.LlamaTokenDataArray(n_vocab=self.n_vocab)
         self._one = _internals.LlamaTokenDataArray(n_vocab=1)
 
@@ -138,10 +140,13 @@ class ParallelDecoder:
         return reuse
 
     def generate(self, prompts: list[list[int]], schemas: list[dict[str, Any] | None],
-                 max_tokens: list[int], keep_prefix: bool = False) -> list[Generated]:
+                 max_tokens: list[int], keep_prefix: bool = False,
+                 until: Callable[[str], str | None] | None = None) -> list[Generated]:
         """Answers to ``prompts`` (token lists), each under its JSON schema and ``max_tokens``.
         ``keep_prefix``: reuse what the previous call's shared prefix has in common with this one's
-        (a warm prompt cache); otherwise every call starts from an empty context."""
+        (a warm prompt cache); otherwise every call starts from an empty context. ``until(text)``,
+        asked whenever an answer closes a JSON object, may end that answer early: it returns the
+        answer's final text (finish reason ``repeat``), or None to go on."""
         import llama_cpp
         from llama_cpp.llama_grammar import LlamaGrammar
 
@@ -173,6 +178,7 @@ class ParallelDecoder:
                     if (g := _grammar(LlamaGrammar, schema)) is not None else None for schema in schemas]
         try:
             out: list[list[int]] = [[] for _ in range(n)]
+            final: dict[int, str] = {}
             reason = ["length"] * n
             position = [len(p) for p in prompts]
             live = list(range(n))
@@ -187,6 +193,10 @@ class ParallelDecoder:
                     if grammars[s] is not None:
                         llama_cpp.llama_sampler_accept(grammars[s], token)
                     out[s].append(token)
+                    if until is not None and self._closes(token) and (text := until(self._text(out[s]))) is not None:
+                        final[s], reason[s] = text, "repeat"
+                        live.remove(s)
+                        continue
                     if len(out[s]) >= max_tokens[s]:
                         live.remove(s)
                         continue
@@ -201,8 +211,17 @@ class ParallelDecoder:
             for g in grammars:
                 if g is not None:
                     llama_cpp.llama_sampler_free(g)
-        return [Generated(self.llama.detokenize(out[s]).decode("utf-8", errors="ignore"),
-                          len(prompts[s]) - (reuse if s == 0 else shared), len(out[s]), reason[s]) for s in range(n)]
+        return [Generated(final.get(s) or self._text(out[s]), len(prompts[s]) - (reuse if s == 0 else shared),
+                          len(out[s]), reason[s]) for s in range(n)]
+
+    def _text(self, tokens: list[int]) -> str:
+        return self.llama.detokenize(tokens).decode("utf-8", errors="ignore")
+
+    def _closes(self, token: int) -> bool:
+        """Whether ``token``'s text closes a JSON object."""
+        if token not in self._closing:
+            self._closing[token] = "}" in self._text([token])
+        return self._closing[token]
 
 
 def _grammar(cls: Any, schema: dict[str, Any] | None) -> Any:
