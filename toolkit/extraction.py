@@ -389,7 +389,7 @@ class ValidatedBatch:
         self.counts.missing_ids += 1
 
     def merge(self, other: ValidatedBatch) -> None:
-        """Add another call's findings (a session's turn) to this batch's."""
+        """Add another call's findings (one document's answer in the parallel layout) to this batch's."""
         self.entities.update(other.entities)
         self.relationships.update(other.relationships)
         self.counts.add(other.counts)
