@@ -129,9 +129,7 @@ def test_prompts_decoded_together_share_their_prefix_and_one_is_decoded_exactly(
     extractor = BatchExtractor(settings, "parallel")
     prompts = []
     for document, _ in devel_pairs[:2]:
-        request = extractor._request([document])
-        request.pop("config")
-        messages = extractor.adapter.format(extractor.predict.signature, demos=extractor.demos, inputs=request)
+        messages, _ = extractor.messages([document])
         prompts.append((messages, response_schema([document.id], settings)["json_schema"]["schema"], 200))
     engine = shared_engine(weights.DEFAULT_MODEL, prompt_cache=False)
     alone = engine.complete_many(prompts[:1])[0]

@@ -123,9 +123,10 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
             positions.append({"config": r.name, "position": pos, **prf.to_dict()})
         for t in scored:
             rows[-1][f"f1_{t}"] = score(gold, pred, (t,), gold_map=gold_map).f1
+    probe = resolve_lm(lm)
     return {
-        "kind": "eval", "gold": str(gold_source), "lm": lm, "model_id": resolve_lm(lm).model_id,
-        "layout": resolve_layout(layout, resolve_lm(lm).kind),
+        "kind": "eval", "gold": str(gold_source), "lm": lm, "model_id": probe.model_id,
+        "layout": resolve_layout(layout, probe.kind),
         "emulated": lm.startswith("emulated:"), "documents": len(documents),
         "types_scored": list(scored), "gold_map": gold_map, "prompt_cache": prompt_cache,
         "settings": settings.to_dict(), "machine": machine(), "configs": rows, "by_position": positions,

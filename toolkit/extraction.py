@@ -499,7 +499,7 @@ class _BatchCalls:
             self.pending = [self.documents]
             self.max_tokens = max_tokens or extractor.max_tokens(n)
         self.validated = ValidatedBatch()
-        self.usage = [0, 0]
+        self.usage: list[int] | None = None  # (prompt, output) tokens; None while no call reported usage
         self.asked = 0  # documents sent so far
         self.cut: list[str] = []  # documents of replies cut off by max_tokens
 
@@ -513,12 +513,13 @@ class _BatchCalls:
             raise exc
         self.pending.clear()
 
-    def accept(self, reply: RawReply, tokens_in: int, tokens_out: int, truncated: bool) -> None:
-        """The reply to the next pending call; ``truncated``: it used all of ``max_tokens``."""
+    def accept(self, reply: RawReply, usage: tuple[int, int] | None, truncated: bool) -> None:
+        """The reply to the next pending call, its (prompt, output) tokens if the LM reported them;
+        ``truncated``: it used all of ``max_tokens``."""
         documents = self.pending.pop(0)
         self.asked += len(documents)
-        self.usage[0] += tokens_in
-        self.usage[1] += tokens_out
+        if usage is not None:
+            self.usage = [a + b for a, b in zip(self.usage or [0, 0], usage)]
         validated = validate_reply(reply, documents, self.extractor.settings)
         if truncated:
             self.cut.extend(d.id for d in documents)
@@ -528,30 +529,31 @@ class _BatchCalls:
 
     def accept_usage(self, prediction: dspy.Prediction, tracker: Any) -> None:
         totals = list(tracker.get_total_tokens().values())
-        tokens_in = sum(u.get("prompt_tokens") or 0 for u in totals)
-        tokens_out = sum(u.get("completion_tokens") or 0 for u in totals)
-        self.accept(prediction.results, tokens_in, tokens_out, truncated=bool(totals) and tokens_out >= self.max_tokens)
+        if not totals:
+            self.accept(prediction.results, None, truncated=False)
+            return
+        usage = (sum(u.get("prompt_tokens") or 0 for u in totals), sum(u.get("completion_tokens") or 0 for u in totals))
+        self.accept(prediction.results, usage, truncated=usage[1] >= self.max_tokens)
 
     def together(self, engine: Any) -> None:
         """All pending one-document prompts through ``engine.complete_many`` at once."""
         ex = self.extractor
         prompts = []
         for documents in self.pending:
-            request = ex._request(documents, self.max_tokens)
-            config = request.pop("config")
-            messages = ex.adapter.format(ex.predict.signature, demos=ex.demos, inputs=request)
+            messages, config = ex.messages(documents, self.max_tokens)
             prompts.append((messages, schema_of(config.get("response_format")), self.max_tokens))
-        for answer in engine.complete_many(prompts, until=partial(end_repetition, relationships=ex.settings.relationships)):
+        until = partial(end_repetition, relationships=ex.settings.relationships)
+        for answer in engine.complete_many(prompts, until=until):
             try:
                 reply = parse_reply(answer.text)
             except MalformedReply:
                 reply = RawReply(items=[], repaired=True, text=answer.text)
-            self.accept(reply, answer.prompt_tokens, answer.completion_tokens, answer.finish_reason == "length")
+            self.accept(reply, (answer.prompt_tokens, answer.completion_tokens), answer.finish_reason == "length")
 
     def result(self) -> dspy.Prediction:
         self.validated.settle(self.documents)
-        return dspy.Prediction(validated=self.validated, usage=tuple(self.usage), cut=self.cut,
-                               documents_asked=self.asked)
+        usage = tuple(self.usage) if self.usage else (None, None)
+        return dspy.Prediction(validated=self.validated, usage=usage, cut=self.cut, documents_asked=self.asked)
 
 
 class BatchExtractor(dspy.Module):
@@ -590,6 +592,14 @@ class BatchExtractor(dspy.Module):
             "entity_types": list(self.settings.entity_types),
             "config": config,
         }
+
+    def messages(self, documents: Sequence[Document],
+                 max_tokens: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The chat messages of a call on ``documents`` (as the adapter formats them, worked
+        example included) and its LM config (``max_tokens``, temperature, response format)."""
+        request = self._request(documents, max_tokens)
+        config = request.pop("config")
+        return self.adapter.format(self.predict.signature, demos=self.demos, inputs=request), config
 
     def _engine(self, calls: _BatchCalls) -> Any:
         """The LM's engine if it decodes several prompts together (then a batch of one document

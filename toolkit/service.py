@@ -54,9 +54,7 @@ def measure_reserves(settings: ExtractionSettings, model: str) -> tuple[int, int
 
     def size(n: int) -> int:
         docs = [Document(f"{_PROBE_ID}{i}", "x") for i in range(n)]
-        request = extractor._request(docs)
-        request.pop("config")
-        messages = extractor.adapter.format(extractor.predict.signature, demos=extractor.demos, inputs=request)
+        messages, _ = extractor.messages(docs)
         return sum(counter.count(m["content"]) for m in messages) + 4 * len(messages)
 
     one, two = size(1), size(2)

@@ -108,7 +108,6 @@ class LlamaEngine(SyncEngineMixin):
         return make_response(self.name, choice["message"].get("content") or "", choice.get("finish_reason") or "stop",
                              tokens_in, tokens_out)
 
-
     def complete_many(self, prompts: Sequence[tuple[list[dict[str, str]], dict[str, Any] | None, int]],
                       until: Callable[[str], str | None] | None = None) -> list[Any]:
         """Answers to ``(messages, JSON schema or None, max_tokens)`` prompts, decoded together in
