@@ -148,3 +148,24 @@ def test_prompts_decoded_together_share_their_prefix_and_one_is_decoded_exactly(
     warm.complete_many(prompts[1:])  # leaves the instructions and the worked example in the context
     again = warm.complete_many(prompts[:1])[0]
     assert 0 < again.prompt_tokens < alone.prompt_tokens / 2 and again.finish_reason == "stop"
+
+
+def test_a_greedy_loop_is_ended_at_its_last_new_entity(local_model: str, devel_pairs: list) -> None:
+    """Abstract 9056547 makes the model repeat one mention up to the output ceiling; the loop guard
+    ends the answer (also when a fast-forward has already opened the next entity) with each mention once."""
+    from functools import partial
+
+    from toolkit.extraction import BatchExtractor, end_repetition, response_schema
+    from toolkit.lm.local import shared_engine
+
+    settings = ExtractionSettings(entity_types=("DISEASE",), relationships=False)
+    document = next(d for d, _ in devel_pairs if d.id == "9056547")
+    messages, _ = BatchExtractor(settings, "parallel").messages([document])
+    prompt = (messages, response_schema([document.id], settings)["json_schema"]["schema"], 300)
+    engine = shared_engine(weights.DEFAULT_MODEL, prompt_cache=False)
+    looping, = engine.complete_many([prompt])
+    ended, = engine.complete_many([prompt], until=partial(end_repetition, relationships=False))
+    assert looping.finish_reason == "length" and looping.completion_tokens == 300
+    assert ended.finish_reason == "repeat" and ended.completion_tokens < 150
+    mentions = [e["text"] for e in json.loads(ended.text)["results"][0]["entities"]]
+    assert mentions and len(mentions) == len(set(mentions)) and looping.text.startswith(ended.text[:-4])

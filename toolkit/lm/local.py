@@ -5,7 +5,8 @@ lock (concurrency > 1 on the local model queues, it never corrupts state). JSON-
 grammar-constrained by llama.cpp. ``prompt_cache`` controls llama.cpp's reuse of the previous
 prompt's matching prefix: off, every call evaluates its whole prompt (a cold cache).
 :meth:`LlamaEngine.complete_many` answers several one-document prompts in one decode loop
-(:mod:`toolkit.lm.parallel`): their shared prefix evaluated once, their answers generated together.
+(:mod:`toolkit.lm.parallel`): their shared prefix evaluated once, their answers generated together
+under llguidance's JSON grammar, what the grammar forces fast-forwarded.
 """
 
 from __future__ import annotations
