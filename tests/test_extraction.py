@@ -199,6 +199,15 @@ def test_parallel_layout_gives_every_document_the_one_document_prompt() -> None:
     assert engine.until("x") is None  # loops are ended by end_repetition
 
 
+def test_an_answer_ended_at_a_loop_is_kept_and_counted() -> None:
+    engine = TogetherEngine([('{"results": [{"id": "d1", "entities": [{"text": "CFTR", "type": "GENE"}]}]}', "repeat"),
+                             ('{"results": [{"id": "d2", "entities": []}]}', "stop")])
+    with dspy.context(lm=TogetherLM(engine)):
+        validated = BatchExtractor(SETTINGS, "parallel")(DOCS).validated
+    assert [e.text for e in validated.entities["d1"]] == ["CFTR"] and validated.entities["d2"] == []
+    assert validated.counts.loops_ended == 1 and not validated.missing_ids
+
+
 def test_parallel_layout_elsewhere_is_one_call_per_document() -> None:
     lm = DummyLM([{"results": '[{"id": "d1", "entities": [{"text": "CFTR", "type": "GENE"}]}]'},
                   {"results": '[{"id": "d2", "entities": [{"text": "tetrabenazine", "type": "DRUG"}]}]'}])
@@ -246,7 +255,7 @@ def test_recorded_real_replies_validate_as_recorded(case: dict, ncbi_devel) -> N
     documents = [by_id[i] for i in case["document_ids"]]
     settings = ExtractionSettings(entity_types=tuple(case["settings"]["entity_types"]), relationships=False)
     out = validate_reply(parse_reply(case["reply"]), documents, settings)
-    assert vars(out.counts) == case["counts"]
+    assert vars(out.counts) == {"loops_ended": 0, **case["counts"]}  # recorded before loops were counted
     for doc_id, entities in out.entities.items():  # nothing kept under a document it is not in
         text = by_id[doc_id].text
         assert all(text[e.start:e.end].casefold().split() == e.text.casefold().split() for e in entities)

@@ -513,14 +513,15 @@ class _BatchCalls:
             raise exc
         self.pending.clear()
 
-    def accept(self, reply: RawReply, usage: tuple[int, int] | None, truncated: bool) -> None:
+    def accept(self, reply: RawReply, usage: tuple[int, int] | None, truncated: bool, loop_ended: bool = False) -> None:
         """The reply to the next pending call, its (prompt, output) tokens if the LM reported them;
-        ``truncated``: it used all of ``max_tokens``."""
+        ``truncated``: it used all of ``max_tokens``; ``loop_ended``: the loop guard ended it."""
         documents = self.pending.pop(0)
         self.asked += len(documents)
         if usage is not None:
             self.usage = [a + b for a, b in zip(self.usage or [0, 0], usage)]
         validated = validate_reply(reply, documents, self.extractor.settings)
+        validated.counts.loops_ended = int(loop_ended)
         if truncated:
             self.cut.extend(d.id for d in documents)
         if truncated or validated.counts.repaired:  # the reply was cut (or mended): its tail is suspect
@@ -548,7 +549,8 @@ class _BatchCalls:
                 reply = parse_reply(answer.text)
             except MalformedReply:
                 reply = RawReply(items=[], repaired=True, text=answer.text)
-            self.accept(reply, (answer.prompt_tokens, answer.completion_tokens), answer.finish_reason == "length")
+            self.accept(reply, (answer.prompt_tokens, answer.completion_tokens), answer.finish_reason == "length",
+                        loop_ended=answer.finish_reason == "repeat")
 
     def result(self) -> dspy.Prediction:
         self.validated.settle(self.documents)

@@ -120,6 +120,7 @@ class ValidationCounts:
     duplicate_records: int = 0
     malformed_records: int = 0
     missing_ids: int = 0
+    loops_ended: int = 0  # one-document answers ended at a greedy loop (the parallel layout's guard)
 
     def add(self, other: ValidationCounts) -> None:
         for key, value in vars(other).items():

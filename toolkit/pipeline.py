@@ -34,6 +34,9 @@ from toolkit.store.dialect import MAX_ID_CHARS
 from toolkit.tokens import get_counter
 
 DEFAULT_CORPUS = "pubmed-sample"
+# counts summed over the service runs of one job (one per chunk of documents)
+_SUMMED = ("batches", "calls", "retries", "splits", "requeued", "ungrounded", "leaks", "repaired", "dropped",
+           "missing_ids", "unknown_ids", "loops_ended", "tokens_in", "tokens_out")
 
 
 @dataclass(frozen=True)
@@ -291,16 +294,14 @@ def _summary(run_id: str, db: Store, tally: _Tally, runs: list[ServiceRun], wall
     merged: dict[str, Any] = {}
     if runs:
         parts = [extraction_summary(r, wall, service.resolved.emulated) for r in runs]
-        for key in ("batches", "calls", "retries", "splits", "requeued", "ungrounded", "leaks", "repaired", "dropped",
-                    "missing_ids", "unknown_ids", "tokens_in", "tokens_out"):
+        for key in _SUMMED:
             merged[key] = sum(p[key] for p in parts)
         merged["virtual_seconds"] = sum(r.report.seconds for r in runs) if service.resolved.emulated else None
         kept = sum(r.validation.entities for r in runs)
         judged = kept + merged["ungrounded"] + merged["leaks"]
         merged["grounded_rate"] = kept / judged if judged else None
     else:
-        merged = {k: 0 for k in ("batches", "calls", "retries", "splits", "requeued", "ungrounded", "leaks", "repaired",
-                                 "dropped", "missing_ids", "unknown_ids", "tokens_in", "tokens_out")}
+        merged = dict.fromkeys(_SUMMED, 0)
         merged.update(virtual_seconds=None, grounded_rate=None)
     entity_counts = _entity_counts(db, run_id)
     entities = sum(entity_counts.get(i, 0) for i in extracted)
@@ -329,7 +330,7 @@ def _summary(run_id: str, db: Store, tally: _Tally, runs: list[ServiceRun], wall
         "zero_entity_docs": sum(1 for i in extracted if not entity_counts.get(i)),
         "grounded_rate": merged["grounded_rate"],
         **{k: merged[k] for k in ("leaks", "ungrounded", "repaired", "dropped", "missing_ids", "unknown_ids",
-                                  "tokens_in", "tokens_out")},
+                                  "loops_ended", "tokens_in", "tokens_out")},
         "wall_seconds": wall,
         "virtual_seconds": merged["virtual_seconds"],
         "docs_per_second": done_now / seconds if seconds else None,

@@ -39,6 +39,7 @@ def extraction_summary(run: ServiceRun, wall_seconds: float, emulated: bool = Fa
         "dropped": counts.dropped,
         "missing_ids": counts.missing_ids,
         "unknown_ids": counts.unknown_ids,
+        "loops_ended": counts.loops_ended,
         "tokens_in": sum(a.tokens_in or 0 for a in run.attempts),
         "tokens_out": sum(a.tokens_out or 0 for a in run.attempts),
         "wall_seconds": wall_seconds,
