@@ -25,6 +25,11 @@ from toolkit.report import extraction_summary
 from toolkit.service import ExtractionService, ServiceRun, default_policy
 
 
+# a configuration's counts: summed when its documents ran in several parts
+COUNTED = ("documents", "extracted", "failed", "lost", "batches", "calls", "retries", "tokens_in", "tokens_out",
+           "leaks", "ungrounded", "repaired", "missing_ids", "loops_ended")
+
+
 @dataclass
 class ConfigRun:
     """One configuration run over the documents: outcomes plus the figures that compare runs."""
@@ -46,8 +51,7 @@ class ConfigRun:
 
     def figures(self) -> dict[str, Any]:
         summary = extraction_summary(self.run, self.seconds)
-        keep = ("documents", "extracted", "failed", "lost", "batches", "calls", "retries", "docs_per_second",
-                "tokens_in", "tokens_out", "leaks", "ungrounded", "repaired", "missing_ids", "loops_ended")
+        keep = ("docs_per_second", *COUNTED)
         replies = [(a.documents_ok, float(a.tokens_out)) for a in self.run.attempts
                    if a.outcome == "ok" and a.tokens_out is not None and a.documents_ok]
         sd = output_per_document(replies)[1] if len(replies) > 1 else None
@@ -211,8 +215,7 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
 def _merge(runs: list[ConfigRun]) -> dict[str, Any]:
     figures = [r.figures() for r in runs]
     total: dict[str, Any] = {k: figures[0][k] for k in ("config", "max_docs", "budget", "concurrency")}
-    for key in ("documents", "extracted", "failed", "lost", "batches", "calls", "retries", "seconds", "tokens_in",
-                "tokens_out", "budget_tokens", "leaks", "ungrounded", "repaired", "missing_ids", "loops_ended"):
+    for key in ("seconds", "budget_tokens", *COUNTED):
         total[key] = sum(f[key] for f in figures)
     total["budget_tokens_ok"] = sum(a.budget_tokens for r in runs for a in r.run.attempts if a.outcome == "ok")
     total["docs_per_second"] = total["extracted"] / total["seconds"] if total["seconds"] else None
