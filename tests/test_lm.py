@@ -228,6 +228,18 @@ def test_calibrate_recovers_the_emulated_profile(tmp_path: Path) -> None:
     assert load_profile(str(out)).output_tokens_per_second == pytest.approx(80, rel=0.01)
 
 
+def test_calibrate_times_the_prompt_it_is_given(capsys: pytest.CaptureFixture[str]) -> None:
+    """Fewer types and no relationships: shorter prompts and answers than the default settings."""
+    args = ["calibrate", "--lm", "emulated:hosted-api", "--corpus", "sample", "--docs", "4", "--batch-sizes", "1,2",
+            "--json"]
+    sizes = []
+    for extra in ([], ["--types", "DISEASE", "--no-relationships"]):
+        assert main(args + extra) == 0
+        points = json.loads(capsys.readouterr().out)["profile"]["fit"]["points"]
+        sizes.append((sum(p[0] for p in points), sum(p[1] for p in points)))
+    assert sizes[1][0] < sizes[0][0] and sizes[1][1] < sizes[0][1]
+
+
 # ------------------------------------------------------------------------------- eval and bench
 def test_eval_measures_quality_and_speedup_against_one_document_per_call(tmp_path: Path, ncbi_devel: Path,
                                                                           capsys: pytest.CaptureFixture[str]) -> None:

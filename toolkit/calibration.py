@@ -139,9 +139,11 @@ def profile_from_results(path: str | Path) -> Any:
 
 
 def calibrate(lm: str = "local", corpus: str | None = None, docs: int = 8, batch_sizes: str | Sequence[int] = (1, 2, 4, 8),
-              out: str | Path | None = None, progress: bool = False, quadratic: bool | None = None) -> dict[str, Any]:
+              out: str | Path | None = None, progress: bool = False, quadratic: bool | None = None,
+              settings: Any = None) -> dict[str, Any]:
     """Run ``docs`` documents once per batch size on ``lm`` with a cold prompt cache, fit, report.
-    Default corpus: NCBI disease devel when ``../shared`` is present, else the bundled sample."""
+    Default corpus: NCBI disease devel when ``../shared`` is present, else the bundled sample;
+    default ``settings``: :class:`~toolkit.extraction.ExtractionSettings`' (the prompt to time)."""
     import time
 
     from toolkit.corpora import dedupe, load_corpus
@@ -158,7 +160,7 @@ def calibrate(lm: str = "local", corpus: str | None = None, docs: int = 8, batch
     if not documents:
         raise ValueError(f"{corpus}: no documents")
     resolved = resolve_lm(lm, prompt_cache=False)
-    service = ExtractionService(resolved, ExtractionSettings())
+    service = ExtractionService(resolved, settings or ExtractionSettings())
     records: list[AttemptRecord] = []
     start = time.perf_counter()
     for size in sizes:

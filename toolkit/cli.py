@@ -96,7 +96,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _extraction_settings(args: argparse.Namespace):
     from toolkit.extraction import ExtractionSettings
 
-    overrides = {"relationships": not args.no_relationships, "layout": args.layout}
+    overrides = {"relationships": not args.no_relationships, "layout": args.layout, "demos": args.demos,
+                 "shots": args.shots}
     if args.types:
         return ExtractionSettings(entity_types=tuple(t.strip() for t in args.types.split(",") if t.strip()), **overrides)
     return ExtractionSettings.preset(args.preset, **overrides)
@@ -154,7 +155,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from toolkit.calibration import calibrate
 
     result = calibrate(args.lm, corpus=args.corpus, docs=args.docs, batch_sizes=args.batch_sizes,
-                       out=args.out, progress=not args.json)
+                       out=args.out, progress=not args.json, settings=_extraction_settings(args))
     _print_report(result, args.json)
     return 0
 
@@ -168,7 +169,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     result = evaluate(args.gold, lm=args.lm, limit=args.limit, max_docs=_ints(args.max_docs),
                       budgets=_ints(args.budgets), types=args.types.split(",") if args.types else None,
-                      prompt_cache=args.warm_cache, layout=args.layout)
+                      prompt_cache=args.warm_cache, layout=args.layout, demos=args.demos, shots=args.shots)
     if args.out:
         result["files"] = [str(p) for p in write_results(result, args.out)]
     if args.json:
@@ -186,7 +187,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result = bench(args.lm, args.corpus, args.docs, max_docs=args.max_docs, budget=args.budget,
                    concurrency=args.concurrency, output_tokens_per_doc=args.output_reserve,
                    types=[t.strip().upper() for t in args.types.split(",")] if args.types else None,
-                   layout=args.layout)
+                   layout=args.layout, demos=args.demos, shots=args.shots)
     if args.out:
         result["files"] = [str(p) for p in write_results(result, args.out)]
     if args.json:
@@ -242,16 +243,27 @@ def _add_extraction_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lm", default="local",
                         help="local | local:MODEL | emulated:PROFILE | provider/model (e.g. openai/gpt-4o-mini)")
     parser.add_argument("--api-base", help="base URL of an OpenAI-compatible server (with --lm openai/NAME)")
+    _add_settings_args(parser)
+
+
+def _add_settings_args(parser: argparse.ArgumentParser) -> None:
+    """What to extract (read by :func:`_extraction_settings`)."""
     parser.add_argument("--preset", default="biomedical", help="entity type preset: biomedical or general")
     parser.add_argument("--types", help="comma-separated entity types (instead of --preset)")
     parser.add_argument("--no-relationships", action="store_true", help="extract entities only")
-    _add_layout_arg(parser)
+    _add_prompt_args(parser)
 
 
-def _add_layout_arg(parser: argparse.ArgumentParser) -> None:
+def _add_prompt_args(parser: argparse.ArgumentParser) -> None:
+    """``--layout``, and the worked example's ``--demos``/``--shots`` (every extracting command)."""
     parser.add_argument("--layout", choices=("auto", "packed", "parallel"), default="auto",
                         help="a batch as one packed prompt, or as one-document prompts decoded together (the "
                              "local model only); auto: parallel on the local model, packed elsewhere")
+    parser.add_argument("--demos", metavar="GOLD",
+                        help="annotated corpus (name, PubTator or CoNLL file) whose documents are the worked "
+                             "example instead of the built-in one, e.g. ncbi-disease-train")
+    parser.add_argument("--shots", type=int, default=2, help="documents drawn from --demos (default 2)")
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -318,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--corpus", help="corpus name or file (default: ncbi-disease if ../shared exists, else sample)")
     cal.add_argument("--docs", type=int, default=8, help="documents to run (each batch size runs over them)")
     cal.add_argument("--batch-sizes", default="1,2,4,8", help="documents per call, comma-separated")
+    _add_settings_args(cal)
     cal.add_argument("--out", help="write the fitted profile JSON here (usable as --lm emulated:PATH)")
     cal.add_argument("--json", action="store_true")
     cal.set_defaults(func=cmd_calibrate)
@@ -330,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--budgets", default="8192", help="token budgets to compare")
     ev.add_argument("--types", help="entity types to ask for (default: the corpus's, mapped)")
     ev.add_argument("--warm-cache", action="store_true", help="keep the local model's prompt cache on")
-    _add_layout_arg(ev)
+    _add_prompt_args(ev)
     ev.add_argument("--out", help="write results.json, CSV/Parquet tables and a PNG here")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
@@ -344,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--concurrency", default="auto:16", help="configuration C's concurrency")
     be.add_argument("--output-reserve", type=int, help="output tokens allowed per document (default 256)")
     be.add_argument("--types", help="comma-separated entity types to ask for (default: the biomedical preset)")
-    _add_layout_arg(be)
+    _add_prompt_args(be)
     be.add_argument("--out", help="write results.json, CSV/Parquet tables and a PNG here")
     be.add_argument("--json", action="store_true")
     be.set_defaults(func=cmd_bench)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toolkit.demos import demo_ids
 from toolkit.documents import Document, Entity
 from toolkit.evaluation import agreement, by_position, gold_mapping, score
 from toolkit.extraction import ExtractionSettings, output_per_document, resolve_layout
@@ -84,9 +85,12 @@ def run_config(resolved: ResolvedLM, settings: ExtractionSettings, documents: Se
 # -------------------------------------------------------------------------------------- evaluate
 def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_docs: Sequence[int] = (1, 4, 8),
              budgets: Sequence[int] = (8192,), types: Sequence[str] | None = None,
-             prompt_cache: bool = False, layout: str = "auto") -> dict[str, Any]:
+             prompt_cache: bool = False, layout: str = "auto", demos: str | None = None,
+             shots: int = 2) -> dict[str, Any]:
     """Quality and speed of each (max_docs, budget) on the same gold documents; one document per
-    call is always run first as the reference for speedup and agreement."""
+    call is always run first as the reference for speedup and agreement. ``demos``: a gold corpus
+    whose annotated documents are the worked example (see :mod:`toolkit.demos`); none of them may
+    be among the evaluated documents."""
     from toolkit.corpora import iter_gold
 
     pairs = list(iter_gold(gold_source))[: limit or None]
@@ -96,7 +100,10 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
     gold = {d.id: g for d, g in pairs}
     gold_map, scored = gold_mapping(e.type for g in gold.values() for e in g)
     asked = tuple(types) if types else scored
-    settings = ExtractionSettings(entity_types=asked, relationships=False, layout=layout)
+    settings = ExtractionSettings(entity_types=asked, relationships=False, layout=layout, demos=demos, shots=shots)
+    if demos and (shown := demo_ids(demos, shots, asked) & set(gold)):
+        raise ValueError(f"{len(shown)} demo documents of {demos} are evaluated documents too "
+                         f"({', '.join(sorted(shown))}): draw demos from another split (e.g. ncbi-disease-train)")
     grid = [(1, budgets[0])] + [(m, b) for b in budgets for m in max_docs if (m, b) != (1, budgets[0])]
     runs: list[ConfigRun] = []
     for m, b in grid:
@@ -144,7 +151,8 @@ BENCH_CONFIGS = ("A", "A_warm", "B", "C")
 
 def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 8192, concurrency: str = "auto:16",
           output_tokens_per_doc: int | None = None, interleave: int | None = None,
-          types: Sequence[str] | None = None, layout: str = "auto") -> dict[str, Any]:
+          types: Sequence[str] | None = None, layout: str = "auto", demos: str | None = None,
+          shots: int = 2) -> dict[str, Any]:
     """(A) one document per call, sequential, cold cache; (A') the same with the prompt cache warm
     (backends that have one); (B) packed, sequential; (C) packed, adaptive concurrency. Real LMs
     run in interleaved chunks of ``interleave`` documents (default ``4 x max_docs``), rotating the
@@ -164,7 +172,7 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
     if not documents:
         raise ValueError(f"{corpus}: no documents")
     probe = resolve_lm(lm)
-    settings = ExtractionSettings(relationships=False, layout=layout,
+    settings = ExtractionSettings(relationships=False, layout=layout, demos=demos, shots=shots,
                                   **({"entity_types": tuple(types)} if types else {}),
                                   **({"output_tokens_per_doc": output_tokens_per_doc} if output_tokens_per_doc else {}))
     has_cache = probe.kind == "local" or (probe.kind == "emulated" and probe.engine.profile.prompt_cache)

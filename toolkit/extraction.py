@@ -53,6 +53,8 @@ class ExtractionSettings:
     adaptive_output: bool = True  # size the output allowance from measured replies (see OutputSizer)
     schema: bool = True  # send a per-batch JSON schema (structured output) when the LM supports it
     demo: bool = True  # show the worked example (DEMO_DOCUMENTS) before every call
+    demos: str | None = None  # a gold corpus whose annotated documents replace it (see toolkit.demos)
+    shots: int = 2  # documents drawn from ``demos``
     layout: str = "auto"  # packed | parallel | auto (parallel on the local model), see resolve_layout
 
     def __post_init__(self) -> None:
@@ -63,6 +65,8 @@ class ExtractionSettings:
         object.__setattr__(self, "entity_types", tuple(t.upper() for t in self.entity_types))
         if self.layout not in LAYOUTS:
             raise ValueError(f"unknown layout {self.layout!r}; layouts: {', '.join(LAYOUTS)}")
+        if self.shots < 1:
+            raise ValueError(f"shots must be at least 1, got {self.shots}")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ExtractionSettings:
@@ -196,7 +200,15 @@ DEMO_RELATIONSHIPS = {"example-1": (("DMD gene", "dystrophin", "ENCODES"), ("pre
 
 
 def demo_example(settings: ExtractionSettings) -> dspy.Example:
-    """The worked example, restricted to ``settings``' entity types (and relationships)."""
+    """The worked example, restricted to ``settings``' entity types (and relationships); with
+    ``settings.demos``, ``settings.shots`` annotated documents of that corpus instead (entities only)."""
+    if settings.demos:
+        from toolkit.demos import gold_demos
+
+        shown = gold_demos(settings.demos, settings.shots, settings.entity_types)
+        return _example([DocumentIn(id=d.id, text=d.text) for d, _ in shown], settings, [
+            DocumentOut(id=d.id, entities=[EntityOut(text=t, type=k) for t, k in mentions], relationships=[])
+            for d, mentions in shown])
     wanted = set(settings.entity_types)
     results = []
     for doc_id, _ in DEMO_DOCUMENTS:
@@ -205,11 +217,12 @@ def demo_example(settings: ExtractionSettings) -> dspy.Example:
         rels = [RelationshipOut(source=a, target=b, type=r) for a, b, r in DEMO_RELATIONSHIPS[doc_id]
                 if settings.relationships and a in names and b in names]
         results.append(DocumentOut(id=doc_id, entities=entities, relationships=rels))
-    return dspy.Example(
-        documents=[DocumentIn(id=i, text=t) for i, t in DEMO_DOCUMENTS],
-        entity_types=list(settings.entity_types),
-        results=results,
-    ).with_inputs("documents", "entity_types")
+    return _example([DocumentIn(id=i, text=t) for i, t in DEMO_DOCUMENTS], settings, results)
+
+
+def _example(documents: list[DocumentIn], settings: ExtractionSettings, results: list[DocumentOut]) -> dspy.Example:
+    return dspy.Example(documents=documents, entity_types=list(settings.entity_types),
+                        results=results).with_inputs("documents", "entity_types")
 
 
 def response_schema(ids: Sequence[str], settings: ExtractionSettings) -> dict[str, Any]:
