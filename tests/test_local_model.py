@@ -122,8 +122,10 @@ def test_prompts_decoded_together_share_their_prefix_and_one_is_decoded_exactly(
                                                                                 devel_pairs: list) -> None:
     """One prompt through the parallel decoder gives llama.cpp's own greedy answer token for token;
     two share their instructions (evaluated once) and both get a complete answer."""
+    import llama_cpp.llama_cpp as low
+
     from toolkit.extraction import BatchExtractor, response_schema
-    from toolkit.lm.local import shared_engine
+    from toolkit.lm.local import LlamaEngine, shared_engine
 
     settings = ExtractionSettings(entity_types=("DISEASE",), relationships=False, max_entities_per_doc=8)
     extractor = BatchExtractor(settings, "parallel")
@@ -131,15 +133,19 @@ def test_prompts_decoded_together_share_their_prefix_and_one_is_decoded_exactly(
     for document, _ in devel_pairs[:2]:
         messages, _ = extractor.messages([document])
         prompts.append((messages, response_schema([document.id], settings)["json_schema"]["schema"], 200))
-    engine = shared_engine(weights.DEFAULT_MODEL, prompt_cache=False)
-    alone = engine.complete_many(prompts[:1])[0]
-    with engine._lock:
-        llama = engine._load()
+    # token for token needs the same kernels: llama.cpp's plain ones round a token's values a
+    # little differently when it is evaluated together with forced tokens; the repacked ones do not
+    exact = LlamaEngine(weights.DEFAULT_MODEL, prompt_cache=False, repack=True)
+    alone = exact.complete_many(prompts[:1])[0]
+    with exact._lock:
+        llama = exact._load()
         llama.reset()
         reference = llama.create_chat_completion(messages=prompts[0][0], max_tokens=200, temperature=0.0,
                                                  response_format={"type": "json_object", "schema": prompts[0][1]})
     assert alone.text == reference["choices"][0]["message"]["content"]
     assert alone.prompt_tokens == reference["usage"]["prompt_tokens"]
+    engine = shared_engine(weights.DEFAULT_MODEL, prompt_cache=False)  # not repacked, its defaults untouched
+    assert engine._load().model_params.use_extra_bufts is False and low.llama_model_default_params().use_extra_bufts
     first, second = engine.complete_many(prompts)
     assert first.prompt_tokens == alone.prompt_tokens and 0 < second.prompt_tokens < first.prompt_tokens / 2
     for answer, (document, _) in zip((first, second), devel_pairs[:2]):
