@@ -14,11 +14,14 @@ import os
 import platform
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from toolkit.metrics import AttemptRecord
+
+if TYPE_CHECKING:
+    from toolkit.extraction import ExtractionSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +143,7 @@ def profile_from_results(path: str | Path) -> Any:
 
 def calibrate(lm: str = "local", corpus: str | None = None, docs: int = 8, batch_sizes: str | Sequence[int] = (1, 2, 4, 8),
               out: str | Path | None = None, progress: bool = False, quadratic: bool | None = None,
-              settings: Any = None) -> dict[str, Any]:
+              settings: ExtractionSettings | None = None) -> dict[str, Any]:
     """Run ``docs`` documents once per batch size on ``lm`` with a cold prompt cache, fit, report.
     Default corpus: NCBI disease devel when ``../shared`` is present, else the bundled sample;
     default ``settings``: :class:`~toolkit.extraction.ExtractionSettings`' (the prompt to time)."""

@@ -265,7 +265,6 @@ def _add_prompt_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shots", type=int, default=2, help="documents drawn from --demos (default 2)")
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m toolkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
