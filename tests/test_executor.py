@@ -155,6 +155,20 @@ def test_truncated_and_malformed_replies_are_retried():
     assert report.extracted == 3 and report.retries == 2 and len(provider.calls) == 3
 
 
+def test_each_call_records_its_reply_validation_counts():
+    from toolkit.models import ValidationCounts
+
+    _, batches = make_batches(2, 2)
+
+    async def provider(batch):
+        return BatchExtractionResult(batch.batch_id, {d: [] for d in batch.document_ids},
+                                     validation=ValidationCounts(leaks=2, loops_ended=1))
+
+    metrics = RunMetrics()
+    Executor(provider, policy(), metrics, progress=False).run(batches, virtual=True)
+    assert [(a.leaks, a.loops_ended, a.documents_ok) for a in metrics.attempts] == [(2, 1, 2)]
+
+
 def test_call_timeout_is_a_retryable_error():
     _, batches = make_batches(2, 2)
     slow_then_fast = Scripted(latency=1.0)

@@ -156,7 +156,8 @@ def _validation_fields(result: BatchExtractionResult | None) -> dict[str, int]:
     counts = result.validation if result is not None else None
     if counts is None:
         return {}
-    return {k: getattr(counts, k) for k in ("repaired", "dropped", "ungrounded", "leaks", "unknown_ids", "missing_ids")}
+    return {k: getattr(counts, k) for k in ("repaired", "dropped", "ungrounded", "leaks", "unknown_ids", "missing_ids",
+                                            "loops_ended")}
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

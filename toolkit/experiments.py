@@ -64,7 +64,7 @@ class ConfigRun:
         """One row per LM call (``plan --calibrated RESULTS`` fits a latency profile on them)."""
         return [{"config": self.name, "prompt_cache": prompt_cache, "batch_id": a.batch_id, "attempt": a.attempt,
                  "outcome": a.outcome, "documents": len(a.document_ids), "documents_ok": a.documents_ok,
-                 "seconds": a.seconds, "tokens_in": a.tokens_in, "tokens_out": a.tokens_out}
+                 "seconds": a.seconds, "tokens_in": a.tokens_in, "tokens_out": a.tokens_out, "loops_ended": a.loops_ended}
                 for a in self.run.attempts]
 
 

@@ -43,6 +43,7 @@ class AttemptRecord:
     leaks: int = 0
     unknown_ids: int = 0
     missing_ids: int = 0
+    loops_ended: int = 0
 
 
 class RunMetrics:
