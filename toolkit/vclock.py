@@ -56,6 +56,17 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def advance(self, seconds: float) -> None:
         self._virtual_now += max(0.0, seconds)
 
+    def call_at(self, when, callback, *args, context=None):  # noqa: ANN001 - asyncio's signature
+        """A timer that moves the clock to its own time when it fires. asyncio fires timers that
+        are due within the clock's resolution (1 ns) a little early; on a real clock time moves on,
+        on this one it would not, and a task that sleeps until ``loop.time() >= t`` would wake
+        short of ``t`` and sleep again forever, the loop never idle enough to advance."""
+        return super().call_at(when, self._fire, when, callback, args, context=context)
+
+    def _fire(self, when: float, callback: Any, args: tuple[Any, ...]) -> None:
+        self._virtual_now = max(self._virtual_now, when)
+        callback(*args)
+
 
 def run_virtual(coro: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run`` on a :class:`VirtualTimeLoop`."""
