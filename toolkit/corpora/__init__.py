@@ -14,37 +14,46 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.corpora.readers import (
+    READERS,
     BadRecord,
+    CorpusDamaged,
     CorpusError,
     Record,
+    display_name,
+    file_stem,
+    head_of,
     iter_conll,
     iter_jsonl,
     iter_pubmed_xml,
     iter_pubtator,
     iter_pubtator_records,
+    open_stream,
 )
 from toolkit.corpora.registry import corpus_path, fetch_corpus, get_manifest, list_corpora, manifests
 from toolkit.documents import Document, Entity
 
 __all__ = [
-    "BadRecord", "CorpusError", "Record", "corpus_path", "dedupe", "detect_format", "fetch_corpus",
+    "BadRecord", "CorpusDamaged", "CorpusError", "Record", "corpus_path", "is_stream", "dedupe", "detect_format", "fetch_corpus",
     "iter_conll", "iter_gold", "iter_jsonl", "iter_pubmed_xml", "iter_pubtator", "iter_records", "list_corpora",
     "load_corpus", "manifests", "read_jsonl", "read_pubtator", "resolve", "synthetic_documents",
 ]
 
-FORMATS = ("jsonl", "pubtator", "conll", "pubmed-xml")
+FORMATS = tuple(READERS)
+_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".pubtator": "pubtator", ".xml": "pubmed-xml",
+             ".conll": "conll", ".bio": "conll"}
 
 
-def _sniff(path: Path) -> str | None:
-    with path.open("rb") as handle:
-        head = handle.read(4096).decode("utf-8", errors="replace")
-    first = next((line for line in head.splitlines() if line.strip()), "")
+def _sniff(head: bytes) -> str | None:
+    if b"\x00" in head:  # binary content
+        return None
+    text = head.decode("utf-8", errors="replace")
+    first = next((line for line in text.splitlines() if line.strip()), "")
     parts = first.split("|", 2)
     if len(parts) == 3 and parts[1] in ("t", "a"):
         return "pubtator"
     if first.lstrip().startswith("{"):
         return "jsonl"
-    if first.lstrip().startswith("<?xml") or "<PubmedArticle" in head:
+    if first.lstrip().startswith("<?xml") or "<PubmedArticle" in text:
         return "pubmed-xml"
     if "\t" in first and len(first.split("\t")) == 2:
         return "conll"
@@ -52,52 +61,69 @@ def _sniff(path: Path) -> str | None:
 
 
 def detect_format(path: Path) -> str:
+    """A file's format from its name (``.jsonl``, ``.pubtator``, ``.xml``, ``.conll``/``.bio``, each
+    also ``.gz``), else from its first line."""
     name = path.name.lower()
-    if name.endswith((".jsonl", ".ndjson", ".jsonl.gz", ".json")):
-        return "jsonl"
-    if name.endswith(".pubtator"):
-        return "pubtator"
-    if name.endswith((".xml", ".xml.gz")):
-        return "pubmed-xml"
-    if name.endswith((".conll", ".bio")):
-        return "conll"
-    fmt = _sniff(path) if not name.endswith(".gz") else None
+    suffix = Path(name[:-3]).suffix if name.endswith(".gz") else Path(name).suffix
+    if suffix in _SUFFIXES:
+        return _SUFFIXES[suffix]
+    try:
+        with open_stream(path) as stream:
+            fmt = _sniff(head_of(stream))
+    except OSError as exc:
+        raise CorpusError(f"{display_name(path)}: cannot read: {exc.strerror or exc}") from None
     if fmt is None:
-        raise CorpusError(f"{path}: unknown corpus format (expected JSONL, PubTator, CoNLL/BIO or PubMed XML)")
+        raise CorpusError(f"{display_name(path)}: unknown corpus format (expected JSONL, PubTator, CoNLL/BIO or PubMed "
+                          "XML; a binary file?)")
     return fmt
 
 
-def resolve(source: str | Path) -> tuple[Path, str]:
-    """``(file, format)`` of a corpus name or path."""
+def is_stream(path: Path) -> bool:
+    """True for a pipe or device (``/dev/stdin``, ``-``): it can be read once, from the start."""
+    return str(path) == "-" or (path.exists() and not path.is_file() and not path.is_dir())
+
+
+def resolve(source: str | Path, fmt: str | None = None) -> tuple[Path, str]:
+    """``(file, format)`` of a corpus name or path (``-`` is standard input). ``fmt`` overrides the
+    format found from the name or content, and is required for a pipe without a telling name."""
+    if fmt is not None and fmt not in FORMATS:
+        raise CorpusError(f"unknown corpus format {fmt!r}; formats: {', '.join(FORMATS)}")
     manifest = get_manifest(str(source))
     if manifest is not None:
-        return corpus_path(manifest.name), manifest.format
-    path = Path(source)
+        return corpus_path(manifest.name), fmt or manifest.format
+    path = Path("/dev/stdin") if str(source) == "-" else Path(source)
+    if is_stream(path):
+        name = path.name.lower()
+        suffix = Path(name[:-3]).suffix if name.endswith(".gz") else Path(name).suffix
+        fmt = fmt or _SUFFIXES.get(suffix)
+        if fmt is None:
+            raise CorpusError(f"{display_name(path)} is a pipe: its content can be read only once, so give its format "
+                              f"(--format {'|'.join(FORMATS)})")
+        return path, fmt
     if not path.exists():
-        raise CorpusError(f"corpus {source!r}: no such file and not a known corpus ({', '.join(manifests())})")
+        raise CorpusError(f"corpus {display_name(source)!r}: no such file and not a known corpus "
+                          f"({', '.join(manifests())})")
     if path.is_dir():
-        raise CorpusError(f"{path}: is a directory, expected a corpus file")
-    return path, detect_format(path)
+        raise CorpusError(f"{display_name(path)}: is a directory, expected a corpus file")
+    return path, fmt or detect_format(path)
 
 
-def iter_records(source: str | Path) -> Iterator[Record]:
-    """Documents and bad records of ``source``, streamed in file order (a missing file or an
-    unknown format raises at once, before iteration)."""
-    return _records(*resolve(source))
+def iter_records(source: str | Path, fmt: str | None = None) -> Iterator[Record]:
+    """Documents and bad records of ``source``, streamed in file order. A missing file, an unknown
+    format or an unreadable file raises at once, before iteration; damage found while reading
+    raises :class:`CorpusDamaged` after the records before it."""
+    path, fmt = resolve(source, fmt)
+    try:
+        stream = open_stream(path)
+    except OSError as exc:
+        raise CorpusError(f"{display_name(path)}: cannot read: {exc.strerror or exc}") from None
+    return _records(stream, path, fmt)
 
 
-def _records(path: Path, fmt: str) -> Iterator[Record]:
-    if fmt == "jsonl":
-        yield from iter_jsonl(path)
-    elif fmt == "pubtator":
-        for item in iter_pubtator_records(path):
-            yield item if isinstance(item, BadRecord) else item[0]
-    elif fmt == "conll":
-        yield from (doc for doc, _ in iter_conll(path))
-    elif fmt == "pubmed-xml":
-        yield from iter_pubmed_xml(path)
-    else:  # pragma: no cover - manifests are checked by tests
-        raise CorpusError(f"{path}: unsupported format {fmt!r}")
+def _records(stream, path: Path, fmt: str) -> Iterator[Record]:  # noqa: ANN001 - a binary stream
+    with stream:
+        for item in READERS[fmt](stream, display_name(path), file_stem(path)):
+            yield item[0] if isinstance(item, tuple) else item
 
 
 def iter_gold(source: str | Path) -> Iterator[tuple[Document, list[Entity]]]:
