@@ -12,7 +12,7 @@ import pytest
 from toolkit.documents import Entity, Relationship
 from toolkit.metrics import AttemptRecord
 from toolkit.pipeline import _Doc
-from toolkit.store import IRIS_ENV, StoreError, iris_settings, open_store
+from toolkit.store import IRIS_ENV, LeaseLost, RunBusy, StoreError, iris_settings, open_store
 from toolkit.store.dialect import SQLITE, iris_dialect
 
 
@@ -57,7 +57,7 @@ def test_runs_are_created_once_and_finished(store, run_id: str) -> None:
 
 def test_saving_a_document_again_replaces_its_rows(store, run_id: str) -> None:
     store.start_run(run_id, "lm", "m", {})
-    store.mark_pending(run_id, [("a", 10, None), ("b", 20, None)])
+    store.mark_pending(run_id, [("a", 10, None, "sha-a"), ("b", 20, None, None)])
     assert store.statuses(run_id) == {"a": "pending", "b": "pending"}
     store.save_documents(run_id, [doc("a", "asthma", "eczema"), doc("b", status="failed", reason="timeout")])
     store.save_documents(run_id, [doc("a", "asthma")])  # a re-run of document a
@@ -111,6 +111,123 @@ def test_schema_creation_is_idempotent(tmp_path: Path) -> None:
     assert db.get_run("r") is not None
 
 
+def test_an_outcome_keeps_what_mark_pending_recorded(store, run_id: str) -> None:
+    """The executor's outcomes carry no token count or digest: saving one keeps the pending row's."""
+    from toolkit.executor import DocumentOutcome
+
+    store.start_run(run_id, "lm", "m", {})
+    store.mark_pending(run_id, [("a", 17, "file.jsonl:1", "d1g35t")])
+    store.save_documents(run_id, [DocumentOutcome("a", "extracted")])
+    (row,) = store.documents(run_id)
+    assert (row["status"], row["token_count"], row["source"]) == ("extracted", 17, "file.jsonl:1")
+    assert store.digests(run_id) == {"a": "d1g35t"}
+
+
+def test_secrets_in_reasons_errors_and_summaries_are_redacted(store, run_id: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-live-0123456789abcdefABCDEF")
+    echo = "401 from https://bob:hunter2pass@api.example/v1: Authorization: Bearer sk-live-0123456789abcdefABCDEF"
+    store.start_run(run_id, "lm", "m", {})
+    store.save_documents(run_id, [doc("a", status="failed", reason=echo)])
+    store.save_attempts(run_id, [AttemptRecord("b1", ("a",), 1, "error", error=echo)])
+    store.finish_run(run_id, "stopped", {"stop_reason": echo})
+    stored = [store.documents(run_id)[0]["reason"], store.attempts(run_id)[0]["error"], store.get_run(run_id)["summary"]]
+    for text in stored:
+        assert "sk-live" not in text and "hunter2pass" not in text and "[REDACTED]" in text
+        assert "api.example" in text  # the rest of the message is kept
+
+
+def test_long_informational_text_is_clipped_to_its_column(store, run_id: str) -> None:
+    store.start_run(run_id, "lm", "m", {})
+    store.save_documents(run_id, [_Doc("a", "failed", "why " * 1000, source="/very/long/path/" * 100)])
+    (row,) = store.documents(run_id)
+    assert len(row["reason"]) == 2000 and len(row["source"]) == 500 and row["reason"].endswith("…")
+
+
+# --------------------------------------------------------------------------------- run leases
+def test_a_run_is_owned_by_one_store_at_a_time(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'lease.db'}"
+    first, second = open_store(url), open_store(url)
+    assert first.start_run("r", "lm", "m", {}) is False
+    with pytest.raises(RunBusy, match="in use by another process"):
+        second.start_run("r", "lm", "m", {})
+    first.renew_lease("r")
+    first.finish_run("r", "finished", {})
+    assert second.start_run("r", "lm", "m", {}) is True  # released: taken again, resumable
+    assert [r["status"] for r in second.runs()] == ["running"]
+
+
+def _forge_owner(url: str, run_id: str, owner: str, lease_until: float) -> None:
+    import sqlite3
+
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+        conn.execute("UPDATE batchx_runs SET owner = ?, lease_until = ? WHERE run_id = ?", (owner, lease_until, run_id))
+
+
+def test_a_run_whose_owner_died_or_whose_lease_expired_is_taken_over(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'lease.db'}"
+    db = open_store(url)
+    db.start_run("r", "lm", "m", {})
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    _forge_owner(url, "r", f"{socket.gethostname()}:{dead.stdout.strip()}:x", time.time() + 3600)
+    assert [r["status"] for r in open_store(url).runs()] == ["abandoned"]  # its process has exited
+    other = open_store(url)
+    assert other.start_run("r", "lm", "m", {}) is True  # same host, owner's process gone: at once
+    _forge_owner(url, "r", "elsewhere:1:y", time.time() + 3600)  # a live owner on another host
+    with pytest.raises(RunBusy):
+        open_store(url).start_run("r", "lm", "m", {})
+    _forge_owner(url, "r", "elsewhere:1:y", time.time() - 1)  # ... whose lease expired
+    assert open_store(url).start_run("r", "lm", "m", {}) is True
+
+
+def test_a_store_that_lost_its_run_writes_nothing_more(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'lease.db'}"
+    db = open_store(url)
+    db.start_run("r", "lm", "m", {})
+    _forge_owner(url, "r", "elsewhere:1:y", time.time() + 3600)  # taken over after our lease expired
+    with pytest.raises(LeaseLost):
+        db.save_documents("r", [doc("a", "asthma")])
+    with pytest.raises(LeaseLost):
+        db.renew_lease("r")
+    assert open_store(url).statuses("r") == {}
+
+
+def test_a_database_locked_longer_than_the_busy_timeout_is_a_store_error(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "locked.db"
+    open_store(f"sqlite:///{path}").close()
+    holder = sqlite3.connect(path)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreError, match="locked.*busy timeout"):
+            open_store(f"sqlite:///{path}?timeout=0.2").start_run("r", "lm", "m", {})
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+def test_tables_of_an_older_version_gain_the_new_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE batchx_runs (run_id VARCHAR(200) NOT NULL PRIMARY KEY, lm VARCHAR(200), "
+                     "model_id VARCHAR(300), settings TEXT, started VARCHAR(40), finished VARCHAR(40), "
+                     "status VARCHAR(20), summary TEXT)")
+        conn.execute("INSERT INTO batchx_runs (run_id, status) VALUES ('old', 'finished')")
+        conn.execute("CREATE TABLE batchx_documents (run_id VARCHAR(200) NOT NULL, doc_id VARCHAR(300) NOT NULL, "
+                     "status VARCHAR(16) NOT NULL, reason VARCHAR(2000), token_count INTEGER, source VARCHAR(500), "
+                     "updated VARCHAR(40), PRIMARY KEY (run_id, doc_id))")
+        conn.execute("INSERT INTO batchx_documents VALUES ('old', 'a', 'extracted', NULL, 5, NULL, NULL)")
+    db = open_store(f"sqlite:///{path}")
+    assert db.digests("old") == {"a": None} and db.start_run("old", "lm", "m", {}) is True
+
+
 # ------------------------------------------------------------------------------------ dialects
 def test_iris_dialect_ddl() -> None:
     ddl = "\n".join(iris_dialect(schema="Batchx").create_statements())
@@ -143,7 +260,21 @@ def test_unreachable_iris_is_one_clear_fast_error(monkeypatch: pytest.MonkeyPatc
 
 
 def test_bad_store_urls() -> None:
-    with pytest.raises(StoreError, match="unknown store"):
-        open_store("postgres://x")
+    with pytest.raises(StoreError, match="unknown store") as info:
+        open_store("postgres://admin:t0psecret@db.example/x")
+    assert "t0psecret" not in str(info.value)
     with pytest.raises(StoreError, match="sqlite:///"):
         open_store("sqlite://relative.db")
+
+
+@pytest.mark.parametrize("schema", ["Batchx;DROP TABLE x", "a.b", "1abc", "with space", "x" * 200])
+def test_an_iris_schema_must_be_a_plain_identifier(schema: str) -> None:
+    pytest.importorskip("iris", reason="intersystems-irispython not installed")
+    with pytest.raises(StoreError, match="plain identifier"):
+        open_store(f"iris://me:pw@127.0.0.1:1/USER?schema={schema}")
+    assert iris_dialect("Batchx_2").table("t") == "Batchx_2.t"
+
+
+def test_a_sqlite_path_that_is_a_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="is a directory"):
+        open_store(f"sqlite:///{tmp_path}")

@@ -2,7 +2,8 @@
 
 ``open_store(url)`` accepts:
 
-* ``sqlite:///PATH`` (a file, created with its tables on first use) or ``sqlite://:memory:``;
+* ``sqlite:///PATH[?timeout=SECONDS]`` (a file, created with its tables on first use; ``timeout``:
+  how long a write waits for another process's lock, default 30) or ``sqlite://:memory:``;
 * ``iris://USER:PASSWORD@HOST:PORT/NAMESPACE[?schema=NAME]`` through ``intersystems-irispython``
   (``iris.dbapi``), or ``iris://`` alone to read ``IRIS_HOST``, ``IRIS_PORT``, ``IRIS_NAMESPACE``,
   ``IRIS_USER`` and ``IRIS_PASSWORD`` from the environment (the password is never logged).
@@ -20,15 +21,15 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlparse
 
+from toolkit.redact import redact
 from toolkit.store.dialect import SQLITE, iris_dialect
-from toolkit.store.sql import SQLStore
+from toolkit.store.sql import LeaseLost, RunBusy, SQLStore, StoreError
+
+__all__ = ["DEFAULT_URL", "IRIS_ENV", "LeaseLost", "RunBusy", "SQLStore", "Store", "StoreError", "iris_settings",
+           "open_store"]
 
 DEFAULT_URL = "sqlite:///batchx.db"
 IRIS_ENV = ("IRIS_HOST", "IRIS_PORT", "IRIS_NAMESPACE", "IRIS_USER", "IRIS_PASSWORD")
-
-
-class StoreError(RuntimeError):
-    """A store URL that cannot be used, or a database that cannot be reached."""
 
 
 class Store(Protocol):
@@ -37,7 +38,10 @@ class Store(Protocol):
     def start_run(self, run_id: str, lm: str, model_id: str, settings: dict[str, Any]) -> bool: ...
     def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None: ...
     def get_run(self, run_id: str) -> dict[str, Any] | None: ...
+    def renew_lease(self, run_id: str) -> None: ...
+    def runs(self) -> list[dict[str, Any]]: ...
     def statuses(self, run_id: str) -> dict[str, str]: ...
+    def digests(self, run_id: str, status: str = "extracted") -> dict[str, str | None]: ...
     def mark_pending(self, run_id: str, docs: Any) -> None: ...
     def save_documents(self, run_id: str, outcomes: Any) -> None: ...
     def save_attempts(self, run_id: str, attempts: Any) -> None: ...
@@ -56,11 +60,15 @@ def open_store(url: str | None = None) -> SQLStore:
         return _sqlite(url)
     if scheme == "iris":
         return _iris(url)
-    raise StoreError(f"unknown store {url!r}: use sqlite:///PATH or iris://USER:PASSWORD@HOST:PORT/NAMESPACE")
+    raise StoreError(f"unknown store {redact(url)!r}: use sqlite:///PATH or iris://USER:PASSWORD@HOST:PORT/NAMESPACE")
 
 
 def _sqlite(url: str) -> SQLStore:
-    rest = url[len("sqlite://"):]
+    rest, _, query = url[len("sqlite://"):].partition("?")
+    try:
+        timeout = float(parse_qs(query).get("timeout", ["30"])[0])
+    except ValueError:
+        raise StoreError(f"{url!r}: timeout must be a number of seconds") from None
     if rest in (":memory:", "/:memory:"):
         target = ":memory:"
     else:
@@ -69,15 +77,21 @@ def _sqlite(url: str) -> SQLStore:
         target = rest[1:]
         if not target:
             raise StoreError(f"{url!r}: no database file given")
-        Path(target).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = Path(target).expanduser()
+        if path.is_dir():
+            raise StoreError(f"{url!r}: {path} is a directory, not a database file")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{url!r}: cannot create {path.parent}: {exc.strerror or exc}") from None
 
     def connect() -> sqlite3.Connection:
-        conn = sqlite3.connect(target, check_same_thread=False, timeout=30)
+        conn = sqlite3.connect(target, check_same_thread=False, timeout=timeout)
         conn.execute("PRAGMA journal_mode=WAL" if target != ":memory:" else "PRAGMA journal_mode=MEMORY")
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
-    return SQLStore(connect, SQLITE, url)
+    return SQLStore(connect, SQLITE, url.partition("?")[0], errors=(sqlite3.Error,))
 
 
 def iris_settings(url: str) -> dict[str, Any]:
@@ -104,12 +118,17 @@ def _iris(url: str) -> SQLStore:
         raise StoreError("the IRIS store needs intersystems-irispython: pip install 'batchx-toolkit[iris]'") from exc
     settings = iris_settings(url)
     schema = settings.pop("schema")
+    try:
+        dialect = iris_dialect(schema)
+    except ValueError as exc:
+        raise StoreError(f"iris:// ?schema=: {exc}") from None
     where = f"{settings['hostname']}:{settings['port']}/{settings['namespace']}"
 
     def connect() -> Any:
         try:
             return iris.dbapi.connect(**settings, timeout=10)
         except iris.dbapi.Error as exc:  # OperationalError: unreachable, refused, bad login
-            raise StoreError(f"cannot connect to IRIS at {where} as {settings['username']!r}: {exc}") from None
+            raise StoreError(f"cannot connect to IRIS at {where} as {settings['username']!r}: {redact(str(exc))}") \
+                from None
 
-    return SQLStore(connect, iris_dialect(schema), f"iris://{settings['username']}@{where}")
+    return SQLStore(connect, dialect, f"iris://{settings['username']}@{where}", errors=(iris.dbapi.Error,))

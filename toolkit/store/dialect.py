@@ -1,10 +1,12 @@
 """The SQL differences between the stores, in one place: column types, DDL and name qualification.
 
 The schema is written once with placeholder types (``{str:N}``, ``{text}``, ``{int}``, ``{float}``)
-that each dialect renders. IRIS: every VARCHAR has a length, there is no BOOLEAN (flags are
+that each dialect renders. IRIS: every VARCHAR has a length (enforced: a longer value is an insert
+error, so :func:`column_chars` tells validation the limits), there is no BOOLEAN (flags are
 INTEGER), ``CREATE TABLE IF NOT EXISTS`` is missing on older servers (they answer SQLCODE -201,
 "table already exists", which :meth:`Dialect.is_already_exists` recognises), and unqualified
-tables land in schema ``SQLUser`` (``schema`` qualifies them).
+tables land in schema ``SQLUser`` (``schema`` qualifies them; only a plain identifier is accepted).
+A table made by an older version gains the columns added since (:meth:`Dialect.add_column`).
 """
 
 from __future__ import annotations
@@ -12,26 +14,61 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-MAX_ID_CHARS = 300  # document ids longer than this are rejected as bad input
+Column = tuple[str, str]  # (name, type and constraints)
 
-SCHEMA: dict[str, str] = {
-    "batchx_runs": """run_id {str:200} NOT NULL PRIMARY KEY, lm {str:200}, model_id {str:300},
-        settings {text}, started {str:40}, finished {str:40}, status {str:20}, summary {text}""",
-    "batchx_documents": """run_id {str:200} NOT NULL, doc_id {str:300} NOT NULL, status {str:16} NOT NULL,
-        reason {str:2000}, token_count {int}, source {str:500}, updated {str:40},
-        PRIMARY KEY (run_id, doc_id)""",
-    "batchx_entities": """run_id {str:200} NOT NULL, doc_id {str:300} NOT NULL, seq {int} NOT NULL,
-        mention {str:1000} NOT NULL, entity_type {str:100} NOT NULL, start_offset {int}, end_offset {int},
-        confidence {float}, PRIMARY KEY (run_id, doc_id, seq)""",
-    "batchx_relationships": """run_id {str:200} NOT NULL, doc_id {str:300} NOT NULL, seq {int} NOT NULL,
-        source_text {str:1000} NOT NULL, target_text {str:1000} NOT NULL, rel_type {str:100} NOT NULL,
-        PRIMARY KEY (run_id, doc_id, seq)""",
-    "batchx_attempts": """run_id {str:200} NOT NULL, session_id {str:40} NOT NULL, seq {int} NOT NULL,
-        batch_id {str:100}, attempt {int}, outcome {str:16}, n_docs {int}, started {float}, seconds {float},
-        tokens_in {int}, tokens_out {int}, error_class {str:40}, error {str:1000}, entities {int},
-        leaks {int}, ungrounded {int}, repaired {int}, PRIMARY KEY (run_id, session_id, seq)""",
+COLUMNS: dict[str, tuple[Column, ...]] = {
+    "batchx_runs": (
+        ("run_id", "{str:200} NOT NULL PRIMARY KEY"), ("lm", "{str:200}"), ("model_id", "{str:300}"),
+        ("settings", "{text}"), ("started", "{str:40}"), ("finished", "{str:40}"), ("status", "{str:20}"),
+        ("summary", "{text}"), ("owner", "{str:200}"), ("lease_until", "{float}"),
+    ),
+    "batchx_documents": (
+        ("run_id", "{str:200} NOT NULL"), ("doc_id", "{str:300} NOT NULL"), ("status", "{str:16} NOT NULL"),
+        ("reason", "{str:2000}"), ("token_count", "{int}"), ("source", "{str:500}"), ("updated", "{str:40}"),
+        ("text_sha256", "{str:64}"),
+    ),
+    "batchx_entities": (
+        ("run_id", "{str:200} NOT NULL"), ("doc_id", "{str:300} NOT NULL"), ("seq", "{int} NOT NULL"),
+        ("mention", "{str:1000} NOT NULL"), ("entity_type", "{str:100} NOT NULL"), ("start_offset", "{int}"),
+        ("end_offset", "{int}"), ("confidence", "{float}"),
+    ),
+    "batchx_relationships": (
+        ("run_id", "{str:200} NOT NULL"), ("doc_id", "{str:300} NOT NULL"), ("seq", "{int} NOT NULL"),
+        ("source_text", "{str:1000} NOT NULL"), ("target_text", "{str:1000} NOT NULL"),
+        ("rel_type", "{str:100} NOT NULL"),
+    ),
+    "batchx_attempts": (
+        ("run_id", "{str:200} NOT NULL"), ("session_id", "{str:40} NOT NULL"), ("seq", "{int} NOT NULL"),
+        ("batch_id", "{str:100}"), ("attempt", "{int}"), ("outcome", "{str:16}"), ("n_docs", "{int}"),
+        ("started", "{float}"), ("seconds", "{float}"), ("tokens_in", "{int}"), ("tokens_out", "{int}"),
+        ("error_class", "{str:40}"), ("error", "{str:1000}"), ("entities", "{int}"), ("leaks", "{int}"),
+        ("ungrounded", "{int}"), ("repaired", "{int}"),
+    ),
 }
-INDEXES = {"batchx_entities": "doc_id", "batchx_documents": "status"}
+KEYS = {
+    "batchx_documents": "PRIMARY KEY (run_id, doc_id)",
+    "batchx_entities": "PRIMARY KEY (run_id, doc_id, seq)",
+    "batchx_relationships": "PRIMARY KEY (run_id, doc_id, seq)",
+    "batchx_attempts": "PRIMARY KEY (run_id, session_id, seq)",
+}
+SCHEMA = tuple(COLUMNS)
+_LENGTH = re.compile(r"\{str:(\d+)\}")
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
+
+
+def column_chars(table: str, column: str) -> int:
+    """The most characters ``table.column`` holds (its VARCHAR length)."""
+    spec = dict(COLUMNS[table])[column]
+    match = _LENGTH.search(spec)
+    if match is None:
+        raise ValueError(f"{table}.{column} is not a VARCHAR column")
+    return int(match.group(1))
+
+
+MAX_ID_CHARS = column_chars("batchx_documents", "doc_id")  # longer document ids are bad input
+MAX_RUN_CHARS = column_chars("batchx_runs", "run_id")
+MAX_MENTION_CHARS = column_chars("batchx_entities", "mention")
+MAX_TYPE_CHARS = column_chars("batchx_entities", "entity_type")
 
 
 @dataclass(frozen=True)
@@ -42,16 +79,30 @@ class Dialect:
     if_not_exists: bool = True
     schema: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.schema is not None and not _IDENTIFIER.fullmatch(self.schema):
+            raise ValueError(f"schema name {self.schema!r} is not a plain identifier (letters, digits, _; a letter "
+                             "first)")
+
     def table(self, name: str) -> str:
         return f"{self.schema}.{name}" if self.schema else name
 
-    def render(self, columns: str) -> str:
-        out = re.sub(r"\{str:(\d+)\}", r"VARCHAR(\1)", columns)
+    def render(self, spec: str) -> str:
+        out = _LENGTH.sub(r"VARCHAR(\1)", spec)
         return out.replace("{text}", self.text_type).replace("{int}", "INTEGER").replace("{float}", self.float_type)
 
     def create_statements(self) -> list[str]:
         guard = "IF NOT EXISTS " if self.if_not_exists else ""
-        return [f"CREATE TABLE {guard}{self.table(name)} ({self.render(cols)})" for name, cols in SCHEMA.items()]
+        out = []
+        for name, columns in COLUMNS.items():
+            body = [f"{col} {self.render(spec)}" for col, spec in columns] + ([KEYS[name]] if name in KEYS else [])
+            out.append(f"CREATE TABLE {guard}{self.table(name)} ({', '.join(body)})")
+        return out
+
+    def add_column(self, table: str, column: str) -> str:
+        """DDL adding ``column`` (nullable, as every column added after a table's first version)."""
+        spec = dict(COLUMNS[table])[column].replace(" NOT NULL", "")
+        return f"ALTER TABLE {self.table(table)} ADD COLUMN {column} {self.render(spec)}"
 
     def is_already_exists(self, error: BaseException) -> bool:
         text = str(error).lower()
