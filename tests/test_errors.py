@@ -18,10 +18,14 @@ from toolkit.errors import (
 
 
 class HTTPError(Exception):
-    def __init__(self, status, headers=None):
-        super().__init__(f"HTTP {status}")
+    def __init__(self, status, headers=None, message=None):
+        super().__init__(message or f"HTTP {status}")
         self.status_code = status
         self.response = type("R", (), {"headers": headers or {}, "status_code": status})()
+
+
+def _http(status: int, message: str) -> HTTPError:
+    return HTTPError(status, message=message)
 
 
 @pytest.mark.parametrize(
@@ -47,3 +51,36 @@ def test_builtin_errors_and_messages():
     assert isinstance(classify(RuntimeError("something odd")), ServerError)
     already = RateLimited("x", retry_after=1)
     assert classify(already) is already
+
+
+@pytest.mark.parametrize("status, message", [
+    (429, "You exceeded your current quota, please check your plan and billing details."),
+    (429, '{"error": {"type": "insufficient_quota"}}'),
+    (402, "Payment Required"),
+    (400, "Your credit balance is too low to access the Anthropic API."),
+])
+def test_an_exhausted_quota_is_fatal_not_a_rate_limit(status: int, message: str) -> None:
+    from toolkit.errors import QuotaExhausted
+
+    assert isinstance(classify(_http(status, message)), QuotaExhausted if status != 400 else BadRequest)
+
+
+def test_a_plain_429_stays_a_rate_limit() -> None:
+    assert isinstance(classify(_http(429, "Rate limit reached for gpt-4o-mini: 500 RPM")), RateLimited)
+
+
+def test_dspy_billing_errors_are_quota_errors() -> None:
+    from toolkit.errors import QuotaExhausted
+
+    billing = type("LMBillingError", (Exception,), {})
+    assert isinstance(classify(billing("no credits")), QuotaExhausted)
+
+
+def test_a_request_that_cannot_be_encoded_is_unsendable_not_a_provider_fault() -> None:
+    from toolkit.errors import Unsendable
+
+    try:
+        "\ud800".encode("utf-8")
+    except UnicodeEncodeError as exc:
+        error = classify(exc)
+    assert isinstance(error, Unsendable) and not getattr(error, "provider_fault", False)

@@ -322,3 +322,87 @@ def test_chaos_10000_documents_transient_faults_lose_nothing():
     assert summary["max_rpm_seen"] <= 500 and summary["max_tpm_seen"] <= 200_000
     assert summary["max_concurrency_seen"] <= 16
     assert summary["virtual_seconds"] > 50 * (time.perf_counter() - start)  # virtual time, not real
+
+
+# ------------------------------------------------------------------------------ hostile faults
+def test_a_short_outage_at_high_concurrency_is_one_trip_not_a_stop():
+    """16 calls in flight fail together during a 10 s outage: that is one trip of the breaker (the
+    in-flight failures tell nothing new), the probe after the cooldown succeeds, nothing is lost."""
+    _, batches = make_batches(400, 5)
+
+    async def outage(batch):
+        now = asyncio.get_running_loop().time()
+        await asyncio.sleep(2.0)
+        if 5.0 <= now < 15.0:
+            raise ServerError("502 bad gateway")
+        return reply(batch)
+
+    breaker = BreakerPolicy(threshold=10, cooldown=30.0, max_trips=3)
+    report = Executor(outage, policy(breaker=breaker, concurrency=ConcurrencyPolicy(max=16)),
+                      progress=False).run(batches, virtual=True)
+    assert report.stop_reason is None and report.extracted == 400
+    assert report.breaker_trips == 1
+
+
+def test_documents_a_reply_never_names_fail_with_what_happened():
+    """A document left out of every reply fails with "missing from the reply" and the reply's own
+    account (here: it named an id that was not asked for), also after the batch was split."""
+    _, batches = make_batches(4, 4)
+
+    async def renames(batch):
+        await asyncio.sleep(1.0)
+        result = reply(batch, only=[i for i in batch.document_ids if i != "d0002"])
+        if "d0002" in batch.document_ids:
+            result.error_message = "no usable record for ['d0002']; the reply named ids that were not asked for: ['d2']"
+        return result
+
+    report = Executor(renames, policy(), progress=False).run(batches, virtual=True)
+    failed = {o.id: o.reason for o in report.outcomes if o.status == "failed"}
+    assert list(failed) == ["d0002"] and report.extracted == 3
+    assert "missing from the reply" in failed["d0002"] and "not asked for: ['d2']" in failed["d0002"]
+    assert "no attempt made" not in failed["d0002"]
+
+
+def test_an_outcome_that_cannot_be_kept_stops_the_run_and_leaves_the_document_pending():
+    _, batches = make_batches(6, 2)
+    kept: list[str] = []
+
+    def keep(outcome):
+        if len(kept) == 3:
+            raise OSError("disk full")
+        kept.append(outcome.id)
+
+    with pytest.raises(RunStopped, match="disk full") as stopped:
+        Executor(Scripted(), policy(), progress=False, on_outcome=keep).run(batches, virtual=True)
+    report = stopped.value.report
+    assert report.extracted == 3 and report.pending == 3 and report.failed == 0
+
+
+def test_an_unsendable_document_fails_alone_and_the_batch_goes_on():
+    from toolkit.errors import Unsendable
+
+    _, batches = make_batches(8, 8)
+
+    async def refuses_d3(batch):
+        await asyncio.sleep(1.0)
+        if "d0003" in batch.document_ids:
+            raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+        return reply(batch)
+
+    metrics = RunMetrics()
+    report = Executor(refuses_d3, policy(), metrics, progress=False).run(batches, virtual=True)
+    failed = {o.id: o.reason for o in report.outcomes if o.status == "failed"}
+    assert list(failed) == ["d0003"] and failed["d0003"].startswith("cannot be sent: unsendable")
+    assert report.extracted == 7 and report.retries == 0 and report.breaker_trips == 0
+    assert Unsendable.kind in {a.error_class for a in metrics.attempts}
+
+
+def test_an_exhausted_quota_stops_the_run_after_one_call():
+    class QuotaError(Exception):
+        status_code = 429
+
+    _, batches = make_batches(20, 5)
+    provider = Scripted([QuotaError("You exceeded your current quota")] * 100)
+    with pytest.raises(RunStopped, match="quota") as stopped:
+        Executor(provider, policy(concurrency=ConcurrencyPolicy(max=4)), progress=False).run(batches, virtual=True)
+    assert len(provider.calls) == 1 and stopped.value.report.pending == 20

@@ -77,3 +77,27 @@ def test_attempts_to_polars():
     assert frame.height == 2
     assert frame["outcome"].to_list() == ["retry", "ok"]
     assert set(frame["run"].to_list()) == {"r1"}
+
+
+def test_attempts_frame_is_typed_whatever_its_first_rows_hold() -> None:
+    """Thousands of clean calls and then one error used to break schema inference."""
+    from toolkit.metrics import AttemptRecord, RunMetrics
+
+    metrics = RunMetrics()
+    for i in range(150):
+        metrics.record_attempt(AttemptRecord(f"b{i}", ("a",), 1, "ok"))
+    metrics.record_attempt(AttemptRecord("late", ("a", "b"), 2, "error", tokens_in=5, error_class="rate_limited",
+                                         error="429"))
+    frame = metrics.to_polars()
+    assert frame.height == 151 and frame["error_class"].to_list()[-1] == "rate_limited"
+    assert RunMetrics().to_polars().schema == frame.schema
+
+
+def test_chaos_with_rare_faults_reports(capsys) -> None:
+    from toolkit.cli import main
+
+    assert main(["chaos", "--docs", "5000", "--fault-rate", "0.001", "--seed", "0", "--json"]) == 0
+    import json
+
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["lost"] == 0 and summary["extracted"] == 5000

@@ -4,10 +4,12 @@ Three kinds, each handled one way:
 
 * **retryable** (:class:`TransientError`): timeouts, connection errors, 429, 5xx, unparseable or
   truncated replies. Retried with backoff; a 429's ``Retry-After`` is honoured.
-* **split now** (:class:`ContextLengthExceeded`): the batch is too big for the model; it is split
-  at once, never retried whole.
-* **fatal** (:class:`FatalError`): 400/401/403/404 and invalid configuration. The run stops at once;
-  documents not yet done stay pending (resumable), none is marked failed for it.
+* **split now** (:class:`Unsendable`, :class:`ContextLengthExceeded`): the batch is too big for the
+  model, or cannot be encoded; it is split at once, never retried whole, and a single document
+  that still cannot be sent fails with the reason.
+* **fatal** (:class:`FatalError`): 400/401/403/404, a 429 or 402 that says the quota or credit is
+  used up, and invalid configuration. The run stops at once; documents not yet done stay pending
+  (resumable), none is marked failed for it.
 """
 
 from __future__ import annotations
@@ -68,7 +70,14 @@ class TruncatedReply(MalformedReply):
     kind = "truncated"
 
 
-class ContextLengthExceeded(ExtractionError):
+class Unsendable(ExtractionError):
+    """The batch as it is cannot be sent (retrying it whole is useless): it is split at once, and a
+    single document that still cannot be sent fails with this reason."""
+
+    kind = "unsendable"
+
+
+class ContextLengthExceeded(Unsendable):
     kind = "context_length"
 
 
@@ -88,8 +97,18 @@ class NotFound(FatalError):
     kind = "not_found"
 
 
-class InvalidConfiguration(FatalError):
+class InvalidConfiguration(FatalError, ValueError):
     kind = "config"
+
+
+class QuotaExhausted(FatalError):
+    """A 429 that says the account's quota or credit is used up: no wait will cure it."""
+
+    kind = "quota"
+
+
+class RunFailed(RuntimeError):
+    """The main job ended by an error after it started (its run is marked failed in the store)."""
 
 
 _BY_STATUS: dict[int, type[ExtractionError]] = {
@@ -97,10 +116,12 @@ _BY_STATUS: dict[int, type[ExtractionError]] = {
     408: CallTimeout, 429: RateLimited, 503: Overloaded, 529: Overloaded,
 }
 _CONTEXT_HINTS = ("context length", "context_length", "maximum context", "context window", "too many tokens")
+_QUOTA_HINTS = ("insufficient_quota", "exceeded your current quota", "quota exceeded", "quota has been exhausted",
+                "billing", "credit balance", "out of credits", "payment required", "resource_exhausted: quota")
 
 
 _DSPY_NAMES: dict[str, type[ExtractionError]] = {  # dspy.utils.exceptions, by class name
-    "LMAuthError": AuthenticationFailed, "LMBillingError": AuthenticationFailed,
+    "LMAuthError": AuthenticationFailed, "LMBillingError": QuotaExhausted,
     "LMRateLimitError": RateLimited, "ContextWindowExceededError": ContextLengthExceeded,
     "LMUnsupportedModelError": NotFound, "LMInvalidRequestError": BadRequest,
     "LMConfigurationError": InvalidConfiguration, "LMNotConfiguredError": InvalidConfiguration,
@@ -139,6 +160,11 @@ def classify(exc: BaseException) -> ExtractionError:
     if "contextwindow" in name or any(h in str(exc).lower() for h in _CONTEXT_HINTS):
         return ContextLengthExceeded(message)
     status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
+    if status in (402, 429) or "ratelimit" in name or "billing" in name:
+        if status == 402 or any(h in str(exc).lower() for h in _QUOTA_HINTS):
+            return QuotaExhausted(message)
+    if isinstance(exc, UnicodeError):  # a document's text cannot be encoded into the request
+        return Unsendable(message)
     dspy_kind = _DSPY_NAMES.get(type(exc).__name__)
     if dspy_kind is not None and not isinstance(status, int):
         return dspy_kind(message, retry_after=_retry_after(exc)) if dspy_kind is RateLimited else dspy_kind(message)

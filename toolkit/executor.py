@@ -31,12 +31,14 @@ from toolkit.errors import (
     MalformedReply,
     Overloaded,
     RateLimited,
+    Unsendable,
     classify,
 )
 from toolkit.limits import CircuitBreaker, ConcurrencyGate, ProviderDown, SlidingWindowLimiter
 from toolkit.metrics import AttemptRecord, RunMetrics
 from toolkit.models import BatchExtractionResult, BatchStatus, DocumentBatch
 from toolkit.policies import ExecutionPolicy, RetryPolicy
+from toolkit.redact import redact
 
 ExtractFn = Callable[[DocumentBatch], "BatchExtractionResult | Awaitable[BatchExtractionResult]"]
 Status = Literal["extracted", "failed", "pending"]
@@ -152,6 +154,11 @@ class _Stop(Exception):
         self.error = error
 
 
+def describe(error: ExtractionError) -> str:
+    """An error as a document's failure reason or a call's record: its kind and message, redacted."""
+    return redact(f"{error.kind}: {error}") or error.kind
+
+
 def _validation_fields(result: BatchExtractionResult | None) -> dict[str, int]:
     counts = result.validation if result is not None else None
     if counts is None:
@@ -255,7 +262,7 @@ class Executor:
                     group.create_task(self._run_root(batch))
         except* _Stop as stops:
             error = stops.exceptions[0].error
-            self.report.stop_reason = f"{type(error).__name__}: {error}"
+            self.report.stop_reason = redact(f"{type(error).__name__}: {error}")
 
     # ------------------------------------------------------------------------------ per batch tree
     async def _run_root(self, batch: DocumentBatch) -> None:
@@ -284,21 +291,22 @@ class Executor:
             child.add_document(by_id.get(i, i), tokens.get(i, 0))
         return child
 
-    async def _split(self, batch: DocumentBatch, ids: list[str], budget: list[int]) -> None:
+    async def _split(self, batch: DocumentBatch, ids: list[str], budget: list[int], last_error: str) -> None:
         self.report.splits += 1
         half = len(ids) // 2
         children = [self._sub_batch(batch, ids[:half], ".1"), self._sub_batch(batch, ids[half:], ".2")]
-        await asyncio.gather(*(self._process(child, budget) for child in children))
+        await asyncio.gather(*(self._process(child, budget, last_error) for child in children))
 
-    async def _process(self, batch: DocumentBatch, budget: list[int]) -> None:
-        """Attempts on one (sub-)batch until every document is done, split, or out of budget."""
+    async def _process(self, batch: DocumentBatch, budget: list[int], last_error: str = "no attempt made") -> None:
+        """Attempts on one (sub-)batch until every document is done, split, or out of budget
+        (``last_error``: what failed before, for the reason of a document that runs out of calls)."""
         retry: RetryPolicy = self.policy.retry
         remaining = list(batch.document_ids)
-        attempt, delay, last_error = 0, 0.0, "no attempt made"
+        attempt, delay = 0, 0.0
         while remaining:
             if attempt >= retry.max_attempts:
                 if len(remaining) > 1:
-                    return await self._split(batch, remaining, budget)
+                    return await self._split(batch, remaining, budget, last_error)
                 return self._fail(remaining, last_error)
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -312,13 +320,16 @@ class Executor:
                 remaining = self._absorb(current, result)
                 if remaining:  # partial reply: re-send only the missing documents, at once
                     self.report.requeued += len(remaining)
-                    last_error, delay = f"missing from reply (attempt {attempt})", 0.0
+                    detail = f": {result.error_message}" if result.error_message else ""
+                    last_error, delay = redact(f"missing from the reply of attempt {attempt}{detail}"), 0.0
                 continue
-            last_error = f"{error.kind}: {error}"
-            if isinstance(error, ContextLengthExceeded):
+            last_error = describe(error)
+            if isinstance(error, Unsendable):
                 if len(remaining) > 1:
-                    return await self._split(batch, remaining, budget)
-                return self._fail(remaining, f"document too long for the model's context ({error})")
+                    return await self._split(batch, remaining, budget, last_error)
+                too_long = isinstance(error, ContextLengthExceeded)
+                return self._fail(remaining, f"document too long for the model's context ({error})" if too_long
+                                  else f"cannot be sent: {last_error}")
             self.report.retries += 1
             if isinstance(error, RateLimited) and error.retry_after is not None:
                 delay = retry.retry_after(error.retry_after)
@@ -373,7 +384,7 @@ class Executor:
                 tokens_in=result.tokens_in if result else None,
                 tokens_out=result.tokens_out if result else None,
                 error_class=None if error is None else error.kind,
-                error=None if error is None else str(error)[:500],
+                error=None if error is None else redact(str(error))[:500],
                 entities=entities,
                 documents_ok=len(result.per_document_entities) if result else 0,
                 in_flight=in_flight,
@@ -385,7 +396,7 @@ class Executor:
             raise _Stop(error)
         fault = None if error is None else (getattr(error, "provider_fault", False) or None)
         try:
-            self._breaker.record(False if error is None else fault, self._gate)
+            self._breaker.record(False if error is None else fault, self._gate, started)
         except ProviderDown as down:
             self._stopping = down
             raise _Stop(down) from error
@@ -425,7 +436,12 @@ class Executor:
         for key, value in values.items():
             setattr(outcome, key, value)
         if self.on_outcome is not None:
-            self.on_outcome(outcome)
+            try:
+                self.on_outcome(outcome)
+            except Exception as exc:  # noqa: BLE001 - the outcome could not be kept (the store failed)
+                outcome.status = "pending"  # not kept, so not decided: a resumed run does it again
+                self._stopping = exc
+                raise _Stop(exc) from exc
         self._tick()
 
     def _make_bar(self, total: int):

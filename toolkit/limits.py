@@ -72,10 +72,12 @@ class SlidingWindowLimiter:
         return wait
 
     async def acquire(self, tokens: int) -> float:
-        """Wait until admitted; returns the seconds waited."""
+        """Wait until admitted; returns the seconds waited. A call charged more than the whole
+        window allows (a document re-sent with a doubled output ceiling) waits for an empty window."""
         if self.policy.requests_per_minute is None and self.policy.tokens_per_minute is None:
             return 0.0
-        self.check(tokens)
+        if self.policy.tokens_per_minute is not None:
+            tokens = min(tokens, self.policy.tokens_per_minute)
         if self._lock is None:
             self._lock = asyncio.Lock()
         start = _now()
@@ -193,22 +195,28 @@ class CircuitBreaker:
     """Counts consecutive provider failures across batches. At ``threshold`` it opens: no call
     starts for a cooldown (doubling at each trip), then one probe call goes alone (half-open). A
     failed probe opens it again at once; a success closes it. One trip more than ``max_trips``
-    stops the run."""
+    stops the run. A call that started before the breaker last opened tells nothing new (the
+    outage that opened it): its failure counts neither toward a trip nor as a failed probe, so a
+    burst of calls in flight during one outage is one trip, not one trip each."""
 
     policy: BreakerPolicy
     consecutive: int = 0
     trips: int = 0
     total_trips: int = 0
     half_open: bool = False
+    opened_at: float = float("-inf")  # loop time of the last trip
 
-    def record(self, provider_fault: bool | None, gate: ConcurrencyGate) -> None:
+    def record(self, provider_fault: bool | None, gate: ConcurrencyGate, started: float | None = None) -> None:
         """``True`` for a provider failure, ``False`` for a success, ``None`` for neither (a 429 or a
-        malformed reply says nothing about the provider being up or down)."""
+        malformed reply says nothing about the provider being up or down). ``started``: the loop
+        time the call started (None: now)."""
         if provider_fault is None:
             return
         if provider_fault is False:
             self.consecutive = self.trips = 0
             self.half_open = False
+            return
+        if started is not None and started < self.opened_at:
             return
         self.consecutive += 1
         if self.consecutive < self.policy.threshold and not self.half_open:
@@ -222,5 +230,6 @@ class CircuitBreaker:
                 f"{self.policy.max_trips} cooldowns: stopping; unfinished documents stay pending"
             )
         self.half_open = True
-        gate.pause_until(_now() + self.policy.cooldown * 2 ** (self.trips - 1))
+        self.opened_at = _now()
+        gate.pause_until(self.opened_at + self.policy.cooldown * 2 ** (self.trips - 1))
         gate.half_open()

@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import threading
 import time
+import typing
 import uuid
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -91,12 +92,29 @@ class RunMetrics:
         return snapshot
 
     def to_polars(self):  # -> polars.DataFrame
+        """One row per call, typed from :class:`AttemptRecord` (never inferred from the first rows)."""
         import polars as pl
 
         rows = [dataclasses.asdict(a) for a in self.attempts]
-        schema: dict[str, Any] = {f.name: None for f in dataclasses.fields(AttemptRecord)}
-        frame = pl.DataFrame(rows) if rows else pl.DataFrame({k: [] for k in schema})
+        frame = pl.DataFrame(rows, schema=polars_schema(AttemptRecord))
         return frame.with_columns(pl.lit(self.run_id).alias("run"))
+
+
+def polars_schema(cls: type) -> dict[str, Any]:
+    """A polars schema from a dataclass's field types (``str``, ``int``, ``float``, optional ones,
+    tuples of strings)."""
+    import polars as pl
+
+    kinds = {str: pl.Utf8, int: pl.Int64, float: pl.Float64, bool: pl.Boolean}
+    schema: dict[str, Any] = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        base = typing.get_origin(hint)
+        if base is tuple:
+            schema[name] = pl.List(kinds[args[0]])
+        else:
+            schema[name] = kinds[args[0] if args else hint]
+    return schema
 
 
 class BatchMetricsTracker(RunMetrics):
