@@ -100,9 +100,18 @@ def test_types_not_asked_for_and_malformed_entities_are_dropped() -> None:
     out = validate_reply(reply({"id": "d1", "entities": [
         {"text": "CFTR", "type": "GENE"}, {"text": "", "type": "DISEASE"}, "Cystic fibrosis",
         {"text": "Cystic fibrosis", "type": "DISEASE"},
-    ]}, {"id": "d2", "entities": None}), DOCS, settings)
+    ]}, {"id": "d2", "entities": []}), DOCS, settings)
     assert [e.text for e in out.entities["d1"]] == ["Cystic fibrosis"]
     assert out.counts.dropped == 3 and out.entities["d2"] == []
+
+
+@pytest.mark.parametrize("record", [{"id": "d2"}, {"id": "d2", "entities": None}, {"id": "d2", "entities": "none"},
+                                    {"id": "d2", "entities": {"text": "asthma"}}])
+def test_a_record_that_says_nothing_is_malformed_not_zero_entities(record: dict) -> None:
+    """A record whose entities are missing, null or not a list is no answer: the document is missing
+    (re-sent, then failed), never stored as extracted with zero entities."""
+    out = validate_reply(reply({"id": "d1", "entities": []}, record), DOCS, ExtractionSettings())
+    assert out.missing_ids == ["d2"] and "d2" not in out.entities and out.counts.malformed_records == 1
 
 
 def test_relationships_must_link_kept_entities() -> None:

@@ -31,6 +31,7 @@ from toolkit.documents import Document, Entity, Relationship
 from toolkit.errors import MalformedReply
 from toolkit.lm.engine import schema_of
 from toolkit.models import BatchExtractionResult, DocumentBatch, ValidationCounts
+from toolkit.store.dialect import MAX_MENTION_CHARS, MAX_TYPE_CHARS
 
 LAYOUTS = ("auto", "packed", "parallel")
 PRESETS: dict[str, tuple[str, ...]] = {
@@ -60,8 +61,9 @@ class ExtractionSettings:
     def __post_init__(self) -> None:
         if not self.entity_types:
             raise ValueError("entity_types must not be empty")
-        if any(not t or not isinstance(t, str) for t in self.entity_types):
-            raise ValueError(f"entity types must be non-empty strings, got {self.entity_types!r}")
+        if any(not t or not isinstance(t, str) or len(t) > MAX_TYPE_CHARS for t in self.entity_types):
+            raise ValueError(f"entity types must be non-empty strings of at most {MAX_TYPE_CHARS} characters, "
+                             f"got {self.entity_types!r}")
         object.__setattr__(self, "entity_types", tuple(t.upper() for t in self.entity_types))
         if self.layout not in LAYOUTS:
             raise ValueError(f"unknown layout {self.layout!r}; layouts: {', '.join(LAYOUTS)}")
@@ -388,14 +390,17 @@ class ValidatedBatch:
     relationships: dict[str, list[Relationship]] = field(default_factory=dict)
     counts: ValidationCounts = field(default_factory=ValidationCounts)
     missing_ids: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # ids in the reply that name no document of the batch
+    last_record: str | None = None  # the document of the reply's last record, if that record was kept
 
     def drop_last_record(self) -> None:
         """A reply cut off by ``max_tokens`` (or mended by json-repair, which closes what was cut):
         its last record may be incomplete, so that document counts as missing (the executor
-        re-sends it) instead of being stored with part of its entities."""
-        if not self.entities:
+        re-sends it) instead of being stored with part of its entities. A last record that was
+        not kept (cut before its list of entities) is missing already."""
+        doc_id, self.last_record = self.last_record, None
+        if doc_id is None or doc_id not in self.entities:
             return
-        doc_id = next(reversed(self.entities))
         self.counts.entities -= len(self.entities.pop(doc_id))
         self.relationships.pop(doc_id, None)
         self.missing_ids.append(doc_id)
@@ -405,6 +410,7 @@ class ValidatedBatch:
         """Add another call's findings (one document's answer in the parallel layout) to this batch's."""
         self.entities.update(other.entities)
         self.relationships.update(other.relationships)
+        self.unknown.extend(other.unknown)
         self.counts.add(other.counts)
 
     def settle(self, documents: Sequence[Document]) -> None:
@@ -418,31 +424,55 @@ def _as_str(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
+def _matcher(documents: Sequence[Document]) -> Any:
+    """A reply's id -> the batch's document: the id exactly as given, else with surrounding
+    whitespace ignored on both sides when that names exactly one document."""
+    exact = {d.id: d for d in documents}
+    loose: dict[str, list[Document]] = {}
+    for d in documents:
+        loose.setdefault(d.id.strip(), []).append(d)
+
+    def match(value: Any) -> Document | None:
+        if not isinstance(value, str):
+            return None
+        if value in exact:
+            return exact[value]
+        candidates = loose.get(value.strip(), [])
+        return candidates[0] if len(candidates) == 1 else None
+
+    return match
+
+
 def validate_reply(reply: RawReply, documents: Sequence[Document], settings: ExtractionSettings) -> ValidatedBatch:
-    """Check a reply against its batch: ids, types, grounding and leaks (see module docstring)."""
+    """Check a reply against its batch: ids, types, grounding and leaks (see module docstring). A
+    record without a list of entities says nothing about its document: it counts as malformed and
+    the document as missing (re-sent), never as "no entities"."""
     out = ValidatedBatch()
     counts = out.counts
     counts.repaired = int(reply.repaired)
     by_id = {d.id: d for d in documents}
+    match = _matcher(documents)
     allowed = set(settings.entity_types)
     for item in reply.items:
-        doc_id = _as_str(item.get("id")) if isinstance(item, dict) else None
-        if doc_id is None:
+        out.last_record = None
+        raw_id = item.get("id") if isinstance(item, dict) else None
+        if _as_str(raw_id) is None or not isinstance(item.get("entities"), list):
             counts.malformed_records += 1
             continue
-        if doc_id not in by_id:
+        document = match(raw_id)
+        if document is None:
             counts.unknown_ids += 1
+            out.unknown.append(str(raw_id)[:80])
             continue
+        doc_id = out.last_record = document.id
         if doc_id in out.entities:
             counts.duplicate_records += 1
-        document = by_id[doc_id]
         kept = out.entities.setdefault(doc_id, [])
         seen = {(normalise(e.text), e.type) for e in kept}
-        raw_entities = item.get("entities")
-        for raw in raw_entities if isinstance(raw_entities, list) else []:
+        for raw in item["entities"]:
             mention = _as_str(raw.get("text")) if isinstance(raw, dict) else None
             etype = (_as_str(raw.get("type")) or "").upper() if isinstance(raw, dict) else ""
-            if mention is None or etype not in allowed:
+            if mention is None or etype not in allowed or len(mention) > MAX_MENTION_CHARS:
                 counts.dropped += 1
                 continue
             span = _locate(mention, document.text)
@@ -469,7 +499,7 @@ def validate_reply(reply: RawReply, documents: Sequence[Document], settings: Ext
             if None in parts or normalise(parts[0]) not in names or normalise(parts[1]) not in names:
                 counts.dropped_relationships += 1
                 continue
-            rels.append(Relationship(parts[0], parts[1], parts[2].upper()[:100], doc_id))
+            rels.append(Relationship(parts[0], parts[1], parts[2].upper()[:MAX_TYPE_CHARS], doc_id))
     out.settle(documents)
     return out
 
@@ -663,8 +693,20 @@ def to_result(batch: DocumentBatch, validated: ValidatedBatch, usage: tuple[int 
         per_document_entities=validated.entities,
         per_document_relationships=validated.relationships,
         success_status=not validated.missing_ids,
-        error_message=f"missing from reply: {validated.missing_ids}" if validated.missing_ids else None,
+        error_message=_missing_message(validated),
         tokens_in=usage[0],
         tokens_out=usage[1],
         validation=validated.counts,
     )
+
+
+def _missing_message(validated: ValidatedBatch) -> str | None:
+    """Why documents are missing from a reply, in words a failure reason can carry."""
+    if not validated.missing_ids:
+        return None
+    counts, parts = validated.counts, [f"no usable record for {validated.missing_ids[:5]}"]
+    if validated.unknown:
+        parts.append(f"the reply named ids that were not asked for: {validated.unknown[:5]}")
+    if counts.malformed_records:
+        parts.append(f"{counts.malformed_records} records without an id or a list of entities")
+    return "; ".join(parts)
