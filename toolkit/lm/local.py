@@ -6,17 +6,22 @@ grammar-constrained by llama.cpp. ``prompt_cache`` controls llama.cpp's reuse of
 prompt's matching prefix: off, every call evaluates its whole prompt (a cold cache).
 :meth:`LlamaEngine.complete_many` answers several one-document prompts in one decode loop
 (:mod:`toolkit.lm.parallel`): their shared prefix evaluated once, their answers generated together
-under llguidance's JSON grammar, what the grammar forces fast-forwarded.
+under llguidance's JSON grammar, what the grammar forces fast-forwarded. Both paths tokenise prompts
+with :class:`ChatTemplate`: only the chat template's own markup becomes control tokens, so a document
+containing ``<|im_end|>`` is read as text.
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -77,8 +82,98 @@ def _close_all() -> None:
         _OPEN.pop().close()
 
 
+_MARK = re.compile("\ue000([0-9]+)\ue001")  # a message's place in the rendered template
+
+
+@dataclass
+class ChatPrompt:
+    """A rendered chat prompt: its tokens and what ends the model's turn."""
+
+    tokens: list[int]
+    stop: list[str]  # the template's stop strings
+    stopping_criteria: Any  # llama_cpp.StoppingCriteriaList (the end-of-turn token)
+
+
+class ChatTemplate:
+    """The model's chat template, rendered as ``create_chat_completion`` renders it (its Jinja
+    template, no BOS added) and tokenised so that only the template's markup can become control
+    tokens: message contents are plain text (``special=False``), whatever they contain. For contents
+    without control-token text the tokens are exactly ``create_chat_completion``'s."""
+
+    def __init__(self, llama: Any) -> None:
+        from llama_cpp import llama_chat_format
+
+        self.llama = llama
+        eos, bos = llama.token_eos(), llama.token_bos()
+        self._format = llama_chat_format.Jinja2ChatFormatter(  # as llama_cpp.Llama registers its default
+            template=llama.metadata["tokenizer.chat_template"],
+            eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
+            bos_token=llama._model.token_get_text(bos) if bos != -1 else "",
+            stop_token_ids=[eos],
+        )
+
+    def __call__(self, messages: list[dict[str, str]]) -> ChatPrompt:
+        """``messages`` rendered and tokenised. The template is rendered with a placeholder per
+        message to tell its markup from the contents; llama.cpp's own split (control tokens, then
+        each stretch of text between them tokenised alone) is applied to the markup's control
+        tokens only. Raises ValueError if the template alters contents (then they cannot be located)."""
+        contents = [m["content"] for m in messages]
+        marked = self._format(messages=[{**m, "content": f"\ue000{i}\ue001"} for i, m in enumerate(messages)])
+        result = self._format(messages=messages)
+        parts = _MARK.split(marked.prompt)  # markup, message index, markup, ...
+        if "".join(contents[int(p)] if i % 2 else p for i, p in enumerate(parts)) != result.prompt:
+            raise ValueError("the chat template alters message contents: they cannot be told from its markup")
+        tokens: list[int] = []
+        text = ""
+        for i, part in enumerate(parts):
+            if i % 2:
+                text += contents[int(part)]
+                continue
+            for piece in self._split_markup(part):
+                if isinstance(piece, str):
+                    text += piece
+                else:
+                    tokens += self._plain(text) + [piece]
+                    text = ""
+        return ChatPrompt(tokens + self._plain(text), list(result.stop or []), result.stopping_criteria)
+
+    def _plain(self, text: str) -> list[int]:
+        return self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False) if text else []
+
+    def _split_markup(self, markup: str) -> list[str | int]:
+        """``markup`` as text pieces and the control tokens llama.cpp finds in it (as with
+        ``special=True``: control and unknown-attribute tokens; user-defined ones are plain text)."""
+        import llama_cpp
+
+        special = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+        vocab = self.llama._model.vocab
+        pieces: list[str | int] = []
+        at = 0
+        for token in self.llama.tokenize(markup.encode("utf-8"), add_bos=False, special=True):
+            if llama_cpp.llama_vocab_get_attr(vocab, token) & special:
+                spelt = self.llama._model.token_get_text(token)
+                found = markup.index(spelt, at)
+                pieces += [markup[at:found], token]
+                at = found + len(spelt)
+        return pieces + [markup[at:]]
+
+
+def _grammar(response_format: Any) -> Any:
+    """The llama.cpp grammar of an OpenAI-style ``response_format`` (None: unconstrained): its JSON
+    schema's, or any JSON when it has none (as ``create_chat_completion`` builds it)."""
+    from llama_cpp import llama_grammar
+
+    if not isinstance(response_format, dict):
+        return None
+    schema = schema_of(response_format)
+    if schema is None:
+        return llama_grammar.LlamaGrammar.from_string(llama_grammar.JSON_GBNF, verbose=False)
+    return llama_grammar.LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+
+
 class LlamaEngine(SyncEngineMixin):
-    """``complete(request) -> Response`` over ``llama_cpp.Llama.create_chat_completion``."""
+    """``complete(request) -> Response`` over ``llama_cpp.Llama.create_completion`` on prompts
+    tokenised by :class:`ChatTemplate` (what ``create_chat_completion`` does, contents kept plain)."""
 
     def __init__(self, model: str | None = None, n_ctx: int | None = None, n_threads: int | None = None,
                  prompt_cache: bool = True, seed: int = 0, repeat_penalty: float = 1.0, repack: bool = False) -> None:
@@ -91,6 +186,7 @@ class LlamaEngine(SyncEngineMixin):
         self.repeat_penalty = repeat_penalty
         self.repack = repack  # llama.cpp's weight repacking (see _open_llama)
         self._llama: Any = None
+        self._template: Any = None  # ChatTemplate, with the weights
         self._parallel: Any = None
         self._lock = threading.Lock()
 
@@ -104,31 +200,26 @@ class LlamaEngine(SyncEngineMixin):
                 repack=self.repack, model_path=str(self.model_path), n_ctx=self.n_ctx, n_threads=self.n_threads,
                 n_threads_batch=self.n_threads, seed=self.seed, verbose=False,
             )
+            self._template = ChatTemplate(self._llama)
         return self._llama
 
     def complete(self, request: Any) -> Any:
         config = request.config
-        kwargs: dict[str, Any] = {
-            "messages": request_messages(request),
-            "max_tokens": config.max_tokens or 1024,
-            "temperature": 0.0 if config.temperature is None else config.temperature,
-            "seed": self.seed,
-            "repeat_penalty": self.repeat_penalty,
-        }
-        schema = schema_of(config.response_format)
-        if schema is not None:
-            kwargs["response_format"] = {"type": "json_object", "schema": schema}
-        elif isinstance(config.response_format, dict):
-            kwargs["response_format"] = {"type": "json_object"}
         with self._lock:
             llama = self._load()
+            prompt = self._template(request_messages(request))
             if not self.prompt_cache:
                 llama.reset()
-            out = llama.create_chat_completion(**kwargs)
+            out = llama.create_completion(
+                prompt=prompt.tokens, max_tokens=config.max_tokens or 1024,
+                temperature=0.0 if config.temperature is None else config.temperature, seed=self.seed,
+                repeat_penalty=self.repeat_penalty, stop=prompt.stop, stopping_criteria=prompt.stopping_criteria,
+                grammar=_grammar(config.response_format),
+            )
         usage = out.get("usage") or {}
         choice = out["choices"][0]
         tokens_in, tokens_out = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-        return make_response(self.name, choice["message"].get("content") or "", choice.get("finish_reason") or "stop",
+        return make_response(self.name, choice.get("text") or "", choice.get("finish_reason") or "stop",
                              tokens_in, tokens_out)
 
     def complete_many(self, prompts: Sequence[tuple[list[dict[str, str]], dict[str, Any] | None, int]],
@@ -145,7 +236,7 @@ class LlamaEngine(SyncEngineMixin):
             if self._parallel is None:
                 self._parallel = ParallelDecoder(llama, max_sequences=MAX_SEQUENCES, n_ctx=max(16384, self.n_ctx))
                 _OPEN.append(self._parallel)
-            tokens = [self._parallel.tokenize(messages) for messages, _, _ in prompts]
+            tokens = [self._template(messages).tokens for messages, _, _ in prompts]
             return self._parallel.generate(tokens, [schema for _, schema, _ in prompts], [m for _, _, m in prompts],
                                            keep_prefix=self.prompt_cache, until=until)
 

@@ -47,7 +47,7 @@ class ParallelDecoder:
 
     def __init__(self, llama: Any, max_sequences: int = 16, n_ctx: int = 16384, n_batch: int = 512) -> None:
         import llama_cpp
-        from llama_cpp import _internals, llama_chat_format
+        from llama_cpp import _internals
 
         self.llama = llama
         self.max_sequences = max_sequences
@@ -62,12 +62,6 @@ class ParallelDecoder:
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, max_sequences)
         self.vocab = llama._model.vocab
         self.n_vocab = llama.n_vocab()
-        eos, bos = llama.token_eos(), llama.token_bos()
-        self._format = llama_chat_format.Jinja2ChatFormatter(
-            template=llama.metadata["tokenizer.chat_template"],
-            eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
-            bos_token=llama._model.token_get_text(bos) if bos != -1 else "",
-        )
         self._prefix: list[int] = []  # the shared prefix in the context (for keep_prefix)
         self._closing: dict[int, bool] = {}
         self._tokenizer: Any = None  # llguidance's view of the vocabulary, built on first use (~1 s)
@@ -79,11 +73,6 @@ class ParallelDecoder:
             llama_cpp.llama_batch_free(self._batch)
             self._batch = None
         self._ctx.close()
-
-    def tokenize(self, messages: list[dict[str, str]]) -> list[int]:
-        """The prompt's tokens exactly as ``create_chat_completion`` would build them."""
-        result = self._format(messages=messages)
-        return self.llama.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
 
     # ------------------------------------------------------------------------------------ decoding
     def _decode(self, entries: list[Entry]) -> list[np.ndarray]:
