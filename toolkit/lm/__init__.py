@@ -6,8 +6,10 @@
 * ``emulated:PROFILE``: a latency/rate-limit model of a provider with a deterministic extractor,
   for what-if runs in virtual time (its output is labelled emulated);
 * anything else: a provider model name that DSPy/LiteLLM reaches (``openai/gpt-4o-mini``,
-  ``anthropic/...``, ``ollama_chat/...``, ``openai/NAME`` with ``api_base``); keys come from the
-  environment and are never logged or stored.
+  ``anthropic/...``, ``ollama_chat/...``); keys come from the environment and are never logged or
+  stored. ``openai/NAME`` with ``api_base`` is an OpenAI-compatible server (``llama_cpp.server``,
+  vLLM, ...), sent requests it understands (see :func:`~toolkit.lm.engine.server_request`); when
+  ``OPENAI_API_KEY`` is not set it is sent :data:`PLACEHOLDER_KEY` (a local server needs none).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price-list download
+
+PLACEHOLDER_KEY = "no-key"  # the key sent to an OpenAI-compatible server when the environment has none
 
 
 @dataclass
@@ -64,6 +68,13 @@ def resolve_lm(spec: str = "local", api_base: str | None = None, prompt_cache: b
             f"unknown LM {spec!r}: use 'local', 'local:MODEL', 'emulated:PROFILE' or a provider/model name"
         )
     kwargs: dict[str, Any] = {"cache": False, "num_retries": 0}
-    if api_base:
-        kwargs["api_base"] = api_base
-    return ResolvedLM(spec, dspy.LM(spec, **kwargs), "provider", spec)
+    if not api_base:
+        return ResolvedLM(spec, dspy.LM(spec, **kwargs), "provider", spec)
+    if not spec.startswith("openai/"):
+        return ResolvedLM(spec, dspy.LM(spec, api_base=api_base, **kwargs), "provider", spec)
+    from toolkit.lm.engine import AsyncCompatibleServerEngine, CompatibleServerEngine
+
+    key = {} if os.environ.get("OPENAI_API_KEY") else {"api_key": PLACEHOLDER_KEY}  # a real key stays in the env
+    engine = CompatibleServerEngine(dspy.LM(spec, api_base=api_base, **key, **kwargs))
+    lm = dspy.LM(spec, engine=engine, async_engine=AsyncCompatibleServerEngine(engine), **kwargs)
+    return ResolvedLM(spec, lm, "provider", spec, engine)

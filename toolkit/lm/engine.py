@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
+import dspy
 from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events
 
 
@@ -65,3 +67,43 @@ class ThreadedAsyncEngine:
 
     async def aclose(self) -> None:
         pass
+
+
+
+def server_request(request: Any) -> Any:
+    """``request`` as an OpenAI-compatible server (``llama_cpp.server``, vLLM, ...) takes it: the
+    JSON schema as ``{"type": "json_object", "schema": ...}`` and the output cap as ``max_tokens``,
+    both sent verbatim in the body. DSPy alone sends neither: it drops the schema of a model it has
+    no metadata for (and spells a schema ``json_schema``, which ``llama_cpp.server`` refuses), and
+    caps output with ``max_completion_tokens``, which ``llama_cpp.server`` ignores (a reply could
+    run to the end of its context)."""
+    config = request.config
+    body = dict(config.extensions or {})
+    if config.response_format is not None:
+        schema = schema_of(config.response_format)
+        body["response_format"] = {"type": "json_object", **({"schema": schema} if schema else {})}
+    if config.max_tokens is not None:
+        body["max_tokens"] = config.max_tokens
+    config = dataclasses.replace(config, response_format=None, max_tokens=None, extensions=body or None)
+    return dataclasses.replace(request, config=config)
+
+
+class CompatibleServerEngine(SyncEngineMixin):
+    """An OpenAI-compatible server through ``client``, DSPy's own ``dspy.LM`` for it, each request
+    rewritten by :func:`server_request`. ``client`` records neither usage nor history: the
+    ``dspy.LM`` over this engine does."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def complete(self, request: Any) -> Response:
+        with dspy.context(usage_tracker=None, disable_history=True):
+            return self.client(server_request(request))
+
+
+class AsyncCompatibleServerEngine(ThreadedAsyncEngine):
+    """Async face of a :class:`CompatibleServerEngine`: its client's own async call, no thread."""
+
+    async def complete(self, request: Any) -> Response:
+        with dspy.context(usage_tracker=None, disable_history=True):
+            return await self.sync.client.acall(server_request(request))
