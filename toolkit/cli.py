@@ -9,10 +9,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from toolkit.corpora import CorpusError, dedupe, load_corpus, synthetic_documents
+from toolkit.corpora import FORMATS, CorpusError, dedupe, load_corpus, synthetic_documents
+from toolkit.errors import RunFailed
 from toolkit.lm.weights import WeightsError
-from toolkit.store import StoreError
 from toolkit.packer import STRATEGIES, Packer, PackingSettings
+from toolkit.redact import redact
+from toolkit.store import StoreError
 
 
 def _print_report(report: dict[str, Any], as_json: bool) -> None:
@@ -109,7 +111,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     settings = RunSettings(token_budget=args.budget, max_docs=args.max_docs, strategy=args.strategy,
                            concurrency=args.concurrency, extraction=_extraction_settings(args), strict=args.strict)
     result = run(args.corpus, lm=args.lm, settings=settings, store=args.db, run_name=args.run, resume=args.resume,
-                 limit=args.limit, api_base=args.api_base, progress=False if args.json else None)
+                 limit=args.limit, api_base=args.api_base, progress=False if args.json else None, fmt=args.format)
     summary = result.summary
     rows = result.store.documents(result.run_id) if summary["documents"] <= args.show else []
     by_doc: dict[str, list] = {}
@@ -125,10 +127,16 @@ def cmd_extract(args: argparse.Namespace) -> int:
             ents = ", ".join(f"{e['text']} [{e['type']}]" for e in doc["entities"]) or "(none)"
             print(f"{doc['id']}  {doc['status']}: {ents if doc['status'] == 'extracted' else doc['reason']}")
         _print_report(summary, False)
+    if summary["lost"]:
+        print(f"error: {summary['lost']} documents lost (a bug: please report it)", file=sys.stderr)
+        return 1
+    if summary["input_error"]:
+        print(f"error: {summary['input_error']}", file=sys.stderr)
+        return 2
     if summary["stop_reason"]:
         print(f"error: run stopped: {summary['stop_reason']}", file=sys.stderr)
         return 3
-    return 0 if summary["lost"] == 0 else 1
+    return 0
 
 
 def cmd_corpora(args: argparse.Namespace) -> int:
@@ -303,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     extract = sub.add_parser("extract", help="the main job: extract a corpus into a database (resumable)")
     extract.add_argument("--corpus", default="pubmed-sample",
                          help="a corpus name (see `corpora list`) or a JSONL, PubTator, CoNLL or PubMed XML file")
+    extract.add_argument("--format", choices=FORMATS,
+                         help="the corpus's format when its name does not tell (needed for a pipe such as -)")
     extract.add_argument("--limit", type=int, help="first N documents only")
     _add_extraction_args(extract)
     extract.add_argument("--budget", type=int, default=8192, help="tokens per call, prompt and output included")
@@ -381,6 +391,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except RunFailed as exc:
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
+        return 3
     except (CorpusError, ValueError, OSError, WeightsError, StoreError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 2

@@ -5,8 +5,11 @@ packs each chunk, runs it through the executor and the DSPy module, and writes e
 outcome to the store as soon as it is decided. A run is named (``run_name``); running a name
 again resumes it: documents already extracted are skipped, pending and failed ones are retried.
 Bad input (malformed lines, missing or duplicate ids, empty or non-text content, invalid UTF-8,
-documents far larger than the budget) becomes a failed document with its file, line and reason,
-or, with ``strict``, stops the run before any call.
+documents far larger than the budget) becomes a failed document with its file, line and reason
+(:mod:`toolkit.intake`), or, with ``strict``, stops the run before any call (the whole input is
+checked first). A damaged stream ends the run after the documents read before the damage. A run is
+owned by one process at a time (a lease in the store); a run that ends by an exception is marked
+failed.
 """
 
 from __future__ import annotations
@@ -16,21 +19,27 @@ import hashlib
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
-from toolkit.corpora import BadRecord, CorpusError, iter_records
+from toolkit.corpora import CorpusDamaged, CorpusError, Record, is_stream, iter_records, resolve
+from toolkit.corpora.readers import key_problem
 from toolkit.documents import Document
+from toolkit.errors import RunFailed
 from toolkit.executor import DocumentOutcome
 from toolkit.extraction import ExtractionSettings
+from toolkit.intake import Decision, Intake
 from toolkit.lm import ResolvedLM
-from toolkit.packer import Packer, PackingSettings, STRATEGIES
+from toolkit.packer import STRATEGIES, Packer, PackingSettings
+from toolkit.progress import DocumentBar
+from toolkit.redact import redact
 from toolkit.report import extraction_summary
 from toolkit.service import ExtractionService, ServiceRun, default_policy
 from toolkit.store import Store, open_store
-from toolkit.store.dialect import MAX_ID_CHARS
+from toolkit.store.dialect import MAX_RUN_CHARS
+from toolkit.store.lease import LeaseKeeper
 from toolkit.tokens import get_counter
 
 DEFAULT_CORPUS = "pubmed-sample"
@@ -72,6 +81,7 @@ class _Doc:
     relationships: list = field(default_factory=list)
     token_count: int | None = None
     source: str | None = None
+    digest: str | None = None  # sha256 of the document's text
 
 
 @dataclass
@@ -105,30 +115,16 @@ class RunResult:
         return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
 
 
-@dataclass
-class _Tally:
-    read: int = 0
-    skipped_done: int = 0
-    duplicates_skipped: int = 0
-    bad_records: int = 0
-    oversize: int = 0
-    expected: set = field(default_factory=set)
-
-
-def _expected_total(corpus: str, limit: int | None) -> int | None:
+def _expected_total(corpus: str, path: Path, fmt: str, limit: int | None) -> int | None:
     """How many records the bar should expect (for its ETA): the limit, a sample's size, or a
     quick count of JSONL lines / PubTator titles; None when unknown without parsing."""
-    from toolkit.corpora import get_manifest, resolve
+    from toolkit.corpora import get_manifest
 
     manifest = get_manifest(corpus)
     take = manifest.take if manifest is not None else None
     if limit is not None or take is not None:
         return min(x for x in (limit, take) if x is not None)
-    try:
-        path, fmt = resolve(corpus)
-    except CorpusError:
-        return None
-    if fmt not in ("jsonl", "pubtator") or path.suffix == ".gz":
+    if fmt not in ("jsonl", "pubtator") or path.suffix == ".gz" or is_stream(path):
         return None
     with path.open("rb") as handle:
         if fmt == "jsonl":
@@ -162,13 +158,14 @@ def _ensure_fetched(corpus: str) -> None:
         fetch_corpus(corpus, progress=lambda msg: print(msg, file=sys.stderr))
 
 
-def _records(corpus: str, limit: int | None) -> Iterator[Document | BadRecord]:
+def _records(records: Iterator[Record], corpus: str, limit: int | None) -> Iterator[Record]:
+    """``records`` up to ``limit`` (or a named sample's size), without citations a sample excludes."""
     from toolkit.corpora import get_manifest
 
     manifest = get_manifest(corpus)
     take = limit if limit is not None else (manifest.take if manifest is not None else None)
     count = 0
-    for item in iter_records(corpus):
+    for item in records:
         if take is not None and count >= take:
             return
         if manifest is not None and manifest.require_abstract and isinstance(item, Document) \
@@ -178,118 +175,158 @@ def _records(corpus: str, limit: int | None) -> Iterator[Document | BadRecord]:
         yield item
 
 
+def check_run_name(name: str | None) -> None:
+    """A run name the store can hold: at most :data:`MAX_RUN_CHARS` characters, no control characters."""
+    if name is None:
+        return
+    if not name or len(name) > MAX_RUN_CHARS:
+        raise ValueError(f"a run name has 1 to {MAX_RUN_CHARS} characters, got {len(name)}")
+    if problem := key_problem(name):
+        raise ValueError(f"run name {name!r} has {problem}")
+
+
+def _validate(records: Iterator[Record], intake: Intake) -> None:
+    """The strict pre-pass: the whole input checked, streaming, before any call."""
+    for item in records:
+        decision = intake.decide(item)
+        if decision.verdict == "reject":
+            raise CorpusError(decision.reason.removeprefix("bad input: "))
+
+
 def run(corpus: str = DEFAULT_CORPUS, lm: str | ResolvedLM = "local", settings: RunSettings | None = None,
         store: str | Store | None = None, run_name: str | None = None, resume: bool = False,
         limit: int | None = None, api_base: str | None = None,
-        progress: bool | Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+        progress: bool | Callable[[dict[str, Any]], None] | None = None, fmt: str | None = None) -> RunResult:
     """Extract ``corpus`` into ``store`` (see the module docstring). ``progress``: None/True shows a
-    bar, False nothing, a callable receives the running tally after every document."""
+    bar, False nothing, a callable receives the running tally after every document. ``fmt``: the
+    corpus's format when its name does not tell (a pipe). Everything a user can get wrong (corpus,
+    store, LM, settings, a run owned by another process) raises before the run is written."""
     settings = settings or RunSettings()
-    _ensure_fetched(str(corpus))
+    corpus = str(corpus)
+    check_run_name(run_name)
+    _ensure_fetched(corpus)
+    path, fmt = resolve(corpus, fmt)
+    if settings.strict and is_stream(path):
+        raise CorpusError(f"--strict checks the whole input before the first call, which reads it twice: "
+                          f"{path} is a pipe; write it to a file first")
     db = open_store(store) if store is None or isinstance(store, str) else store
     service = ExtractionService(lm, settings.extraction, api_base=api_base)
     if settings.concurrency is not None:
         service.policy = default_policy(service.resolved, settings.concurrency)
-    if resume and run_name is None:
-        run_name = _latest_run(db, str(corpus))
-    run_id = run_name or new_run_id()
-    existed = db.start_run(run_id, service.resolved.spec, service.resolved.model_id,
-                           {"corpus": str(corpus), "limit": limit, **settings.to_dict()})
-    if existed and not resume and run_name is None:  # pragma: no cover - generated ids are unique
-        raise ValueError(f"run {run_id} exists")
-    done = {i for i, s in db.statuses(run_id).items() if s == "extracted"} if existed else set()
     packing = service.packing_settings(settings.token_budget, max_docs=settings.max_docs, strategy=settings.strategy)
-    counter = get_counter(packing.model)
+    tpm = service.policy.rate.tokens_per_minute
+    if tpm is not None and packing.token_budget > tpm:
+        raise ValueError(f"the token budget ({packing.token_budget}) is above {service.resolved.spec}'s limit of "
+                         f"{tpm} tokens per minute: a full batch could never be sent; lower --budget")
     room = packing.token_budget - packing.prompt_tokens - packing.doc_overhead_tokens - packing.output_tokens_per_doc
-    tally = _Tally()
+    counter = get_counter(packing.model)
+
+    def intake(done: dict[str, str | None]) -> Intake:
+        return Intake(corpus, counter.count, room, packing.token_budget, done)
+
+    if settings.strict:
+        _validate(_records(iter_records(path, fmt), corpus, limit), intake({}))
+    if resume and run_name is None:
+        run_name = _latest_run(db, corpus)
+    run_id = run_name or new_run_id()
+    records = iter_records(path, fmt)
+    existed = db.start_run(run_id, service.resolved.spec, service.resolved.model_id,
+                           {"corpus": corpus, "limit": limit, **settings.to_dict()})
+    try:
+        with LeaseKeeper(db, run_id) as heartbeat:
+            gate = intake(db.digests(run_id) if existed else {})
+            return _execute(_records(records, corpus, limit), gate, service, packing, settings, db, run_id,
+                            progress, _expected_total(corpus, path, fmt, limit), heartbeat)
+    except Exception as exc:
+        _abandon(db, run_id, exc)
+        raise RunFailed(f"run {run_id!r} stopped: {type(exc).__name__}: {exc}") from exc
+    except BaseException as exc:
+        _abandon(db, run_id, exc)
+        raise
+
+
+def _abandon(db: Store, run_id: str, exc: BaseException, waits: tuple[float, ...] = (0.5, 1, 2, 4)) -> None:
+    """Mark a run that ended by an exception as failed. The store may be what failed (locked by
+    another process): tried again for a few seconds; after that its lease expires and the run
+    shows as abandoned."""
+    for wait in (0.0, *waits):
+        time.sleep(wait)
+        try:
+            db.finish_run(run_id, "failed", {"run": run_id, "error": f"{type(exc).__name__}: {exc}"})
+            return
+        except Exception as second:  # noqa: BLE001 - reported below if it never succeeds
+            error = second
+    print(f"warning: could not mark run {run_id!r} failed: {redact(str(error))}", file=sys.stderr)
+
+
+def _execute(records: Iterator[Record], gate: Intake, service: ExtractionService, packing: PackingSettings,
+             settings: RunSettings, db: Store, run_id: str, progress: bool | Callable[[dict[str, Any]], None] | None,
+             total: int | None, heartbeat: LeaseKeeper) -> RunResult:
+    """The run itself: records through the intake, chunks through the service, outcomes into the store."""
+    expected: set[str] = set()
     runs: list[ServiceRun] = []
     start = time.perf_counter()
-    bar = _Bar(progress, _expected_total(corpus, limit), lambda: service.metrics.failed_attempts)
+    bar = DocumentBar(progress, total, lambda: service.metrics.failed_attempts)
 
     def decided(outcome: DocumentOutcome | _Doc) -> None:
+        heartbeat.check()
         db.save_documents(run_id, [outcome])
         bar.update(outcome)
 
-    def reject(doc_id: str, reason: str, source: str | None, tokens: int | None = None) -> None:
-        if settings.strict:
-            raise CorpusError(reason)
-        tally.expected.add(doc_id)
-        decided(_Doc(doc_id, "failed", f"bad input: {reason}", token_count=tokens, source=source))
-
-    seen: dict[str, str] = {}
-    chunk: list[tuple[Document, int]] = []
+    chunk: list[Decision] = []
     stopped: str | None = None
+    damaged: str | None = None
     try:
-        for item in _records(corpus, limit):
-            tally.read += 1
-            if isinstance(item, BadRecord):
-                tally.bad_records += 1
-                doc_id = item.id if item.id and item.id not in seen else f"{Path(item.source).name}:{item.line}"
-                doc_id = doc_id[:MAX_ID_CHARS]
-                seen.setdefault(doc_id, "")
-                reject(doc_id, item.message(), f"{item.source}:{item.line}")
-                continue
-            if len(item.id) > MAX_ID_CHARS:
-                tally.bad_records += 1
-                reject(f"{item.id[:40]}...#{tally.read}", f"{corpus}: record {tally.read}: id longer than "
-                       f"{MAX_ID_CHARS} characters", f"record {tally.read}")
-                continue
-            digest = hashlib.sha1(item.text.encode("utf-8", "surrogatepass")).hexdigest()
-            if item.id in seen:
-                if seen[item.id] == digest:
-                    tally.duplicates_skipped += 1
-                    continue
-                tally.bad_records += 1
-                reject(f"{item.id}#{tally.read}", f"{corpus}: record {tally.read}: id {item.id!r} already used "
-                       "for a different text", f"record {tally.read}")
-                continue
-            seen[item.id] = digest
-            if item.id in done:
-                tally.skipped_done += 1
-                bar.skip()
-                continue
-            tokens = counter.count(item.text)
-            if tokens > room:
-                tally.oversize += 1
-                reject(item.id, f"{corpus}: document {item.id!r} has {tokens} tokens; the budget of "
-                       f"{packing.token_budget} leaves {room} per document", None, tokens)
-                continue
-            tally.expected.add(item.id)
-            chunk.append((item, tokens))
-            if len(chunk) >= settings.chunk_docs:
-                stopped = _run_chunk(service, packing, chunk, db, run_id, decided, runs)
-                chunk = []
-                if stopped:
-                    break
+        try:
+            for item in records:
+                decision = gate.decide(item)
+                if decision.verdict == "reject":
+                    expected.add(decision.id)
+                    decided(_Doc(decision.id, "failed", decision.reason, token_count=decision.tokens,
+                                 source=decision.source, digest=decision.digest))
+                elif decision.verdict == "done":
+                    bar.skip()
+                elif decision.verdict == "run":
+                    expected.add(decision.id)
+                    chunk.append(decision)
+                    if len(chunk) >= settings.chunk_docs:
+                        stopped, chunk = _run_chunk(service, packing, chunk, db, run_id, decided, runs), []
+                        if stopped:
+                            break
+        except CorpusDamaged as exc:
+            damaged = str(exc)
         if chunk and not stopped:
             stopped = _run_chunk(service, packing, chunk, db, run_id, decided, runs)
     except KeyboardInterrupt:
         stopped = "interrupted (Ctrl-C): unfinished documents stay pending; resume with the same run name"
     finally:
         bar.close()
+    if damaged and not stopped:
+        stopped = f"input damaged: {damaged}; the documents before the damage are done, fix the file and resume"
     wall = time.perf_counter() - start
-    summary = _summary(run_id, db, tally, runs, wall, service, stopped)
+    summary = _summary(run_id, db, gate, expected, runs, wall, service, stopped)
+    summary["input_error"] = damaged
     db.finish_run(run_id, "stopped" if stopped else "finished", summary)
     return RunResult(run_id, summary, db)
 
 
-def _run_chunk(service: ExtractionService, packing: PackingSettings, chunk: list[tuple[Document, int]], db: Store,
+def _run_chunk(service: ExtractionService, packing: PackingSettings, chunk: list[Decision], db: Store,
                run_id: str, decided: Callable[[DocumentOutcome], None], runs: list[ServiceRun]) -> str | None:
-    documents = [d for d, _ in chunk]
-    db.mark_pending(run_id, [(d.id, n, None) for d, n in chunk])
-    pack = Packer(packing).pack(documents, token_counts=[n for _, n in chunk])
+    documents = [d.document for d in chunk]
+    db.mark_pending(run_id, [(d.id, d.tokens, None, d.digest) for d in chunk])
+    pack = Packer(packing).pack(documents, token_counts=[d.tokens for d in chunk])
     result = service.execute(pack, len(documents), progress=False, on_outcome=decided)
     db.save_attempts(run_id, result.attempts)
     runs.append(result)
     return result.stopped
 
 
-def _summary(run_id: str, db: Store, tally: _Tally, runs: list[ServiceRun], wall: float,
+def _summary(run_id: str, db: Store, gate: Intake, expected: set[str], runs: list[ServiceRun], wall: float,
              service: ExtractionService, stopped: str | None) -> dict[str, Any]:
     statuses = db.statuses(run_id)
     final = {i for i, s in statuses.items() if s in ("extracted", "failed")}
     pending = {i for i, s in statuses.items() if s == "pending"}
-    lost = len(tally.expected - final - (pending if stopped else set()))
+    lost = len(expected - final - (pending if stopped else set()))
     extracted = [i for i, s in statuses.items() if s == "extracted"]
     merged: dict[str, Any] = {}
     if runs:
@@ -306,8 +343,7 @@ def _summary(run_id: str, db: Store, tally: _Tally, runs: list[ServiceRun], wall
     entity_counts = _entity_counts(db, run_id)
     entities = sum(entity_counts.get(i, 0) for i in extracted)
     seconds = merged["virtual_seconds"] if service.resolved.emulated and merged["virtual_seconds"] else wall
-    this_run = tally.expected
-    done_now = sum(1 for i in this_run if statuses.get(i) == "extracted")
+    done_now = sum(1 for i in expected if statuses.get(i) == "extracted")
     return {
         "run": run_id,
         "store": db.url,
@@ -315,15 +351,16 @@ def _summary(run_id: str, db: Store, tally: _Tally, runs: list[ServiceRun], wall
         "model_id": service.resolved.model_id,
         "emulated": service.resolved.emulated,
         "documents": len(statuses),
-        "read": tally.read,
+        "read": gate.read,
         "extracted": len(extracted),
         "failed": sum(1 for s in statuses.values() if s == "failed"),
         "pending": len(pending),
         "lost": lost,
-        "skipped_already_extracted": tally.skipped_done,
-        "duplicates_skipped": tally.duplicates_skipped,
-        "bad_records": tally.bad_records,
-        "oversize": tally.oversize,
+        "skipped_already_extracted": gate.skipped_done,
+        "changed_since_extracted": gate.changed,
+        "duplicates_skipped": gate.duplicates,
+        "bad_records": gate.bad_records,
+        "oversize": gate.oversize,
         **{k: merged[k] for k in ("batches", "calls", "retries", "splits", "requeued")},
         "entities": entities,
         "entities_per_doc": entities / len(extracted) if extracted else 0.0,
@@ -343,38 +380,3 @@ def _entity_counts(db: Store, run_id: str) -> dict[str, int]:
     for e in db.entities(run_id):
         counts[e.source_document_id] = counts.get(e.source_document_id, 0) + 1
     return counts
-
-
-class _Bar:
-    """tqdm bar over documents with entities and retries in the postfix (ETA when the total is known)."""
-
-    def __init__(self, progress: bool | Callable[[dict[str, Any]], None] | None, total: int | None,
-                 retries: Callable[[], int]) -> None:
-        self.callback = progress if callable(progress) else None
-        self.retries = retries
-        self.tally = {"documents": 0, "extracted": 0, "failed": 0, "entities": 0, "retries": 0}
-        self.bar = None
-        if progress is None or progress is True:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, unit="doc", desc="extract", file=sys.stderr, dynamic_ncols=True)
-
-    def update(self, outcome: DocumentOutcome | _Doc) -> None:
-        t = self.tally
-        t["documents"] += 1
-        t["extracted" if outcome.status == "extracted" else "failed"] += 1
-        t["entities"] += len(outcome.entities)
-        t["retries"] = self.retries()
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(entities=t["entities"], retries=t["retries"], failed=t["failed"], refresh=False)
-        if self.callback is not None:
-            self.callback(dict(t))
-
-    def skip(self) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

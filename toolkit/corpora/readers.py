@@ -76,13 +76,14 @@ def _has_surrogates(text: str) -> bool:
     return any("\ud800" <= c <= "\udfff" for c in text)
 
 
-def id_problem(doc_id: str) -> str | None:
-    """Why ``doc_id`` cannot be a document id (an unpaired surrogate, a control character), or None."""
-    for i, c in enumerate(doc_id):
+def key_problem(key: str) -> str | None:
+    """What makes ``key`` unusable as an id or a name (an unpaired surrogate, a control character),
+    phrased to follow "id has", or None."""
+    for i, c in enumerate(key):
         if "\ud800" <= c <= "\udfff":
-            return f"id has an unpaired surrogate (U+{ord(c):04X}) at position {i}"
+            return f"an unpaired surrogate (U+{ord(c):04X}) at position {i}"
         if unicodedata.category(c) == "Cc":
-            return f"id has a control character (U+{ord(c):04X}) at position {i}"
+            return f"a control character (U+{ord(c):04X}) at position {i}"
     return None
 
 
@@ -93,8 +94,8 @@ def _document(source: str, line: int, doc_id: object, text: object, unit: str = 
     if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or str(doc_id).strip() == "":
         return bad(f"missing or invalid id ({doc_id!r})")
     doc_id = str(doc_id)
-    if problem := id_problem(doc_id):
-        return bad(problem)
+    if problem := key_problem(doc_id):
+        return bad(f"id has {problem}")
     if text is None:
         return bad("no 'text'", doc_id)
     if not isinstance(text, str):
@@ -218,7 +219,7 @@ def pubtator_records(stream: BinaryIO, source: str) -> Iterator[tuple[Document, 
             return
         text = f"{title.pop(current, '')} {abstract.pop(current, '')}".strip()
         if problem is not None:
-            yield BadRecord(source, start_line, problem, current if not id_problem(current) else None)
+            yield BadRecord(source, start_line, problem, current if not key_problem(current) else None)
             return
         item = _document(source, start_line, current, text)
         yield item if isinstance(item, BadRecord) else (item, list(mentions))
