@@ -174,7 +174,8 @@ def test_extract_cli_on_the_emulated_provider(capsys: pytest.CaptureFixture[str]
 def test_provider_names_resolve_without_network(no_network: list) -> None:
     resolved = resolve_lm("openai/gpt-4o-mini")
     assert resolved.kind == "provider" and resolved.lm.model == "openai/gpt-4o-mini"
-    assert resolve_lm("openai/my-model", api_base="http://127.0.0.1:9/v1").lm.kwargs.get("api_base")
+    server = resolve_lm("openai/my-model", api_base="http://127.0.0.1:9/v1")
+    assert server.engine.client.kwargs["api_base"] == "http://127.0.0.1:9/v1"
     with pytest.raises(ValueError, match="unknown LM"):
         resolve_lm("gpt4")
     assert not no_network
