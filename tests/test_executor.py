@@ -113,7 +113,7 @@ def test_split_halves_after_last_retry_and_single_documents_fail_with_their_erro
     provider = Scripted([MalformedReply("bad json")] * 4 + [lambda b: reply(b)] + [MalformedReply("bad")] * 4)
     report = Executor(provider, policy(), progress=False).run(batches, virtual=True)
     assert [c[1] for c in provider.calls[4:6]] == [("d0000",), ("d0001",)]
-    assert report.splits == 1
+    assert report.counts.splits == 1
     assert [o.status for o in report.outcomes] == ["extracted", "failed"]
     assert "malformed" in report.outcomes[1].reason
 
@@ -136,7 +136,7 @@ def test_partial_reply_keeps_answers_and_resends_only_missing_documents():
     _, batches = make_batches(6, 6)
     provider = Scripted([lambda b: reply(b, only={"d0000", "d0002", "d0004"})])
     report = Executor(provider, policy(), progress=False).run(batches, virtual=True)
-    assert report.extracted == 6 and report.requeued == 3
+    assert report.extracted == 6 and report.counts.requeued == 3
     assert provider.calls[1][1] == ("d0001", "d0003", "d0005")
 
 
@@ -144,7 +144,7 @@ def test_extra_ids_are_dropped_and_counted():
     _, batches = make_batches(3, 3)
     provider = Scripted([lambda b: reply(b, extra=("ghost-1", "ghost-2"))])
     report = Executor(provider, policy(), progress=False).run(batches, virtual=True)
-    assert report.extra_ids == 2 and report.extracted == 3
+    assert report.counts.extra_ids == 2 and report.extracted == 3
     assert {o.id for o in report.outcomes} == {"d0000", "d0001", "d0002"}
 
 
@@ -156,17 +156,19 @@ def test_truncated_and_malformed_replies_are_retried():
 
 
 def test_each_call_records_its_reply_validation_counts():
-    from toolkit.models import ValidationCounts
+    from toolkit.counts import Counts
 
     _, batches = make_batches(2, 2)
 
     async def provider(batch):
         return BatchExtractionResult(batch.batch_id, {d: [] for d in batch.document_ids},
-                                     validation=ValidationCounts(leaks=2, loops_ended=1))
+                                     validation=Counts(leaks=2, loops_ended=1))
 
     metrics = RunMetrics()
-    Executor(provider, policy(), metrics, progress=False).run(batches, virtual=True)
-    assert [(a.leaks, a.loops_ended, a.documents_ok) for a in metrics.attempts] == [(2, 1, 2)]
+    report = Executor(provider, policy(), metrics, progress=False).run(batches, virtual=True)
+    assert [(a.counts.leaks, a.counts.loops_ended, a.counts.documents_ok, a.counts.calls)
+            for a in metrics.attempts] == [(2, 1, 2, 1)]
+    assert report.counts == metrics.attempts[0].counts  # the run's counts: the sum of its calls'
 
 
 def test_call_timeout_is_a_retryable_error():
@@ -231,7 +233,7 @@ def test_requests_and_tokens_per_minute_never_exceed_their_limits():
                       progress=False).run(batches, virtual=True)
     assert report.extracted == 200 and provider.rejected == 0
     starts = [a.started for a in metrics.attempts]
-    tokens = [a.budget_tokens for a in metrics.attempts]
+    tokens = [a.counts.budget_tokens for a in metrics.attempts]
     assert max_in_window(starts, [1] * len(starts), 60.0) <= 30
     assert 40_000 - tokens[0] < max_in_window(starts, tokens, 60.0) <= 40_000  # within a batch of it, never over
 

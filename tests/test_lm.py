@@ -17,7 +17,6 @@ from toolkit.extraction import ExtractionSettings, normalise
 from toolkit.lm import resolve_lm, weights
 from toolkit.lm.emulated import (EmulatedEngine, Gazetteer, Profile, available_profiles, default_gazetteer,
                                  load_profile)
-from toolkit.metrics import AttemptRecord
 from toolkit.policies import RateLimitPolicy
 from toolkit.service import ExtractionService, default_policy, measure_reserves
 
@@ -113,7 +112,7 @@ def test_emulated_faults_are_recovered_by_the_executor(no_network: list) -> None
     run = service.run(synthetic_documents(300, seed=2), progress=False)
     assert run.report.extracted + run.report.failed == 300 and run.report.pending == 0
     assert run.report.extracted >= 295
-    assert run.report.requeued > 0 and run.report.retries > 0 and run.validation.repaired > 0
+    assert run.counts.requeued > 0 and run.counts.retries > 0 and run.counts.repaired > 0
     gazetteer = engine.gazetteer or default_gazetteer()
     texts = {d.id: d.text for d in synthetic_documents(300, seed=2)}
     for outcome in run.report.outcomes:  # cut-off and mended replies never leave a partial entity list
@@ -211,8 +210,7 @@ def test_packer_reserves_are_measured_from_the_real_prompt() -> None:
 
 # ---------------------------------------------------------------------------------- calibration
 def test_fit_recovers_known_coefficients_and_reports_error() -> None:
-    records = [AttemptRecord("b", ("d",), 1, "ok", seconds=0.3 + p / 100 + o / 20, tokens_in=p, tokens_out=o)
-               for p, o in [(100, 10), (400, 30), (900, 20), (1600, 90), (2500, 40)]]
+    records = [(p, o, 0.3 + p / 100 + o / 20) for p, o in [(100, 10), (400, 30), (900, 20), (1600, 90), (2500, 40)]]
     fit = fit_latency(records)
     assert fit.overhead_seconds == pytest.approx(0.3) and fit.seconds_per_output_token == pytest.approx(0.05)
     assert fit.r2 == pytest.approx(1.0) and fit.mape < 1e-9
@@ -355,8 +353,8 @@ def test_a_profile_is_fitted_on_the_cold_calls_a_real_run_recorded(tmp_path: Pat
 
 
 def test_quadratic_fit_recovers_the_cost_of_long_prompts() -> None:
-    records = [AttemptRecord("b", ("d",), 1, "ok", seconds=2 + p / 150 + p * p * 2e-6 + o / 14, tokens_in=p,
-                             tokens_out=o) for p, o in [(800, 40), (1200, 90), (2000, 60), (3100, 20), (4000, 150)]]
+    records = [(p, o, 2 + p / 150 + p * p * 2e-6 + o / 14)
+               for p, o in [(800, 40), (1200, 90), (2000, 60), (3100, 20), (4000, 150)]]
     fit = fit_latency(records, quadratic=True)
     assert fit.seconds_per_prompt_token_sq == pytest.approx(2e-6, rel=1e-3) and fit.mape < 1e-6
     assert fit.predict(3100, 20) == pytest.approx(2 + 3100 / 150 + 3100 ** 2 * 2e-6 + 20 / 14)

@@ -148,7 +148,7 @@ def test_an_openai_compatible_server_gets_a_key_the_schema_as_json_object_and_ma
         stub.server_close()
     assert result.success_status and result.per_document_entities == {"d1": []}
     attempt, = service.metrics.attempts
-    assert (attempt.tokens_in, attempt.tokens_out) == (10, 5)  # the server's usage, counted once
+    assert attempt.usage == (10, 5)  # the server's usage, counted once
     (headers, body), = _Recorder.requests
     assert headers["Authorization"] == f"Bearer {key or PLACEHOLDER_KEY}" and body["model"] == ALIAS
     assert body["response_format"]["type"] == "json_object"

@@ -3,6 +3,7 @@ from __future__ import annotations
 import threading
 
 from toolkit import AttemptRecord, BatchExtractionResult, BatchMetricsTracker, Entity, RunMetrics
+from toolkit.counts import Counts
 
 
 def result(batch_id: str, docs: int, entities_each: int = 1) -> BatchExtractionResult:
@@ -72,7 +73,7 @@ def test_attempts_to_polars():
     metrics = RunMetrics(run_id="r1")
     assert metrics.to_polars().height == 0
     metrics.record_attempt(AttemptRecord("b1", ("a",), 1, "retry", error_class="RateLimited", delay_before=2.0))
-    metrics.record_attempt(AttemptRecord("b1", ("a",), 2, "ok", tokens_in=100, tokens_out=20))
+    metrics.record_attempt(AttemptRecord("b1", ("a",), 2, "ok", counts=Counts(calls=1, tokens_in=100, tokens_out=20)))
     frame = metrics.to_polars()
     assert frame.height == 2
     assert frame["outcome"].to_list() == ["retry", "ok"]
@@ -81,12 +82,10 @@ def test_attempts_to_polars():
 
 def test_attempts_frame_is_typed_whatever_its_first_rows_hold() -> None:
     """Thousands of clean calls and then one error used to break schema inference."""
-    from toolkit.metrics import AttemptRecord, RunMetrics
-
     metrics = RunMetrics()
     for i in range(150):
         metrics.record_attempt(AttemptRecord(f"b{i}", ("a",), 1, "ok"))
-    metrics.record_attempt(AttemptRecord("late", ("a", "b"), 2, "error", tokens_in=5, error_class="rate_limited",
+    metrics.record_attempt(AttemptRecord("late", ("a", "b"), 2, "error", counts=Counts(tokens_in=5), error_class="rate_limited",
                                          error="429"))
     frame = metrics.to_polars()
     assert frame.height == 151 and frame["error_class"].to_list()[-1] == "rate_limited"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.documents import Entity, Relationship
+from toolkit.counts import Counts
 from toolkit.metrics import AttemptRecord
 from toolkit.pipeline import _Doc
 from toolkit.store import IRIS_ENV, LeaseLost, RunBusy, StoreError, iris_settings, open_store
@@ -89,7 +90,8 @@ def test_entity_offsets_and_confidence_round_trip(store, run_id: str) -> None:
 
 def test_attempts_append_across_sessions(store, run_id: str) -> None:
     store.start_run(run_id, "lm", "m", {})
-    record = AttemptRecord("b000001", ("a", "b"), 1, "ok", seconds=1.5, tokens_in=100, tokens_out=20, entities=3)
+    record = AttemptRecord("b000001", ("a", "b"), 1, "ok", seconds=1.5,
+                           counts=Counts(calls=1, tokens_in=100, tokens_out=20, entities=3))
     store.save_attempts(run_id, [record, record])
     rows = store.attempts(run_id)
     assert len(rows) == 2 and rows[0]["n_docs"] == 2 and rows[0]["tokens_in"] == 100

@@ -61,11 +61,18 @@ def _nonnegative_lstsq(design: np.ndarray, target: np.ndarray) -> tuple[np.ndarr
     return best[1], [bool(c > 0) or k_ for c, k_ in zip(best[1], best[2])]
 
 
-def fit_latency(records: Sequence[AttemptRecord], quadratic: bool = False) -> LatencyFit:
-    """Least squares over successful calls that reported token usage (non-negative coefficients).
-    ``quadratic`` adds a prompt-squared term (self-attention over a long prompt, on a CPU)."""
-    rows = [(r.tokens_in, r.tokens_out, r.seconds) for r in records
-            if r.outcome == "ok" and r.tokens_in and r.tokens_out is not None and r.seconds > 0]
+Point = tuple[int, int, float]  # (prompt tokens, output tokens, seconds) of one successful call
+
+
+def latency_points(records: Sequence[AttemptRecord]) -> list[Point]:
+    """The successful calls of ``records`` that reported their token usage, as fit points."""
+    return [(*r.usage, r.seconds) for r in records if r.outcome == "ok" and r.usage and r.usage[0]]
+
+
+def fit_latency(points: Sequence[Point], quadratic: bool = False) -> LatencyFit:
+    """Least squares over calls' ``(prompt tokens, output tokens, seconds)`` (non-negative
+    coefficients). ``quadratic`` adds a prompt-squared term (self-attention over a long prompt, on a CPU)."""
+    rows = [(p, o, t) for p, o, t in points if p and o is not None and t > 0]
     if len(rows) < 3:
         raise ValueError(f"need at least 3 successful calls with token usage to fit, got {len(rows)}")
     data = np.array(rows, dtype=float)
@@ -93,12 +100,12 @@ def _is_local(lm: str) -> bool:
     return lm == "local" or lm.startswith("local:")
 
 
-def fit_profile(records: Sequence[AttemptRecord], lm: str, model_id: str, quadratic: bool,
+def fit_profile(points: Sequence[Point], lm: str, model_id: str, quadratic: bool,
                 description: str) -> dict[str, Any]:
-    """Fit a latency profile on cold-cache calls; the result reports the fit's error."""
+    """Fit a latency profile on cold-cache calls' points; the result reports the fit's error."""
     from toolkit.lm.emulated import Profile
 
-    fit = fit_latency(records, quadratic=quadratic)
+    fit = fit_latency(points, quadratic=quadratic)
     local = _is_local(lm)
     profile = Profile(
         name=f"calibrated-{model_id.split('@')[0].replace('/', '-')}",
@@ -112,8 +119,7 @@ def fit_profile(records: Sequence[AttemptRecord], lm: str, model_id: str, quadra
         source=f"{platform.node() or 'this machine'}: {platform.processor() or platform.machine()}, "
                f"{os.cpu_count()} cores",
         fit={**dataclasses.asdict(fit), "model_id": model_id, "prompt_cache": False,
-             "points": [[r.tokens_in, r.tokens_out, round(r.seconds, 3)] for r in records
-                        if r.outcome == "ok" and r.tokens_in]},
+             "points": [[p, o, round(t, 3)] for p, o, t in points if p]},
     )
     return {
         "lm": lm, "model_id": model_id, "calls": fit.calls, "overhead_seconds": fit.overhead_seconds,
@@ -131,10 +137,10 @@ def profile_from_results(path: str | Path) -> Any:
     rows = [c for c in result.get("calls") or [] if not c["prompt_cache"]]
     if not rows:
         raise ValueError(f"{path}: no recorded cold-cache calls (an eval or bench results.json of a real LM)")
-    records = [AttemptRecord(c["batch_id"], (), c["attempt"], c["outcome"], seconds=c["seconds"],
-                             tokens_in=c["tokens_in"], tokens_out=c["tokens_out"]) for c in rows]
+    points = [(c["tokens_in"], c["tokens_out"], c["seconds"]) for c in rows
+              if c["outcome"] == "ok" and c["tokens_in"] is not None]
     lm = result["lm"]
-    fitted = fit_profile(records, lm, result["model_id"], quadratic=_is_local(lm),
+    fitted = fit_profile(points, lm, result["model_id"], quadratic=_is_local(lm),
                          description=f"fitted on the cold-cache calls of the {result['kind']} run {path}")
     from toolkit.lm.emulated import Profile
 
@@ -173,7 +179,7 @@ def calibrate(lm: str = "local", corpus: str | None = None, docs: int = 8, batch
             print(f"calibrate: {size} doc(s)/call: {run.report.calls} calls", flush=True)
     if quadratic is None:  # a local model on a CPU: attention over long prompts is visible
         quadratic = resolved.kind == "local"
-    result = fit_profile(records, lm, resolved.model_id, quadratic,
+    result = fit_profile(latency_points(records), lm, resolved.model_id, quadratic,
                          description=f"fitted by `toolkit calibrate --lm {lm}` on {len(documents)} documents of {corpus}")
     result["run_seconds"] = time.perf_counter() - start
     if out is not None:

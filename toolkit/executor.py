@@ -2,7 +2,8 @@
 
 It knows nothing of LLMs. ``extract_fn`` takes a :class:`DocumentBatch` and returns a
 :class:`BatchExtractionResult` (or an awaitable of one), or raises; exceptions are sorted by
-:func:`toolkit.errors.classify`. Guarantees:
+:func:`toolkit.errors.classify`, and what follows each call is decided by the pure
+:func:`toolkit.decisions.next_action`. Guarantees:
 
 * every document ends in exactly one outcome: ``extracted``, ``failed`` (with its last error), or
   ``pending`` when the run stopped before reaching it (fatal error, provider down, Ctrl-C): a
@@ -11,29 +12,27 @@ It knows nothing of LLMs. ``extract_fn`` takes a :class:`DocumentBatch` and retu
   were not asked for are dropped and counted; nothing becomes "zero entities" because a call failed;
 * cost is bounded: a packed batch of n documents costs at most ``max_calls_per_document * n`` calls
   (see :mod:`toolkit.policies`); a fatal error costs one call per run (the first call goes alone).
+
+An :class:`Executor` holds settings only; each run keeps its state in a run object of its own, so
+one executor can run twice at once. A sync ``extract_fn`` runs in worker threads with the caller's
+context variables (``dspy.context`` overrides included), as DSPy's parallelizer does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from toolkit.counts import Counts
+from toolkit.decisions import BatchState, Call, Done, Fail, Split, Wait, describe, is_retry, next_action
 from toolkit.documents import Document, Entity, Relationship
-from toolkit.errors import (
-    ContextLengthExceeded,
-    ExtractionError,
-    FatalError,
-    MalformedReply,
-    Overloaded,
-    RateLimited,
-    Unsendable,
-    classify,
-)
+from toolkit.errors import ExtractionError, FatalError, MalformedReply, Overloaded, RateLimited, classify
 from toolkit.limits import CircuitBreaker, ConcurrencyGate, ProviderDown, SlidingWindowLimiter
 from toolkit.metrics import AttemptRecord, RunMetrics
 from toolkit.models import BatchExtractionResult, BatchStatus, DocumentBatch
@@ -41,6 +40,7 @@ from toolkit.policies import ExecutionPolicy, RetryPolicy
 from toolkit.redact import redact
 
 ExtractFn = Callable[[DocumentBatch], "BatchExtractionResult | Awaitable[BatchExtractionResult]"]
+PrepareFn = Callable[[DocumentBatch], DocumentBatch]
 Status = Literal["extracted", "failed", "pending"]
 ProgressFn = Callable[["Progress"], None]
 
@@ -66,14 +66,10 @@ class Progress:
 
 @dataclass
 class ExecutionReport:
-    """What a run did, per document (in input order) and in total."""
+    """What a run did, per document (in input order) and in total (``counts``: the sum of its calls')."""
 
     outcomes: list[DocumentOutcome]
-    calls: int = 0
-    retries: int = 0
-    splits: int = 0
-    requeued: int = 0  # documents re-sent because a reply left them out
-    extra_ids: int = 0  # ids in replies that were not asked for (dropped)
+    counts: Counts = field(default_factory=Counts)
     duplicated: int = 0  # outcomes set twice for one document (must stay 0)
     breaker_trips: int = 0
     max_concurrency_seen: int = 0
@@ -84,36 +80,21 @@ class ExecutionReport:
     def count(self, status: Status) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
 
-    @property
-    def extracted(self) -> int:
-        return self.count("extracted")
-
-    @property
-    def failed(self) -> int:
-        return self.count("failed")
-
-    @property
-    def pending(self) -> int:
-        return self.count("pending")
+    extracted = property(lambda self: self.count("extracted"))
+    failed = property(lambda self: self.count("failed"))
+    pending = property(lambda self: self.count("pending"))
+    calls = property(lambda self: self.counts.calls)
+    retries = property(lambda self: self.counts.retries)
 
     def summary(self) -> dict[str, Any]:
         n = len(self.outcomes)
+        counts = self.counts
         return {
-            "documents": n,
-            "extracted": self.extracted,
-            "failed": self.failed,
-            "pending": self.pending,
-            "calls": self.calls,
-            "calls_per_document": self.calls / n if n else 0.0,
-            "retries": self.retries,
-            "splits": self.splits,
-            "requeued": self.requeued,
-            "extra_ids": self.extra_ids,
-            "duplicated": self.duplicated,
-            "breaker_trips": self.breaker_trips,
-            "max_concurrency_seen": self.max_concurrency_seen,
-            "seconds": self.seconds,
-            "stop_reason": self.stop_reason,
+            "documents": n, "extracted": self.extracted, "failed": self.failed, "pending": self.pending,
+            **{k: getattr(counts, k) for k in ("calls", "retries", "splits", "requeued", "extra_ids")},
+            "calls_per_document": counts.calls / n if n else 0.0, "duplicated": self.duplicated,
+            "breaker_trips": self.breaker_trips, "max_concurrency_seen": self.max_concurrency_seen,
+            "seconds": self.seconds, "stop_reason": self.stop_reason,
         }
 
     def to_batch_result(self, batch_id: str = "run") -> BatchExtractionResult:
@@ -154,17 +135,7 @@ class _Stop(Exception):
         self.error = error
 
 
-def describe(error: ExtractionError) -> str:
-    """An error as a document's failure reason or a call's record: its kind and message, redacted."""
-    return redact(f"{error.kind}: {error}") or error.kind
-
-
-def _validation_fields(result: BatchExtractionResult | None) -> dict[str, int]:
-    counts = result.validation if result is not None else None
-    if counts is None:
-        return {}
-    return {k: getattr(counts, k) for k in ("repaired", "dropped", "ungrounded", "leaks", "unknown_ids", "missing_ids",
-                                            "loops_ended")}
+_SCRATCH = random.Random(0)  # for looking ahead at the next action without using the run's jitter draws
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -177,8 +148,8 @@ class Executor:
     ``progress``: ``None`` shows a tqdm bar for runs of 200+ documents, ``False`` shows nothing, a
     callable receives a :class:`Progress` after every finished document. ``on_outcome`` receives
     each document's final :class:`DocumentOutcome` as soon as it is decided (to store it at once).
-    ``charge(batch)`` is what the rate limiter counts for a call (default: the batch's packed
-    budget; an extractor that sizes its output allowance from measured replies charges less).
+    ``prepare(batch)`` readies a batch for one call (:meth:`DocumentBatch.for_call`: its output cap
+    and what the rate limiter charges; default: the batch as packed).
     """
 
     def __init__(
@@ -188,19 +159,19 @@ class Executor:
         metrics: RunMetrics | None = None,
         progress: ProgressFn | bool | None = None,
         on_outcome: Callable[[DocumentOutcome], None] | None = None,
-        charge: Callable[[DocumentBatch], int] | None = None,
+        prepare: PrepareFn | None = None,
     ) -> None:
         self.extract_fn = extract_fn
         self.policy = policy or ExecutionPolicy()
         self.metrics = metrics or RunMetrics()
         self.progress = progress
         self.on_outcome = on_outcome
-        self.charge = charge or (lambda batch: batch.budget_tokens)
+        self.prepare = prepare or (lambda batch: batch)
         self.report: ExecutionReport | None = None  # the last run's, also after Ctrl-C
 
-    # ----------------------------------------------------------------------------------------- run
     def run(self, batches: Sequence[DocumentBatch], virtual: bool = False) -> ExecutionReport:
-        """Run to completion (on a virtual clock if ``virtual``). Works inside Jupyter's loop too."""
+        """Run to completion (on a virtual clock if ``virtual``). Works inside Jupyter's loop too
+        (in a thread of its own, with the caller's context variables)."""
         from toolkit.vclock import VirtualTimeLoop
 
         def go() -> ExecutionReport:
@@ -212,28 +183,50 @@ class Executor:
         except RuntimeError:
             return go()
         with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a notebook's loop is running
-            return pool.submit(go).result()
+            return pool.submit(contextvars.copy_context().run, go).result()
 
     async def run_async(self, batches: Sequence[DocumentBatch]) -> ExecutionReport:
-        policy = self.policy
+        run = _Run(self, batches)
+        self.report = run.report
+        return await run.execute(batches)
+
+
+class _Budget:
+    """Calls left to one packed batch's tree (its sub-batches share it)."""
+
+    def __init__(self, calls: int) -> None:
+        self.granted = self.left = calls
+
+
+class _Run:
+    """One run's state: outcomes, report, pacing objects; the call loop around :func:`next_action`."""
+
+    def __init__(self, executor: Executor, batches: Sequence[DocumentBatch]) -> None:
         ids = [i for b in batches for i in b.document_ids]
         if len(set(ids)) != len(ids):
             raise ValueError("a document id appears in more than one batch (or twice in one)")
-        self._outcomes = {i: DocumentOutcome(i) for i in ids}
-        report = self.report = ExecutionReport(outcomes=[self._outcomes[i] for i in ids])
-        self._gate = ConcurrencyGate(policy.concurrency)
-        self._limiter = SlidingWindowLimiter(policy.rate)
+        self.executor = executor
+        policy = self.policy = executor.policy
+        self.metrics = executor.metrics
+        self.outcomes = {i: DocumentOutcome(i) for i in ids}
+        self.report = ExecutionReport(outcomes=[self.outcomes[i] for i in ids])
+        self.gate = ConcurrencyGate(policy.concurrency)
+        self.limiter = SlidingWindowLimiter(policy.rate)
         for batch in batches:
-            self._limiter.check(batch.budget_tokens)
-        self._breaker = CircuitBreaker(policy.breaker)
-        self._stopping: BaseException | None = None
-        self._rng = random.Random(policy.seed)
-        self._pool = None if _is_async(self.extract_fn) else concurrent.futures.ThreadPoolExecutor(
-            policy.concurrency.max, thread_name_prefix="extract"
-        )
-        self._bar = self._make_bar(len(ids))
+            self.limiter.check(batch.budget_tokens)
+        self.breaker = CircuitBreaker(policy.breaker)
+        self.stopping: BaseException | None = None
+        self.rng = random.Random(policy.seed)
+        fn = executor.extract_fn
+        self.pool = None if _is_async(fn) else concurrent.futures.ThreadPoolExecutor(
+            policy.concurrency.max, thread_name_prefix="extract")
+        self.bar = _make_bar(executor.progress, len(ids))
+        self.t0 = 0.0
+
+    async def execute(self, batches: Sequence[DocumentBatch]) -> ExecutionReport:
         loop = asyncio.get_running_loop()
-        self._t0 = loop.time()
+        report = self.report
+        self.t0 = loop.time()
         self.metrics.start()
         try:
             await self._run_all(batches)
@@ -241,15 +234,15 @@ class Executor:
             report.stop_reason = "cancelled"
             raise
         finally:
-            report.seconds = loop.time() - self._t0
-            report.max_concurrency_seen = self._gate.max_seen
-            report.concurrency_history = list(self._gate.history)
-            report.breaker_trips = self._breaker.total_trips
+            report.seconds = loop.time() - self.t0
+            report.max_concurrency_seen = self.gate.max_seen
+            report.concurrency_history = list(self.gate.history)
+            report.breaker_trips = self.breaker.total_trips
             self.metrics.finish()
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-            if self._bar is not None:
-                self._bar.close()
+            if self.pool is not None:
+                self.pool.shutdown(wait=False, cancel_futures=True)
+            if self.bar is not None:
+                self.bar.close()
         if report.stop_reason is not None:
             raise RunStopped(report.stop_reason, report)
         return report
@@ -264,199 +257,186 @@ class Executor:
             error = stops.exceptions[0].error
             self.report.stop_reason = redact(f"{type(error).__name__}: {error}")
 
-    # ------------------------------------------------------------------------------ per batch tree
     async def _run_root(self, batch: DocumentBatch) -> None:
         loop = asyncio.get_running_loop()
         start = loop.time()
-        budget = [self.policy.split.budget(batch.batch_size)]
-        granted = budget[0]
+        budget = _Budget(self.policy.split.budget(batch.batch_size))
         batch.transition(BatchStatus.PROCESSING)
-        await self._process(batch, budget)
-        mine = [self._outcomes[i] for i in batch.document_ids]
-        result = result_from_outcomes(batch.batch_id, mine, loop.time() - start, max(0, granted - budget[0] - 1))
+        await self._process(batch, budget, BatchState(tuple(batch.document_ids)))
+        mine = [self.outcomes[i] for i in batch.document_ids]
+        result = result_from_outcomes(batch.batch_id, mine, loop.time() - start, max(0, budget.granted - budget.left - 1))
         batch.transition(BatchStatus.COMPLETED if result.success_status else BatchStatus.FAILED)
         self.metrics.update_with_batch(result, batch.batch_size)
 
-    def _sub_batch(self, parent: DocumentBatch, ids: list[str], suffix: str = "") -> DocumentBatch:
-        if ids == parent.document_ids and not suffix:
-            return parent
-        child = DocumentBatch(
-            batch_id=parent.batch_id + suffix,
-            base_reserve=parent.base_reserve,
-            per_document_reserve=parent.per_document_reserve,
-        )
-        by_id = {d.id: d for d in parent.documents}
-        tokens = dict(zip(parent.document_ids, parent.token_counts))
-        for i in ids:
-            child.add_document(by_id.get(i, i), tokens.get(i, 0))
-        return child
-
-    async def _split(self, batch: DocumentBatch, ids: list[str], budget: list[int], last_error: str) -> None:
-        self.report.splits += 1
-        half = len(ids) // 2
-        children = [self._sub_batch(batch, ids[:half], ".1"), self._sub_batch(batch, ids[half:], ".2")]
-        await asyncio.gather(*(self._process(child, budget, last_error) for child in children))
-
-    async def _process(self, batch: DocumentBatch, budget: list[int], last_error: str = "no attempt made") -> None:
-        """Attempts on one (sub-)batch until every document is done, split, or out of budget
-        (``last_error``: what failed before, for the reason of a document that runs out of calls)."""
-        retry: RetryPolicy = self.policy.retry
-        remaining = list(batch.document_ids)
-        attempt, delay = 0, 0.0
-        while remaining:
-            if attempt >= retry.max_attempts:
-                if len(remaining) > 1:
-                    return await self._split(batch, remaining, budget, last_error)
-                return self._fail(remaining, last_error)
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if budget[0] <= 0:  # checked and spent with no await between: sibling trees share it
-                return self._fail(remaining, f"call budget spent; last error: {last_error}")
-            current = self._sub_batch(batch, remaining)
-            attempt += 1
-            budget[0] -= 1
-            error, result = await self._call(current, attempt, delay)
-            if error is None:
-                remaining = self._absorb(current, result)
-                if remaining:  # partial reply: re-send only the missing documents, at once
-                    self.report.requeued += len(remaining)
-                    detail = f": {result.error_message}" if result.error_message else ""
-                    last_error, delay = redact(f"missing from the reply of attempt {attempt}{detail}"), 0.0
-                continue
-            last_error = describe(error)
-            if isinstance(error, Unsendable):
-                if len(remaining) > 1:
-                    return await self._split(batch, remaining, budget, last_error)
-                too_long = isinstance(error, ContextLengthExceeded)
-                return self._fail(remaining, f"document too long for the model's context ({error})" if too_long
-                                  else f"cannot be sent: {last_error}")
-            self.report.retries += 1
-            if isinstance(error, RateLimited) and error.retry_after is not None:
-                delay = retry.retry_after(error.retry_after)
-                self._gate.pause_until(asyncio.get_running_loop().time() + delay)
+    async def _process(self, batch: DocumentBatch, budget: _Budget, state: BatchState) -> None:
+        """Carry out :func:`next_action` on one (sub-)batch until it is done, split or failed."""
+        queued_wait = 0.0
+        while True:
+            action = next_action(state, budget.left, self.policy, self.rng)
+            if isinstance(action, Wait):
+                if action.pause_all:
+                    self.gate.pause_until(asyncio.get_running_loop().time() + action.seconds)
+                await asyncio.sleep(action.seconds)
+                state, queued_wait = state.after_wait(), action.seconds
+            elif isinstance(action, Call):
+                budget.left -= 1
+                state = await self._attempt(_sub_batch(batch, list(action.ids)), state.called(), budget, queued_wait)
+                queued_wait = 0.0
+            elif isinstance(action, Split):
+                half = len(action.ids) // 2
+                halves = (action.ids[:half], ".1"), (action.ids[half:], ".2")
+                await asyncio.gather(*(self._process(_sub_batch(batch, list(ids), suffix), budget,
+                                                     BatchState(ids, last_error=state.last_error))
+                                       for ids, suffix in halves))
+                return
+            elif isinstance(action, Fail):
+                for doc_id in action.ids:
+                    self._finish(doc_id, "failed", reason=action.reason)
+                return
             else:
-                delay = retry.delay(attempt, self._rng)
+                assert isinstance(action, Done)
+                return
 
-    async def _call(
-        self, batch: DocumentBatch, attempt: int, delay_before: float
-    ) -> tuple[ExtractionError | None, BatchExtractionResult | None]:
-        """One call: slot, rate limit, invoke, classify, record. Fatal errors stop the run."""
+    async def _attempt(self, batch: DocumentBatch, state: BatchState, budget: _Budget, waited: float) -> BatchState:
+        """One call on ``batch`` and what it leads to; the call's record carries the counts of both."""
+        error, result, record = await self._call(batch, state.attempts, waited)
+        extra = 0
+        if error is None:
+            asked = set(batch.document_ids)
+            extra = sum(1 for i in result.per_document_entities if i not in asked)
+            missing = self._absorb(batch, result)
+            state = state.replied(missing, result.error_message)
+        else:
+            state = state.failed(error)
+        following = next_action(state, budget.left, self.policy, _SCRATCH)  # is a split next? (pure)
+        decided = Counts(retries=int(is_retry(error)), splits=int(isinstance(following, Split)),
+                         requeued=len(state.remaining) if error is None else 0, extra_ids=extra)
+        record = replace(record, counts=record.counts + decided)
+        self.metrics.record_attempt(record)
+        self.report.counts = self.report.counts + record.counts
+        return state
+
+    async def _call(self, batch: DocumentBatch, attempt: int, waited: float
+                    ) -> tuple[ExtractionError | None, BatchExtractionResult | None, AttemptRecord]:
+        """One call: slot, rate limit, invoke, classify. Fatal errors stop the run (recorded first)."""
         loop = asyncio.get_running_loop()
         queued = loop.time()
-        started = await self._gate.acquire()
-        in_flight = self._gate.in_flight
-        outcome, error, result, waited, charged = "error", None, None, 0.0, 0
-        try:
-            if self._stopping is not None:  # another call hit a fatal error: send nothing more
-                raise _Stop(self._stopping)
-            charged = self.charge(batch)
-            waited = await self._limiter.acquire(charged)
+        error, result, rate_wait = None, None, 0.0
+        prepared = batch
+        async with self.gate.slot() as slot:
+            started, in_flight = slot.started, self.gate.in_flight
+            if self.stopping is not None:  # another call hit a fatal error: send nothing more
+                raise _Stop(self.stopping)
+            prepared = self.executor.prepare(batch)
+            rate_wait = await self.limiter.acquire(prepared.call_tokens)
             started = loop.time()
-            self.report.calls += 1
             for i in batch.document_ids:
-                self._outcomes[i].calls += 1
+                self.outcomes[i].calls += 1
             try:
-                result = await self._invoke(batch)
+                result = await self._invoke(prepared)
                 if not result.success_status and not result.per_document_entities:
                     raise MalformedReply(result.error_message or "extractor reported failure")
-                outcome = "ok"
+                slot.outcome = "ok"
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - every provider error is classified
                 error, result = classify(exc), None
                 if isinstance(error, FatalError):
-                    self._stopping = error  # before the slot is released to the next call
-                outcome = "throttled" if isinstance(error, (RateLimited, Overloaded)) else "error"
-        finally:
-            await self._gate.release(started, outcome)
-        seconds = loop.time() - started
-        entities = sum(len(v) for v in result.per_document_entities.values()) if result else 0
-        self.metrics.record_attempt(
-            AttemptRecord(
-                batch_id=batch.batch_id,
-                document_ids=tuple(batch.document_ids),
-                attempt=attempt,
-                outcome="ok" if error is None else ("fatal" if isinstance(error, FatalError) else "error"),
-                started=started - self._t0,
-                seconds=seconds,
-                delay_before=delay_before + (started - queued),
-                budget_tokens=charged,
-                tokens_in=result.tokens_in if result else None,
-                tokens_out=result.tokens_out if result else None,
-                error_class=None if error is None else error.kind,
-                error=None if error is None else redact(str(error))[:500],
-                entities=entities,
-                documents_ok=len(result.per_document_entities) if result else 0,
-                in_flight=in_flight,
-                rate_wait=waited,
-                **_validation_fields(result),
-            )
-        )
+                    self.stopping = error  # before the slot is released to the next call
+                slot.outcome = "throttled" if isinstance(error, (RateLimited, Overloaded)) else "error"
+        record = AttemptRecord(
+            batch_id=batch.batch_id, document_ids=tuple(batch.document_ids), attempt=attempt,
+            outcome="ok" if error is None else ("fatal" if isinstance(error, FatalError) else "error"),
+            started=started - self.t0, seconds=loop.time() - started, delay_before=waited + (started - queued),
+            rate_wait=rate_wait, in_flight=in_flight, error_class=None if error is None else error.kind,
+            error=None if error is None else describe(error)[:500], counts=_call_counts(prepared, result))
         if isinstance(error, FatalError):
+            self.metrics.record_attempt(record)
+            self.report.counts = self.report.counts + record.counts
             raise _Stop(error)
         fault = None if error is None else (getattr(error, "provider_fault", False) or None)
         try:
-            self._breaker.record(False if error is None else fault, self._gate, started)
+            self.breaker.record(False if error is None else fault, self.gate, started)
         except ProviderDown as down:
-            self._stopping = down
+            self.stopping = down
+            self.metrics.record_attempt(record)
+            self.report.counts = self.report.counts + record.counts
             raise _Stop(down) from error
-        return error, result
+        return error, result, record
 
     async def _invoke(self, batch: DocumentBatch) -> BatchExtractionResult:
         timeout = self.policy.call_timeout
-        if self._pool is None:
-            call: Awaitable[BatchExtractionResult] = self.extract_fn(batch)  # type: ignore[assignment]
-        else:
-            call = asyncio.get_running_loop().run_in_executor(self._pool, self.extract_fn, batch)
+        fn = self.executor.extract_fn
+        if self.pool is None:
+            call: Awaitable[BatchExtractionResult] = fn(batch)  # type: ignore[assignment]
+        else:  # in a worker thread, with the caller's context variables (dspy.context and the like)
+            call = asyncio.get_running_loop().run_in_executor(self.pool, contextvars.copy_context().run, fn, batch)
         return await (asyncio.wait_for(call, timeout) if timeout else call)
 
     # ------------------------------------------------------------------------------- bookkeeping
-    def _absorb(self, batch: DocumentBatch, result: BatchExtractionResult) -> list[str]:
+    def _absorb(self, batch: DocumentBatch, result: BatchExtractionResult) -> tuple[str, ...]:
         """Keep the documents the reply answered; return the ones it left out."""
-        asked = set(batch.document_ids)
         answered = result.per_document_entities
-        self.report.extra_ids += sum(1 for i in answered if i not in asked)
         for doc_id in batch.document_ids:
             if doc_id in answered and doc_id not in result.failed_document_ids:
                 entities = [e for e in answered[doc_id] if e.source_document_id == doc_id]
                 relationships = result.per_document_relationships.get(doc_id, [])
                 self._finish(doc_id, "extracted", entities=entities, relationships=relationships)
-        return [i for i in batch.document_ids if self._outcomes[i].status == "pending"]
-
-    def _fail(self, ids: list[str], reason: str) -> None:
-        for doc_id in ids:
-            self._finish(doc_id, "failed", reason=reason)
+        return tuple(i for i in batch.document_ids if self.outcomes[i].status == "pending")
 
     def _finish(self, doc_id: str, status: Status, **values: Any) -> None:
-        outcome = self._outcomes[doc_id]
+        outcome = self.outcomes[doc_id]
         if outcome.status != "pending":
             self.report.duplicated += 1
             return
         outcome.status = status
         for key, value in values.items():
             setattr(outcome, key, value)
-        if self.on_outcome is not None:
+        if self.executor.on_outcome is not None:
             try:
-                self.on_outcome(outcome)
+                self.executor.on_outcome(outcome)
             except Exception as exc:  # noqa: BLE001 - the outcome could not be kept (the store failed)
                 outcome.status = "pending"  # not kept, so not decided: a resumed run does it again
-                self._stopping = exc
+                self.stopping = exc
                 raise _Stop(exc) from exc
-        self._tick()
-
-    def _make_bar(self, total: int):
-        if self.progress is None and total >= 200:
-            from tqdm.auto import tqdm
-
-            return tqdm(total=total, unit="doc", desc="extract", leave=False)
-        return None
-
-    def _tick(self) -> None:
         report = self.report
-        if self._bar is not None:
-            self._bar.update(1)
-        elif callable(self.progress):
-            self.progress(Progress(len(report.outcomes), report.extracted, report.failed, report.calls, report.retries))
+        if self.bar is not None:
+            self.bar.update(1)
+        elif callable(self.executor.progress):
+            self.executor.progress(Progress(len(report.outcomes), report.extracted, report.failed, report.calls,
+                                            report.retries))
+
+
+def _call_counts(batch: DocumentBatch, result: BatchExtractionResult | None) -> Counts:
+    """The counts one call has before any decision: its reply's validation, tokens and answers."""
+    base = (result.validation if result is not None else None) or Counts()
+    if result is None:
+        return replace(base, calls=1, budget_tokens=batch.call_tokens)
+    usage = result.tokens_in is not None or result.tokens_out is not None
+    return replace(base, calls=1, budget_tokens=batch.call_tokens, usage_reports=int(usage),
+                   tokens_in=result.tokens_in or 0, tokens_out=result.tokens_out or 0,
+                   documents_ok=len(result.per_document_entities),
+                   entities=sum(len(v) for v in result.per_document_entities.values()))
+
+
+def _sub_batch(parent: DocumentBatch, ids: list[str], suffix: str = "") -> DocumentBatch:
+    if ids == parent.document_ids and not suffix:
+        return parent
+    child = DocumentBatch(batch_id=parent.batch_id + suffix, base_reserve=parent.base_reserve,
+                          per_document_reserve=parent.per_document_reserve)
+    by_id = {d.id: d for d in parent.documents}
+    tokens = dict(zip(parent.document_ids, parent.token_counts))
+    for i in ids:
+        child.add_document(by_id.get(i, i), tokens.get(i, 0))
+    return child
+
+
+def _make_bar(progress: ProgressFn | bool | None, total: int):  # noqa: ANN202 - a tqdm bar or None
+    if progress is None and total >= 200:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, unit="doc", desc="extract", leave=False)
+    return None
 
 
 def extract_batch_with_retry(
@@ -476,15 +456,10 @@ def extract_batch_with_retry(
     from toolkit.policies import ConcurrencyPolicy
 
     base = policy or ExecutionPolicy(concurrency=ConcurrencyPolicy(max=1))
-    policy = ExecutionPolicy(
-        retry=RetryPolicy(max_attempts=max_retries + 1, delays=tuple(retry_delays) or (0.0,),
-                          jitter=base.retry.jitter, max_delay=base.retry.max_delay),
-        split=base.split, rate=base.rate, concurrency=base.concurrency, breaker=base.breaker,
-        call_timeout=base.call_timeout, seed=base.seed,
-    )
+    policy = replace(base, retry=RetryPolicy(max_attempts=max_retries + 1, delays=tuple(retry_delays) or (0.0,),
+                                             jitter=base.retry.jitter, max_delay=base.retry.max_delay))
     batch = DocumentBatch()
     for document in documents:
         batch.add_document(document, 0)
     runner = Executor(lambda b: extract_fn(list(b.documents)), policy, progress=False)
     return runner.run([batch], virtual=virtual).to_batch_result(batch.batch_id)
-

@@ -22,13 +22,9 @@ from toolkit.documents import Document, Entity
 from toolkit.evaluation import agreement, by_position, gold_mapping, score
 from toolkit.extraction import ExtractionSettings, output_per_document, resolve_layout
 from toolkit.lm import ResolvedLM, resolve_lm
-from toolkit.report import extraction_summary
+from toolkit.counts import Counts
+from toolkit.report import counts_summary, outcome_summary
 from toolkit.service import ExtractionService, ServiceRun, default_policy
-
-
-# a configuration's counts: summed when its documents ran in several parts
-COUNTED = ("documents", "extracted", "failed", "lost", "batches", "calls", "retries", "tokens_in", "tokens_out",
-           "leaks", "ungrounded", "repaired", "missing_ids", "loops_ended")
 
 
 @dataclass
@@ -50,22 +46,36 @@ class ConfigRun:
     def predictions(self) -> dict[str, list[Entity]]:
         return {o.id: o.entities for o in self.run.report.outcomes if o.status == "extracted"}
 
-    def figures(self) -> dict[str, Any]:
-        summary = extraction_summary(self.run, self.seconds)
-        keep = ("docs_per_second", *COUNTED)
-        replies = [(a.documents_ok, float(a.tokens_out)) for a in self.run.attempts
-                   if a.outcome == "ok" and a.tokens_out is not None and a.documents_ok]
-        sd = output_per_document(replies)[1] if len(replies) > 1 else None
-        return {"config": self.name, "max_docs": self.max_docs, "budget": self.budget,
-                "concurrency": self.concurrency, "seconds": self.seconds, **{k: summary[k] for k in keep},
-                "budget_tokens": sum(a.budget_tokens for a in self.run.attempts), "output_sd_per_doc": sd}
-
     def calls(self, prompt_cache: bool = False) -> list[dict[str, Any]]:
-        """One row per LM call (``plan --calibrated RESULTS`` fits a latency profile on them)."""
-        return [{"config": self.name, "prompt_cache": prompt_cache, "batch_id": a.batch_id, "attempt": a.attempt,
-                 "outcome": a.outcome, "documents": len(a.document_ids), "documents_ok": a.documents_ok,
-                 "seconds": a.seconds, "tokens_in": a.tokens_in, "tokens_out": a.tokens_out, "loops_ended": a.loops_ended}
-                for a in self.run.attempts]
+        """One row per LM call (``plan --calibrated RESULTS`` fits a latency profile on them);
+        tokens are None where the model reported no usage."""
+        rows = []
+        for a in self.run.attempts:
+            tokens_in, tokens_out = a.usage or (None, None)
+            rows.append({"config": self.name, "prompt_cache": prompt_cache, "batch_id": a.batch_id,
+                         "attempt": a.attempt, "outcome": a.outcome, "documents": len(a.document_ids),
+                         "seconds": a.seconds, **a.counts.to_dict(), "tokens_in": tokens_in, "tokens_out": tokens_out})
+        return rows
+
+
+def config_figures(runs: Sequence[ConfigRun]) -> dict[str, Any]:
+    """One configuration's figures, over the parts its documents ran in: outcomes, every count,
+    seconds and speed, and the spread of one document's output."""
+    first = runs[0]
+    seconds = sum(r.seconds for r in runs)
+    attempts = [a for r in runs for a in r.run.attempts]
+    outcomes = outcome_summary([o for r in runs for o in r.run.report.outcomes], sum(r.run.documents for r in runs),
+                               any(r.run.stopped for r in runs))
+    replies = [(a.counts.documents_ok, float(a.usage[1])) for a in attempts
+               if a.outcome == "ok" and a.usage and a.counts.documents_ok]
+    return {
+        "config": first.name, "max_docs": first.max_docs, "budget": first.budget, "concurrency": first.concurrency,
+        "seconds": seconds, **outcomes, "batches": sum(len(r.run.pack.batches) for r in runs),
+        **counts_summary(Counts.total(r.run.counts for r in runs)),
+        "budget_tokens_ok": sum(a.counts.budget_tokens for a in attempts if a.outcome == "ok"),
+        "docs_per_second": outcomes["extracted"] / seconds if seconds else None,
+        "output_sd_per_doc": output_per_document(replies)[1] if len(replies) > 1 else None,
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -116,18 +126,11 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
         strict = score(gold, pred, scored, gold_map=gold_map)
         lenient = score(gold, pred, scored, gold_map=gold_map, lenient=True)
         agree = agreement(reference.predictions, pred, scored)
-        extracted = list(pred)
-        counts = [len(v) for v in pred.values()]
-        kept = r.run.validation.entities
-        judged = kept + r.run.validation.ungrounded + r.run.validation.leaks
         rows.append({
-            **r.figures(),
+            **config_figures([r]),
             "strict_precision": strict.precision, "strict_recall": strict.recall, "strict_f1": strict.f1,
             "lenient_precision": lenient.precision, "lenient_recall": lenient.recall, "lenient_f1": lenient.f1,
-            "agreement_f1": agree.f1, "entities_per_doc": sum(counts) / len(extracted) if extracted else 0.0,
-            "zero_entity_docs": sum(1 for c in counts if c == 0),
-            "grounded_rate": kept / judged if judged else None,
-            "speedup": reference.seconds / r.seconds if r.seconds else None,
+            "agreement_f1": agree.f1, "speedup": reference.seconds / r.seconds if r.seconds else None,
             "f1_vs_reference": strict.f1 / rows[0]["strict_f1"] if rows and rows[0]["strict_f1"] else None,
         })
         for pos, prf in by_position(gold, pred, r.positions, types=scored, gold_map=gold_map).items():
@@ -192,7 +195,7 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
             if warm:  # warm the prefix cache with a call outside the measurement
                 run_config(resolved, settings, part[:1], "warm-up", 1, budget)
             parts[name].append(run_config(resolved, settings, part, name, m, budget, conc))
-    configs = {name: _merge(runs) for name, runs in parts.items()}
+    configs = {name: config_figures(runs) for name, runs in parts.items()}
     seconds = {k: v["seconds"] for k, v in configs.items()}
     out: dict[str, Any] = {
         "kind": "bench", "lm": lm, "model_id": probe.model_id, "emulated": probe.emulated, "corpus": corpus,
@@ -218,17 +221,6 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
         out.update(rate_limit_bound_docs_per_min=bound, c_docs_per_min=reached,
                    bound_share=reached / bound if bound and reached else None, profile=profile.to_dict())
     return out
-
-
-def _merge(runs: list[ConfigRun]) -> dict[str, Any]:
-    figures = [r.figures() for r in runs]
-    total: dict[str, Any] = {k: figures[0][k] for k in ("config", "max_docs", "budget", "concurrency")}
-    for key in ("seconds", "budget_tokens", *COUNTED):
-        total[key] = sum(f[key] for f in figures)
-    total["budget_tokens_ok"] = sum(a.budget_tokens for r in runs for a in r.run.attempts if a.outcome == "ok")
-    total["docs_per_second"] = total["extracted"] / total["seconds"] if total["seconds"] else None
-    total["entities"] = sum(len(v) for r in runs for v in r.predictions.values())
-    return total
 
 
 # ---------------------------------------------------------------------------------------- output

@@ -30,7 +30,8 @@ from pydantic import BaseModel, Field
 from toolkit.documents import Document, Entity, Relationship
 from toolkit.errors import MalformedReply
 from toolkit.lm.engine import schema_of
-from toolkit.models import BatchExtractionResult, DocumentBatch, ValidationCounts
+from toolkit.counts import Counts
+from toolkit.models import BatchExtractionResult, DocumentBatch
 from toolkit.store.dialect import MAX_MENTION_CHARS, MAX_TYPE_CHARS
 
 LAYOUTS = ("auto", "packed", "parallel")
@@ -388,7 +389,7 @@ def _locate(mention: str, text: str) -> tuple[int, int] | None:
 class ValidatedBatch:
     entities: dict[str, list[Entity]] = field(default_factory=dict)
     relationships: dict[str, list[Relationship]] = field(default_factory=dict)
-    counts: ValidationCounts = field(default_factory=ValidationCounts)
+    counts: Counts = field(default_factory=Counts)
     missing_ids: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)  # ids in the reply that name no document of the batch
     last_record: str | None = None  # the document of the reply's last record, if that record was kept
@@ -411,7 +412,7 @@ class ValidatedBatch:
         self.entities.update(other.entities)
         self.relationships.update(other.relationships)
         self.unknown.extend(other.unknown)
-        self.counts.add(other.counts)
+        self.counts = self.counts + other.counts
 
     def settle(self, documents: Sequence[Document]) -> None:
         """Recount after merging: documents of ``documents`` without a record are missing."""

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from toolkit.errors import InvalidConfiguration
 from toolkit.policies import BreakerPolicy, ConcurrencyPolicy, RateLimitPolicy
@@ -87,33 +89,48 @@ class SlidingWindowLimiter:
             return _now() - start
 
 
-@dataclass
+class Slot:
+    """A held slot of the gate: set ``outcome`` (``ok``, ``throttled`` or anything else) before it
+    is released; ``started`` is the loop time it was granted."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.outcome = "error"
+
+
 class ConcurrencyGate:
     """Bounds calls in flight. Adaptive mode is AIMD with a slow start, as in TCP: after ``limit``
     successes the limit doubles until the first 429/overload, then grows by one; it is multiplied
     by ``decrease`` on 429/overload (once per round trip: only calls started after the last
-    decrease can cause another). Until the first success of a run, one call at a time."""
+    decrease can cause another). Until the first success of a run, one call at a time. A slot is
+    held with ``async with gate.slot() as slot:``."""
 
-    policy: ConcurrencyPolicy
-    limit: int = 0
-    in_flight: int = 0
-    max_seen: int = 0
-    history: list[tuple[float, int]] = field(default_factory=list)  # (time, limit) at every change
-    _probed: bool = False
-    _slow_start: bool = True
-    _credit: int = 0
-    _last_decrease: float = float("-inf")
-    _resume_at: float = 0.0
-    _waiters: deque = field(default_factory=deque)  # futures of callers waiting for a slot, FIFO
-
-    def __post_init__(self) -> None:
-        self.limit = self.policy.initial if self.policy.mode == "adaptive" else self.policy.max
-        self.history.append((0.0, self.limit))
+    def __init__(self, policy: ConcurrencyPolicy) -> None:
+        self.policy = policy
+        self.limit = policy.initial if policy.mode == "adaptive" else policy.max
+        self.in_flight = 0
+        self.max_seen = 0
+        self.history: list[tuple[float, int]] = [(0.0, self.limit)]  # (time, limit) at every change
+        self._probed = False
+        self._slow_start = True
+        self._credit = 0
+        self._last_decrease = float("-inf")
+        self._resume_at = 0.0
+        self._waiters: deque[asyncio.Future[None]] = deque()  # callers waiting for a slot, FIFO
 
     def _allowed(self) -> int:
         return self.limit if self._probed else 1
 
-    async def acquire(self) -> float:
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[Slot]:
+        """Hold a slot for one call; released with the outcome the body set."""
+        held = Slot(await self._acquire())
+        try:
+            yield held
+        finally:
+            self._release(held.started, held.outcome)
+
+    async def _acquire(self) -> float:
         """Wait for a slot (and any global pause); returns the loop time the call starts.
 
         Waiters are served first come, first served, and a released slot wakes exactly one of
@@ -163,7 +180,7 @@ class ConcurrencyGate:
         """No call starts before loop time ``when`` (a provider's Retry-After, a breaker cooldown)."""
         self._resume_at = max(self._resume_at, when)
 
-    async def release(self, started: float, outcome: str) -> None:
+    def _release(self, started: float, outcome: str) -> None:
         """``outcome``: ``ok``, ``throttled`` (429/overload) or anything else (no change)."""
         self.in_flight -= 1
         if outcome == "ok":

@@ -12,15 +12,18 @@ import threading
 import time
 import typing
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from toolkit.counts import FIELDS as COUNT_FIELDS
+from toolkit.counts import Counts
 from toolkit.models import BatchExtractionResult, Baseline, ProcessingMetrics
 
 
 @dataclass(frozen=True)
 class AttemptRecord:
-    """One call on one batch: what was sent, how long it took, what came of it."""
+    """One call on one batch: what was sent, how long it took, what came of it (``counts``: that
+    call's :class:`~toolkit.counts.Counts`, the decisions it led to included)."""
 
     batch_id: str
     document_ids: tuple[str, ...]
@@ -30,21 +33,20 @@ class AttemptRecord:
     seconds: float = 0.0
     delay_before: float = 0.0  # backoff, pause and queueing before this call
     rate_wait: float = 0.0  # part of it spent waiting for the rate limiter
-    budget_tokens: int = 0  # what the rate limiter charged: prompt + documents + reserved output
-    tokens_in: int | None = None  # as reported by the model, when it reports usage
-    tokens_out: int | None = None
     in_flight: int = 0  # calls in flight when this one started, itself included
     error_class: str | None = None
     error: str | None = None
-    entities: int = 0
-    documents_ok: int = 0
-    repaired: int = 0  # validation counts of the reply (see ValidationCounts)
-    dropped: int = 0
-    ungrounded: int = 0
-    leaks: int = 0
-    unknown_ids: int = 0
-    missing_ids: int = 0
-    loops_ended: int = 0
+    counts: Counts = field(default_factory=Counts)
+
+    def flat(self) -> dict[str, Any]:
+        """The record as one flat row: its fields, then one column per count."""
+        row = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "counts"}
+        return {**row, **self.counts.to_dict()}
+
+    @property
+    def usage(self) -> tuple[int, int] | None:
+        """(prompt, output) tokens the model reported for this call, or None when it reported none."""
+        return (self.counts.tokens_in, self.counts.tokens_out) if self.counts.usage_reports else None
 
 
 class RunMetrics:
@@ -95,25 +97,23 @@ class RunMetrics:
         """One row per call, typed from :class:`AttemptRecord` (never inferred from the first rows)."""
         import polars as pl
 
-        rows = [dataclasses.asdict(a) for a in self.attempts]
-        frame = pl.DataFrame(rows, schema=polars_schema(AttemptRecord))
+        frame = pl.DataFrame([a.flat() for a in self.attempts], schema=attempts_schema())
         return frame.with_columns(pl.lit(self.run_id).alias("run"))
 
 
-def polars_schema(cls: type) -> dict[str, Any]:
-    """A polars schema from a dataclass's field types (``str``, ``int``, ``float``, optional ones,
-    tuples of strings)."""
+def attempts_schema() -> dict[str, Any]:
+    """The polars schema of :meth:`AttemptRecord.flat` rows, from the field types (never inferred
+    from the first rows: a rare error late in a run has its column typed all along)."""
     import polars as pl
 
-    kinds = {str: pl.Utf8, int: pl.Int64, float: pl.Float64, bool: pl.Boolean}
+    kinds = {str: pl.Utf8, int: pl.Int64, float: pl.Float64}
     schema: dict[str, Any] = {}
-    for name, hint in typing.get_type_hints(cls).items():
+    for name, hint in typing.get_type_hints(AttemptRecord).items():
+        if name == "counts":
+            schema.update(dict.fromkeys(COUNT_FIELDS, pl.Int64))
+            continue
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        base = typing.get_origin(hint)
-        if base is tuple:
-            schema[name] = pl.List(kinds[args[0]])
-        else:
-            schema[name] = kinds[args[0] if args else hint]
+        schema[name] = pl.List(kinds[args[0]]) if typing.get_origin(hint) is tuple else kinds[args[0] if args else hint]
     return schema
 
 

@@ -6,11 +6,13 @@ plain dataclasses. Speedup is only computed against a :class:`Baseline` that was
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 
+from toolkit.counts import Counts
 from toolkit.documents import Document, Entity, Relationship
 
 _batch_numbers = itertools.count(1)
@@ -70,6 +72,18 @@ class DocumentBatch:
     oversize: bool = False
     documents: list[Document] = field(default_factory=list, repr=False)
     token_counts: list[int] = field(default_factory=list, repr=False)
+    max_tokens: int | None = None  # the output cap fixed for the call this batch is sent in (None: default)
+    charge: int | None = None  # what the rate limiter counts for that call (None: budget_tokens)
+
+    def for_call(self, max_tokens: int | None, charge: int) -> DocumentBatch:
+        """This batch prepared for one call: a copy carrying its output cap and its charge from
+        preparation to the call (the allowance may change while the call waits for the limiter)."""
+        return dataclasses.replace(self, max_tokens=max_tokens, charge=charge)
+
+    @property
+    def call_tokens(self) -> int:
+        """What the rate limiter counts for a call on this batch."""
+        return self.budget_tokens if self.charge is None else self.charge
 
     def add_document(self, document: Document | str, token_count: int) -> None:
         """Append a document (or a bare id, as in the original contract) and its token count."""
@@ -106,28 +120,6 @@ class DocumentBatch:
 
 
 @dataclass
-class ValidationCounts:
-    """What validation of one reply kept and dropped (see :mod:`toolkit.extraction`)."""
-
-    entities: int = 0  # kept: grounded in their own document
-    repaired: int = 0  # 1 if the reply's JSON had to be repaired
-    dropped: int = 0  # malformed entity or type not asked for
-    duplicates: int = 0  # same text and type twice in one document
-    ungrounded: int = 0  # text occurs in no document of the batch
-    leaks: int = 0  # text occurs only in another document of the batch
-    dropped_relationships: int = 0
-    unknown_ids: int = 0  # records for ids that were not asked for
-    duplicate_records: int = 0
-    malformed_records: int = 0
-    missing_ids: int = 0
-    loops_ended: int = 0  # one-document answers ended at a greedy loop (the parallel layout's guard)
-
-    def add(self, other: ValidationCounts) -> None:
-        for key, value in vars(other).items():
-            setattr(self, key, getattr(self, key) + value)
-
-
-@dataclass
 class BatchExtractionResult:
     """Per-document output of one batch. A document absent from ``per_document_entities`` has no
     result (it failed or is missing); an empty list means the document really has no entities."""
@@ -142,7 +134,7 @@ class BatchExtractionResult:
     failed_document_ids: dict[str, str] = field(default_factory=dict)  # id -> reason
     tokens_in: int | None = None  # usage reported by the model, when it does
     tokens_out: int | None = None
-    validation: ValidationCounts | None = None
+    validation: Counts | None = None  # what validation of the reply kept and dropped
 
     def get_all_entities(self) -> list[Entity]:
         return [e for entities in self.per_document_entities.values() for e in entities]

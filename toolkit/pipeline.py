@@ -26,6 +26,7 @@ from typing import Any
 
 from toolkit.corpora import CorpusDamaged, CorpusError, Record, is_stream, iter_records, resolve
 from toolkit.corpora.readers import key_problem
+from toolkit.counts import Counts
 from toolkit.documents import Document
 from toolkit.errors import RunFailed
 from toolkit.executor import DocumentOutcome
@@ -35,7 +36,7 @@ from toolkit.lm import ResolvedLM
 from toolkit.packer import STRATEGIES, Packer, PackingSettings
 from toolkit.progress import DocumentBar
 from toolkit.redact import redact
-from toolkit.report import extraction_summary
+from toolkit.report import counts_summary
 from toolkit.service import ExtractionService, ServiceRun, default_policy
 from toolkit.store import Store, open_store
 from toolkit.store.dialect import MAX_RUN_CHARS
@@ -43,9 +44,6 @@ from toolkit.store.lease import LeaseKeeper
 from toolkit.tokens import get_counter
 
 DEFAULT_CORPUS = "pubmed-sample"
-# counts summed over the service runs of one job (one per chunk of documents)
-_SUMMED = ("batches", "calls", "retries", "splits", "requeued", "ungrounded", "leaks", "repaired", "dropped",
-           "missing_ids", "unknown_ids", "loops_ended", "tokens_in", "tokens_out")
 
 
 @dataclass(frozen=True)
@@ -323,53 +321,30 @@ def _run_chunk(service: ExtractionService, packing: PackingSettings, chunk: list
 
 def _summary(run_id: str, db: Store, gate: Intake, expected: set[str], runs: list[ServiceRun], wall: float,
              service: ExtractionService, stopped: str | None) -> dict[str, Any]:
+    """The run's figures: documents from the store (the truth), counts summed over its chunks."""
     statuses = db.statuses(run_id)
     final = {i for i, s in statuses.items() if s in ("extracted", "failed")}
     pending = {i for i, s in statuses.items() if s == "pending"}
-    lost = len(expected - final - (pending if stopped else set()))
     extracted = [i for i, s in statuses.items() if s == "extracted"]
-    merged: dict[str, Any] = {}
-    if runs:
-        parts = [extraction_summary(r, wall, service.resolved.emulated) for r in runs]
-        for key in _SUMMED:
-            merged[key] = sum(p[key] for p in parts)
-        merged["virtual_seconds"] = sum(r.report.seconds for r in runs) if service.resolved.emulated else None
-        kept = sum(r.validation.entities for r in runs)
-        judged = kept + merged["ungrounded"] + merged["leaks"]
-        merged["grounded_rate"] = kept / judged if judged else None
-    else:
-        merged = dict.fromkeys(_SUMMED, 0)
-        merged.update(virtual_seconds=None, grounded_rate=None)
     entity_counts = _entity_counts(db, run_id)
     entities = sum(entity_counts.get(i, 0) for i in extracted)
-    seconds = merged["virtual_seconds"] if service.resolved.emulated and merged["virtual_seconds"] else wall
+    emulated = service.resolved.emulated
+    virtual = sum(r.report.seconds for r in runs) if emulated and runs else None
+    seconds = virtual or wall
     done_now = sum(1 for i in expected if statuses.get(i) == "extracted")
     return {
-        "run": run_id,
-        "store": db.url,
-        "lm": service.resolved.spec,
-        "model_id": service.resolved.model_id,
-        "emulated": service.resolved.emulated,
-        "documents": len(statuses),
-        "read": gate.read,
-        "extracted": len(extracted),
-        "failed": sum(1 for s in statuses.values() if s == "failed"),
-        "pending": len(pending),
-        "lost": lost,
-        "skipped_already_extracted": gate.skipped_done,
-        "changed_since_extracted": gate.changed,
-        "duplicates_skipped": gate.duplicates,
-        "bad_records": gate.bad_records,
-        "oversize": gate.oversize,
-        **{k: merged[k] for k in ("batches", "calls", "retries", "splits", "requeued")},
-        "entities": entities,
+        "run": run_id, "store": db.url, "lm": service.resolved.spec, "model_id": service.resolved.model_id,
+        "emulated": emulated, "documents": len(statuses), "read": gate.read, "extracted": len(extracted),
+        "failed": sum(1 for s in statuses.values() if s == "failed"), "pending": len(pending),
+        "lost": len(expected - final - (pending if stopped else set())),
+        "skipped_already_extracted": gate.skipped_done, "changed_since_extracted": gate.changed,
+        "duplicates_skipped": gate.duplicates, "bad_records": gate.bad_records, "oversize": gate.oversize,
+        "batches": sum(len(r.pack.batches) for r in runs),
+        **counts_summary(Counts.total(r.counts for r in runs)),
+        "entities": entities,  # of every extracted document of the run (earlier sessions included)
         "entities_per_doc": entities / len(extracted) if extracted else 0.0,
         "zero_entity_docs": sum(1 for i in extracted if not entity_counts.get(i)),
-        "grounded_rate": merged["grounded_rate"],
-        **{k: merged[k] for k in ("leaks", "ungrounded", "repaired", "dropped", "missing_ids", "unknown_ids",
-                                  "loops_ended", "tokens_in", "tokens_out")},
-        "wall_seconds": wall,
-        "virtual_seconds": merged["virtual_seconds"],
+        "wall_seconds": wall, "virtual_seconds": virtual,
         "docs_per_second": done_now / seconds if seconds else None,
         "stop_reason": stopped,
     }

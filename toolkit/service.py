@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -21,7 +21,8 @@ from toolkit.executor import DocumentOutcome, ExecutionReport, Executor, Progres
 from toolkit.extraction import BatchExtractor, ExtractionSettings, resolve_layout, to_result
 from toolkit.lm import ResolvedLM, resolve_lm
 from toolkit.metrics import AttemptRecord, RunMetrics
-from toolkit.models import BatchExtractionResult, DocumentBatch, ProcessingMetrics, ValidationCounts
+from toolkit.counts import Counts
+from toolkit.models import BatchExtractionResult, DocumentBatch, ProcessingMetrics
 from toolkit.packer import Packer, PackingSettings, PackResult
 from toolkit.policies import ConcurrencyPolicy, ExecutionPolicy, RateLimitPolicy
 from toolkit.tokens import get_counter, register_tokenizer
@@ -83,8 +84,12 @@ class ServiceRun:
     report: ExecutionReport
     attempts: list[AttemptRecord]
     documents: int  # documents given to the run (every one must end extracted, failed or pending)
-    validation: ValidationCounts = field(default_factory=ValidationCounts)
     stopped: str | None = None
+
+    @property
+    def counts(self) -> Counts:
+        """The run's counts: the sum of its calls'."""
+        return self.report.counts
 
 
 class ExtractionService:
@@ -100,8 +105,6 @@ class ExtractionService:
         self.policy = policy or default_policy(self.resolved)
         self._packing = packing
         self.metrics = RunMetrics()
-        self.validation = ValidationCounts()
-        self._reserved: dict[str, int] = {}  # batch id -> max_tokens fixed when the call was charged
         self._cut: set[str] = set()  # ids of documents whose reply was cut off by max_tokens
 
     def packing_settings(self, token_budget: int | None = None, **overrides: Any) -> PackingSettings:
@@ -116,13 +119,13 @@ class ExtractionService:
         )
 
     async def extract_one(self, batch: DocumentBatch) -> BatchExtractionResult:
-        """The executor's ``extract_fn``: one DSPy call on one (sub-)batch."""
-        allowed = self._reserved.pop(batch.batch_id, None) or self.allowance(batch)
+        """The executor's ``extract_fn``: one DSPy call on one (sub-)batch, with the output cap
+        :meth:`prepare` fixed for it."""
+        allowed = batch.max_tokens or self.allowance(batch)
         with dspy.context(lm=self.resolved.lm):
             prediction = await self.extractor.acall(list(batch.documents), max_tokens=allowed)
         validated, usage = prediction.validated, prediction.usage
         self._cut.update(prediction.cut)
-        self.validation.add(validated.counts)
         self.extractor.sizer.observe(prediction.documents_asked, usage[1], truncated=bool(prediction.cut))
         return to_result(batch, validated, usage)
 
@@ -133,14 +136,13 @@ class ExtractionService:
             return 2 * self.settings.max_tokens(batch.batch_size)
         return self.extractor.max_tokens(batch.batch_size)
 
-    def charge(self, batch: DocumentBatch) -> int:
-        """Tokens the next call on ``batch`` counts against a tokens-per-minute limit: its prompt
-        and the ``max_tokens`` it will ask for, which is fixed here for that call (the allowance
-        may change while the call waits for the limiter; the provider counts what is sent)."""
-        n = batch.batch_size
+    def prepare(self, batch: DocumentBatch) -> DocumentBatch:
+        """``batch`` readied for its next call: the ``max_tokens`` it will ask for, fixed here (the
+        allowance may change while the call waits for the limiter; the provider counts what is
+        sent), and what a tokens-per-minute limit counts: its prompt and that ``max_tokens``."""
         allowed = self.allowance(batch)
-        self._reserved[batch.batch_id] = allowed
-        return batch.budget_tokens - n * self.settings.output_tokens_per_doc - self.settings.max_tokens(0) + allowed
+        reserved = batch.batch_size * self.settings.output_tokens_per_doc + self.settings.max_tokens(0)
+        return batch.for_call(allowed, batch.budget_tokens - reserved + allowed)
 
     def run(self, documents: Sequence[Document], token_budget: int | None = None,
             progress: ProgressFn | bool | None = None, **packing: Any) -> ServiceRun:
@@ -155,16 +157,14 @@ class ExtractionService:
         # it would only risk cut-off replies (a local model stops when its answer ends anyway).
         self.extractor.sizer.enabled = self.settings.adaptive_output and self.policy.rate.tokens_per_minute is not None
         executor = Executor(self.extract_one, self.policy, self.metrics, progress=progress, on_outcome=on_outcome,
-                            charge=self.charge)
-        before = dataclasses.replace(self.validation)
+                            prepare=self.prepare)
         seen = len(self.metrics.attempts)
         stopped = None
         try:
             report = executor.run(pack.batches, virtual=self.resolved.is_async_native)
         except RunStopped as exc:
             report, stopped = exc.report, str(exc)
-        delta = ValidationCounts(**{k: getattr(self.validation, k) - getattr(before, k) for k in vars(before)})
-        return ServiceRun(pack, report, self.metrics.attempts[seen:], documents, delta, stopped)
+        return ServiceRun(pack, report, self.metrics.attempts[seen:], documents, stopped)
 
     def extract_batch(self, documents: Sequence[Document], token_budget: int = 8192) -> BatchExtractionResult:
         """Original contract: per-document results of ``documents`` (failed ones in

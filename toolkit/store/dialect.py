@@ -6,13 +6,16 @@ error, so :func:`column_chars` tells validation the limits), there is no BOOLEAN
 INTEGER), ``CREATE TABLE IF NOT EXISTS`` is missing on older servers (they answer SQLCODE -201,
 "table already exists", which :meth:`Dialect.is_already_exists` recognises), and unqualified
 tables land in schema ``SQLUser`` (``schema`` qualifies them; only a plain identifier is accepted).
-A table made by an older version gains the columns added since (:meth:`Dialect.add_column`).
+A table made by an older version gains the columns added since (:meth:`Dialect.add_column`),
+which is how a new count of :mod:`toolkit.counts` becomes a column of the attempts table.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from toolkit.counts import FIELDS as COUNT_FIELDS
 
 Column = tuple[str, str]  # (name, type and constraints)
 
@@ -37,12 +40,12 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         ("source_text", "{str:1000} NOT NULL"), ("target_text", "{str:1000} NOT NULL"),
         ("rel_type", "{str:100} NOT NULL"),
     ),
-    "batchx_attempts": (
+    "batchx_attempts": (  # one row per call: these, then a column per count of toolkit.counts
         ("run_id", "{str:200} NOT NULL"), ("session_id", "{str:40} NOT NULL"), ("seq", "{int} NOT NULL"),
         ("batch_id", "{str:100}"), ("attempt", "{int}"), ("outcome", "{str:16}"), ("n_docs", "{int}"),
-        ("started", "{float}"), ("seconds", "{float}"), ("tokens_in", "{int}"), ("tokens_out", "{int}"),
-        ("error_class", "{str:40}"), ("error", "{str:1000}"), ("entities", "{int}"), ("leaks", "{int}"),
-        ("ungrounded", "{int}"), ("repaired", "{int}"),
+        ("started", "{float}"), ("seconds", "{float}"), ("delay_before", "{float}"), ("rate_wait", "{float}"),
+        ("in_flight", "{int}"), ("error_class", "{str:40}"), ("error", "{str:1000}"),
+        *((name, "{int}") for name in COUNT_FIELDS),
     ),
 }
 KEYS = {

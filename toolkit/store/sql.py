@@ -297,16 +297,17 @@ class SQLStore:
         self._transaction(work, "saving documents", run_id)
 
     def save_attempts(self, run_id: str, attempts: Iterable[AttemptRecord]) -> None:
+        """One row per call: where and when, how it ended, and every count it carries."""
+        names = [name for name, _ in COLUMNS["batchx_attempts"]]
         rows = []
         for a in attempts:
             self._seq += 1
-            rows.append((run_id, self.session_id, self._seq, a.batch_id, a.attempt, a.outcome, len(a.document_ids),
-                         a.started, a.seconds, a.tokens_in, a.tokens_out, a.error_class,
-                         _clip(a.error, "batchx_attempts", "error"), a.entities, a.leaks, a.ungrounded, a.repaired))
+            row = {**a.flat(), "run_id": run_id, "session_id": self.session_id, "seq": self._seq,
+                   "n_docs": len(a.document_ids), "error": _clip(a.error, "batchx_attempts", "error")}
+            rows.append(tuple(row[name] for name in names))
         self._transaction(lambda: self._many(
-            f"INSERT INTO {self._t('batchx_attempts')} (run_id, session_id, seq, batch_id, attempt, outcome, n_docs, "
-            "started, seconds, tokens_in, tokens_out, error_class, error, entities, leaks, ungrounded, repaired) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows), "saving calls", run_id)
+            f"INSERT INTO {self._t('batchx_attempts')} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+            rows), "saving calls", run_id)
 
     # ---------------------------------------------------------------------------------- reading
     def documents(self, run_id: str) -> list[dict[str, Any]]:
