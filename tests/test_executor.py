@@ -408,3 +408,40 @@ def test_an_exhausted_quota_stops_the_run_after_one_call():
     with pytest.raises(RunStopped, match="quota") as stopped:
         Executor(provider, policy(concurrency=ConcurrencyPolicy(max=4)), progress=False).run(batches, virtual=True)
     assert len(provider.calls) == 1 and stopped.value.report.pending == 20
+
+
+# ------------------------------------------------------------------------------- context, reuse
+def test_the_caller_s_context_reaches_sync_extract_functions_also_under_a_running_loop():
+    """``with dspy.context(lm=...)`` around a run must hold inside the worker threads that run a
+    sync ``extract_fn``, also when the run starts where a loop is running (Jupyter)."""
+    import dspy
+
+    marker = dspy.LM("openai/context-marker")
+    seen: list[object] = []
+
+    def extract(batch):
+        seen.append(dspy.settings.lm)
+        return reply(batch)
+
+    with dspy.context(lm=marker):
+        Executor(extract, policy(), progress=False).run(make_batches(2, 2)[1])
+
+        async def in_a_notebook():
+            return Executor(extract, policy(), progress=False).run(make_batches(2, 2)[1])
+
+        asyncio.run(in_a_notebook())
+    assert len(seen) == 2 and all(lm is marker for lm in seen)
+
+
+def test_one_executor_runs_twice_at_once():
+    _, first = make_batches(20, 4)
+    docs = [Document(f"e{i}", f"GENE{i}") for i in range(12)]
+    second = Packer(PackingSettings(max_docs=3)).pack(docs, token_counts=[10] * 12).batches
+    executor = Executor(Scripted(latency=1.0), policy(concurrency=ConcurrencyPolicy(max=2)), progress=False)
+
+    async def both():
+        return await asyncio.gather(executor.run_async(first), executor.run_async(second))
+
+    a, b = run_virtual(both())
+    assert (a.extracted, b.extracted) == (20, 12) and (a.calls, b.calls) == (5, 4)
+    assert {o.id for o in a.outcomes}.isdisjoint({o.id for o in b.outcomes})
