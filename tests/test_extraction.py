@@ -18,7 +18,6 @@ from toolkit.extraction import (
     RawReply,
     end_repetition,
     parse_reply,
-    resolve_layout,
     response_schema,
     validate_reply,
 )
@@ -236,11 +235,14 @@ def test_a_failed_first_call_fails_the_batch_a_later_one_keeps_the_answers() -> 
 
 
 def test_layouts_resolve_by_lm_kind() -> None:
-    assert resolve_layout("auto", "local") == "parallel"
-    assert resolve_layout("auto", "emulated") == resolve_layout("auto", "provider") == "packed"
-    assert resolve_layout("packed", "local") == "packed"
-    with pytest.raises(ValueError, match="needs the local model"):
-        resolve_layout("parallel", "provider")
+    from toolkit.lm.backend import Capabilities
+
+    local = Capabilities(tokenizer="x", layouts=("parallel", "packed"))
+    provider = Capabilities(tokenizer="x")
+    assert local.layout("auto") == "parallel" and provider.layout("auto") == "packed"
+    assert local.layout("packed") == "packed"
+    with pytest.raises(ValueError, match="decodes prompts together"):
+        provider.layout("parallel")
     with pytest.raises(ValueError, match="unknown layout"):
         ExtractionSettings(layout="interleaved")
     with pytest.raises(ValueError, match="layout must be"):

@@ -102,13 +102,11 @@ def test_emulated_run_is_virtual_labelled_and_loses_nothing(no_network: list) ->
 def test_emulated_faults_are_recovered_by_the_executor(no_network: list) -> None:
     profile = dataclasses.replace(load_profile("hosted-api"), faults={
         "missing_ids": 0.1, "malformed": 0.1, "truncated": 0.1, "server_error": 0.1, "rate_limit_retry_after": 0.05})
-    engine = EmulatedEngine(profile, seed=3)
-    import dspy
+    from toolkit.lm.emulated import from_profile
 
-    from toolkit.lm import ResolvedLM
-
-    lm = dspy.LM(engine.name, engine=engine.sync_face(), async_engine=engine, cache=False, num_retries=0)
-    service = ExtractionService(ResolvedLM("emulated:test", lm, "emulated", engine.name, engine, True))
+    resolved = from_profile(profile, seed=3)
+    engine = resolved.engine
+    service = ExtractionService(resolved)
     run = service.run(synthetic_documents(300, seed=2), progress=False)
     assert run.report.extracted + run.report.failed == 300 and run.report.pending == 0
     assert run.report.extracted >= 295
@@ -172,7 +170,8 @@ def test_extract_cli_on_the_emulated_provider(capsys: pytest.CaptureFixture[str]
 # ------------------------------------------------------------------------------------ resolver
 def test_provider_names_resolve_without_network(no_network: list) -> None:
     resolved = resolve_lm("openai/gpt-4o-mini")
-    assert resolved.kind == "provider" and resolved.lm.model == "openai/gpt-4o-mini"
+    assert resolved.capabilities.tokenizer == "gpt-4o-mini" and resolved.lm.model == "openai/gpt-4o-mini"
+    assert not resolved.emulated and resolved.capabilities.layout("auto") == "packed"
     server = resolve_lm("openai/my-model", api_base="http://127.0.0.1:9/v1")
     assert server.engine.client.kwargs["api_base"] == "http://127.0.0.1:9/v1"
     with pytest.raises(ValueError, match="unknown LM"):
@@ -345,8 +344,14 @@ def test_a_profile_is_fitted_on_the_cold_calls_a_real_run_recorded(tmp_path: Pat
     calls = [call(p, o, 2 + p * p * 2e-6 + o / 14) for p, o in [(800, 40), (1200, 90), (2000, 60), (3100, 20), (4000, 150)]]
     calls.append(call(4000, 150, 1.0, warm=True))  # a warm-cache call would spoil the fit: left out
     path = tmp_path / "results.json"
-    path.write_text(json.dumps({"kind": "bench", "lm": "local", "model_id": "local/qwen@sha256:x", "calls": calls}))
+    from toolkit.lm.backend import Capabilities
+
+    local = Capabilities(tokenizer="local/qwen", concurrency="1", layouts=("parallel", "packed"), prompt_cache=True,
+                         long_prompts_cost_more=True).to_dict()
+    path.write_text(json.dumps({"kind": "bench", "lm": "local", "model_id": "local/qwen@sha256:x", "calls": calls,
+                                "capabilities": local}))
     profile = _profile(str(path))
+    assert profile.parallel_slots == 1 and profile.tokenizer == "local"
     assert profile.overhead_seconds == pytest.approx(2, rel=1e-3)
     assert profile.prompt_seconds_per_token_sq == pytest.approx(2e-6, rel=1e-3)
     assert profile.output_tokens_per_second == pytest.approx(14, rel=1e-3) and profile.fit["calls"] == 5

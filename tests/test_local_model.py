@@ -102,10 +102,9 @@ def test_concurrent_calls_on_one_llama_context_are_serialised(local_model: str, 
 def test_local_tokenizer_is_registered_and_cl100k_is_within_ten_percent(local_model: str,
                                                                        devel_pairs: list) -> None:
     from toolkit.lm import resolve_lm
-    from toolkit.service import token_model
     from toolkit.tokens import estimate_tokens
 
-    name = token_model(resolve_lm(local_model))
+    name = resolve_lm(local_model).capabilities.tokenizer
     texts = [d.text for d, _ in devel_pairs]
     qwen = sum(estimate_tokens(t, name) for t in texts)
     cl100k = sum(estimate_tokens(t, "gpt-3.5-turbo") for t in texts)

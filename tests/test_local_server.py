@@ -128,7 +128,8 @@ def test_an_openai_compatible_server_gets_a_key_the_schema_as_json_object_and_ma
     ``json_schema``, which the server refuses) and ``max_tokens`` (the server ignores
     ``max_completion_tokens``)."""
     from toolkit.documents import Document
-    from toolkit.lm import PLACEHOLDER_KEY, resolve_lm
+    from toolkit.lm import resolve_lm
+    from toolkit.lm.provider import PLACEHOLDER_KEY
     from toolkit.service import ExtractionService
 
     if key is None:

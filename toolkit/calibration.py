@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from toolkit.lm.backend import Capabilities
 from toolkit.metrics import AttemptRecord
+from toolkit.policies import RateLimitPolicy
 
 if TYPE_CHECKING:
     from toolkit.extraction import ExtractionSettings
@@ -96,25 +98,23 @@ def fit_latency(points: Sequence[Point], quadratic: bool = False) -> LatencyFit:
     )
 
 
-def _is_local(lm: str) -> bool:
-    return lm == "local" or lm.startswith("local:")
-
-
-def fit_profile(points: Sequence[Point], lm: str, model_id: str, quadratic: bool,
-                description: str) -> dict[str, Any]:
-    """Fit a latency profile on cold-cache calls' points; the result reports the fit's error."""
+def fit_profile(points: Sequence[Point], lm: str, model_id: str, capabilities: Capabilities,
+                description: str, quadratic: bool | None = None) -> dict[str, Any]:
+    """Fit a latency profile on cold-cache calls' points of ``lm`` (whose ``capabilities`` say if
+    it serves one call at a time and counts in its own tokens); the result reports the fit's error.
+    ``quadratic`` (default: the backend's ``long_prompts_cost_more``) adds a prompt-squared term."""
+    from toolkit.lm import names_backend
     from toolkit.lm.emulated import Profile
 
-    fit = fit_latency(points, quadratic=quadratic)
-    local = _is_local(lm)
+    fit = fit_latency(points, quadratic=capabilities.long_prompts_cost_more if quadratic is None else quadratic)
     profile = Profile(
         name=f"calibrated-{model_id.split('@')[0].replace('/', '-')}",
         overhead_seconds=round(fit.overhead_seconds, 4),
         prompt_tokens_per_second=round(1 / fit.seconds_per_prompt_token, 2) if fit.seconds_per_prompt_token else 1e9,
         output_tokens_per_second=round(1 / fit.seconds_per_output_token, 2) if fit.seconds_per_output_token else 1e9,
         prompt_seconds_per_token_sq=fit.seconds_per_prompt_token_sq,
-        parallel_slots=1 if local else None,  # one llama context
-        tokenizer=lm if local else None,
+        parallel_slots=1 if capabilities.concurrency == "1" else None,  # e.g. one llama context
+        tokenizer=lm if names_backend(lm) else None,  # the backend's own tokenizer, found again by resolving it
         description=description,
         source=f"{platform.node() or 'this machine'}: {platform.processor() or platform.machine()}, "
                f"{os.cpu_count()} cores",
@@ -140,7 +140,14 @@ def profile_from_results(path: str | Path) -> Any:
     points = [(c["tokens_in"], c["tokens_out"], c["seconds"]) for c in rows
               if c["outcome"] == "ok" and c["tokens_in"] is not None]
     lm = result["lm"]
-    fitted = fit_profile(points, lm, result["model_id"], quadratic=_is_local(lm),
+    if "capabilities" in result:
+        capabilities = Capabilities(**{**result["capabilities"], "rate": RateLimitPolicy(**result["capabilities"]["rate"]),
+                                       "layouts": tuple(result["capabilities"]["layouts"])})
+    else:  # written before runs recorded their backend's capabilities
+        from toolkit.lm import resolve_lm
+
+        capabilities = resolve_lm(lm).capabilities
+    fitted = fit_profile(points, lm, result["model_id"], capabilities,
                          description=f"fitted on the cold-cache calls of the {result['kind']} run {path}")
     from toolkit.lm.emulated import Profile
 
@@ -177,10 +184,9 @@ def calibrate(lm: str = "local", corpus: str | None = None, docs: int = 8, batch
         records.extend(run.attempts)
         if progress:
             print(f"calibrate: {size} doc(s)/call: {run.report.calls} calls", flush=True)
-    if quadratic is None:  # a local model on a CPU: attention over long prompts is visible
-        quadratic = resolved.kind == "local"
-    result = fit_profile(latency_points(records), lm, resolved.model_id, quadratic,
-                         description=f"fitted by `toolkit calibrate --lm {lm}` on {len(documents)} documents of {corpus}")
+    result = fit_profile(latency_points(records), lm, resolved.model_id, resolved.capabilities,
+                         description=f"fitted by `toolkit calibrate --lm {lm}` on {len(documents)} documents of {corpus}",
+                         quadratic=quadratic)
     result["run_seconds"] = time.perf_counter() - start
     if out is not None:
         Path(out).write_text(json.dumps(result["profile"], indent=2) + "\n")

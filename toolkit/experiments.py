@@ -20,7 +20,7 @@ from typing import Any
 from toolkit.demos import demo_ids
 from toolkit.documents import Document, Entity
 from toolkit.evaluation import agreement, by_position, gold_mapping, score
-from toolkit.extraction import ExtractionSettings, output_per_document, resolve_layout
+from toolkit.extraction import ExtractionSettings, output_per_document
 from toolkit.lm import ResolvedLM, resolve_lm
 from toolkit.counts import Counts
 from toolkit.report import counts_summary, outcome_summary
@@ -140,7 +140,7 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
     probe = resolve_lm(lm)
     return {
         "kind": "eval", "gold": str(gold_source), "lm": lm, "model_id": probe.model_id,
-        "layout": resolve_layout(layout, probe.kind),
+        "layout": probe.capabilities.layout(layout), "capabilities": probe.capabilities.to_dict(),
         "emulated": lm.startswith("emulated:"), "documents": len(documents),
         "types_scored": list(scored), "gold_map": gold_map, "prompt_cache": prompt_cache,
         "settings": settings.to_dict(), "machine": machine(), "configs": rows, "by_position": positions,
@@ -178,12 +178,12 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
     settings = ExtractionSettings(relationships=False, layout=layout, demos=demos, shots=shots,
                                   **({"entity_types": tuple(types)} if types else {}),
                                   **({"output_tokens_per_doc": output_tokens_per_doc} if output_tokens_per_doc else {}))
-    has_cache = probe.kind == "local" or (probe.kind == "emulated" and probe.engine.profile.prompt_cache)
+    has_cache = probe.capabilities.prompt_cache
     plan = {"A": (1, "1", False), "A_warm": (1, "1", True), "B": (max_docs, "1", False),
             "C": (max_docs, concurrency, False)}
     if not has_cache:
         plan.pop("A_warm")
-    chunk = len(documents) if probe.is_async_native else (interleave or 4 * max_docs)
+    chunk = len(documents) if probe.capabilities.virtual_time else (interleave or 4 * max_docs)
     chunks = [documents[i:i + chunk] for i in range(0, len(documents), chunk)]
     parts: dict[str, list[ConfigRun]] = {k: [] for k in plan}
     for n, part in enumerate(chunks):
@@ -200,7 +200,8 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
     out: dict[str, Any] = {
         "kind": "bench", "lm": lm, "model_id": probe.model_id, "emulated": probe.emulated, "corpus": corpus,
         "documents": len(documents), "max_docs": max_docs, "budget": budget, "concurrency": concurrency,
-        "interleaved_chunk": chunk, "layout": resolve_layout(layout, probe.kind), "prompt_cache_available": has_cache,
+        "interleaved_chunk": chunk, "layout": probe.capabilities.layout(layout), "prompt_cache_available": has_cache,
+        "capabilities": probe.capabilities.to_dict(),
         "settings": settings.to_dict(),
         "machine": machine(), "configs": configs,
         "calls": [] if probe.emulated else [c for name, runs in parts.items() for r in runs for c in r.calls(plan[name][2])],
@@ -209,17 +210,17 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
         "speedup_b_vs_a_warm": seconds["A_warm"] / seconds["B"] if "A_warm" in seconds and seconds["B"] else None,
         "lost": sum(v["lost"] for v in configs.values()),
     }
-    if probe.kind == "emulated":
-        profile = probe.engine.profile
+    rate = probe.capabilities.rate
+    if probe.emulated:
         c = configs["C"]
         per_call = c["documents"] / c["batches"] if c["batches"] else 1.0
         per_doc = c["budget_tokens_ok"] / c["extracted"] if c["extracted"] else None
-        limits = [x for x in (profile.requests_per_minute and profile.requests_per_minute * per_call,
-                              profile.tokens_per_minute and per_doc and profile.tokens_per_minute / per_doc) if x]
+        limits = [x for x in (rate.requests_per_minute and rate.requests_per_minute * per_call,
+                              rate.tokens_per_minute and per_doc and rate.tokens_per_minute / per_doc) if x]
         bound = min(limits) if limits else None
         reached = c["extracted"] / (c["seconds"] / 60) if c["seconds"] else None
         out.update(rate_limit_bound_docs_per_min=bound, c_docs_per_min=reached,
-                   bound_share=reached / bound if bound and reached else None, profile=profile.to_dict())
+                   bound_share=reached / bound if bound and reached else None, profile=probe.engine.profile.to_dict())
     return out
 
 

@@ -57,7 +57,7 @@ class ExtractionSettings:
     demo: bool = True  # show the worked example (DEMO_DOCUMENTS) before every call
     demos: str | None = None  # a gold corpus whose annotated documents replace it (see toolkit.demos)
     shots: int = 2  # documents drawn from ``demos``
-    layout: str = "auto"  # packed | parallel | auto (parallel on the local model), see resolve_layout
+    layout: str = "auto"  # packed | parallel | auto: the backend's default (Capabilities.layout)
 
     def __post_init__(self) -> None:
         if not self.entity_types:
@@ -506,19 +506,6 @@ def validate_reply(reply: RawReply, documents: Sequence[Document], settings: Ext
 
 
 # ----------------------------------------------------------------------------------------- module
-def resolve_layout(layout: str, lm_kind: str) -> str:
-    """``packed`` or ``parallel`` for an LM of ``lm_kind``: ``auto`` is ``parallel`` on the local
-    model (llama.cpp decodes the batch's one-document prompts together) and ``packed`` elsewhere."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; layouts: {', '.join(LAYOUTS)}")
-    if layout == "parallel" and lm_kind != "local":  # it would be one call per document: --max-docs 1
-        raise ValueError("the parallel layout needs the local model (llama.cpp decodes the prompts together); "
-                         "elsewhere use --layout packed, or --max-docs 1 for one document per call")
-    if layout != "auto":
-        return layout
-    return "parallel" if lm_kind == "local" else "packed"
-
-
 class _BatchCalls:
     """The LM calls of one batch and what they found.
 

@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from toolkit.extraction import ExtractionSettings, output_allowance, resolve_layout
+from toolkit.extraction import ExtractionSettings, output_allowance
+from toolkit.lm.backend import Capabilities
 from toolkit.lm.emulated import Profile, load_profile
 from toolkit.service import measure_reserves
 from toolkit.tokens import get_counter
@@ -43,14 +44,15 @@ def _profile(name: str) -> Profile:
     return load_profile(name)
 
 
-def _tokenizer(profile: Profile) -> str:
-    """The tokenizer the profile's rates are in: the local model's own for a local profile."""
-    if profile.tokenizer and profile.tokenizer.startswith("local"):
-        from toolkit.lm import resolve_lm
-        from toolkit.service import token_model
+def _capabilities(profile: Profile) -> Capabilities:
+    """What the backend a profile describes can do: the backend's own when the profile names one
+    (a profile calibrated on the local model counts in its tokens), else a provider's, in
+    ``profile.tokenizer`` (default gpt-4o-mini) tokens."""
+    from toolkit.lm import names_backend, resolve_lm
 
-        return token_model(resolve_lm(profile.tokenizer))
-    return profile.tokenizer or "gpt-4o-mini"
+    if profile.tokenizer and names_backend(profile.tokenizer):
+        return resolve_lm(profile.tokenizer).capabilities
+    return Capabilities(tokenizer=profile.tokenizer or "gpt-4o-mini")
 
 
 def corpus_tokens(corpus: str, model: str, sample: int = 2000) -> dict[str, float]:
@@ -128,11 +130,10 @@ def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results:
         saved = (evaluation or {}).get("settings")
         settings = ExtractionSettings(**{**saved, "entity_types": tuple(saved["entity_types"])}) if saved \
             else ExtractionSettings(relationships=False)
-    model = _tokenizer(profile)
-    local = (profile.tokenizer or "").startswith("local")
-    # an eval run says its layout (runs older than layouts were packed); else the LM kind's default
-    layout = evaluation.get("layout", "packed") if evaluation else \
-        resolve_layout(settings.layout, "local" if local else "provider")
+    capabilities = _capabilities(profile)
+    model = capabilities.tokenizer
+    # an eval run says its layout (runs older than layouts were packed); else the backend's default
+    layout = evaluation.get("layout", "packed") if evaluation else capabilities.layout(settings.layout)
     # compare like with like: an eval ran on the first N documents of its corpus
     stats = corpus_tokens(corpus, model, sample=int((evaluation or {}).get("documents", 2000)))
     prompt, per_doc = measure_reserves(settings, model)

@@ -18,31 +18,16 @@ import dspy
 
 from toolkit.documents import Document
 from toolkit.executor import DocumentOutcome, ExecutionReport, Executor, ProgressFn, RunStopped
-from toolkit.extraction import BatchExtractor, ExtractionSettings, resolve_layout, to_result
+from toolkit.extraction import BatchExtractor, ExtractionSettings, to_result
 from toolkit.lm import ResolvedLM, resolve_lm
 from toolkit.metrics import AttemptRecord, RunMetrics
 from toolkit.counts import Counts
 from toolkit.models import BatchExtractionResult, DocumentBatch, ProcessingMetrics
 from toolkit.packer import Packer, PackingSettings, PackResult
-from toolkit.policies import ConcurrencyPolicy, ExecutionPolicy, RateLimitPolicy
-from toolkit.tokens import get_counter, register_tokenizer
+from toolkit.policies import ConcurrencyPolicy, ExecutionPolicy
+from toolkit.tokens import get_counter
 
 _PROBE_ID = "doc-0000"
-
-
-def token_model(resolved: ResolvedLM) -> str:
-    """The tokenizer name the packer should use for ``resolved`` (the local model's own)."""
-    if resolved.kind == "local":
-        from toolkit.lm.local import local_tokenizer
-
-        name = resolved.engine.name
-        register_tokenizer(name, local_tokenizer(resolved.engine.spec.name))
-        return name
-    if resolved.kind == "provider":
-        return resolved.spec.split("/", 1)[1]
-    from toolkit.lm.emulated import TOKENIZER
-
-    return TOKENIZER  # emulated: counted with the tokenizer the emulator charges
 
 
 @lru_cache(maxsize=64)
@@ -64,16 +49,10 @@ def measure_reserves(settings: ExtractionSettings, model: str) -> tuple[int, int
 
 
 def default_policy(resolved: ResolvedLM, concurrency: str | int | None = None) -> ExecutionPolicy:
-    """Concurrency 1 on the local model (one llama context), adaptive elsewhere; an emulated
-    profile's rate limits become the client-side limits."""
-    if concurrency is None:
-        concurrency = 1 if resolved.kind == "local" else "auto:16"
-    policy = ConcurrencyPolicy.parse(str(concurrency))
-    rate = RateLimitPolicy()
-    if resolved.kind == "emulated":
-        profile = resolved.engine.profile
-        rate = RateLimitPolicy(profile.requests_per_minute, profile.tokens_per_minute)
-    return ExecutionPolicy(concurrency=policy, rate=rate, call_timeout=None if resolved.kind == "emulated" else 900.0)
+    """The backend's concurrency (unless ``concurrency`` is given), rate limits and call timeout."""
+    caps = resolved.capabilities
+    policy = ConcurrencyPolicy.parse(str(caps.concurrency if concurrency is None else concurrency))
+    return ExecutionPolicy(concurrency=policy, rate=caps.rate, call_timeout=caps.call_timeout)
 
 
 @dataclass
@@ -100,7 +79,7 @@ class ExtractionService:
                  api_base: str | None = None) -> None:
         self.resolved = lm if isinstance(lm, ResolvedLM) else resolve_lm(lm, api_base=api_base)
         self.settings = settings or ExtractionSettings()
-        self.layout = resolve_layout(self.settings.layout, self.resolved.kind)
+        self.layout = self.resolved.capabilities.layout(self.settings.layout)
         self.extractor = BatchExtractor(self.settings, self.layout)
         self.policy = policy or default_policy(self.resolved)
         self._packing = packing
@@ -110,7 +89,7 @@ class ExtractionService:
     def packing_settings(self, token_budget: int | None = None, **overrides: Any) -> PackingSettings:
         """Packing settings with the measured prompt and document reserves for this LM."""
         base = self._packing or PackingSettings()
-        model = token_model(self.resolved)
+        model = self.resolved.capabilities.tokenizer
         prompt, per_doc = measure_reserves(self.settings, model)
         return dataclasses.replace(
             base, token_budget=token_budget or base.token_budget, prompt_tokens=prompt,
@@ -161,7 +140,7 @@ class ExtractionService:
         seen = len(self.metrics.attempts)
         stopped = None
         try:
-            report = executor.run(pack.batches, virtual=self.resolved.is_async_native)
+            report = executor.run(pack.batches, virtual=self.resolved.capabilities.virtual_time)
         except RunStopped as exc:
             report, stopped = exc.report, str(exc)
         return ServiceRun(pack, report, self.metrics.attempts[seen:], documents, stopped)

@@ -34,7 +34,8 @@ from toolkit.documents import Document, Entity
 
 __all__ = [
     "BadRecord", "CorpusDamaged", "CorpusError", "Record", "corpus_path", "is_stream", "dedupe", "detect_format", "fetch_corpus",
-    "iter_conll", "iter_gold", "iter_jsonl", "iter_pubmed_xml", "iter_pubtator", "iter_records", "list_corpora",
+    "iter_conll", "iter_gold", "iter_jsonl", "iter_pubmed_xml", "iter_pubtator", "iter_pubtator_records",
+    "iter_records", "list_corpora",
     "load_corpus", "manifests", "read_jsonl", "read_pubtator", "resolve", "synthetic_documents",
 ]
 

@@ -9,72 +9,57 @@
   ``anthropic/...``, ``ollama_chat/...``); keys come from the environment and are never logged or
   stored. ``openai/NAME`` with ``api_base`` is an OpenAI-compatible server (``llama_cpp.server``,
   vLLM, ...), sent requests it understands (see :func:`~toolkit.lm.engine.server_request`); when
-  ``OPENAI_API_KEY`` is not set it is sent :data:`PLACEHOLDER_KEY` (a local server needs none).
+  ``OPENAI_API_KEY`` is not set it is sent :data:`~toolkit.lm.provider.PLACEHOLDER_KEY` (a local
+  server needs none).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-from dataclasses import dataclass
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price-list download
 
-PLACEHOLDER_KEY = "no-key"  # the key sent to an OpenAI-compatible server when the environment has none
+from toolkit.lm.backend import Capabilities, ResolvedLM  # noqa: E402 - after the environment is set
 
-
-@dataclass
-class ResolvedLM:
-    """A ``dspy.LM`` plus what the toolkit needs to know about it."""
-
-    spec: str  # as the user gave it
-    lm: Any  # dspy.LM
-    kind: str  # local | emulated | provider
-    model_id: str  # model name (and weights hash for local models)
-    engine: Any = None  # the toolkit engine behind it, if any
-    emulated: bool = False
-
-    @property
-    def is_async_native(self) -> bool:
-        """True if calls are pure asyncio (the emulated provider): it can run in virtual time."""
-        return self.kind == "emulated"
+__all__ = ["Capabilities", "ResolvedLM", "names_backend", "resolve_lm"]
 
 
 def resolve_lm(spec: str = "local", api_base: str | None = None, prompt_cache: bool = True,
                seed: int = 0) -> ResolvedLM:
-    """Build the ``dspy.LM`` for ``spec`` (see module docstring). DSPy's response cache is off."""
-    import dspy
-
+    """The backend of ``spec`` (see the module docstring): ``NAME`` or ``NAME:REST`` goes to the
+    module ``toolkit.lm.NAME``'s ``resolve`` (see :mod:`toolkit.lm.backend`), a ``provider/model``
+    name to :mod:`toolkit.lm.provider`. DSPy's response cache is off."""
     if not spec or not isinstance(spec, str):
         raise ValueError("an LM name is required, e.g. 'local', 'emulated:hosted-api', 'openai/gpt-4o-mini'")
-    kind, _, rest = spec.partition(":")
-    if kind == "local":
-        from toolkit.lm import weights
-        from toolkit.lm.engine import ThreadedAsyncEngine
-        from toolkit.lm.local import shared_engine
-
-        engine = shared_engine(rest or None, prompt_cache=prompt_cache)
-        lm = dspy.LM(engine.name, engine=engine, async_engine=ThreadedAsyncEngine(engine), cache=False, num_retries=0)
-        return ResolvedLM(spec, lm, "local", f"{engine.spec.name}@sha256:{weights.get_spec(rest or None).sha256[:16]}",
-                          engine)
-    if kind == "emulated":
-        from toolkit.lm.emulated import EmulatedEngine, load_profile
-
-        engine = EmulatedEngine(load_profile(rest or "hosted-api"), seed=seed)
-        lm = dspy.LM(engine.name, engine=engine.sync_face(), async_engine=engine, cache=False, num_retries=0)
-        return ResolvedLM(spec, lm, "emulated", engine.name, engine, emulated=True)
+    name, _, rest = spec.partition(":")
+    backend = _backend(name)
+    options = {"api_base": api_base, "prompt_cache": prompt_cache, "seed": seed}
+    if backend is not None:
+        return backend.resolve(spec, rest, **options)
     if "/" not in spec:
         raise ValueError(
             f"unknown LM {spec!r}: use 'local', 'local:MODEL', 'emulated:PROFILE' or a provider/model name"
         )
-    kwargs: dict[str, Any] = {"cache": False, "num_retries": 0}
-    if not api_base:
-        return ResolvedLM(spec, dspy.LM(spec, **kwargs), "provider", spec)
-    if not spec.startswith("openai/"):
-        return ResolvedLM(spec, dspy.LM(spec, api_base=api_base, **kwargs), "provider", spec)
-    from toolkit.lm.engine import AsyncCompatibleServerEngine, CompatibleServerEngine
+    from toolkit.lm import provider
 
-    key = {} if os.environ.get("OPENAI_API_KEY") else {"api_key": PLACEHOLDER_KEY}  # a real key stays in the env
-    engine = CompatibleServerEngine(dspy.LM(spec, api_base=api_base, **key, **kwargs))
-    lm = dspy.LM(spec, engine=engine, async_engine=AsyncCompatibleServerEngine(engine), **kwargs)
-    return ResolvedLM(spec, lm, "provider", spec, engine)
+    return provider.resolve(spec, spec, **options)
+
+
+def names_backend(spec: str) -> bool:
+    """Whether ``spec`` (``NAME`` or ``NAME:REST``) names a backend module (not a provider model)."""
+    return _backend(spec.partition(":")[0]) is not None
+
+
+def _backend(name: str) -> Any:
+    """The module ``toolkit.lm.<name>`` if it is a backend (has ``resolve``), else None."""
+    if not name.isidentifier() or name in ("backend", "provider"):
+        return None
+    try:
+        module = importlib.import_module(f"toolkit.lm.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"toolkit.lm.{name}":
+            return None
+        raise
+    return module if callable(getattr(module, "resolve", None)) else None

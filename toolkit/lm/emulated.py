@@ -54,7 +54,7 @@ class Profile:
     def __post_init__(self) -> None:
         if self.prompt_tokens_per_second <= 0 or self.output_tokens_per_second <= 0 or self.overhead_seconds < 0:
             raise ValueError(f"profile {self.name!r}: rates must be positive and overhead non-negative")
-        from toolkit.chaos import Faults
+        from toolkit.faults import Faults
 
         Faults(**self.faults)  # validates names and total
 
@@ -167,7 +167,7 @@ class EmulatedEngine:
     supported_params = frozenset({"response_format", "max_tokens", "temperature"})
 
     def __init__(self, profile: Profile, seed: int = 0, gazetteer: Gazetteer | None = None) -> None:
-        from toolkit.chaos import Faults
+        from toolkit.faults import Faults
 
         self.profile = profile
         self.faults = Faults(**profile.faults)
@@ -299,3 +299,24 @@ class _SyncEmulated:
 
     def close(self) -> None:
         pass
+
+
+def resolve(spec: str, profile: str, *, seed: int = 0, **_: Any) -> Any:
+    """``emulated:PROFILE``: a shipped profile's name or a profile JSON (default hosted-api)."""
+    return from_profile(load_profile(profile or "hosted-api"), spec, seed)
+
+
+def from_profile(profile: Profile, spec: str | None = None, seed: int = 0) -> Any:
+    """The emulated backend of ``profile``: pure asyncio (a virtual clock), the profile's limits as
+    client-side limits, its prompt cache if it has one; every answer labelled emulated."""
+    import dspy
+
+    from toolkit.lm.backend import Capabilities, ResolvedLM
+
+    engine = EmulatedEngine(profile, seed=seed)
+    spec = spec or f"emulated:{profile.name}"
+    lm = dspy.LM(engine.name, engine=engine.sync_face(), async_engine=engine, cache=False, num_retries=0)
+    p = engine.profile
+    capabilities = Capabilities(tokenizer=TOKENIZER, rate=RateLimitPolicy(p.requests_per_minute, p.tokens_per_minute),
+                                call_timeout=None, prompt_cache=p.prompt_cache, virtual_time=True, emulated=True)
+    return ResolvedLM(spec, lm, engine.name, capabilities, engine)

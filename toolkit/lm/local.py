@@ -275,3 +275,20 @@ class LocalTokenizer:
 def local_tokenizer(model: str) -> LocalTokenizer:
     """One tokenizer per model per process (each run registers the same one: loaded once)."""
     return LocalTokenizer(model)
+
+
+def resolve(spec: str, model: str, *, prompt_cache: bool = True, **_: Any) -> Any:
+    """``local`` or ``local:MODEL``: llama.cpp in process; one context, so one call at a time, its
+    own tokenizer, both layouts (parallel by default), a prompt cache."""
+    import dspy
+
+    from toolkit.lm.backend import Capabilities, ResolvedLM
+    from toolkit.lm.engine import ThreadedAsyncEngine
+    from toolkit.tokens import register_tokenizer
+
+    engine = shared_engine(model or None, prompt_cache=prompt_cache)
+    register_tokenizer(engine.name, local_tokenizer(engine.spec.name))
+    lm = dspy.LM(engine.name, engine=engine, async_engine=ThreadedAsyncEngine(engine), cache=False, num_retries=0)
+    capabilities = Capabilities(tokenizer=engine.name, concurrency="1", layouts=("parallel", "packed"),
+                                prompt_cache=True, long_prompts_cost_more=True)
+    return ResolvedLM(spec, lm, f"{engine.spec.name}@sha256:{engine.spec.sha256[:16]}", capabilities, engine)
