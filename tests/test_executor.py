@@ -312,6 +312,7 @@ def test_extract_batch_with_retry_contract():
     assert set(failed.failed_document_ids) == {d.id for d in docs}
 
 
+@pytest.mark.slow
 def test_chaos_10000_documents_transient_faults_lose_nothing():
     documents = synthetic_documents(10_000, seed=5)
     batches = Packer(PackingSettings()).pack(documents).batches

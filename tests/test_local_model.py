@@ -24,7 +24,7 @@ from toolkit.extraction import ExtractionSettings
 from toolkit.lm import weights
 from toolkit.lm.parallel import ParallelDecoder
 
-pytestmark = pytest.mark.local_model
+pytestmark = [pytest.mark.local_model, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -158,6 +158,7 @@ def test_an_openai_compatible_server_gets_a_key_the_schema_as_json_object_and_ma
 
 
 @pytest.mark.local_model
+@pytest.mark.slow
 def test_extract_through_a_keyless_local_server_that_restarts_mid_run(server: Server, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The main job with ``lm="openai/NAME", api_base=URL`` and OPENAI_API_KEY unset, one document

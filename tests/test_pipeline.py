@@ -115,6 +115,7 @@ def test_missing_corpus_and_bad_store_are_clear_errors(tmp_path: Path, capsys: p
     assert "unknown store" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_ends_with_every_document_exactly_once(tmp_path: Path) -> None:
     corpus = write_jsonl(tmp_path / "big.jsonl", synthetic_documents(3_000, seed=9))
     db = tmp_path / "kill.db"
@@ -146,3 +147,28 @@ def test_resume_after_sigkill_ends_with_every_document_exactly_once(tmp_path: Pa
     assert (rows, distinct, statuses) == (3_000, 3_000, {"extracted": 3_000})
     assert summary["lost"] == 0 and summary["skipped_already_extracted"] >= killed_at
     assert summary["calls"] > 0 and summary["extracted"] == 3_000
+
+
+def test_the_public_api_is_typed_keyword_only_and_light() -> None:
+    """``import toolkit`` does not load DSPy; settings classes come from ``toolkit``; options are
+    keyword-only (a positional LM is refused, not taken for a store)."""
+    import inspect
+    import subprocess
+
+    code = "import sys, toolkit; print('dspy' in sys.modules, toolkit.RunSettings.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "RunSettings"]
+    params = inspect.signature(toolkit.run).parameters
+    assert [p for p, v in params.items() if v.kind is not v.KEYWORD_ONLY] == ["corpus"]
+    with pytest.raises(TypeError):
+        toolkit.run("sample", LM)  # type: ignore[misc]
+
+
+def test_extract_batch_keeps_one_service_per_lm() -> None:
+    from toolkit.service import default_service
+
+    docs = synthetic_documents(6, seed=1)
+    first = toolkit.extract_batch(docs[:3], lm=LM)
+    second = toolkit.extract_batch(docs[3:], lm=LM)
+    assert first.success_status and second.success_status
+    assert default_service(LM) is default_service() and toolkit.get_batch_metrics().total_documents_processed == 6

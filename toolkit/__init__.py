@@ -1,5 +1,13 @@
 """batchx-toolkit: batched LLM entity extraction with measured speedup and quality."""
 
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from toolkit.counts import Counts
 from toolkit.documents import Document, Entity, Relationship
 from toolkit.executor import (
     DocumentOutcome,
@@ -27,8 +35,23 @@ from toolkit.policies import (
 from toolkit.packer import BatchQueue, Packer, PackingSettings, PackResult, pack
 from toolkit.tokens import count_tokens, estimate_tokens, get_counter, register_tokenizer
 
+if TYPE_CHECKING:
+    from toolkit.extraction import ExtractionSettings
+    from toolkit.lm import ResolvedLM, resolve_lm
+    from toolkit.pipeline import RunResult, RunSettings
+    from toolkit.service import ExtractionService
+    from toolkit.store import Store, open_store
+
 __all__ = [
     "AttemptRecord",
+    "Counts",
+    "ExtractionService",
+    "ExtractionSettings",
+    "ResolvedLM",
+    "RunResult",
+    "RunSettings",
+    "open_store",
+    "resolve_lm",
     "BreakerPolicy",
     "ConcurrencyPolicy",
     "DocumentOutcome",
@@ -66,21 +89,40 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def run(corpus: str = "pubmed-sample", **kwargs):  # -> toolkit.pipeline.RunResult
-    """The main job from Python: see :func:`toolkit.pipeline.run` (imported lazily: it loads DSPy)."""
+# Exported lazily (PEP 562): importing them loads DSPy, which ``import toolkit`` does not.
+_LAZY = {
+    "RunSettings": "toolkit.pipeline", "RunResult": "toolkit.pipeline", "ExtractionSettings": "toolkit.extraction",
+    "ExtractionService": "toolkit.service", "resolve_lm": "toolkit.lm", "open_store": "toolkit.store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'toolkit' has no attribute {name!r}")
+
+
+def run(corpus: str | Path = "pubmed-sample", *, lm: str | ResolvedLM = "local", store: str | Store | None = None,
+        settings: RunSettings | None = None, run_name: str | None = None, resume: bool = False,
+        limit: int | None = None, api_base: str | None = None, fmt: str | None = None,
+        progress: bool | Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+    """The main job from Python (see :func:`toolkit.pipeline.run`): extract ``corpus`` with ``lm``
+    into ``store`` (default ``sqlite:///batchx.db``) under ``settings``, as run ``run_name``."""
     from toolkit.pipeline import run as _run
 
-    return _run(corpus, **kwargs)
+    return _run(corpus, lm=lm, store=store, settings=settings, run_name=run_name, resume=resume, limit=limit,
+                api_base=api_base, fmt=fmt, progress=progress)
 
 
-def extract_batch(documents, token_budget: int = 8192, lm=None):  # -> BatchExtractionResult
+def extract_batch(documents: Sequence[Document], token_budget: int = 8192,
+                  lm: str | ResolvedLM | None = None) -> BatchExtractionResult:
     """The original API (see :func:`toolkit.service.extract_batch`)."""
     from toolkit.service import extract_batch as _extract_batch
 
     return _extract_batch(documents, token_budget, lm)
 
 
-def get_batch_metrics():  # -> ProcessingMetrics
+def get_batch_metrics() -> ProcessingMetrics:
     """The original API (see :func:`toolkit.service.get_batch_metrics`)."""
     from toolkit.service import get_batch_metrics as _get_batch_metrics
 

@@ -26,107 +26,35 @@ import contextvars
 import inspect
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
 from toolkit.counts import Counts
 from toolkit.decisions import BatchState, Call, Done, Fail, Split, Wait, describe, is_retry, next_action
-from toolkit.documents import Document, Entity, Relationship
+from toolkit.documents import Document
 from toolkit.errors import ExtractionError, FatalError, MalformedReply, Overloaded, RateLimited, classify
 from toolkit.limits import CircuitBreaker, ConcurrencyGate, ProviderDown, SlidingWindowLimiter
 from toolkit.metrics import AttemptRecord, RunMetrics
 from toolkit.models import BatchExtractionResult, BatchStatus, DocumentBatch
+from toolkit.outcomes import (
+    DocumentOutcome,
+    ExecutionReport,
+    OutcomeBook,
+    OutcomeNotKept,
+    Progress,
+    ProgressFn,
+    RunStopped,
+    Status,
+    result_from_outcomes,
+)
 from toolkit.policies import ExecutionPolicy, RetryPolicy
 from toolkit.redact import redact
 
+__all__ = ["DocumentOutcome", "ExecutionReport", "Executor", "Progress", "RunStopped", "Status",
+           "extract_batch_with_retry", "result_from_outcomes"]
+
 ExtractFn = Callable[[DocumentBatch], "BatchExtractionResult | Awaitable[BatchExtractionResult]"]
 PrepareFn = Callable[[DocumentBatch], DocumentBatch]
-Status = Literal["extracted", "failed", "pending"]
-ProgressFn = Callable[["Progress"], None]
-
-
-@dataclass
-class DocumentOutcome:
-    id: str
-    status: Status = "pending"
-    entities: list[Entity] = field(default_factory=list)
-    relationships: list[Relationship] = field(default_factory=list)
-    reason: str | None = None
-    calls: int = 0  # calls this document was part of
-
-
-@dataclass(frozen=True)
-class Progress:
-    total: int
-    extracted: int
-    failed: int
-    calls: int
-    retries: int
-
-
-@dataclass
-class ExecutionReport:
-    """What a run did, per document (in input order) and in total (``counts``: the sum of its calls')."""
-
-    outcomes: list[DocumentOutcome]
-    counts: Counts = field(default_factory=Counts)
-    duplicated: int = 0  # outcomes set twice for one document (must stay 0)
-    breaker_trips: int = 0
-    max_concurrency_seen: int = 0
-    concurrency_history: list[tuple[float, int]] = field(default_factory=list)
-    seconds: float = 0.0  # on the loop's clock (virtual in virtual runs)
-    stop_reason: str | None = None
-
-    def count(self, status: Status) -> int:
-        return sum(1 for o in self.outcomes if o.status == status)
-
-    extracted = property(lambda self: self.count("extracted"))
-    failed = property(lambda self: self.count("failed"))
-    pending = property(lambda self: self.count("pending"))
-    calls = property(lambda self: self.counts.calls)
-    retries = property(lambda self: self.counts.retries)
-
-    def summary(self) -> dict[str, Any]:
-        n = len(self.outcomes)
-        counts = self.counts
-        return {
-            "documents": n, "extracted": self.extracted, "failed": self.failed, "pending": self.pending,
-            **{k: getattr(counts, k) for k in ("calls", "retries", "splits", "requeued", "extra_ids")},
-            "calls_per_document": counts.calls / n if n else 0.0, "duplicated": self.duplicated,
-            "breaker_trips": self.breaker_trips, "max_concurrency_seen": self.max_concurrency_seen,
-            "seconds": self.seconds, "stop_reason": self.stop_reason,
-        }
-
-    def to_batch_result(self, batch_id: str = "run") -> BatchExtractionResult:
-        """All outcomes as one result (see :func:`result_from_outcomes`)."""
-        return result_from_outcomes(batch_id, self.outcomes, self.seconds, self.retries)
-
-
-def result_from_outcomes(
-    batch_id: str, outcomes: Sequence[DocumentOutcome], seconds: float, retries: int
-) -> BatchExtractionResult:
-    """Extracted documents keyed by id; every other one in ``failed_document_ids`` with its reason
-    (never as an empty entity list)."""
-    done = [o for o in outcomes if o.status == "extracted"]
-    failed = {o.id: o.reason or o.status for o in outcomes if o.status != "extracted"}
-    return BatchExtractionResult(
-        batch_id,
-        per_document_entities={o.id: o.entities for o in done},
-        per_document_relationships={o.id: o.relationships for o in done},
-        processing_time=seconds,
-        success_status=not failed,
-        retry_count=retries,
-        error_message="; ".join(f"{k}: {v}" for k, v in list(failed.items())[:5]) or None,
-        failed_document_ids=failed,
-    )
-
-
-class RunStopped(Exception):
-    """The run stopped before finishing (fatal error or provider down); ``report`` has the rest."""
-
-    def __init__(self, message: str, report: ExecutionReport) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 class _Stop(Exception):
@@ -208,8 +136,8 @@ class _Run:
         self.executor = executor
         policy = self.policy = executor.policy
         self.metrics = executor.metrics
-        self.outcomes = {i: DocumentOutcome(i) for i in ids}
-        self.report = ExecutionReport(outcomes=[self.outcomes[i] for i in ids])
+        self.book = OutcomeBook(ids, executor.on_outcome, executor.progress)
+        self.outcomes, self.report = self.book.outcomes, self.book.report
         self.gate = ConcurrencyGate(policy.concurrency)
         self.limiter = SlidingWindowLimiter(policy.rate)
         for batch in batches:
@@ -220,7 +148,6 @@ class _Run:
         fn = executor.extract_fn
         self.pool = None if _is_async(fn) else concurrent.futures.ThreadPoolExecutor(
             policy.concurrency.max, thread_name_prefix="extract")
-        self.bar = _make_bar(executor.progress, len(ids))
         self.t0 = 0.0
 
     async def execute(self, batches: Sequence[DocumentBatch]) -> ExecutionReport:
@@ -241,8 +168,7 @@ class _Run:
             self.metrics.finish()
             if self.pool is not None:
                 self.pool.shutdown(wait=False, cancel_futures=True)
-            if self.bar is not None:
-                self.bar.close()
+            self.book.close()
         if report.stop_reason is not None:
             raise RunStopped(report.stop_reason, report)
         return report
@@ -290,8 +216,7 @@ class _Run:
                                        for ids, suffix in halves))
                 return
             elif isinstance(action, Fail):
-                for doc_id in action.ids:
-                    self._finish(doc_id, "failed", reason=action.reason)
+                self._keep(lambda: [self.book.finish(i, "failed", reason=action.reason) for i in action.ids])
                 return
             else:
                 assert isinstance(action, Done)
@@ -304,7 +229,7 @@ class _Run:
         if error is None:
             asked = set(batch.document_ids)
             extra = sum(1 for i in result.per_document_entities if i not in asked)
-            missing = self._absorb(batch, result)
+            missing = self._keep(lambda: self.book.absorb(batch, result))
             state = state.replied(missing, result.error_message)
         else:
             state = state.failed(error)
@@ -364,6 +289,14 @@ class _Run:
             raise _Stop(down) from error
         return error, result, record
 
+    def _keep(self, decide: Callable[[], Any]) -> Any:
+        """``decide()`` (outcomes handed to the book); an outcome that cannot be kept stops the run."""
+        try:
+            return decide()
+        except OutcomeNotKept as exc:
+            self.stopping = exc.error
+            raise _Stop(exc.error) from exc
+
     async def _invoke(self, batch: DocumentBatch) -> BatchExtractionResult:
         timeout = self.policy.call_timeout
         fn = self.executor.extract_fn
@@ -372,40 +305,6 @@ class _Run:
         else:  # in a worker thread, with the caller's context variables (dspy.context and the like)
             call = asyncio.get_running_loop().run_in_executor(self.pool, contextvars.copy_context().run, fn, batch)
         return await (asyncio.wait_for(call, timeout) if timeout else call)
-
-    # ------------------------------------------------------------------------------- bookkeeping
-    def _absorb(self, batch: DocumentBatch, result: BatchExtractionResult) -> tuple[str, ...]:
-        """Keep the documents the reply answered; return the ones it left out."""
-        answered = result.per_document_entities
-        for doc_id in batch.document_ids:
-            if doc_id in answered and doc_id not in result.failed_document_ids:
-                entities = [e for e in answered[doc_id] if e.source_document_id == doc_id]
-                relationships = result.per_document_relationships.get(doc_id, [])
-                self._finish(doc_id, "extracted", entities=entities, relationships=relationships)
-        return tuple(i for i in batch.document_ids if self.outcomes[i].status == "pending")
-
-    def _finish(self, doc_id: str, status: Status, **values: Any) -> None:
-        outcome = self.outcomes[doc_id]
-        if outcome.status != "pending":
-            self.report.duplicated += 1
-            return
-        outcome.status = status
-        for key, value in values.items():
-            setattr(outcome, key, value)
-        if self.executor.on_outcome is not None:
-            try:
-                self.executor.on_outcome(outcome)
-            except Exception as exc:  # noqa: BLE001 - the outcome could not be kept (the store failed)
-                outcome.status = "pending"  # not kept, so not decided: a resumed run does it again
-                self.stopping = exc
-                raise _Stop(exc) from exc
-        report = self.report
-        if self.bar is not None:
-            self.bar.update(1)
-        elif callable(self.executor.progress):
-            self.executor.progress(Progress(len(report.outcomes), report.extracted, report.failed, report.calls,
-                                            report.retries))
-
 
 def _call_counts(batch: DocumentBatch, result: BatchExtractionResult | None) -> Counts:
     """The counts one call has before any decision: its reply's validation, tokens and answers."""
@@ -429,14 +328,6 @@ def _sub_batch(parent: DocumentBatch, ids: list[str], suffix: str = "") -> Docum
     for i in ids:
         child.add_document(by_id.get(i, i), tokens.get(i, 0))
     return child
-
-
-def _make_bar(progress: ProgressFn | bool | None, total: int):  # noqa: ANN202 - a tqdm bar or None
-    if progress is None and total >= 200:
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, unit="doc", desc="extract", leave=False)
-    return None
 
 
 def extract_batch_with_retry(

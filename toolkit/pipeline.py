@@ -191,7 +191,7 @@ def _validate(records: Iterator[Record], intake: Intake) -> None:
             raise CorpusError(decision.reason.removeprefix("bad input: "))
 
 
-def run(corpus: str = DEFAULT_CORPUS, lm: str | ResolvedLM = "local", settings: RunSettings | None = None,
+def run(corpus: str | Path = DEFAULT_CORPUS, *, lm: str | ResolvedLM = "local", settings: RunSettings | None = None,
         store: str | Store | None = None, run_name: str | None = None, resume: bool = False,
         limit: int | None = None, api_base: str | None = None,
         progress: bool | Callable[[dict[str, Any]], None] | None = None, fmt: str | None = None) -> RunResult:

@@ -155,15 +155,20 @@ class ExtractionService:
         return self.metrics.get_statistics()
 
 
-_default: ExtractionService | None = None
+_services: dict[str, ExtractionService] = {}  # LM spec -> the service extract_batch uses for it
+_last: list[str] = []  # the spec extract_batch used last (what get_batch_metrics reports)
 
 
 def default_service(lm: str | ResolvedLM | None = None) -> ExtractionService:
-    """The process-wide service behind :func:`extract_batch` (created on first use, ``local`` LM)."""
-    global _default
-    if _default is None or lm is not None:
-        _default = ExtractionService(lm or "local")
-    return _default
+    """The service behind :func:`extract_batch` for ``lm`` (default: the one used last, else
+    ``local``), created once per LM and kept, so its metrics add up across calls."""
+    if lm is None:
+        lm = _last[-1] if _last else "local"
+    spec = lm.spec if isinstance(lm, ResolvedLM) else lm
+    if spec not in _services:
+        _services[spec] = ExtractionService(lm)
+    _last[:] = [spec]
+    return _services[spec]
 
 
 def extract_batch(documents: Sequence[Document], token_budget: int = 8192,
@@ -173,5 +178,6 @@ def extract_batch(documents: Sequence[Document], token_budget: int = 8192,
 
 
 def get_batch_metrics() -> ProcessingMetrics:
-    """Original API: cumulative :class:`ProcessingMetrics` of :func:`extract_batch` calls."""
+    """Original API: cumulative :class:`ProcessingMetrics` of :func:`extract_batch` calls (on the
+    LM they used last)."""
     return default_service().get_batch_metrics()

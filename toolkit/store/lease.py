@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from toolkit.store.sql import LEASE_SECONDS, LeaseLost
+from toolkit.store.runs import LEASE_SECONDS, LeaseLost
 
 
 class LeaseKeeper:

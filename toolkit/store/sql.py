@@ -1,237 +1,36 @@
-"""One store over any DB-API connection with ``?`` parameters (sqlite3 and ``iris.dbapi`` both).
+"""The store: runs (:mod:`toolkit.store.runs`), documents with their entities and relationships,
+and one row per call, over :class:`~toolkit.store.db.Database`.
 
 Writes are idempotent: saving a document replaces its own rows (status, entities, relationships)
 in one transaction, so re-running a document never duplicates it. Every value goes through a
 parameter; nothing from a document or a model reply is ever formatted into SQL. Text that comes
 from outside (reasons, errors, summaries) is redacted (:mod:`toolkit.redact`) and clipped to its
-column. A run is owned by one process at a time (:meth:`SQLStore.start_run` takes a lease that
-the owner renews; writes by a process that lost it are refused). Database errors (a file locked
-longer than the busy timeout, a lost connection) surface as :class:`StoreError`.
+column. Database errors (a file locked longer than the busy timeout, a lost connection) surface as
+:class:`StoreError`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from datetime import datetime, timezone
+from collections.abc import Iterable
 from typing import Any
 
 from toolkit.documents import Entity, Relationship
 from toolkit.metrics import AttemptRecord
-from toolkit.redact import redact
-from toolkit.store.dialect import COLUMNS, SCHEMA, Dialect, column_chars
+from toolkit.store.db import LeaseLost, StoreError, _clip, now
+from toolkit.store.dialect import COLUMNS, SCHEMA
+from toolkit.store.runs import LEASE_SECONDS, RunBusy, RunLedger
 
-LEASE_SECONDS = 60.0  # a run's owner renews its lease well within this; a crashed owner's run frees after it
-
-
-class StoreError(RuntimeError):
-    """A store URL that cannot be used, or a database that cannot be reached or written."""
+__all__ = ["LEASE_SECONDS", "LeaseLost", "RunBusy", "SQLStore", "StoreError"]
 
 
-class RunBusy(StoreError):
-    """The run is owned by another live process."""
-
-
-class LeaseLost(StoreError):
-    """This process no longer owns the run (another took it over after the lease expired)."""
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def new_owner() -> str:
-    """An owner token: host, process id and a random part (two runs of one process differ)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _owner_alive(owner: str) -> bool:
-    """False when ``owner`` is a process of this host that has exited (its lease can be taken at once)."""
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _clip(text: Any, table: str, column: str) -> str | None:
-    """Informational text, redacted and clipped to its column (the start kept, an ellipsis added)."""
-    if text is None or text == "":
-        return None
-    limit = column_chars(table, column)
-    value = redact(str(text)) or ""
-    return value if len(value) <= limit else value[: limit - 1] + "…"
-
-
-class SQLStore:
+class SQLStore(RunLedger):
     """The :class:`~toolkit.store.Store` implementation (see the module docstring)."""
 
-    def __init__(self, connect: Callable[[], Any], dialect: Dialect, url: str,
-                 errors: tuple[type[BaseException], ...] = ()) -> None:
-        self.dialect = dialect
-        self.url = url
-        self._errors = errors
-        self._lock = threading.RLock()
-        self._owners: dict[str, str] = {}  # run id -> this store's owner token, while it holds the run
-        self.session_id = uuid.uuid4().hex[:12]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.session_id = uuid.uuid4().hex[:12]  # attempts rows of this process: (session, seq)
         self._seq = 0
-        with self._translated("connecting"):
-            self._conn = connect()
-        self.create_schema()
-
-    # ------------------------------------------------------------------------------- plumbing
-    @contextmanager
-    def _translated(self, doing: str) -> Iterator[None]:
-        """Database errors as :class:`StoreError` naming the store and what was being done."""
-        try:
-            yield
-        except StoreError:
-            raise
-        except self._errors as exc:
-            hint = " (another process holds the database longer than the busy timeout)" \
-                if "locked" in str(exc).lower() or "busy" in str(exc).lower() else ""
-            raise StoreError(f"{self.url}: {doing}: {redact(str(exc))}{hint}") from None
-
-    def _t(self, name: str) -> str:
-        return self.dialect.table(name)
-
-    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        cur = self._conn.cursor()
-        cur.execute(sql, tuple(params))
-        return cur
-
-    def _many(self, sql: str, rows: list[tuple]) -> None:
-        if rows:
-            self._conn.cursor().executemany(sql, rows)
-
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        with self._lock, self._translated("reading"):
-            cur = self._execute(sql, params)
-            names = [d[0].lower() for d in cur.description]
-            return [dict(zip(names, row)) for row in cur.fetchall()]
-
-    def _transaction(self, work: Callable[[], Any], doing: str = "writing", run_id: str | None = None) -> Any:
-        """``work()`` in one transaction; with ``run_id``, only while this store owns that run."""
-        with self._lock, self._translated(doing):
-            try:
-                if run_id is not None and run_id in self._owners:
-                    self._check_owner(run_id)
-                result = work()
-                self._conn.commit()
-                return result
-            except BaseException:
-                self._conn.rollback()
-                raise
-
-    def create_schema(self) -> None:
-        def work() -> None:
-            for statement in self.dialect.create_statements():
-                try:
-                    self._execute(statement)
-                except Exception as exc:  # noqa: BLE001 - older IRIS: no IF NOT EXISTS
-                    if not self.dialect.is_already_exists(exc):
-                        raise
-            for table, columns in COLUMNS.items():  # tables made by an older version
-                have = {d[0].lower() for d in self._execute(f"SELECT * FROM {self._t(table)} WHERE 1 = 0").description}
-                for name, _ in columns:
-                    if name not in have:
-                        self._execute(self.dialect.add_column(table, name))
-        self._transaction(work, "creating tables")
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    # ------------------------------------------------------------------------------------ runs
-    def start_run(self, run_id: str, lm: str, model_id: str, settings: dict[str, Any],
-                  lease: float = LEASE_SECONDS) -> bool:
-        """Create ``run_id`` or take it over, owned by this store until :meth:`finish_run`. True if
-        it already existed. Raises :class:`RunBusy` while another live process owns it."""
-        owner = new_owner()
-        values = (lm, model_id, json.dumps(settings), owner, time.time() + lease)
-        existing = self.get_run(run_id)
-        if existing is None:
-            try:
-                self._transaction(lambda: self._execute(
-                    f"INSERT INTO {self._t('batchx_runs')} (run_id, lm, model_id, settings, owner, lease_until, "
-                    "started, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (run_id, *values, now(), "running")),
-                    "starting the run")
-                self._owners[run_id] = owner
-                return False
-            except StoreError:
-                existing = self.get_run(run_id)  # another process created it meanwhile
-                if existing is None:
-                    raise
-        if self._held(existing) and existing["owner"] != self._owners.get(run_id):
-            raise RunBusy(f"run {run_id!r} is in use by another process ({existing['owner']}, lease until "
-                          f"{datetime.fromtimestamp(existing['lease_until'], timezone.utc):%H:%M:%S} UTC): wait for it "
-                          "to finish, or use another --run name")
-        swapped = self._transaction(lambda: self._execute(  # compare-and-set: nobody took it since we read it
-            f"UPDATE {self._t('batchx_runs')} SET lm = ?, model_id = ?, settings = ?, owner = ?, lease_until = ?, "
-            "status = ? WHERE run_id = ? AND (owner IS NULL OR owner = ?)",
-            (*values, "running", run_id, existing["owner"] or "")).rowcount, "starting the run")
-        if swapped != 1:
-            raise RunBusy(f"run {run_id!r} was taken by another process while starting; try again")
-        self._owners[run_id] = owner
-        return True
-
-    def _held(self, row: dict[str, Any]) -> bool:
-        """Whether another process holds the run of ``row`` now."""
-        if row["status"] != "running" or not row["owner"]:
-            return False
-        return (row["lease_until"] or 0) > time.time() and _owner_alive(row["owner"])
-
-    def renew_lease(self, run_id: str, lease: float = LEASE_SECONDS) -> None:
-        """Extend this store's lease on ``run_id``; :class:`LeaseLost` if another process took it."""
-        owner = self._owners.get(run_id)
-        if owner is None:
-            raise LeaseLost(f"run {run_id!r} is not owned by this process")
-        changed = self._transaction(lambda: self._execute(
-            f"UPDATE {self._t('batchx_runs')} SET lease_until = ? WHERE run_id = ? AND owner = ?",
-            (time.time() + lease, run_id, owner)).rowcount, "renewing the run's lease")
-        if changed != 1:
-            self._owners.pop(run_id, None)
-            raise LeaseLost(f"run {run_id!r} was taken over by another process; this one stops writing to it")
-
-    def _check_owner(self, run_id: str) -> None:
-        row = self._execute(f"SELECT owner FROM {self._t('batchx_runs')} WHERE run_id = ?", (run_id,)).fetchone()
-        if row is None or row[0] != self._owners[run_id]:
-            self._owners.pop(run_id, None)
-            raise LeaseLost(f"run {run_id!r} was taken over by another process; this one stops writing to it")
-
-    def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
-        """Record the run's end and release it."""
-        text = redact(json.dumps(summary, default=str))
-        self._transaction(lambda: self._execute(
-            f"UPDATE {self._t('batchx_runs')} SET finished = ?, status = ?, summary = ?, owner = NULL, "
-            "lease_until = NULL WHERE run_id = ?", (now(), status, text, run_id)), "finishing the run", run_id)
-        self._owners.pop(run_id, None)
-
-    def get_run(self, run_id: str) -> dict[str, Any] | None:
-        rows = self._query(f"SELECT * FROM {self._t('batchx_runs')} WHERE run_id = ?", (run_id,))
-        return rows[0] if rows else None
-
-    def runs(self) -> list[dict[str, Any]]:
-        """Every run; ``status`` ``running`` only while its owner holds it (else ``abandoned``: the
-        process ended without finishing it; resume it by name)."""
-        rows = self._query(f"SELECT run_id, lm, model_id, started, finished, status, owner, lease_until "
-                           f"FROM {self._t('batchx_runs')}")
-        for row in rows:
-            if row["status"] == "running" and not self._held(row) and row["run_id"] not in self._owners:
-                row["status"] = "abandoned"
-        return rows
+        super().__init__(*args, **kwargs)
 
     # ------------------------------------------------------------------------------- documents
     def statuses(self, run_id: str) -> dict[str, str]:
