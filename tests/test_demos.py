@@ -12,6 +12,7 @@ from toolkit.demos import gold_demos
 from toolkit.documents import Document
 from toolkit.experiments import evaluate
 from toolkit.extraction import BatchExtractor, ExtractionSettings
+from toolkit.service import demos_for
 
 # ten hand-made abstracts: d0-d6 short and annotated, d7 long and annotated, d8 and d9 without mentions
 TEXTS = {f"d{i}": f"Patients with ataxia type {i} and anemia were seen." for i in range(7)}
@@ -53,11 +54,14 @@ def test_demos_are_short_annotated_documents_with_their_distinct_mentions_in_tex
 def test_the_prompt_shows_the_gold_demos_instead_of_the_built_in_example(tmp_path: Path) -> None:
     gold = str(_pubtator(tmp_path / "gold.pubtator"))
     settings = ExtractionSettings(entity_types=("DISEASE",), relationships=False, demos=gold, shots=2)
-    messages, _ = BatchExtractor(settings).messages([Document("x1", "Some text.")])
+    messages, _ = BatchExtractor(settings, demos=demos_for(settings)).messages([Document("x1", "Some text.")])
     prompt = "\n".join(m["content"] for m in messages)
     ids = [d.id for d, _ in gold_demos(gold, 2, ("DISEASE",))]
     assert all(f'"id": "{i}"' in prompt for i in ids) and "example-1" not in prompt
     assert '{"text": "ataxia", "type": "DISEASE"}, {"text": "anemia", "type": "DISEASE"}' in prompt
+    with pytest.raises(ValueError, match="demos_for"):  # the module does not draw them itself
+        BatchExtractor(settings)
+    assert demos_for(ExtractionSettings(demo=False, demos=gold)) == []
     with pytest.raises(ValueError, match="shots"):
         ExtractionSettings(demos=gold, shots=0)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from pathlib import Path
@@ -11,11 +12,12 @@ import pytest
 from dspy.utils.dummies import DummyLM
 
 from toolkit.documents import Document
-from toolkit.errors import MalformedReply
+from toolkit.errors import MalformedReply, classify
 from toolkit.extraction import (
     BatchExtractor,
     ExtractionSettings,
     RawReply,
+    ReplyParseError,
     end_repetition,
     parse_reply,
     response_schema,
@@ -56,6 +58,21 @@ def test_truncated_reply_is_repaired_and_keeps_complete_records() -> None:
 def test_unusable_reply_raises_malformed(text: str) -> None:
     with pytest.raises(MalformedReply):
         parse_reply(text)
+
+
+def test_a_parse_error_is_typed_for_dspy_and_for_the_executor() -> None:
+    """DSPy's adapters see their own AdapterParseError (and re-raise it: no second call through
+    another adapter); the executor sees a malformed reply, its message short enough for a reason."""
+    with pytest.raises(ReplyParseError) as caught:
+        parse_reply("I could not find any entities.")
+    error = caught.value
+    assert isinstance(error, dspy.utils.exceptions.AdapterParseError) and isinstance(error, MalformedReply)
+    assert classify(error) is error and error.kind == "malformed"
+    assert str(error).startswith("reply has no list") and error.lm_response == "I could not find any entities."
+    lm = DummyLM([{"results": "no JSON here"}])
+    with dspy.context(lm=lm), pytest.raises(ReplyParseError):
+        BatchExtractor(SETTINGS)(DOCS)
+    assert len(lm.history) == 1
 
 
 # --------------------------------------------------------------------------------- validate_reply
@@ -163,6 +180,28 @@ def test_module_validates_a_scripted_leaky_reply() -> None:
     assert [e.text for e in validated.entities["d2"]] == ["tetrabenazine"]
 
 
+def test_the_async_path_is_the_sync_path() -> None:
+    scripted = {"results": '[{"id": "d1", "entities": [{"text": "CFTR", "type": "GENE"}]}]'}
+    for layout in ("packed", "parallel"):
+        predictions = []
+        for run in (lambda ex: ex(DOCS), lambda ex: asyncio.run(ex.acall(DOCS))):
+            with dspy.context(lm=DummyLM([scripted, {"results": "no JSON here"}])):
+                predictions.append(run(BatchExtractor(SETTINGS, layout)))
+        sync, async_ = predictions
+        assert sync.validated == async_.validated and sync.documents_asked == async_.documents_asked
+        assert [e.text for e in sync.validated.entities["d1"]] == ["CFTR"] and sync.validated.missing_ids == ["d2"]
+
+
+def test_the_module_shows_the_demos_it_is_given() -> None:
+    """Demos are the predictor's, as DSPy's ``Predict.demos``: the caller's, else the built-in example."""
+    assert len(BatchExtractor(SETTINGS).predict.demos) == 1
+    assert BatchExtractor(ExtractionSettings(demo=False)).predict.demos == []
+    lm = DummyLM([{"results": "[]"}])
+    with dspy.context(lm=lm):
+        BatchExtractor(SETTINGS, demos=[])(DOCS[:1])
+    assert [m["role"] for m in lm.history[-1]["messages"]] == ["system", "user"]
+
+
 def test_single_document_variant_is_the_same_module() -> None:
     with dspy.context(lm=DummyLM([{"results": '[{"id": "d1", "entities": [{"text": "CFTR", "type": "GENE"}]}]'}])):
         validated = BatchExtractor(SETTINGS)(DOCS[:1]).validated
@@ -227,10 +266,10 @@ def test_parallel_layout_elsewhere_is_one_call_per_document() -> None:
 
 
 def test_a_failed_first_call_fails_the_batch_a_later_one_keeps_the_answers() -> None:
-    with dspy.context(lm=DummyLM([{"results": '[{"id": "d1", "entities": []}]'}, "no JSON here"])):
+    with dspy.context(lm=DummyLM([{"results": '[{"id": "d1", "entities": []}]'}, {"results": "no JSON here"}])):
         validated = BatchExtractor(SETTINGS, "parallel")(DOCS).validated
     assert validated.entities == {"d1": []} and validated.missing_ids == ["d2"]
-    with dspy.context(lm=DummyLM(["no JSON here"])), pytest.raises(Exception):
+    with dspy.context(lm=DummyLM([{"results": "no JSON here"}])), pytest.raises(ReplyParseError):
         BatchExtractor(SETTINGS, "parallel")(DOCS)
 
 

@@ -23,7 +23,7 @@ def _annotated(source: str) -> tuple[Demo, ...]:
     """Every document of ``source`` with its distinct gold mentions (types mapped to the
     toolkit's), in order of first occurrence."""
     from toolkit.corpora import iter_gold
-    from toolkit.evaluation import gold_mapping
+    from toolkit.corpora.gold import gold_mapping
 
     pairs = list(iter_gold(source))
     mapping, _ = gold_mapping(e.type for _, gold in pairs for e in gold)

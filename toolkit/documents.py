@@ -43,3 +43,8 @@ class Relationship:
     type: str
     source_document_id: str
     confidence: float | None = None
+
+
+def normalise(text: str) -> str:
+    """``text`` as mentions are compared: case folded, runs of whitespace one space, no outer space."""
+    return " ".join(text.casefold().split())

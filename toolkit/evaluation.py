@@ -8,8 +8,9 @@ five times counts it once, as the extractor reports each distinct mention once):
   (overlapping spans of the same document).
 
 Only the entity types in ``types`` are scored (for NCBI disease: ``DISEASE``). Gold types are
-mapped with ``gold_map`` first (:data:`NCBI_DISEASE_MAP` maps the corpus's four disease classes to
-``DISEASE``), predicted types with ``type_map`` (the toolkit's preset types pass unchanged).
+mapped with ``gold_map`` first (:data:`~toolkit.corpora.gold.NCBI_DISEASE_MAP` maps the corpus's
+four disease classes to ``DISEASE``), predicted types with ``type_map`` (the toolkit's preset types
+pass unchanged).
 """
 
 from __future__ import annotations
@@ -17,15 +18,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-from toolkit.documents import Entity
-from toolkit.extraction import normalise
+from toolkit.corpora.gold import NCBI_DISEASE_MAP, WNUT_MAP, gold_mapping
+from toolkit.documents import Entity, normalise
 
-
-NCBI_DISEASE_MAP = {t: "DISEASE" for t in ("SpecificDisease", "DiseaseClass", "CompositeMention", "Modifier")}
-# WNUT-16's ten types onto the toolkit's ``general`` preset (documented in the README).
-WNUT_MAP = {"person": "PERSON", "musicartist": "PERSON", "company": "ORGANIZATION", "sportsteam": "ORGANIZATION",
-            "geo-loc": "LOCATION", "facility": "LOCATION", "product": "PRODUCT", "movie": "WORK", "tvshow": "WORK",
-            "other": "OTHER"}
+# the gold type maps live with the corpora (toolkit.corpora.gold); importable from here as before
+__all__ = ["NCBI_DISEASE_MAP", "PRF", "WNUT_MAP", "agreement", "by_position", "gold_mapping", "score"]
 
 
 @dataclass(frozen=True)
@@ -88,16 +85,6 @@ def score(gold: Mapping[str, Sequence[Entity]], pred: Mapping[str, Sequence[Enti
         fp += len(p) - hits
         fn += len(g) - hits
     return PRF(tp, fp, fn)
-
-
-def gold_mapping(gold_types: Iterable[str]) -> tuple[dict[str, str], tuple[str, ...]]:
-    """The gold type map and the toolkit types to ask for and score, from the corpus's own types:
-    NCBI disease classes -> DISEASE; WNUT-16 types -> the general preset; else types as they are."""
-    found = set(gold_types)
-    for mapping in (NCBI_DISEASE_MAP, WNUT_MAP):
-        if found and found <= set(mapping):
-            return dict(mapping), tuple(sorted(set(mapping.values())))
-    return {}, tuple(sorted({t.upper() for t in found}))
 
 
 def by_position(gold: Mapping[str, Sequence[Entity]], pred: Mapping[str, Sequence[Entity]],

@@ -16,9 +16,10 @@ from typing import Any
 
 import dspy
 
+from toolkit.demos import gold_demos
 from toolkit.documents import Document
 from toolkit.executor import DocumentOutcome, ExecutionReport, Executor, ProgressFn, RunStopped
-from toolkit.extraction import BatchExtractor, ExtractionSettings, to_result
+from toolkit.extraction import BatchExtractor, ExtractionSettings, demo_example, to_result
 from toolkit.lm import ResolvedLM, resolve_lm
 from toolkit.metrics import AttemptRecord, RunMetrics
 from toolkit.counts import Counts
@@ -30,12 +31,22 @@ from toolkit.tokens import get_counter
 _PROBE_ID = "doc-0000"
 
 
+def demos_for(settings: ExtractionSettings) -> list[dspy.Example]:
+    """The extractor's demos (its ``Predict.demos``): the built-in worked example, or
+    ``settings.shots`` annotated documents of the gold corpus ``settings.demos``; none without
+    ``settings.demo``."""
+    if not settings.demo:
+        return []
+    annotated = gold_demos(settings.demos, settings.shots, settings.entity_types) if settings.demos else None
+    return [demo_example(settings, annotated)]
+
+
 @lru_cache(maxsize=64)
 def measure_reserves(settings: ExtractionSettings, model: str) -> tuple[int, int]:
     """(tokens of the module's prompt without documents, plus the fixed part of its output
     allowance; tokens each document adds besides its text), measured by formatting the real prompt
     (instructions and worked example) for batches of one and two placeholder documents."""
-    extractor = BatchExtractor(settings)
+    extractor = BatchExtractor(settings, demos=demos_for(settings))
     counter = get_counter(model)
 
     def size(n: int) -> int:
@@ -80,7 +91,7 @@ class ExtractionService:
         self.resolved = lm if isinstance(lm, ResolvedLM) else resolve_lm(lm, api_base=api_base)
         self.settings = settings or ExtractionSettings()
         self.layout = self.resolved.capabilities.layout(self.settings.layout)
-        self.extractor = BatchExtractor(self.settings, self.layout)
+        self.extractor = BatchExtractor(self.settings, self.layout, demos_for(self.settings))
         self.policy = policy or default_policy(self.resolved)
         self._packing = packing
         self.metrics = RunMetrics()

@@ -1,0 +1,42 @@
+"""Batch entity extraction through DSPy: one call serves several documents, keyed by document id.
+
+The signature takes ``{id, text}`` documents and the entity types and returns one record per id.
+Each call sends a JSON schema built for its batch (ids and types as enums, bounded lists) where the
+LM supports structured output. Replies are parsed with :mod:`json_repair` as a last resort, then
+validated: unknown ids dropped, missing ids left out (the executor re-sends them), and every entity
+kept only if its text occurs in its own document. An entity found only in another document of the
+batch is a cross-document *leak*: counted, never stored under the wrong id.
+
+The pieces, each a module: :mod:`~toolkit.extraction.settings` (what to extract, presets),
+:mod:`~toolkit.extraction.sizing` (the output allowance), :mod:`~toolkit.extraction.prompt`
+(signature, worked example, response schema), :mod:`~toolkit.extraction.adapter` (formatting and
+reply parsing), :mod:`~toolkit.extraction.validation` (grounding, leaks, the executor's result)
+and :mod:`~toolkit.extraction.module` (the DSPy module).
+"""
+
+from toolkit.documents import normalise
+from toolkit.extraction.adapter import BatchJSONAdapter, RawReply, ReplyParseError, end_repetition, parse_reply
+from toolkit.extraction.module import BatchExtractor
+from toolkit.extraction.prompt import (
+    DEMO_DOCUMENTS,
+    DEMO_ENTITIES,
+    DEMO_RELATIONSHIPS,
+    BatchExtraction,
+    DocumentIn,
+    DocumentOut,
+    EntityOut,
+    RelationshipOut,
+    demo_example,
+    response_schema,
+)
+from toolkit.extraction.settings import LAYOUTS, PRESETS, ExtractionSettings
+from toolkit.extraction.sizing import OutputSizer, output_allowance, output_per_document
+from toolkit.extraction.validation import ValidatedBatch, to_result, validate_reply
+
+__all__ = [
+    "DEMO_DOCUMENTS", "DEMO_ENTITIES", "DEMO_RELATIONSHIPS", "LAYOUTS", "PRESETS", "BatchExtraction",
+    "BatchExtractor", "BatchJSONAdapter", "DocumentIn", "DocumentOut", "EntityOut", "ExtractionSettings",
+    "OutputSizer", "RawReply", "RelationshipOut", "ReplyParseError", "ValidatedBatch", "demo_example",
+    "end_repetition", "normalise", "output_allowance", "output_per_document", "parse_reply", "response_schema",
+    "to_result", "validate_reply",
+]
