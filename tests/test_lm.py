@@ -12,7 +12,8 @@ import pytest
 from toolkit.cli import main
 from toolkit.corpora import synthetic_documents
 from toolkit.errors import AuthenticationFailed, RateLimited, classify
-from toolkit.extraction import ExtractionSettings, normalise
+from toolkit.documents import normalise
+from toolkit.extraction import ExtractionSettings
 from toolkit.lm import resolve_lm, weights
 from toolkit.lm.emulated import (EmulatedEngine, Gazetteer, Profile, available_profiles, default_gazetteer,
                                  load_profile)

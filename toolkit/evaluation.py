@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-from toolkit.corpora.gold import NCBI_DISEASE_MAP, WNUT_MAP, gold_mapping
+from toolkit.corpora.gold import NCBI_DISEASE_MAP
 from toolkit.documents import Entity, normalise
 
 # the gold type maps live with the corpora (toolkit.corpora.gold); importable from here as before
-__all__ = ["NCBI_DISEASE_MAP", "PRF", "WNUT_MAP", "agreement", "by_position", "gold_mapping", "score"]
+__all__ = ["PRF", "agreement", "by_position", "score"]
 
 
 @dataclass(frozen=True)

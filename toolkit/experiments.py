@@ -19,7 +19,8 @@ from typing import Any
 
 from toolkit.demos import demo_ids
 from toolkit.documents import Document, Entity
-from toolkit.evaluation import agreement, by_position, gold_mapping, score
+from toolkit.corpora.gold import gold_mapping
+from toolkit.evaluation import agreement, by_position, score
 from toolkit.extraction import ExtractionSettings, output_per_document
 from toolkit.lm import ResolvedLM, resolve_lm
 from toolkit.counts import Counts

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 # NCBI disease's four disease classes are all DISEASE.
 NCBI_DISEASE_MAP = {t: "DISEASE" for t in ("SpecificDisease", "DiseaseClass", "CompositeMention", "Modifier")}
-# WNUT-16's ten types onto the toolkit's ``general`` preset (documented in the README).
+# WNUT-16's ten types onto the toolkit's ``general`` preset (documented in docs/cli.md, eval).
 WNUT_MAP = {"person": "PERSON", "musicartist": "PERSON", "company": "ORGANIZATION", "sportsteam": "ORGANIZATION",
             "geo-loc": "LOCATION", "facility": "LOCATION", "product": "PRODUCT", "movie": "WORK", "tvshow": "WORK",
             "other": "OTHER"}
