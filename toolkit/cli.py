@@ -202,7 +202,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2, default=str))
     else:
         keys = ("config", "calls", "seconds", "docs_per_second", "extracted", "lost")
-        _print_table([{k: c[k] for k in keys} for c in result["configs"].values()])
+        _print_table([{k: c[k] for k in keys} for c in result["configs"]])
         _print_report({k: v for k, v in result.items() if k.startswith(("speedup", "rate_limit", "bound", "lost"))},
                       False)
     return 0 if result["lost"] == 0 else 1

@@ -24,7 +24,7 @@ from toolkit.evaluation import agreement, by_position, score
 from toolkit.extraction import ExtractionSettings, output_per_document
 from toolkit.lm import ResolvedLM, resolve_lm
 from toolkit.counts import Counts
-from toolkit.report import counts_summary, outcome_summary
+from toolkit.report import configurations, counts_summary, outcome_summary
 from toolkit.service import ExtractionService, ServiceRun, default_policy
 
 
@@ -196,8 +196,9 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
             if warm:  # warm the prefix cache with a call outside the measurement
                 run_config(resolved, settings, part[:1], "warm-up", 1, budget)
             parts[name].append(run_config(resolved, settings, part, name, m, budget, conc))
-    configs = {name: config_figures(runs) for name, runs in parts.items()}
-    seconds = {k: v["seconds"] for k, v in configs.items()}
+    configs = [config_figures(runs) for runs in parts.values()]
+    by_name = {c["config"]: c for c in configs}
+    seconds = {k: v["seconds"] for k, v in by_name.items()}
     out: dict[str, Any] = {
         "kind": "bench", "lm": lm, "model_id": probe.model_id, "emulated": probe.emulated, "corpus": corpus,
         "documents": len(documents), "max_docs": max_docs, "budget": budget, "concurrency": concurrency,
@@ -209,11 +210,11 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
         "speedup_b_vs_a": seconds["A"] / seconds["B"] if seconds["B"] else None,
         "speedup_c_vs_a": seconds["A"] / seconds["C"] if seconds["C"] else None,
         "speedup_b_vs_a_warm": seconds["A_warm"] / seconds["B"] if "A_warm" in seconds and seconds["B"] else None,
-        "lost": sum(v["lost"] for v in configs.values()),
+        "lost": sum(v["lost"] for v in configs),
     }
     rate = probe.capabilities.rate
     if probe.emulated:
-        c = configs["C"]
+        c = by_name["C"]
         per_call = c["documents"] / c["batches"] if c["batches"] else 1.0
         per_doc = c["budget_tokens_ok"] / c["extracted"] if c["extracted"] else None
         limits = [x for x in (rate.requests_per_minute and rate.requests_per_minute * per_call,
@@ -234,7 +235,7 @@ def write_results(result: dict[str, Any], out: str | Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / "results.json"]
     written[0].write_text(json.dumps(result, indent=2, default=str) + "\n")
-    rows = result["configs"] if isinstance(result["configs"], list) else list(result["configs"].values())
+    rows = configurations(result)
     tables = {"configs": pl.DataFrame(rows)}
     for table in ("by_position", "calls"):
         if result.get(table):

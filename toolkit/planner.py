@@ -27,6 +27,7 @@ from typing import Any
 
 from toolkit.extraction import ExtractionSettings, output_allowance
 from toolkit.lm.backend import Capabilities
+from toolkit.report import configurations
 from toolkit.lm.emulated import Profile, load_profile
 from toolkit.service import measure_reserves
 from toolkit.tokens import get_counter
@@ -106,7 +107,7 @@ def measured_candidates(bench: dict[str, Any], quality: dict[tuple[int, int], fl
                         reference_f1: float | None, max_f1_drop: float) -> list[dict[str, Any]]:
     """A bench run's configurations as candidates: measured speedup over its A, and the eval's F1
     for their documents per call (A' has A's: the same prompt, one document per call)."""
-    configs = bench["configs"]
+    configs = {c["config"]: c for c in configurations(bench)}
     base = configs["A"]["docs_per_second"]
     rows = []
     for name, c in configs.items():

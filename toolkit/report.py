@@ -44,3 +44,12 @@ def extraction_summary(run: ServiceRun, wall_seconds: float, emulated: bool = Fa
         "docs_per_second": outcomes["extracted"] / seconds if seconds > 0 else None,
         "stop_reason": run.stopped,
     }
+
+
+def configurations(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """An eval or bench result's configurations, in the order they ran (bench results written
+    before both were lists kept them in a dict by name)."""
+    configs = result["configs"]
+    if isinstance(configs, dict):
+        return [{"config": name, **c} for name, c in configs.items()]
+    return list(configs)
