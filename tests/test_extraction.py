@@ -352,3 +352,17 @@ def test_a_looping_reply_is_ended_at_its_last_new_entity() -> None:
         "results": [{"id": "x", "entities": [{"text": "A", "type": "DISEASE"}], "relationships": []}]}
     assert end_repetition(head + ", ".join(entity.format(t) for t in "ABA")) is None  # one repeat is not a loop
     assert end_repetition(head + ", ".join(entity.format(t) for t in "ABCAB") + ', {"text": "D') is None
+
+
+def test_what_validation_drops_is_kept_per_document_with_where_a_leak_came_from() -> None:
+    out = validate_reply(reply({"id": "d1", "entities": [
+        {"text": "Cystic fibrosis", "type": "DISEASE"}, {"text": "Huntington disease", "type": "DISEASE"},
+        {"text": "scurvy", "type": "DISEASE"}]}), DOCS, SETTINGS)
+    assert [e.text for e in out.entities["d1"]] == ["Cystic fibrosis"]
+    assert [(d.text, d.why, d.found_in) for d in out.dropped["d1"]] == [
+        ("Huntington disease", "leak", "d2"), ("scurvy", "ungrounded", None)]
+    from toolkit.extraction import to_result
+    from toolkit.models import DocumentBatch
+
+    result = to_result(DocumentBatch(), out, (None, None))
+    assert result.per_document_dropped == out.dropped

@@ -280,3 +280,16 @@ def test_an_iris_schema_must_be_a_plain_identifier(schema: str) -> None:
 def test_a_sqlite_path_that_is_a_directory_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="is a directory"):
         open_store(f"sqlite:///{tmp_path}")
+
+
+def test_dropped_mentions_round_trip_and_are_replaced_with_their_document(store, run_id: str) -> None:
+    from toolkit.documents import Dropped
+    from toolkit.executor import DocumentOutcome
+
+    store.start_run(run_id, "lm", "m", {})
+    leak = Dropped("Huntington disease", "DISEASE", "a", "leak", "b")
+    store.save_documents(run_id, [DocumentOutcome("a", "extracted", dropped=[leak, Dropped("x", "DISEASE", "a",
+                                                                                           "ungrounded")])])
+    assert store.dropped(run_id)[0] == leak and len(store.dropped(run_id)) == 2
+    store.save_documents(run_id, [DocumentOutcome("a", "extracted")])
+    assert store.dropped(run_id) == []

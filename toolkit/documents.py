@@ -35,6 +35,18 @@ class Entity:
 
 
 @dataclass(frozen=True, slots=True)
+class Dropped:
+    """A mention validation did not keep for ``source_document_id``: ``why`` is ``leak`` (its text
+    is in another document of the batch, ``found_in``) or ``ungrounded`` (in no document)."""
+
+    text: str
+    type: str
+    source_document_id: str
+    why: str
+    found_in: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Relationship:
     """A typed relation between two entity texts of the same document."""
 

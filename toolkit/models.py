@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from enum import Enum
 
 from toolkit.counts import Counts
-from toolkit.documents import Document, Entity, Relationship
+from toolkit.documents import Document, Dropped, Entity, Relationship
 
 _batch_numbers = itertools.count(1)
 
@@ -127,6 +127,7 @@ class BatchExtractionResult:
     batch_id: str
     per_document_entities: dict[str, list[Entity]] = field(default_factory=dict)
     per_document_relationships: dict[str, list[Relationship]] = field(default_factory=dict)
+    per_document_dropped: dict[str, list[Dropped]] = field(default_factory=dict)  # what validation did not keep
     processing_time: float = 0.0
     success_status: bool = True
     retry_count: int = 0

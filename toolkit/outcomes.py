@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from toolkit.counts import Counts
-from toolkit.documents import Entity, Relationship
+from toolkit.documents import Dropped, Entity, Relationship
 from toolkit.models import BatchExtractionResult, DocumentBatch
 
 Status = Literal["extracted", "failed", "pending"]
@@ -22,6 +22,7 @@ class DocumentOutcome:
     entities: list[Entity] = field(default_factory=list)
     relationships: list[Relationship] = field(default_factory=list)
     reason: str | None = None
+    dropped: list[Dropped] = field(default_factory=list)  # mentions validation did not keep (leaks, ungrounded)
     calls: int = 0  # calls this document was part of
 
 
@@ -125,7 +126,8 @@ class OutcomeBook:
             if doc_id in answered and doc_id not in result.failed_document_ids:
                 entities = [e for e in answered[doc_id] if e.source_document_id == doc_id]
                 relationships = result.per_document_relationships.get(doc_id, [])
-                self.finish(doc_id, "extracted", entities=entities, relationships=relationships)
+                self.finish(doc_id, "extracted", entities=entities, relationships=relationships,
+                            dropped=result.per_document_dropped.get(doc_id, []))
         return tuple(i for i in batch.document_ids if self.outcomes[i].status == "pending")
 
     def finish(self, doc_id: str, status: Status, **values: Any) -> None:

@@ -106,6 +106,17 @@ class RunResult:
                                                                     "source_document_id": pl.Utf8})
 
     @property
+    def dropped(self):
+        """Mentions validation did not keep: leaks (``found_in``: the document they are in) and
+        ungrounded text, per document."""
+        import polars as pl
+
+        rows = [dataclasses.asdict(d) for d in self.store.dropped(self.run_id)]
+        return pl.DataFrame(rows) if rows else pl.DataFrame(schema={"text": pl.Utf8, "type": pl.Utf8,
+                                                                    "source_document_id": pl.Utf8, "why": pl.Utf8,
+                                                                    "found_in": pl.Utf8})
+
+    @property
     def attempts(self):
         import polars as pl
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toolkit.counts import Counts
-from toolkit.documents import Document, Entity, Relationship, normalise
+from toolkit.documents import Document, Dropped, Entity, Relationship, normalise
 from toolkit.extraction.adapter import RawReply
 from toolkit.extraction.settings import ExtractionSettings
 from toolkit.models import BatchExtractionResult, DocumentBatch
@@ -34,6 +34,7 @@ class ValidatedBatch:
     relationships: dict[str, list[Relationship]] = field(default_factory=dict)
     counts: Counts = field(default_factory=Counts)
     missing_ids: list[str] = field(default_factory=list)
+    dropped: dict[str, list[Dropped]] = field(default_factory=dict)  # leaked and ungrounded mentions, per document
     unknown: list[str] = field(default_factory=list)  # ids in the reply that name no document of the batch
     last_record: str | None = None  # the document of the reply's last record, if that record was kept
 
@@ -47,6 +48,7 @@ class ValidatedBatch:
             return
         self.counts.entities -= len(self.entities.pop(doc_id))
         self.relationships.pop(doc_id, None)
+        self.dropped.pop(doc_id, None)
         self.missing_ids.append(doc_id)
         self.counts.missing_ids += 1
 
@@ -54,6 +56,7 @@ class ValidatedBatch:
         """Add another call's findings (one document's answer in the parallel layout) to this batch's."""
         self.entities.update(other.entities)
         self.relationships.update(other.relationships)
+        self.dropped.update(other.dropped)
         self.unknown.extend(other.unknown)
         self.counts = self.counts + other.counts
 
@@ -121,10 +124,11 @@ def validate_reply(reply: RawReply, documents: Sequence[Document], settings: Ext
                 continue
             span = _locate(mention, document.text)
             if span is None:
-                if any(_locate(mention, d.text) for i, d in by_id.items() if i != doc_id):
-                    counts.leaks += 1
-                else:
-                    counts.ungrounded += 1
+                found_in = next((i for i, d in by_id.items() if i != doc_id and _locate(mention, d.text)), None)
+                counts.leaks += found_in is not None
+                counts.ungrounded += found_in is None
+                out.dropped.setdefault(doc_id, []).append(
+                    Dropped(mention, etype, doc_id, "leak" if found_in else "ungrounded", found_in))
                 continue
             key = (normalise(mention), etype)
             if key in seen:
@@ -154,6 +158,7 @@ def to_result(batch: DocumentBatch, validated: ValidatedBatch, usage: tuple[int 
         batch.batch_id,
         per_document_entities=validated.entities,
         per_document_relationships=validated.relationships,
+        per_document_dropped=validated.dropped,
         success_status=not validated.missing_ids,
         error_message=_missing_message(validated),
         tokens_in=usage[0],

@@ -40,6 +40,11 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         ("source_text", "{str:1000} NOT NULL"), ("target_text", "{str:1000} NOT NULL"),
         ("rel_type", "{str:100} NOT NULL"),
     ),
+    "batchx_dropped": (  # mentions validation did not keep: leaks (with the document they are in), ungrounded
+        ("run_id", "{str:200} NOT NULL"), ("doc_id", "{str:300} NOT NULL"), ("seq", "{int} NOT NULL"),
+        ("mention", "{str:1000} NOT NULL"), ("entity_type", "{str:100} NOT NULL"), ("why", "{str:16} NOT NULL"),
+        ("found_in", "{str:300}"),
+    ),
     "batchx_attempts": (  # one row per call: these, then a column per count of toolkit.counts
         ("run_id", "{str:200} NOT NULL"), ("session_id", "{str:40} NOT NULL"), ("seq", "{int} NOT NULL"),
         ("batch_id", "{str:100}"), ("attempt", "{int}"), ("outcome", "{str:16}"), ("n_docs", "{int}"),
@@ -52,6 +57,7 @@ KEYS = {
     "batchx_documents": "PRIMARY KEY (run_id, doc_id)",
     "batchx_entities": "PRIMARY KEY (run_id, doc_id, seq)",
     "batchx_relationships": "PRIMARY KEY (run_id, doc_id, seq)",
+    "batchx_dropped": "PRIMARY KEY (run_id, doc_id, seq)",
     "batchx_attempts": "PRIMARY KEY (run_id, session_id, seq)",
 }
 SCHEMA = tuple(COLUMNS)

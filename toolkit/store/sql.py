@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from toolkit.documents import Entity, Relationship
+from toolkit.documents import Dropped, Entity, Relationship
 from toolkit.metrics import AttemptRecord
 from toolkit.store.db import LeaseLost, StoreError, _clip, now
 from toolkit.store.dialect import COLUMNS, SCHEMA
@@ -50,7 +50,7 @@ class SQLStore(RunLedger):
 
         def work() -> None:
             keys = [(run_id, d[0]) for d in rows]
-            for table in ("batchx_entities", "batchx_relationships", "batchx_documents"):
+            for table in ("batchx_entities", "batchx_relationships", "batchx_dropped", "batchx_documents"):
                 self._many(f"DELETE FROM {self._t(table)} WHERE run_id = ? AND doc_id = ?", keys)
             self._many(f"INSERT INTO {self._t('batchx_documents')} (run_id, doc_id, status, token_count, source, "
                        "text_sha256, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -70,7 +70,7 @@ class SQLStore(RunLedger):
 
         def work() -> None:
             keys = [(run_id, o.id) for o in items]
-            for table in ("batchx_entities", "batchx_relationships"):
+            for table in ("batchx_entities", "batchx_relationships", "batchx_dropped"):
                 self._many(f"DELETE FROM {self._t(table)} WHERE run_id = ? AND doc_id = ?", keys)
             for o in items:
                 reason = _clip(o.reason, "batchx_documents", "reason")
@@ -93,6 +93,11 @@ class SQLStore(RunLedger):
                 f"INSERT INTO {self._t('batchx_relationships')} (run_id, doc_id, seq, source_text, target_text, rel_type) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [(run_id, o.id, i, r.source, r.target, r.type) for o in items for i, r in enumerate(o.relationships)])
+            self._many(
+                f"INSERT INTO {self._t('batchx_dropped')} (run_id, doc_id, seq, mention, entity_type, why, found_in) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(run_id, o.id, i, d.text, d.type, d.why, d.found_in)
+                 for o in items for i, d in enumerate(getattr(o, "dropped", ()))])
         self._transaction(work, "saving documents", run_id)
 
     def save_attempts(self, run_id: str, attempts: Iterable[AttemptRecord]) -> None:
@@ -128,6 +133,12 @@ class SQLStore(RunLedger):
         rows = self._query(f"SELECT doc_id, source_text, target_text, rel_type FROM {self._t('batchx_relationships')} "
                            "WHERE run_id = ? ORDER BY doc_id, seq", (run_id,))
         return [Relationship(r["source_text"], r["target_text"], r["rel_type"], r["doc_id"]) for r in rows]
+
+    def dropped(self, run_id: str) -> list[Dropped]:
+        """Mentions validation did not keep, per document (leaks name the document they are in)."""
+        rows = self._query(f"SELECT doc_id, mention, entity_type, why, found_in FROM {self._t('batchx_dropped')} "
+                           "WHERE run_id = ? ORDER BY doc_id, seq", (run_id,))
+        return [Dropped(r["mention"], r["entity_type"], r["doc_id"], r["why"], r["found_in"]) for r in rows]
 
     def attempts(self, run_id: str) -> list[dict[str, Any]]:
         return self._query(f"SELECT * FROM {self._t('batchx_attempts')} WHERE run_id = ? ORDER BY session_id, seq",
