@@ -318,7 +318,8 @@ def test_chaos_10000_documents_transient_faults_lose_nothing():
     batches = Packer(PackingSettings()).pack(documents).batches
     provider = FakeProvider(Faults.transient(0.2), requests_per_minute=500, tokens_per_minute=200_000, seed=5)
     start = time.perf_counter()
-    summary, stopped = run_chaos(batches, provider, default_policy(seed=5))
+    chaos = run_chaos(batches, provider, default_policy(seed=5))
+    summary, stopped = chaos.summary, chaos.stopped
     assert stopped is None
     assert summary["lost"] == summary["duplicated"] == summary["failed"] == 0
     assert summary["extracted"] == 10_000

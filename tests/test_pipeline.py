@@ -172,3 +172,28 @@ def test_extract_batch_keeps_one_service_per_lm() -> None:
     second = toolkit.extract_batch(docs[3:], lm=LM)
     assert first.success_status and second.success_status
     assert default_service(LM) is default_service() and toolkit.get_batch_metrics().total_documents_processed == 6
+
+
+def test_a_stop_event_stops_the_run_resumably_and_the_resume_does_each_document_once(tmp_path: Path) -> None:
+    """What a notebook's Stop button does: set from the progress callback here (another thread in a
+    notebook), the run stops with the undecided documents pending; resuming finishes them once."""
+    import threading
+
+    corpus = write_jsonl(tmp_path / "c.jsonl", synthetic_documents(40, seed=8))
+    store = f"sqlite:///{tmp_path / 'stop.db'}"
+    stop = threading.Event()
+
+    def after_ten(tally: dict) -> None:
+        if tally["documents"] >= 10:
+            stop.set()
+
+    first = toolkit.run(str(corpus), lm=LM, store=store, run_name="s", settings=RunSettings(max_docs=4),
+                        progress=after_ten, stop=stop)
+    assert "stop requested" in first.summary["stop_reason"] and first.summary["lost"] == 0
+    assert 10 <= first.summary["extracted"] < 40 and first.summary["pending"] == 40 - first.summary["extracted"]
+    again = toolkit.run(str(corpus), lm=LM, store=store, run_name="s", settings=RunSettings(max_docs=4),
+                        progress=False)
+    assert again.summary["extracted"] == 40 and again.summary["skipped_already_extracted"] == first.summary["extracted"]
+    assert db_counts(tmp_path / "stop.db", "s") == (40, 40, {"extracted": 40})
+    assert {r["session_id"] for r in again.store.attempts("s")} and len(again.attempts) == (
+        first.summary["calls"] + again.summary["calls"])  # every call of both sessions recorded

@@ -121,8 +121,19 @@ def chaos_summary(report: ExecutionReport, metrics: RunMetrics, provider: FakePr
     }
 
 
+@dataclass
+class ChaosRun:
+    """A chaos run: its figures, why it stopped (None: it finished), every document's outcome and
+    every call's record."""
+
+    summary: dict[str, Any]
+    stopped: RunStopped | None
+    report: ExecutionReport
+    metrics: RunMetrics
+
+
 def run_chaos(batches: list[DocumentBatch], provider: FakeProvider, policy: ExecutionPolicy,
-              progress: bool | None = False) -> tuple[dict[str, Any], RunStopped | None]:
+              progress: bool | None = False) -> ChaosRun:
     """Run ``batches`` through the executor against ``provider`` in virtual time."""
     metrics = RunMetrics()
     executor = Executor(provider, policy, metrics, progress=progress)
@@ -133,7 +144,8 @@ def run_chaos(batches: list[DocumentBatch], provider: FakeProvider, policy: Exec
     except RunStopped as exc:
         stopped, report = exc, exc.report
     documents = sum(b.batch_size for b in batches)
-    return chaos_summary(report, metrics, provider, documents, time.perf_counter() - start), stopped
+    return ChaosRun(chaos_summary(report, metrics, provider, documents, time.perf_counter() - start), stopped, report,
+                    metrics)
 
 
 def default_policy(concurrency: str = "auto:16", rpm: int | None = 500, tpm: int | None = 200_000,

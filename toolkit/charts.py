@@ -66,3 +66,51 @@ def bench_chart(frame) -> alt.Chart:
         y=alt.Y("docs_per_second:Q", title="documents per second (measured)"),
         tooltip=["config", "seconds", "calls", "docs_per_second"],
     ).properties(width=360, height=260, title="Throughput side by side")
+
+
+def png(chart: alt.TopLevelMixin, scale: float = 1.0) -> bytes:
+    """A chart as PNG bytes (vl-convert: offline), e.g. for an ipywidgets Image."""
+    import vl_convert
+
+    return vl_convert.vegalite_to_png(chart.to_json(), scale=scale)
+
+
+def speedup_curve_chart(curve, measured=None) -> alt.LayerChart:
+    """Predicted speedup against documents per call, the current setting marked, and measured
+    points (frames: ``TunerModel.curve`` and ``TunerModel.measured_frame``)."""
+    x = alt.X("max_docs:Q", title="documents per call", scale=alt.Scale(domain=[1, 16]))
+    line = alt.Chart(curve).mark_line(point=True, color="#4c78a8").encode(
+        x=x, y=alt.Y("speedup:Q", title="speedup vs one document per call"), tooltip=["max_docs", "speedup", "f1"])
+    current = alt.Chart(curve).transform_filter("datum.current").mark_point(
+        size=220, color="#e45756", filled=True).encode(x=x, y="speedup:Q")
+    layers = [line, current]
+    if measured is not None and measured.height:
+        layers.append(alt.Chart(measured).mark_point(shape="diamond", size=160, color="#54a24b", filled=True).encode(
+            x=x, y="measured_speedup:Q", tooltip=["max_docs", "budget", "measured_speedup", "predicted_speedup"]))
+    return alt.layer(*layers).properties(width=420, height=240,
+                                         title="Predicted speedup (line), this setting (red), measured (green)")
+
+
+def chaos_timeline_chart(attempts, concurrency_history) -> alt.VConcatChart:
+    """A run over (virtual) time: calls in flight at each call's start with the concurrency limit,
+    and each call's wait before it started, coloured by how it ended (frame: ``RunMetrics.to_polars``;
+    ``concurrency_history``: the report's ``(time, limit)`` changes)."""
+    import polars as pl
+
+    calls = attempts.with_columns(
+        pl.when(pl.col("outcome") == "ok").then(pl.lit("ok"))
+        .otherwise(pl.col("error_class").fill_null("error")).alias("ended"),
+        pl.when(pl.col("splits") > 0).then(pl.lit("split")).when(pl.col("retries") > 0).then(pl.lit("retried"))
+        .otherwise(pl.lit("")).alias("then"))
+    end = float(calls["started"].max() or 0.0) + 1.0
+    limit = pl.DataFrame([{"t": t, "limit": v} for t, v in concurrency_history] + [
+        {"t": end, "limit": concurrency_history[-1][1] if concurrency_history else 0}])
+    x = alt.X("started:Q", title="virtual seconds")
+    flight = alt.Chart(calls).mark_circle(size=12, opacity=0.5).encode(
+        x=x, y=alt.Y("in_flight:Q", title="calls in flight / limit"), color=alt.Color("ended:N", title="call ended"))
+    line = alt.Chart(limit).mark_line(interpolate="step-after", color="black").encode(x="t:Q", y="limit:Q")
+    waits = alt.Chart(calls).mark_circle(size=12, opacity=0.6).encode(
+        x=x, y=alt.Y("delay_before:Q", title="wait before the call (s)"), color=alt.Color("ended:N"),
+        tooltip=["batch_id", "attempt", "ended", "then", "delay_before", "rate_wait"])
+    return alt.vconcat((flight + line).properties(width=560, height=170, title="Calls in flight and the limit"),
+                       waits.properties(width=560, height=170, title="Backoff, Retry-After and queueing"))

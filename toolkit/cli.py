@@ -64,7 +64,8 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     batches = Packer(PackingSettings(max_docs=args.max_docs)).pack(documents).batches
     provider = FakeProvider(faults, requests_per_minute=args.rpm, tokens_per_minute=args.tpm, seed=args.seed)
     policy = default_policy(args.concurrency, args.rpm, args.tpm, args.seed)
-    summary, stopped = run_chaos(batches, provider, policy, progress=None if not args.json else False)
+    chaos = run_chaos(batches, provider, policy, progress=None if not args.json else False)
+    summary, stopped = chaos.summary, chaos.stopped
     summary["faults"] = {k: v for k, v in vars(faults).items() if v}
     _print_report(summary, args.json)
     if stopped is not None:

@@ -107,6 +107,10 @@ class QuotaExhausted(FatalError):
     kind = "quota"
 
 
+class StopRequested(Exception):
+    """The user asked the run to stop (a notebook's Stop button); it stops as Ctrl-C stops it."""
+
+
 class RunFailed(RuntimeError):
     """The main job ended by an error after it started (its run is marked failed in the store)."""
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from toolkit.corpora import CorpusDamaged, CorpusError, Record, is_stream, iter_
 from toolkit.corpora.readers import key_problem
 from toolkit.counts import Counts
 from toolkit.documents import Document
-from toolkit.errors import RunFailed
+from toolkit.errors import RunFailed, StopRequested
 from toolkit.executor import DocumentOutcome
 from toolkit.extraction import ExtractionSettings
 from toolkit.intake import Decision, Intake
@@ -205,10 +206,12 @@ def _validate(records: Iterator[Record], intake: Intake) -> None:
 def run(corpus: str | Path = DEFAULT_CORPUS, *, lm: str | ResolvedLM = "local", settings: RunSettings | None = None,
         store: str | Store | None = None, run_name: str | None = None, resume: bool = False,
         limit: int | None = None, api_base: str | None = None,
-        progress: bool | Callable[[dict[str, Any]], None] | None = None, fmt: str | None = None) -> RunResult:
+        progress: bool | Callable[[dict[str, Any]], None] | None = None, fmt: str | None = None,
+        stop: threading.Event | None = None) -> RunResult:
     """Extract ``corpus`` into ``store`` (see the module docstring). ``progress``: None/True shows a
     bar, False nothing, a callable receives the running tally after every document. ``fmt``: the
-    corpus's format when its name does not tell (a pipe). Everything a user can get wrong (corpus,
+    corpus's format when its name does not tell (a pipe). ``stop``: once set (from another thread:
+    a notebook's Stop button), the run stops as Ctrl-C stops it, resumable. Everything a user can get wrong (corpus,
     store, LM, settings, a run owned by another process) raises before the run is written."""
     settings = settings or RunSettings()
     corpus = str(corpus)
@@ -245,7 +248,7 @@ def run(corpus: str | Path = DEFAULT_CORPUS, *, lm: str | ResolvedLM = "local", 
         with LeaseKeeper(db, run_id) as heartbeat:
             gate = intake(db.digests(run_id) if existed else {})
             return _execute(_records(records, corpus, limit), gate, service, packing, settings, db, run_id,
-                            progress, _expected_total(corpus, path, fmt, limit), heartbeat)
+                            progress, _expected_total(corpus, path, fmt, limit), heartbeat, stop or threading.Event())
     except Exception as exc:
         _abandon(db, run_id, exc)
         raise RunFailed(f"run {run_id!r} stopped: {type(exc).__name__}: {exc}") from exc
@@ -270,7 +273,7 @@ def _abandon(db: Store, run_id: str, exc: BaseException, waits: tuple[float, ...
 
 def _execute(records: Iterator[Record], gate: Intake, service: ExtractionService, packing: PackingSettings,
              settings: RunSettings, db: Store, run_id: str, progress: bool | Callable[[dict[str, Any]], None] | None,
-             total: int | None, heartbeat: LeaseKeeper) -> RunResult:
+             total: int | None, heartbeat: LeaseKeeper, stop: threading.Event) -> RunResult:
     """The run itself: records through the intake, chunks through the service, outcomes into the store."""
     expected: set[str] = set()
     runs: list[ServiceRun] = []
@@ -279,6 +282,8 @@ def _execute(records: Iterator[Record], gate: Intake, service: ExtractionService
 
     def decided(outcome: DocumentOutcome | _Doc) -> None:
         heartbeat.check()
+        if stop.is_set():  # before it is kept: this document stays pending
+            raise StopRequested("stop requested: unfinished documents stay pending; resume with the same run name")
         db.save_documents(run_id, [outcome])
         bar.update(outcome)
 
@@ -298,7 +303,7 @@ def _execute(records: Iterator[Record], gate: Intake, service: ExtractionService
                 elif decision.verdict == "run":
                     expected.add(decision.id)
                     chunk.append(decision)
-                    if len(chunk) >= settings.chunk_docs:
+                    if len(chunk) >= settings.chunk_docs or stop.is_set():
                         stopped, chunk = _run_chunk(service, packing, chunk, db, run_id, decided, runs), []
                         if stopped:
                             break
@@ -324,8 +329,11 @@ def _run_chunk(service: ExtractionService, packing: PackingSettings, chunk: list
     documents = [d.document for d in chunk]
     db.mark_pending(run_id, [(d.id, d.tokens, None, d.digest) for d in chunk])
     pack = Packer(packing).pack(documents, token_counts=[d.tokens for d in chunk])
-    result = service.execute(pack, len(documents), progress=False, on_outcome=decided)
-    db.save_attempts(run_id, result.attempts)
+    seen = len(service.metrics.attempts)
+    try:
+        result = service.execute(pack, len(documents), progress=False, on_outcome=decided)
+    finally:  # the calls made are recorded, also when Ctrl-C ends the chunk
+        db.save_attempts(run_id, service.metrics.attempts[seen:])
     runs.append(result)
     return result.stopped
 
