@@ -114,3 +114,57 @@ def chaos_timeline_chart(attempts, concurrency_history) -> alt.VConcatChart:
         tooltip=["batch_id", "attempt", "ended", "then", "delay_before", "rate_wait"])
     return alt.vconcat((flight + line).properties(width=560, height=170, title="Calls in flight and the limit"),
                        waits.properties(width=560, height=170, title="Backoff, Retry-After and queueing"))
+
+
+def quality_curves_chart(frame) -> alt.HConcatChart:
+    """Against documents per call: measured speedup, strict and lenient F1, and entities per
+    document (frame: ``eval`` configs)."""
+    import polars as pl
+
+    x = alt.X("max_docs:Q", title="documents per call")
+    speed = alt.Chart(frame).mark_line(point=True).encode(x=x, y=alt.Y("speedup:Q", title="speedup (measured)"))
+    f1 = frame.unpivot(index="max_docs", on=["strict_f1", "lenient_f1"], variable_name="measure", value_name="f1")
+    quality = alt.Chart(f1).mark_line(point=True).encode(
+        x=x, y=alt.Y("f1:Q", title="F1", scale=alt.Scale(domain=[0, 1])), color=alt.Color("measure:N", title=None))
+    per_doc = alt.Chart(frame.with_columns(pl.col("entities_per_doc"))).mark_line(point=True, color="#72b7b2").encode(
+        x=x, y=alt.Y("entities_per_doc:Q", title="entities per document"))
+    return alt.hconcat(*(c.properties(width=200, height=170) for c in (speed, quality, per_doc)))
+
+
+def position_chart(frame) -> alt.Chart:
+    """Strict F1 of the documents at each position in their batch, per configuration (frame:
+    ``eval``'s ``by_position``): a model that loses track of later documents shows it here."""
+    return alt.Chart(frame).mark_line(point=True).encode(
+        x=alt.X("position:O", title="position in the batch (0 = first)"),
+        y=alt.Y("f1:Q", title="strict F1", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("config:N", title=None),
+    ).properties(width=420, height=220, title="F1 by position in the batch")
+
+
+def frontier_chart(candidates, recommended: dict) -> alt.LayerChart:
+    """Every candidate setting's speedup against its F1, the allowed ones coloured, the
+    recommended one marked (frame: the planner's candidates; ``recommended``: its recommendation)."""
+    import polars as pl
+
+    points = alt.Chart(candidates).mark_point(filled=True, size=60).encode(
+        x=alt.X("speedup:Q", title="speedup vs one document per call"),
+        y=alt.Y("f1:Q", title="strict F1 (eval)", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("allowed:N", title="within the F1 drop"), shape=alt.Shape("source:N", title=None),
+        tooltip=["config", "speedup", "f1", "source"])
+    best = pl.DataFrame([{"speedup": recommended["speedup"], "f1": recommended.get("f1"),
+                          "config": recommended["config"]}])
+    mark = alt.Chart(best).mark_point(size=400, color="#e45756", shape="circle", strokeWidth=3).encode(
+        x="speedup:Q", y="f1:Q", tooltip=["config"])
+    return alt.layer(points, mark).properties(width=460, height=260,
+                                             title="Quality and speed of each setting; recommended (red ring)")
+
+
+def runs_chart(frame) -> alt.HConcatChart:
+    """Several eval runs together: measured speedup and strict F1 against documents per call, a
+    line per run (frame: their configs with a ``run`` column)."""
+    x = alt.X("max_docs:Q", title="documents per call")
+    color = alt.Color("run:N", title=None)
+    speed = alt.Chart(frame).mark_line(point=True).encode(x=x, y=alt.Y("speedup:Q", title="speedup (measured)"),
+                                                          color=color)
+    f1 = alt.Chart(frame).mark_line(point=True).encode(x=x, y=alt.Y("strict_f1:Q", title="strict F1"), color=color)
+    return alt.hconcat(speed.properties(width=260, height=200), f1.properties(width=260, height=200))
