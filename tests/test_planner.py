@@ -11,6 +11,12 @@ from toolkit.cli import main
 from toolkit.lm import weights
 
 
+@pytest.fixture(autouse=True)
+def eval_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reference cache per test: each eval here runs one document per call."""
+    monkeypatch.setenv("BATCHX_EVAL_CACHE_DIR", str(tmp_path / "eval-cache"))
+
+
 def test_planner_predicts_the_measured_emulated_speedups(tmp_path: Path, ncbi_devel: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     from toolkit.planner import plan
@@ -68,3 +74,27 @@ def test_planner_recommends_a_warm_prompt_cache_when_a_bench_measured_it_faster(
     slow_cache = plan("hosted-api", str(ncbi_devel), bench_results=bench(0.099, 0.3), **common)
     best = slow_cache["recommendation"]  # a warm cache slower than A is not recommended: one document per call
     assert best["max_docs"] == 1 and not best["prompt_cache"] and best["speedup"] == pytest.approx(1.0)
+
+
+def test_planner_judges_the_allowed_f1_drop_against_the_interval(tmp_path: Path, ncbi_devel: Path) -> None:
+    from toolkit.planner import plan
+
+    def row(m: int, f1: float, drop_ci: list[float] | None) -> dict:
+        return {"max_docs": m, "budget": 8192, "strict_f1": f1, "f1_drop_ci": drop_ci, "speedup": m / 2,
+                "tokens_out": 400, "extracted": 10}
+
+    # 4 per call drops 1 point, but its interval reaches 3.5: not shown to be within 2 points;
+    # 8 per call drops 1.5 points, its interval at most 1.9: allowed
+    rows = [row(1, 0.50, [0.0, 0.0]), row(4, 0.49, [-1.0, 3.5]), row(8, 0.485, [0.5, 1.9])]
+    (tmp_path / "eval.json").write_text(json.dumps({"configs": rows}))
+    common = {"eval_results": tmp_path / "eval.json", "concurrency": (1,), "max_docs": (1, 4, 8), "budgets": (8192,)}
+    result = plan("hosted-api", str(ncbi_devel), max_f1_drop=2.0, **common)
+    allowed = {r["max_docs"]: r["allowed"] for r in result["grid"]}
+    assert allowed == {1: True, 4: False, 8: True} and "upper end" in result["quality_judgement"]
+    assert result["recommendation"]["max_docs"] == 8
+    assert next(r for r in result["grid"] if r["max_docs"] == 4)["f1_drop_ci"] == [-1.0, 3.5]
+    # a looser allowance admits 4 too; the same eval without intervals is judged on the points
+    assert all(r["allowed"] for r in plan("hosted-api", str(ncbi_devel), max_f1_drop=3.5, **common)["grid"])
+    (tmp_path / "eval.json").write_text(json.dumps({"configs": [{**r, "f1_drop_ci": None} for r in rows]}))
+    points = plan("hosted-api", str(ncbi_devel), max_f1_drop=2.0, **common)
+    assert all(r["allowed"] for r in points["grid"]) and "point" in points["quality_judgement"]

@@ -174,19 +174,19 @@ def _ints(text: str) -> list[int]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from toolkit.experiments import evaluate, write_results
+    from toolkit.experiments import eval_note, eval_table, evaluate, write_results
 
     result = evaluate(args.gold, lm=args.lm, limit=args.limit, max_docs=_ints(args.max_docs),
                       budgets=_ints(args.budgets), types=args.types.split(",") if args.types else None,
-                      prompt_cache=args.warm_cache, layout=args.layout, demos=args.demos, shots=args.shots)
+                      prompt_cache=args.warm_cache, layout=args.layout, demos=args.demos, shots=args.shots,
+                      resamples=args.resamples, fresh_reference=args.fresh_reference)
     if args.out:
         result["files"] = [str(p) for p in write_results(result, args.out)]
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
-        keys = ("config", "calls", "seconds", "speedup", "strict_f1", "lenient_f1", "agreement_f1", "leaks",
-                "entities_per_doc")
-        _print_table([{k: r[k] for k in keys} for r in result["configs"]])
+        _print_table(eval_table(result))
+        print(eval_note(result))
     return 0 if all(r["lost"] == 0 for r in result["configs"]) else 1
 
 
@@ -210,35 +210,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from toolkit.planner import plan
+    from toolkit.planner import GRID_COLUMNS, MEASURED_COLUMNS, plan, plan_summary, write_plan
 
     result = plan(args.calibrated or args.profile, args.corpus, max_f1_drop=args.max_f1_drop, eval_results=args.eval,
                   bench_results=args.bench)
     if args.out:
-        from pathlib import Path
-
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "plan.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+        write_plan(result, args.out)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
-    keys = ("budget", "max_docs", "concurrency", "call_seconds", "docs_per_min", "bound_by", "predicted_speedup", "f1")
-    _print_table([{k: r[k] for k in keys} for r in result["grid"]])
+    _print_table([{k: r[k] for k in GRID_COLUMNS} for r in result["grid"]])
     if result["measured"]:
         print("measured (bench):")
-        _print_table([{k: r[k] for k in ("config", "max_docs", "concurrency", "prompt_cache", "docs_per_min", "speedup",
-                                          "f1", "allowed")} for r in result["measured"]])
-    best = result["recommendation"]
-    print(f"recommended ({best['source']}): {json.dumps({k: best[k] for k in ('config', 'speedup', 'f1')})}")
-    print(f"quality: {result['quality_source']}; output tokens per document: {result['output_per_doc_source']}")
-    for row in result.get("predicted_vs_measured", []):
-        print(f"max_docs={row['max_docs']}: predicted speedup {row['predicted_speedup']:.2f}, measured "
-              f"{row['measured_speedup']:.2f} ({row['error']:+.0%})")
+        _print_table([{k: r[k] for k in MEASURED_COLUMNS} for r in result["measured"]])
+    print(plan_summary(result))
     return 0
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
     def fmt(v: Any) -> str:
+        if isinstance(v, list):  # an interval
+            return "[" + ", ".join(map(fmt, v)) + "]"
         return f"{v:,.3g}" if isinstance(v, float) else str(v)
 
     cols = list(rows[0])
@@ -353,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--budgets", default="8192", help="token budgets to compare")
     ev.add_argument("--types", help="entity types to ask for (default: the corpus's, mapped)")
     ev.add_argument("--warm-cache", action="store_true", help="keep the local model's prompt cache on")
+    ev.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples for the 95%% intervals (0: none)")
+    ev.add_argument("--fresh-reference", action="store_true", help="run one document per call again even if cached")
     _add_prompt_args(ev)
     ev.add_argument("--out", help="write results.json, CSV/Parquet tables and a PNG here")
     ev.add_argument("--json", action="store_true")

@@ -22,7 +22,7 @@ from toolkit.corpora.gold import NCBI_DISEASE_MAP
 from toolkit.documents import Entity, normalise
 
 # the gold type maps live with the corpora (toolkit.corpora.gold); importable from here as before
-__all__ = ["PRF", "agreement", "by_position", "score"]
+__all__ = ["PRF", "agreement", "by_position", "per_document", "score"]
 
 
 @dataclass(frozen=True)
@@ -70,21 +70,29 @@ def _distinct(mentions: Iterable[str], lenient: bool) -> list[str]:
     return list(seen.values())
 
 
-def score(gold: Mapping[str, Sequence[Entity]], pred: Mapping[str, Sequence[Entity]],
-          types: Iterable[str] = ("DISEASE",), type_map: Mapping[str, str] | None = None,
-          lenient: bool = False, gold_map: Mapping[str, str] | None = NCBI_DISEASE_MAP) -> PRF:
-    """P/R/F1 over the documents in ``gold`` (a document missing from ``pred`` predicted nothing)."""
+def per_document(gold: Mapping[str, Sequence[Entity]], pred: Mapping[str, Sequence[Entity]],
+                 types: Iterable[str] = ("DISEASE",), type_map: Mapping[str, str] | None = None,
+                 lenient: bool = False, gold_map: Mapping[str, str] | None = NCBI_DISEASE_MAP) -> dict[str, PRF]:
+    """True/false positives and false negatives of each document in ``gold``, in its order (a
+    document missing from ``pred`` predicted nothing): what :func:`score` adds up, and what a
+    bootstrap over documents (:mod:`toolkit.stats`) resamples."""
     wanted = set(types)
     mapping, gmap = dict(type_map or {}), dict(gold_map or {})
-    tp = fp = fn = 0
+    out = {}
     for doc_id, gold_entities in gold.items():
         g = _distinct((e.text for e in gold_entities if gmap.get(e.type, e.type) in wanted), lenient)
         p = _distinct((e.text for e in pred.get(doc_id, ()) if mapping.get(e.type, e.type) in wanted), lenient)
         hits = _match_count(g, p, lenient)
-        tp += hits
-        fp += len(p) - hits
-        fn += len(g) - hits
-    return PRF(tp, fp, fn)
+        out[doc_id] = PRF(hits, len(p) - hits, len(g) - hits)
+    return out
+
+
+def score(gold: Mapping[str, Sequence[Entity]], pred: Mapping[str, Sequence[Entity]],
+          types: Iterable[str] = ("DISEASE",), type_map: Mapping[str, str] | None = None,
+          lenient: bool = False, gold_map: Mapping[str, str] | None = NCBI_DISEASE_MAP) -> PRF:
+    """P/R/F1 over the documents in ``gold`` (micro-averaged: the sums of :func:`per_document`)."""
+    docs = per_document(gold, pred, types, type_map, lenient, gold_map).values()
+    return PRF(sum(d.tp for d in docs), sum(d.fp for d in docs), sum(d.fn for d in docs))
 
 
 def by_position(gold: Mapping[str, Sequence[Entity]], pred: Mapping[str, Sequence[Entity]],

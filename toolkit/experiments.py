@@ -9,6 +9,7 @@ polars-readable CSV and Parquet table per view, and PNG charts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -17,15 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from toolkit.demos import demo_ids
 from toolkit.documents import Document, Entity
 from toolkit.corpora.gold import gold_mapping
-from toolkit.evaluation import agreement, by_position, score
-from toolkit.extraction import ExtractionSettings, output_per_document
+from toolkit.evalcache import Reference, cache_root, load_reference, reference_key, save_reference
+from toolkit.evaluation import agreement, by_position, per_document, score
+from toolkit.extraction import BatchExtractor, ExtractionSettings, output_per_document
 from toolkit.lm import ResolvedLM, resolve_lm
 from toolkit.counts import Counts
 from toolkit.report import configurations, counts_summary, outcome_summary
-from toolkit.service import ExtractionService, ServiceRun, default_policy
+from toolkit.service import ExtractionService, ServiceRun, default_policy, demos_for
+from toolkit.stats import DEFAULT_RESAMPLES, LEVEL, document_seconds, interval, micro_f1, ratio, resample_weights
 
 
 @dataclass
@@ -58,6 +63,19 @@ class ConfigRun:
                          "seconds": a.seconds, **a.counts.to_dict(), "tokens_in": tokens_in, "tokens_out": tokens_out})
         return rows
 
+    def call_times(self) -> list[tuple[list[str], float]]:
+        """(documents, seconds) of each call, retries and failed calls included."""
+        return [(list(a.document_ids), a.seconds) for a in self.run.attempts]
+
+    @property
+    def figures(self) -> dict[str, Any]:
+        return config_figures([self])
+
+    def reference(self) -> Reference:
+        """This run as the cache keeps a reference (see :mod:`toolkit.evalcache`)."""
+        return Reference(self.name, self.max_docs, self.budget, self.concurrency, self.seconds, self.figures,
+                         self.predictions, self.positions, self.calls(), [docs for docs, _ in self.call_times()])
+
 
 def config_figures(runs: Sequence[ConfigRun]) -> dict[str, Any]:
     """One configuration's figures, over the parts its documents ran in: outcomes, every count,
@@ -84,6 +102,13 @@ def machine() -> dict[str, Any]:
             "cpus": os.cpu_count(), "python": platform.python_version()}
 
 
+def prompt_digest(settings: ExtractionSettings, layout: str) -> str:
+    """A digest of the request one document is sent (instructions, worked example, schema, LM
+    settings): an edit of the prompt in the code misses the reference cache."""
+    messages, config = BatchExtractor(settings, layout, demos_for(settings)).messages([Document("doc-probe", "x")])
+    return hashlib.sha256(json.dumps([messages, config], sort_keys=True, default=str).encode()).hexdigest()
+
+
 def run_config(resolved: ResolvedLM, settings: ExtractionSettings, documents: Sequence[Document], name: str,
                max_docs: int, budget: int = 8192, concurrency: str = "1") -> ConfigRun:
     """Pack ``documents`` with ``max_docs`` and ``budget`` and run them (DSPy cache off)."""
@@ -94,14 +119,61 @@ def run_config(resolved: ResolvedLM, settings: ExtractionSettings, documents: Se
 
 
 # -------------------------------------------------------------------------------------- evaluate
+NO_INTERVALS = dict.fromkeys(("strict_f1_ci", "lenient_f1_ci", "f1_ratio_ci", "f1_drop_ci", "speedup_ci"))
+
+
+@dataclass(frozen=True)
+class Resampled:
+    """One configuration's figures on every bootstrap resample of the documents (the rows of the
+    weights of :func:`toolkit.stats.resample_weights`): strict and lenient micro F1, and the
+    resampled documents' share of the run's seconds (:func:`toolkit.stats.document_seconds`)."""
+
+    strict: np.ndarray
+    lenient: np.ndarray
+    seconds: np.ndarray
+
+    @classmethod
+    def of(cls, run: ConfigRun | Reference, gold: dict[str, list[Entity]], weights: np.ndarray,
+           **scoring: Any) -> Resampled:
+        f1 = [micro_f1([(d.tp, d.fp, d.fn) for d in per_document(gold, run.predictions, lenient=lenient,
+                                                                   **scoring).values()], weights)
+              for lenient in (False, True)]
+        return cls(f1[0], f1[1], weights @ document_seconds(run.call_times(), list(gold), run.seconds))
+
+    def intervals(self, reference: Resampled) -> dict[str, list[float] | None]:
+        """95% intervals of this configuration's F1s, and paired ones (the same resampled
+        documents for both) of its strict F1 ratio and drop in points to ``reference``, and of
+        the speedup (the reference's seconds for the resampled documents over this one's)."""
+        return {"strict_f1_ci": interval(self.strict), "lenient_f1_ci": interval(self.lenient),
+                "f1_ratio_ci": interval(ratio(self.strict, reference.strict)),
+                "f1_drop_ci": interval(100 * (reference.strict - self.strict)),
+                "speedup_ci": interval(ratio(reference.seconds, self.seconds))}
+
+
 def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_docs: Sequence[int] = (1, 4, 8),
              budgets: Sequence[int] = (8192,), types: Sequence[str] | None = None,
              prompt_cache: bool = False, layout: str = "auto", demos: str | None = None,
-             shots: int = 2) -> dict[str, Any]:
+             shots: int = 2, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+             reference_cache: str | Path | bool = True, fresh_reference: bool = False) -> dict[str, Any]:
     """Quality and speed of each (max_docs, budget) on the same gold documents; one document per
-    call is always run first as the reference for speedup and agreement. ``demos``: a gold corpus
-    whose annotated documents are the worked example (see :mod:`toolkit.demos`); none of them may
-    be among the evaluated documents."""
+    call is always the reference for speedup and agreement. ``demos``: a gold corpus whose
+    annotated documents are the worked example (see :mod:`toolkit.demos`); none of them may be
+    among the evaluated documents.
+
+    The reference is read from the cache (:mod:`toolkit.evalcache`; ``reference_cache``: True for
+    the default folder, a folder, or False for none) when an earlier eval ran it on the same
+    documents, settings, model and machine; else it runs first and is stored
+    (``fresh_reference``: run and store it again). ``reference_cached`` says which.
+
+    Intervals (``resamples`` bootstrap resamples of the documents, seeded by ``seed``; 0: none), the
+    same resamples for every configuration (see :mod:`toolkit.stats`): ``strict_f1_ci`` and
+    ``lenient_f1_ci`` (micro F1 of each resample); paired with the reference: ``f1_ratio_ci``
+    (strict F1 over the reference's; resamples where the reference scores 0 left out) and
+    ``f1_drop_ci`` (the reference's strict F1 minus this one's, in points), and ``speedup_ci``:
+    each call's seconds split equally among the documents it carried (retries included), scaled to
+    the run's seconds, and the resampled documents' seconds under the reference over theirs here.
+    It covers which documents were drawn; not the machine's drift between runs, nor that a
+    resampled corpus would be packed into other batches."""
     from toolkit.corpora import iter_gold
 
     pairs = list(iter_gold(gold_source))[: limit or None]
@@ -115,38 +187,75 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
     if demos and (shown := demo_ids(demos, shots, asked) & set(gold)):
         raise ValueError(f"{len(shown)} demo documents of {demos} are evaluated documents too "
                          f"({', '.join(sorted(shown))}): draw demos from another split (e.g. ncbi-disease-train)")
+    probe = resolve_lm(lm)
     grid = [(1, budgets[0])] + [(m, b) for b in budgets for m in max_docs if (m, b) != (1, budgets[0])]
-    runs: list[ConfigRun] = []
-    for m, b in grid:
+    path = None
+    if reference_cache is not False:
+        used = probe.capabilities.layout(layout)
+        key = reference_key(documents, model_id=probe.model_id, capabilities=probe.capabilities.to_dict(),
+                            settings=settings.to_dict(), prompt=prompt_digest(settings, used), layout=used,
+                            budget=budgets[0], prompt_cache=prompt_cache, machine=machine())
+        path = (cache_root() if reference_cache is True else Path(reference_cache)) / f"{key}.json"
+    cached = None if path is None or fresh_reference else load_reference(path)
+    runs: list[ConfigRun | Reference] = [cached] if cached else []
+    for m, b in grid[len(runs):]:
         resolved = resolve_lm(lm, prompt_cache=prompt_cache)
         runs.append(run_config(resolved, settings, documents, f"max_docs={m},budget={b}", m, b))
     reference = runs[0]
+    stored = path is not None and isinstance(reference, ConfigRun) and not reference.run.stopped \
+        and reference.figures["lost"] == 0
+    if stored:
+        save_reference(path, reference.reference())
+    scoring = {"types": scored, "gold_map": gold_map}
+    weights = resample_weights(len(gold), resamples, seed) if resamples else None
+    resampled = [Resampled.of(r, gold, weights, **scoring) for r in runs] if weights is not None else []
     rows, positions = [], []
-    for r in runs:
+    for i, r in enumerate(runs):
         pred = r.predictions
-        strict = score(gold, pred, scored, gold_map=gold_map)
-        lenient = score(gold, pred, scored, gold_map=gold_map, lenient=True)
-        agree = agreement(reference.predictions, pred, scored)
+        strict = score(gold, pred, lenient=False, **scoring)
+        lenient = score(gold, pred, lenient=True, **scoring)
         rows.append({
-            **config_figures([r]),
+            **r.figures,
             "strict_precision": strict.precision, "strict_recall": strict.recall, "strict_f1": strict.f1,
             "lenient_precision": lenient.precision, "lenient_recall": lenient.recall, "lenient_f1": lenient.f1,
-            "agreement_f1": agree.f1, "speedup": reference.seconds / r.seconds if r.seconds else None,
+            "agreement_f1": agreement(reference.predictions, pred, scored).f1,
+            "speedup": reference.seconds / r.seconds if r.seconds else None,
             "f1_vs_reference": strict.f1 / rows[0]["strict_f1"] if rows and rows[0]["strict_f1"] else None,
+            **(resampled[i].intervals(resampled[0]) if resampled else NO_INTERVALS),
         })
-        for pos, prf in by_position(gold, pred, r.positions, types=scored, gold_map=gold_map).items():
+        for pos, prf in by_position(gold, pred, r.positions, **scoring).items():
             positions.append({"config": r.name, "position": pos, **prf.to_dict()})
         for t in scored:
             rows[-1][f"f1_{t}"] = score(gold, pred, (t,), gold_map=gold_map).f1
-    probe = resolve_lm(lm)
     return {
         "kind": "eval", "gold": str(gold_source), "lm": lm, "model_id": probe.model_id,
         "layout": probe.capabilities.layout(layout), "capabilities": probe.capabilities.to_dict(),
         "emulated": lm.startswith("emulated:"), "documents": len(documents),
         "types_scored": list(scored), "gold_map": gold_map, "prompt_cache": prompt_cache,
         "settings": settings.to_dict(), "machine": machine(), "configs": rows, "by_position": positions,
+        "reference_cached": cached is not None, "reference_cache": str(path) if cached or stored else None,
+        "reference_created": cached.created if cached else None,
+        "bootstrap": {"resamples": resamples, "seed": seed, "level": LEVEL, "over": "documents"},
         "calls": [] if lm.startswith("emulated:") else [c for r in runs for c in r.calls(prompt_cache)],
     }
+
+
+EVAL_COLUMNS = ("config", "calls", "seconds", "speedup", "speedup_ci", "strict_f1", "strict_f1_ci", "lenient_f1",
+                "lenient_f1_ci", "f1_vs_reference", "f1_ratio_ci", "agreement_f1", "leaks", "entities_per_doc")
+
+
+def eval_table(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """An eval result's configurations as the CLI prints them: point figures beside their intervals."""
+    return [{k: r.get(k) for k in EVAL_COLUMNS} for r in configurations(result)]
+
+
+def eval_note(result: dict[str, Any]) -> str:
+    """Where the reference came from and what the intervals are, in one line."""
+    boot = result["bootstrap"]
+    where = (f"read from {result['reference_cache']}" if result["reference_cached"]
+             else f"run, cached in {result['reference_cache']}" if result["reference_cache"] else "run")
+    return (f"one document per call: {where}; intervals: {boot['level']:.0%} bootstrap over documents, "
+            f"{boot['resamples']} resamples (0: none), paired with one document per call")
 
 
 # ----------------------------------------------------------------------------------------- bench
@@ -235,7 +344,7 @@ def write_results(result: dict[str, Any], out: str | Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / "results.json"]
     written[0].write_text(json.dumps(result, indent=2, default=str) + "\n")
-    rows = configurations(result)
+    rows = [_flat(r) for r in configurations(result)]
     tables = {"configs": pl.DataFrame(rows)}
     for table in ("by_position", "calls"):
         if result.get(table):
@@ -251,3 +360,14 @@ def write_results(result: dict[str, Any], out: str | Path) -> list[Path]:
     chart.save(str(folder / f"{result['kind']}.png"))
     written.append(folder / f"{result['kind']}.png")
     return written
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    """A configuration as a table row: an interval ``x_ci`` as two columns ``x_ci_low``, ``x_ci_high``."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if key.endswith("_ci"):
+            out[f"{key}_low"], out[f"{key}_high"] = value or (None, None)
+        else:
+            out[key] = value
+    return out

@@ -11,6 +11,15 @@ and tokens per minute, where a call is charged its prompt and the output allowan
 learn (``n*mu + 3*sigma*sqrt(n)``, sigma from the eval's one-document replies, else assumed equal to
 the mean). Quality comes from an ``eval`` run's F1 by documents per call.
 
+**The allowed F1 drop** (``max_f1_drop``, strict-F1 points against one document per call) is
+judged against the eval's paired bootstrap interval of the drop (``f1_drop_ci``): a setting is
+allowed only when the interval's upper end is within it, that is when the drop is at most
+``max_f1_drop`` points with 97.5% confidence (one-sided) on these documents, not merely on
+average. Too few documents to show that leave only one document per call allowed: the answer is
+a bigger eval, not a looser rule. An eval result without intervals (written before them, or
+run with ``--resamples 0``) is judged on its point figures as before: ``100 x (F1 at one document
+per call - F1) <= max_f1_drop``.
+
 A latency profile fitted on cold calls cannot say what a backend's prompt cache saves, so a
 ``bench`` run can be given too: its measured configurations (A, A' with the cache warm, B, C)
 join the candidates with their measured speedup over A, and the recommendation is the fastest
@@ -33,6 +42,53 @@ from toolkit.service import measure_reserves
 from toolkit.tokens import get_counter
 
 DEFAULT_OUTPUT_PER_DOC = 60.0  # tokens, when no eval run says better
+GRID_COLUMNS = ("budget", "max_docs", "concurrency", "call_seconds", "docs_per_min", "bound_by", "predicted_speedup",
+                "f1", "f1_drop_ci", "allowed")
+MEASURED_COLUMNS = ("config", "max_docs", "concurrency", "prompt_cache", "docs_per_min", "speedup", "f1", "f1_drop_ci",
+                    "allowed")
+
+
+def within_drop(row: dict[str, Any] | None, reference_f1: float | None, max_f1_drop: float) -> bool:
+    """Whether an eval configuration ``row`` keeps quality within ``max_f1_drop`` points (see the
+    module docstring): the upper end of its paired interval of the drop when it has one, else its
+    point F1 against ``reference_f1``. Without quality figures (``reference_f1`` None) anything
+    goes; a setting the eval did not run is not allowed."""
+    if reference_f1 is None:
+        return True
+    if row is None:
+        return False
+    if row.get("f1_drop_ci"):
+        return row["f1_drop_ci"][1] <= max_f1_drop
+    return 100 * (reference_f1 - row["strict_f1"]) <= max_f1_drop
+
+
+def judgement(rows: Sequence[dict[str, Any]], max_f1_drop: float) -> str:
+    """How :func:`within_drop` judges ``rows`` (an eval's configurations), in words."""
+    if not rows:
+        return "any setting (no eval run: quality not constrained)"
+    if all(r.get("f1_drop_ci") for r in rows):
+        return f"the upper end of the paired 95% interval of the strict-F1 drop is at most {max_f1_drop:g} points"
+    return f"the point strict-F1 drop is at most {max_f1_drop:g} points (the eval run has no intervals)"
+
+
+def plan_summary(result: dict[str, Any]) -> str:
+    """What the CLI prints under a plan's tables: the recommendation, where quality and output
+    sizes came from and how quality was judged, and predicted against measured speedups."""
+    best = result["recommendation"]
+    lines = [f"recommended ({best['source']}): {json.dumps({k: best[k] for k in ('config', 'speedup', 'f1')})}",
+             f"quality: {result['quality_source']}; allowed: {result['quality_judgement']}",
+             f"output tokens per document: {result['output_per_doc_source']}"]
+    lines += [f"max_docs={row['max_docs']}: predicted speedup {row['predicted_speedup']:.2f}, measured "
+              f"{row['measured_speedup']:.2f} ({row['error']:+.0%})" for row in result.get("predicted_vs_measured", [])]
+    return "\n".join(lines)
+
+
+def write_plan(result: dict[str, Any], out: str | Path) -> Path:
+    """``plan.json`` under ``out``."""
+    path = Path(out) / "plan.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return path
 
 
 def _profile(name: str) -> Profile:
@@ -103,19 +159,22 @@ def _slots(concurrency: int | str) -> int:
     return int(str(concurrency).rpartition(":")[2] or 16)
 
 
-def measured_candidates(bench: dict[str, Any], quality: dict[tuple[int, int], float],
-                        reference_f1: float | None, max_f1_drop: float) -> list[dict[str, Any]]:
-    """A bench run's configurations as candidates: measured speedup over its A, and the eval's F1
-    for their documents per call (A' has A's: the same prompt, one document per call)."""
+def measured_candidates(bench: dict[str, Any], quality: dict[tuple[int, int], dict[str, Any]],
+                        reference: dict[str, Any] | None, max_f1_drop: float) -> list[dict[str, Any]]:
+    """A bench run's configurations as candidates: measured speedup over its A, and the eval's
+    quality (``quality``: its configurations by documents per call and budget) for their documents
+    per call (A' has A's, the eval's ``reference``: the same prompt, one document per call)."""
     configs = {c["config"]: c for c in configurations(bench)}
     base = configs["A"]["docs_per_second"]
+    reference_f1 = reference["strict_f1"] if reference else None
     rows = []
     for name, c in configs.items():
-        f1 = reference_f1 if c["max_docs"] == 1 else quality.get((c["max_docs"], c["budget"]))
+        row = reference if c["max_docs"] == 1 else quality.get((c["max_docs"], c["budget"]))
         rows.append({
             "config": name, "max_docs": c["max_docs"], "budget": c["budget"], "concurrency": c["concurrency"],
-            "prompt_cache": name == "A_warm", "source": "measured (bench)", "f1": f1,
-            "allowed": reference_f1 is None or (f1 is not None and 100 * (reference_f1 - f1) <= max_f1_drop),
+            "prompt_cache": name == "A_warm", "source": "measured (bench)", "f1": row["strict_f1"] if row else None,
+            "f1_drop_ci": row.get("f1_drop_ci") if row else None,
+            "allowed": within_drop(row, reference_f1, max_f1_drop),
             "docs_per_min": 60 * c["docs_per_second"], "speedup": c["docs_per_second"] / base if base else None,
         })
     return rows
@@ -144,21 +203,24 @@ def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results:
         rows = evaluation["configs"]
         output_sd = rows[0].get("output_sd_per_doc")  # the reference run: one document per reply
         output_per_doc = sum(r["tokens_out"] for r in rows) / max(1, sum(r["extracted"] for r in rows))
-        quality = {(r["max_docs"], r["budget"]): r["strict_f1"] for r in rows}
+        quality = {(r["max_docs"], r["budget"]): r for r in rows}
         # a model may answer a long batch more tersely: use each measured setting's own output size
         measured_output = {(r["max_docs"], r["budget"]): r["tokens_out"] / r["extracted"] for r in rows if r["extracted"]}
         # and its re-sent documents (after cut-off or partial replies): each costs a call too
         measured_resends = {(r["max_docs"], r["budget"]): r["missing_ids"] / r["batches"] for r in rows if r.get("batches")}
-    reference_f1 = quality.get((1, max(budgets))) or next(iter(quality.values()), None)
+    # one document per call (an eval's intervals are paired with its own: its first configuration)
+    reference = quality.get((1, max(budgets))) or next(iter(quality.values()), None)
+    reference_f1 = reference["strict_f1"] if reference else None
     grid = []
     for b in budgets:
         for m in max_docs:
             for c in concurrency:
                 row = predict(profile, stats["mean"], prompt, per_doc, measured_output.get((m, b), output_per_doc),
                               m, c, settings, b, output_sd, measured_resends.get((m, b), 0.0))
-                f1 = quality.get((m, b))
-                row["f1"] = f1
-                row["allowed"] = reference_f1 is None or (f1 is not None and 100 * (reference_f1 - f1) <= max_f1_drop)
+                measured = quality.get((m, b))
+                row["f1"] = measured["strict_f1"] if measured else None
+                row["f1_drop_ci"] = measured.get("f1_drop_ci") if measured else None
+                row["allowed"] = within_drop(measured, reference_f1, max_f1_drop)
                 grid.append(row)
     base = next(r for r in grid if r["max_docs"] == 1 and r["concurrency"] == 1 and r["budget"] == max(budgets))
     for r in grid:
@@ -167,7 +229,7 @@ def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results:
                    "prompt_cache": False, "source": "predicted", "speedup": r["predicted_speedup"]} for r in grid]
     bench = json.loads(Path(bench_results).read_text()) if bench_results else None
     if bench:
-        candidates += measured_candidates(bench, quality, reference_f1, max_f1_drop)
+        candidates += measured_candidates(bench, quality, reference, max_f1_drop)
     allowed = [r for r in candidates if r["allowed"] and r["speedup"] is not None]
     # fastest; on a tie, a measured one, then fewer calls in flight and smaller batches
     best = max(allowed, key=lambda r: (r["speedup"], r["source"] != "predicted", -_slots(r["concurrency"]),
@@ -178,6 +240,7 @@ def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results:
         "output_per_doc_source": "eval run" if evaluation else f"assumed {DEFAULT_OUTPUT_PER_DOC:g} (no eval run given)",
         "output_sd_per_doc": output_sd,
         "max_f1_drop_points": max_f1_drop, "quality_source": "eval run" if quality else "none: quality not constrained",
+        "quality_judgement": judgement(list(quality.values()), max_f1_drop),
         "recommendation": best, "grid": grid, "measured": [c for c in candidates if c["source"] != "predicted"],
         "bench": str(bench_results) if bench_results else None,
     }
