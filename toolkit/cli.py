@@ -112,7 +112,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     settings = RunSettings(token_budget=args.budget, max_docs=args.max_docs, strategy=args.strategy,
                            concurrency=args.concurrency, extraction=_extraction_settings(args), strict=args.strict)
     result = run(args.corpus, lm=args.lm, settings=settings, store=args.db, run_name=args.run, resume=args.resume,
-                 limit=args.limit, api_base=args.api_base, progress=False if args.json else None, fmt=args.format)
+                 limit=args.limit, api_base=args.api_base, progress=False if args.json else None, fmt=args.format,
+                 engine=args.engine, workers=args.workers, ray_address=args.ray_address)
     summary = result.summary
     rows = result.store.documents(result.run_id) if summary["documents"] <= args.show else []
     by_doc: dict[str, list] = {}
@@ -317,6 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--run", help="run name; running a name again resumes it (default: a new name)")
     extract.add_argument("--resume", action="store_true", help="resume --run: skip documents already extracted")
     extract.add_argument("--strict", action="store_true", help="stop at the first bad input record")
+    extract.add_argument("--engine", choices=("local", "ray"), default="local",
+                         help="where chunks are extracted: this process, or Ray workers (extra 'ray')")
+    extract.add_argument("--workers", type=int, default=2, help="Ray workers (with --engine ray)")
+    extract.add_argument("--ray-address", help="an existing Ray cluster (auto, ray://HOST:PORT); default: start one")
     extract.add_argument("--show", type=int, default=100, help="list documents and entities when at most this many")
     extract.add_argument("--json", action="store_true", help="print one JSON object (summary and documents)")
     extract.set_defaults(func=cmd_extract)

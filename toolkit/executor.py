@@ -25,6 +25,7 @@ import concurrent.futures
 import contextvars
 import inspect
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -77,7 +78,9 @@ class Executor:
     callable receives a :class:`Progress` after every finished document. ``on_outcome`` receives
     each document's final :class:`DocumentOutcome` as soon as it is decided (to store it at once).
     ``prepare(batch)`` readies a batch for one call (:meth:`DocumentBatch.for_call`: its output cap
-    and what the rate limiter charges; default: the batch as packed).
+    and what the rate limiter charges; default: the batch as packed). ``pacing(policy)`` gives a
+    run its concurrency gate and rate limiter (default: its own; a scale-out engine shares global
+    ones across processes, see :mod:`toolkit.scaleout`).
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class Executor:
         progress: ProgressFn | bool | None = None,
         on_outcome: Callable[[DocumentOutcome], None] | None = None,
         prepare: PrepareFn | None = None,
+        pacing: Callable[[ExecutionPolicy], tuple[Any, Any]] | None = None,
     ) -> None:
         self.extract_fn = extract_fn
         self.policy = policy or ExecutionPolicy()
@@ -95,6 +99,7 @@ class Executor:
         self.progress = progress
         self.on_outcome = on_outcome
         self.prepare = prepare or (lambda batch: batch)
+        self.pacing = pacing or (lambda policy: (ConcurrencyGate(policy.concurrency), SlidingWindowLimiter(policy.rate)))
         self.report: ExecutionReport | None = None  # the last run's, also after Ctrl-C
 
     def run(self, batches: Sequence[DocumentBatch], virtual: bool = False) -> ExecutionReport:
@@ -138,8 +143,7 @@ class _Run:
         self.metrics = executor.metrics
         self.book = OutcomeBook(ids, executor.on_outcome, executor.progress)
         self.outcomes, self.report = self.book.outcomes, self.book.report
-        self.gate = ConcurrencyGate(policy.concurrency)
-        self.limiter = SlidingWindowLimiter(policy.rate)
+        self.gate, self.limiter = executor.pacing(policy)
         for batch in batches:
             self.limiter.check(batch.budget_tokens)
         self.breaker = CircuitBreaker(policy.breaker)
@@ -246,14 +250,14 @@ class _Run:
         """One call: slot, rate limit, invoke, classify. Fatal errors stop the run (recorded first)."""
         loop = asyncio.get_running_loop()
         queued = loop.time()
-        error, result, rate_wait = None, None, 0.0
+        error, result, rate_wait, at = None, None, 0.0, time.time()
         prepared = batch
         async with self.gate.slot() as slot:
             started, in_flight = slot.started, self.gate.in_flight
             if self.stopping is not None:  # another call hit a fatal error: send nothing more
                 raise _Stop(self.stopping)
             prepared = self.executor.prepare(batch)
-            rate_wait = await self.limiter.acquire(prepared.call_tokens)
+            rate_wait, at = await self.limiter.acquire(prepared.call_tokens)
             started = loop.time()
             for i in batch.document_ids:
                 self.outcomes[i].calls += 1
@@ -272,7 +276,7 @@ class _Run:
         record = AttemptRecord(
             batch_id=batch.batch_id, document_ids=tuple(batch.document_ids), attempt=attempt,
             outcome="ok" if error is None else ("fatal" if isinstance(error, FatalError) else "error"),
-            started=started - self.t0, seconds=loop.time() - started, delay_before=waited + (started - queued),
+            started=started - self.t0, at=at, seconds=loop.time() - started, delay_before=waited + (started - queued),
             rate_wait=rate_wait, in_flight=in_flight, error_class=None if error is None else error.kind,
             error=None if error is None else describe(error)[:500], counts=_call_counts(prepared, result))
         if isinstance(error, FatalError):

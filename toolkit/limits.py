@@ -11,10 +11,12 @@ window, which is the 429 storm providers answer with. aiolimiter is a bucket, he
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from toolkit.errors import InvalidConfiguration
 from toolkit.policies import BreakerPolicy, ConcurrencyPolicy, RateLimitPolicy
@@ -73,11 +75,11 @@ class SlidingWindowLimiter:
             self._tokens_in_window += tokens
         return wait
 
-    async def acquire(self, tokens: int) -> float:
-        """Wait until admitted; returns the seconds waited. A call charged more than the whole
-        window allows (a document re-sent with a doubled output ceiling) waits for an empty window."""
+    async def acquire(self, tokens: int) -> Admission:
+        """Wait until admitted. A call charged more than the whole window allows (a document re-sent
+        with a doubled output ceiling) waits for an empty window."""
         if self.policy.requests_per_minute is None and self.policy.tokens_per_minute is None:
-            return 0.0
+            return Admission(0.0, time.time())
         if self.policy.tokens_per_minute is not None:
             tokens = min(tokens, self.policy.tokens_per_minute)
         if self._lock is None:
@@ -86,7 +88,15 @@ class SlidingWindowLimiter:
         async with self._lock:
             while (wait := self.try_acquire(tokens, _now())) > 0:
                 await asyncio.sleep(wait + _EPS)
-            return _now() - start
+            return Admission(_now() - start, time.time())
+
+
+class Admission(NamedTuple):
+    """A call let through: the seconds it waited, and the wall-clock time it was let through
+    (where the window is kept: comparable across the processes sharing it)."""
+
+    waited: float
+    at: float
 
 
 class Slot:
@@ -124,13 +134,13 @@ class ConcurrencyGate:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[Slot]:
         """Hold a slot for one call; released with the outcome the body set."""
-        held = Slot(await self._acquire())
+        held = Slot(await self.acquire())
         try:
             yield held
         finally:
-            self._release(held.started, held.outcome)
+            self.release(held.started, held.outcome)
 
-    async def _acquire(self) -> float:
+    async def acquire(self) -> float:
         """Wait for a slot (and any global pause); returns the loop time the call starts.
 
         Waiters are served first come, first served, and a released slot wakes exactly one of
@@ -180,7 +190,7 @@ class ConcurrencyGate:
         """No call starts before loop time ``when`` (a provider's Retry-After, a breaker cooldown)."""
         self._resume_at = max(self._resume_at, when)
 
-    def _release(self, started: float, outcome: str) -> None:
+    def release(self, started: float, outcome: str) -> None:
         """``outcome``: ``ok``, ``throttled`` (429/overload) or anything else (no change)."""
         self.in_flight -= 1
         if outcome == "ok":

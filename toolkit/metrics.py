@@ -30,6 +30,7 @@ class AttemptRecord:
     attempt: int
     outcome: str  # ok | error | fatal
     started: float = 0.0  # seconds on the run's clock
+    at: float = 0.0  # wall-clock time the rate limiter let it through (epoch seconds): comparable across processes
     seconds: float = 0.0
     delay_before: float = 0.0  # backoff, pause and queueing before this call
     rate_wait: float = 0.0  # part of it spent waiting for the rate limiter

@@ -19,7 +19,7 @@ import hashlib
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,16 +29,18 @@ from toolkit.corpora import CorpusDamaged, CorpusError, Record, is_stream, iter_
 from toolkit.corpora.readers import key_problem
 from toolkit.counts import Counts
 from toolkit.documents import Document
+from toolkit.engines import Chunk, ChunkResult, Engine, LocalEngine
 from toolkit.errors import RunFailed, StopRequested
 from toolkit.executor import DocumentOutcome
 from toolkit.extraction import ExtractionSettings
 from toolkit.intake import Decision, Intake
 from toolkit.lm import ResolvedLM
-from toolkit.packer import STRATEGIES, Packer, PackingSettings
+from toolkit.metrics import AttemptRecord
+from toolkit.packer import STRATEGIES, PackingSettings
 from toolkit.progress import DocumentBar
 from toolkit.redact import redact
 from toolkit.report import counts_summary
-from toolkit.service import ExtractionService, ServiceRun, default_policy
+from toolkit.service import ExtractionService, default_policy
 from toolkit.store import Store, open_store
 from toolkit.store.dialect import MAX_RUN_CHARS
 from toolkit.store.lease import LeaseKeeper
@@ -207,14 +209,17 @@ def run(corpus: str | Path = DEFAULT_CORPUS, *, lm: str | ResolvedLM = "local", 
         store: str | Store | None = None, run_name: str | None = None, resume: bool = False,
         limit: int | None = None, api_base: str | None = None,
         progress: bool | Callable[[dict[str, Any]], None] | None = None, fmt: str | None = None,
-        stop: threading.Event | None = None) -> RunResult:
+        stop: threading.Event | None = None, engine: str = "local", workers: int = 2,
+        ray_address: str | None = None) -> RunResult:
     """Extract ``corpus`` into ``store`` (see the module docstring). ``progress``: None/True shows a
     bar, False nothing, a callable receives the running tally after every document. ``fmt``: the
     corpus's format when its name does not tell (a pipe). ``stop``: once set (from another thread:
-    a notebook's Stop button), the run stops as Ctrl-C stops it, resumable. Everything a user can get wrong (corpus,
+    a notebook's Stop button), the run stops as Ctrl-C stops it, resumable. ``engine``: ``local``
+    (this process) or ``ray`` (``workers`` Ray workers; ``ray_address``: an existing cluster, else
+    a local Ray is started; see :mod:`toolkit.scaleout`). Everything a user can get wrong (corpus,
     store, LM, settings, a run owned by another process) raises before the run is written."""
     settings = settings or RunSettings()
-    corpus = str(corpus)
+    corpus, engine_name = str(corpus), engine
     check_run_name(run_name)
     _ensure_fetched(corpus)
     path, fmt = resolve(corpus, fmt)
@@ -241,13 +246,14 @@ def run(corpus: str | Path = DEFAULT_CORPUS, *, lm: str | ResolvedLM = "local", 
     if resume and run_name is None:
         run_name = _latest_run(db, corpus)
     run_id = run_name or new_run_id()
+    engine = open_engine(engine_name, service, workers, ray_address, run_id)
     records = iter_records(path, fmt)
     existed = db.start_run(run_id, service.resolved.spec, service.resolved.model_id,
                            {"corpus": corpus, "limit": limit, **settings.to_dict()})
     try:
         with LeaseKeeper(db, run_id) as heartbeat:
             gate = intake(db.digests(run_id) if existed else {})
-            return _execute(_records(records, corpus, limit), gate, service, packing, settings, db, run_id,
+            return _execute(_records(records, corpus, limit), gate, service, engine, packing, settings, db, run_id,
                             progress, _expected_total(corpus, path, fmt, limit), heartbeat, stop or threading.Event())
     except Exception as exc:
         _abandon(db, run_id, exc)
@@ -255,6 +261,17 @@ def run(corpus: str | Path = DEFAULT_CORPUS, *, lm: str | ResolvedLM = "local", 
     except BaseException as exc:
         _abandon(db, run_id, exc)
         raise
+
+
+def open_engine(name: str, service: ExtractionService, workers: int, address: str | None, run_id: str) -> Engine:
+    """The engine ``name`` runs chunks on (``ray`` needs the ``ray`` extra)."""
+    if name == "local":
+        return LocalEngine(service)
+    if name == "ray":
+        from toolkit.scaleout import RayEngine
+
+        return RayEngine(service, workers=workers, address=address, run_id=run_id)
+    raise ValueError(f"unknown engine {name!r}: local or ray")
 
 
 def _abandon(db: Store, run_id: str, exc: BaseException, waits: tuple[float, ...] = (0.5, 1, 2, 4)) -> None:
@@ -271,14 +288,15 @@ def _abandon(db: Store, run_id: str, exc: BaseException, waits: tuple[float, ...
     print(f"warning: could not mark run {run_id!r} failed: {redact(str(error))}", file=sys.stderr)
 
 
-def _execute(records: Iterator[Record], gate: Intake, service: ExtractionService, packing: PackingSettings,
-             settings: RunSettings, db: Store, run_id: str, progress: bool | Callable[[dict[str, Any]], None] | None,
-             total: int | None, heartbeat: LeaseKeeper, stop: threading.Event) -> RunResult:
-    """The run itself: records through the intake, chunks through the service, outcomes into the store."""
+def _execute(records: Iterator[Record], gate: Intake, service: ExtractionService, engine: Engine,
+             packing: PackingSettings, settings: RunSettings, db: Store, run_id: str,
+             progress: bool | Callable[[dict[str, Any]], None] | None, total: int | None, heartbeat: LeaseKeeper,
+             stop: threading.Event) -> RunResult:
+    """The run itself: records through the intake, chunks through the engine, outcomes into the store."""
     expected: set[str] = set()
-    runs: list[ServiceRun] = []
+    runs: list[ChunkResult] = []
     start = time.perf_counter()
-    bar = DocumentBar(progress, total, lambda: service.metrics.failed_attempts)
+    bar = DocumentBar(progress, total, lambda: engine.failed_calls)
 
     def decided(outcome: DocumentOutcome | _Doc) -> None:
         heartbeat.check()
@@ -287,7 +305,23 @@ def _execute(records: Iterator[Record], gate: Intake, service: ExtractionService
         db.save_documents(run_id, [outcome])
         bar.update(outcome)
 
+    def record(attempts: Sequence[AttemptRecord]) -> None:
+        db.save_attempts(run_id, attempts)
+
+    def collect(results: Iterator[ChunkResult]) -> str | None:
+        for result in results:
+            runs.append(result)
+            if result.stopped:
+                return result.stopped
+        return None
+
+    def submit(chunk: list[Decision]) -> str | None:
+        db.mark_pending(run_id, [(d.id, d.tokens, None, d.digest) for d in chunk])
+        return collect(engine.submit(Chunk([d.document for d in chunk], [d.tokens for d in chunk], packing),
+                                     decided, record))
+
     chunk: list[Decision] = []
+    size = engine.chunk_docs or settings.chunk_docs
     stopped: str | None = None
     damaged: str | None = None
     try:
@@ -303,18 +337,21 @@ def _execute(records: Iterator[Record], gate: Intake, service: ExtractionService
                 elif decision.verdict == "run":
                     expected.add(decision.id)
                     chunk.append(decision)
-                    if len(chunk) >= settings.chunk_docs or stop.is_set():
-                        stopped, chunk = _run_chunk(service, packing, chunk, db, run_id, decided, runs), []
+                    if len(chunk) >= size or stop.is_set():
+                        stopped, chunk = submit(chunk), []
                         if stopped:
                             break
         except CorpusDamaged as exc:
             damaged = str(exc)
         if chunk and not stopped:
-            stopped = _run_chunk(service, packing, chunk, db, run_id, decided, runs)
+            stopped = submit(chunk)
+        if not stopped:
+            stopped = collect(engine.drain(decided, record))
     except KeyboardInterrupt:
         stopped = "interrupted (Ctrl-C): unfinished documents stay pending; resume with the same run name"
     finally:
         bar.close()
+        engine.close()
     if damaged and not stopped:
         stopped = f"input damaged: {damaged}; the documents before the damage are done, fix the file and resume"
     wall = time.perf_counter() - start
@@ -324,21 +361,7 @@ def _execute(records: Iterator[Record], gate: Intake, service: ExtractionService
     return RunResult(run_id, summary, db)
 
 
-def _run_chunk(service: ExtractionService, packing: PackingSettings, chunk: list[Decision], db: Store,
-               run_id: str, decided: Callable[[DocumentOutcome], None], runs: list[ServiceRun]) -> str | None:
-    documents = [d.document for d in chunk]
-    db.mark_pending(run_id, [(d.id, d.tokens, None, d.digest) for d in chunk])
-    pack = Packer(packing).pack(documents, token_counts=[d.tokens for d in chunk])
-    seen = len(service.metrics.attempts)
-    try:
-        result = service.execute(pack, len(documents), progress=False, on_outcome=decided)
-    finally:  # the calls made are recorded, also when Ctrl-C ends the chunk
-        db.save_attempts(run_id, service.metrics.attempts[seen:])
-    runs.append(result)
-    return result.stopped
-
-
-def _summary(run_id: str, db: Store, gate: Intake, expected: set[str], runs: list[ServiceRun], wall: float,
+def _summary(run_id: str, db: Store, gate: Intake, expected: set[str], runs: list[ChunkResult], wall: float,
              service: ExtractionService, stopped: str | None) -> dict[str, Any]:
     """The run's figures: documents from the store (the truth), counts summed over its chunks."""
     statuses = db.statuses(run_id)
@@ -348,7 +371,7 @@ def _summary(run_id: str, db: Store, gate: Intake, expected: set[str], runs: lis
     entity_counts = _entity_counts(db, run_id)
     entities = sum(entity_counts.get(i, 0) for i in extracted)
     emulated = service.resolved.emulated
-    virtual = sum(r.report.seconds for r in runs) if emulated and runs else None
+    virtual = sum(r.seconds for r in runs) if service.resolved.capabilities.virtual_time and runs else None
     seconds = virtual or wall
     done_now = sum(1 for i in expected if statuses.get(i) == "extracted")
     return {
@@ -358,7 +381,7 @@ def _summary(run_id: str, db: Store, gate: Intake, expected: set[str], runs: lis
         "lost": len(expected - final - (pending if stopped else set())),
         "skipped_already_extracted": gate.skipped_done, "changed_since_extracted": gate.changed,
         "duplicates_skipped": gate.duplicates, "bad_records": gate.bad_records, "oversize": gate.oversize,
-        "batches": sum(len(r.pack.batches) for r in runs),
+        "batches": sum(r.batches for r in runs),
         **counts_summary(Counts.total(r.counts for r in runs)),
         "entities": entities,  # of every extracted document of the run (earlier sessions included)
         "entities_per_doc": entities / len(extracted) if extracted else 0.0,

@@ -10,7 +10,7 @@ are marked failed with their last error.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 
@@ -122,3 +122,15 @@ class ExecutionPolicy:
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     call_timeout: float | None = None
     seed: int | None = None  # jitter seed, for reproducible runs
+
+    def faster(self, factor: float) -> ExecutionPolicy:
+        """This policy for a clock ``factor`` times faster (a scaled emulated provider): backoff,
+        its cap, the breaker's cooldown and the call timeout divided by ``factor`` (the rate
+        limits' window is the backend's own)."""
+        if factor == 1.0:
+            return self
+        retry, breaker = self.retry, self.breaker
+        return replace(self, retry=replace(retry, delays=tuple(d / factor for d in retry.delays),
+                                           max_delay=retry.max_delay / factor),
+                       breaker=replace(breaker, cooldown=breaker.cooldown / factor),
+                       call_timeout=self.call_timeout / factor if self.call_timeout else None)

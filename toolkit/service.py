@@ -63,7 +63,7 @@ def default_policy(resolved: ResolvedLM, concurrency: str | int | None = None) -
     """The backend's concurrency (unless ``concurrency`` is given), rate limits and call timeout."""
     caps = resolved.capabilities
     policy = ConcurrencyPolicy.parse(str(caps.concurrency if concurrency is None else concurrency))
-    return ExecutionPolicy(concurrency=policy, rate=caps.rate, call_timeout=caps.call_timeout)
+    return ExecutionPolicy(concurrency=policy, rate=caps.rate, call_timeout=caps.call_timeout).faster(caps.time_scale)
 
 
 @dataclass
@@ -89,6 +89,8 @@ class ExtractionService:
                  packing: PackingSettings | None = None, policy: ExecutionPolicy | None = None,
                  api_base: str | None = None) -> None:
         self.resolved = lm if isinstance(lm, ResolvedLM) else resolve_lm(lm, api_base=api_base)
+        self.api_base = api_base
+        self.pacing: Any = None  # the executor's gate and limiter factory (None: its own; see toolkit.scaleout)
         self.settings = settings or ExtractionSettings()
         self.layout = self.resolved.capabilities.layout(self.settings.layout)
         self.extractor = BatchExtractor(self.settings, self.layout, demos_for(self.settings))
@@ -147,7 +149,7 @@ class ExtractionService:
         # it would only risk cut-off replies (a local model stops when its answer ends anyway).
         self.extractor.sizer.enabled = self.settings.adaptive_output and self.policy.rate.tokens_per_minute is not None
         executor = Executor(self.extract_one, self.policy, self.metrics, progress=progress, on_outcome=on_outcome,
-                            prepare=self.prepare)
+                            prepare=self.prepare, pacing=self.pacing)
         seen = len(self.metrics.attempts)
         stopped = None
         try:

@@ -28,6 +28,7 @@ class Capabilities:
     virtual_time: bool = False  # calls are pure asyncio: a run can go on a virtual clock
     emulated: bool = False  # answers are emulated (labelled so in every output)
     long_prompts_cost_more: bool = False  # attention over long prompts shows in latency (a CPU)
+    time_scale: float = 1.0  # its clock runs this much faster (a scaled emulated profile): so do the client's waits
 
     def __post_init__(self) -> None:
         if not self.layouts or set(self.layouts) - set(LAYOUTS):

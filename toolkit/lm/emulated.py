@@ -16,7 +16,7 @@ import json
 import random
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -50,17 +50,27 @@ class Profile:
     fit: dict[str, Any] = field(default_factory=dict)  # calibration details, when fitted
     tokenizer: str | None = None  # whose tokens the rates count (a model name, or local:MODEL)
     prompt_seconds_per_token_sq: float = 0.0  # extra cost of long prompts (attention on a CPU)
+    speed: float = 1.0  # time runs this many times faster: every latency, wait and rate-limit window divided by it
 
     def __post_init__(self) -> None:
         if self.prompt_tokens_per_second <= 0 or self.output_tokens_per_second <= 0 or self.overhead_seconds < 0:
             raise ValueError(f"profile {self.name!r}: rates must be positive and overhead non-negative")
+        if self.speed <= 0:
+            raise ValueError(f"profile {self.name!r}: speed must be positive")
         from toolkit.faults import Faults
 
         Faults(**self.faults)  # validates names and total
 
     def call_seconds(self, prompt_tokens: int, output_tokens: int) -> float:
+        """Seconds a call takes (at this profile's speed)."""
         return (self.overhead_seconds + prompt_tokens / self.prompt_tokens_per_second
-                + prompt_tokens ** 2 * self.prompt_seconds_per_token_sq + output_tokens / self.output_tokens_per_second)
+                + prompt_tokens ** 2 * self.prompt_seconds_per_token_sq
+                + output_tokens / self.output_tokens_per_second) / self.speed
+
+    @property
+    def window(self) -> float:
+        """The rate-limit window: a minute, at this profile's speed."""
+        return 60.0 / self.speed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,7 +89,15 @@ def available_profiles() -> list[str]:
 
 
 def load_profile(name_or_path: str) -> Profile:
-    """A shipped profile by name, or a JSON file (e.g. one written by ``calibrate --out``)."""
+    """A shipped profile by name, or a JSON file (e.g. one written by ``calibrate --out``);
+    ``NAME@SPEED`` runs it ``SPEED`` times faster (``hosted-api@100``)."""
+    name_or_path, at, speed = name_or_path.rpartition("@") if "@" in name_or_path else (name_or_path, "", "")
+    if at:
+        try:
+            factor = float(speed)
+        except ValueError:
+            raise ValueError(f"profile speed must be a number: {name_or_path}@{speed}") from None
+        return replace(load_profile(name_or_path), speed=factor)
     path = Path(name_or_path)
     if not path.suffix:
         path = PROFILE_DIR / f"{name_or_path}.json"
@@ -173,7 +191,8 @@ class EmulatedEngine:
         self.faults = Faults(**profile.faults)
         self.gazetteer = gazetteer
         self._rng = random.Random(seed)
-        self._window = SlidingWindowLimiter(RateLimitPolicy(profile.requests_per_minute, profile.tokens_per_minute))
+        self._window = SlidingWindowLimiter(RateLimitPolicy(profile.requests_per_minute, profile.tokens_per_minute,
+                                                            profile.window))
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: Any = None
         self._cached_prefix = ""
@@ -230,7 +249,8 @@ class EmulatedEngine:
         wait = self._window.try_acquire(prompt_tokens + max_tokens, loop.time())
         if wait > 0:
             self.rejected += 1
-            raise RateLimited("429 Too Many Requests (emulated server-side limit)", retry_after=max(1.0, wait))
+            raise RateLimited("429 Too Many Requests (emulated server-side limit)",
+                              retry_after=max(1.0 / self.profile.speed, wait))
         if self.profile.context_window and prompt_tokens + max_tokens > self.profile.context_window:
             raise ContextLengthExceeded(f"{prompt_tokens + max_tokens} tokens > context window")
         fault = self.faults.pick(self._rng)
@@ -239,7 +259,7 @@ class EmulatedEngine:
         if fault == "context_length":
             raise ContextLengthExceeded("maximum context length exceeded (emulated)")
         if fault in ("rate_limit", "rate_limit_retry_after"):
-            raise RateLimited("429 (emulated)", retry_after=5.0 if fault.endswith("after") else None)
+            raise RateLimited("429 (emulated)", retry_after=5.0 / self.profile.speed if fault.endswith("after") else None)
         text = self._reply(documents_in_prompt(messages), schema_of(request.config.response_format), fault)
         # a cut-off reply is one that used all of max_tokens
         output_tokens = max_tokens if fault == "truncated" else min(estimate_tokens(text, TOKENIZER), max_tokens)
@@ -253,7 +273,7 @@ class EmulatedEngine:
             await slots.acquire()
         try:
             if fault == "timeout":
-                await asyncio.sleep(60.0)
+                await asyncio.sleep(60.0 / self.profile.speed)
                 raise CallTimeout("no reply within 60 s (emulated)")
             await asyncio.sleep(self.profile.call_seconds(charged, output_tokens))
         finally:
@@ -302,7 +322,9 @@ class _SyncEmulated:
 
 
 def resolve(spec: str, profile: str, *, seed: int = 0, **_: Any) -> Any:
-    """``emulated:PROFILE``: a shipped profile's name or a profile JSON (default hosted-api)."""
+    """``emulated:PROFILE[@SPEED]``: a shipped profile's name or a profile JSON (default hosted-api);
+    at a ``SPEED`` other than 1 it runs in real time, that many times faster (to share a clock
+    across processes: Ray workers)."""
     return from_profile(load_profile(profile or "hosted-api"), spec, seed)
 
 
@@ -317,6 +339,8 @@ def from_profile(profile: Profile, spec: str | None = None, seed: int = 0) -> An
     spec = spec or f"emulated:{profile.name}"
     lm = dspy.LM(engine.name, engine=engine.sync_face(), async_engine=engine, cache=False, num_retries=0)
     p = engine.profile
-    capabilities = Capabilities(tokenizer=TOKENIZER, rate=RateLimitPolicy(p.requests_per_minute, p.tokens_per_minute),
-                                call_timeout=None, prompt_cache=p.prompt_cache, virtual_time=True, emulated=True)
+    capabilities = Capabilities(tokenizer=TOKENIZER, rate=RateLimitPolicy(p.requests_per_minute, p.tokens_per_minute,
+                                                                          p.window),
+                                call_timeout=None, prompt_cache=p.prompt_cache, virtual_time=p.speed == 1.0,
+                                emulated=True, time_scale=p.speed)
     return ResolvedLM(spec, lm, engine.name, capabilities, engine)

@@ -48,7 +48,8 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
     "batchx_attempts": (  # one row per call: these, then a column per count of toolkit.counts
         ("run_id", "{str:200} NOT NULL"), ("session_id", "{str:40} NOT NULL"), ("seq", "{int} NOT NULL"),
         ("batch_id", "{str:100}"), ("attempt", "{int}"), ("outcome", "{str:16}"), ("n_docs", "{int}"),
-        ("started", "{float}"), ("seconds", "{float}"), ("delay_before", "{float}"), ("rate_wait", "{float}"),
+        ("started", "{float}"), ("at", "{float}"), ("seconds", "{float}"), ("delay_before", "{float}"),
+        ("rate_wait", "{float}"),
         ("in_flight", "{int}"), ("error_class", "{str:40}"), ("error", "{str:1000}"),
         *((name, "{int}") for name in COUNT_FIELDS),
     ),

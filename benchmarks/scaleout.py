@@ -1,0 +1,94 @@
+"""Scale-out measured side by side in one run: the local engine against Ray with 1 and 2 workers,
+on emulated profiles run 100 times faster in real time (their latencies and rate-limit windows
+divided by 100), on the same synthetic documents.
+
+    python benchmarks/scaleout.py [--docs 2000] [--speed 100] [--out benchmarks/results/scaleout]
+
+``local-cpu`` serves one call at a time per process (like a model per machine): workers add
+throughput. ``hosted-api`` is bound by one account's rate limits, which the Ray workers share
+through one global limiter: workers cannot go past the bound, and the bench shows how close to it
+they get. Prints a table and writes ``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+
+import toolkit
+from toolkit.corpora import synthetic_documents
+from toolkit.lm.emulated import load_profile
+from toolkit.metrics import max_in_window
+from toolkit.pipeline import RunSettings
+
+
+def run(corpus: Path, lm: str, engine: str, workers: int, store: str) -> dict:
+    start = time.perf_counter()
+    result = toolkit.run(corpus, lm=lm, store=store, run_name=f"{engine}-{workers}-{time.time_ns()}", engine=engine,
+                         workers=workers, settings=RunSettings(max_docs=10), progress=False)
+    seconds = time.perf_counter() - start
+    summary, attempts = result.summary, result.attempts
+    profile = load_profile(lm.partition(":")[2])
+    times, tokens = attempts["at"].to_list(), attempts["budget_tokens"].to_list()
+    ok = attempts.filter(attempts["outcome"] == "ok")
+    per_call = ok["n_docs"].sum() / ok.height  # documents a successful call carried
+    per_doc = ok["budget_tokens"].sum() / ok["n_docs"].sum()  # tokens charged per document
+    limits = [x for x in (profile.requests_per_minute and profile.requests_per_minute * per_call,
+                          profile.tokens_per_minute and profile.tokens_per_minute / per_doc) if x]
+    bound = min(limits) * profile.speed if limits else None  # documents per real minute the limits allow
+    docs_per_min = 60 * summary["extracted"] / seconds
+    return {"lm": lm, "engine": engine, "workers": workers if engine == "ray" else 1, "seconds": seconds,
+            "docs_per_min": docs_per_min, "extracted": summary["extracted"],
+            "lost": summary["lost"], "calls": summary["calls"], "rate_limit_bound_docs_per_min": bound,
+            "bound_share": docs_per_min / bound if bound else None,
+            "max_requests_in_window": max_in_window(times, [1] * len(times), profile.window),
+            "max_tokens_in_window": max_in_window(times, tokens, profile.window),
+            "requests_per_window": profile.requests_per_minute, "tokens_per_window": profile.tokens_per_minute}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--docs", type=int, default=2000)
+    parser.add_argument("--speed", type=float, default=100)
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    folder = Path(tempfile.mkdtemp(prefix="batchx-scaleout-"))
+    corpus = folder / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n"
+                              for d in synthetic_documents(args.docs, seed=21)))
+    rows = []
+    for profile in ("local-cpu", "hosted-api"):
+        lm = f"emulated:{profile}@{args.speed:g}"
+        for engine, workers in (("local", 1), ("ray", 1), ("ray", 2)):
+            rows.append(run(corpus, lm, engine, workers, f"sqlite:///{folder / 'bench.db'}"))
+            print(json.dumps({k: rows[-1][k] for k in ("lm", "engine", "workers", "seconds", "docs_per_min", "bound_share",
+                                                        "lost")}))
+    by = {(r["lm"].split(":")[1].split("@")[0], r["engine"], r["workers"]): r for r in rows}
+    cpu1, cpu2 = by[("local-cpu", "ray", 1)], by[("local-cpu", "ray", 2)]
+    result = {
+        "kind": "scaleout", "documents": args.docs, "speed": args.speed, "machine": platform.platform(), "rows": rows,
+        "local_cpu_2_vs_1_workers": cpu2["docs_per_min"] / cpu1["docs_per_min"],
+        "local_cpu_ray2_vs_local": cpu2["docs_per_min"] / by[("local-cpu", "local", 1)]["docs_per_min"],
+        "hosted_requests_within_limit": all(r["max_requests_in_window"] <= r["requests_per_window"] for r in rows
+                                            if r["lm"].startswith("emulated:hosted")),
+        "hosted_tokens_within_limit": all(r["max_tokens_in_window"] <= r["tokens_per_window"] for r in rows
+                                          if r["lm"].startswith("emulated:hosted")),
+        "hosted_ray2_bound_share": by[("hosted-api", "ray", 2)]["bound_share"],
+    }
+    for key in ("local_cpu_2_vs_1_workers", "local_cpu_ray2_vs_local", "hosted_requests_within_limit",
+                "hosted_tokens_within_limit", "hosted_ray2_bound_share"):
+        print(f"{key}: {result[key]}")
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
