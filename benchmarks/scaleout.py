@@ -2,12 +2,14 @@
 on emulated profiles run 100 times faster in real time (their latencies and rate-limit windows
 divided by 100), on the same synthetic documents.
 
-    python benchmarks/scaleout.py [--docs 2000] [--speed 100] [--out benchmarks/results/scaleout]
+    python benchmarks/scaleout.py [--docs 2000] [--speeds local-cpu=100,hosted-api=10] [--out DIR]
 
 ``local-cpu`` serves one call at a time per process (like a model per machine): workers add
 throughput. ``hosted-api`` is bound by one account's rate limits, which the Ray workers share
 through one global limiter: workers cannot go past the bound, and the bench shows how close to it
-they get. Prints a table and writes ``results.json``.
+they get. At 100 times its speed, hosted-api's limits would ask for hundreds of calls a second,
+more than two cores of Python can prepare and parse: the bench would measure the CPU, not the
+limiter; hence 10 by default for it. Prints a table and writes ``results.json``.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def run(corpus: Path, lm: str, engine: str, workers: int, store: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=2000)
-    parser.add_argument("--speed", type=float, default=100)
+    parser.add_argument("--speeds", default="local-cpu=100,hosted-api=10", help="profile=speed,...")
     parser.add_argument("--out")
     args = parser.parse_args()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -64,8 +66,9 @@ def main() -> None:
     corpus.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n"
                               for d in synthetic_documents(args.docs, seed=21)))
     rows = []
-    for profile in ("local-cpu", "hosted-api"):
-        lm = f"emulated:{profile}@{args.speed:g}"
+    speeds = dict(item.split("=") for item in args.speeds.split(","))
+    for profile, speed in speeds.items():
+        lm = f"emulated:{profile}@{speed}"
         for engine, workers in (("local", 1), ("ray", 1), ("ray", 2)):
             rows.append(run(corpus, lm, engine, workers, f"sqlite:///{folder / 'bench.db'}"))
             print(json.dumps({k: rows[-1][k] for k in ("lm", "engine", "workers", "seconds", "docs_per_min", "bound_share",
@@ -73,7 +76,7 @@ def main() -> None:
     by = {(r["lm"].split(":")[1].split("@")[0], r["engine"], r["workers"]): r for r in rows}
     cpu1, cpu2 = by[("local-cpu", "ray", 1)], by[("local-cpu", "ray", 2)]
     result = {
-        "kind": "scaleout", "documents": args.docs, "speed": args.speed, "machine": platform.platform(), "rows": rows,
+        "kind": "scaleout", "documents": args.docs, "speeds": speeds, "machine": platform.platform(), "rows": rows,
         "local_cpu_2_vs_1_workers": cpu2["docs_per_min"] / cpu1["docs_per_min"],
         "local_cpu_ray2_vs_local": cpu2["docs_per_min"] / by[("local-cpu", "local", 1)]["docs_per_min"],
         "hosted_requests_within_limit": all(r["max_requests_in_window"] <= r["requests_per_window"] for r in rows

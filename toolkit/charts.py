@@ -85,8 +85,10 @@ def speedup_curve_chart(curve, measured=None) -> alt.LayerChart:
         size=220, color="#e45756", filled=True).encode(x=x, y="speedup:Q")
     layers = [line, current]
     if measured is not None and measured.height:
+        at = "docs_per_call" if "docs_per_call" in measured.columns else "max_docs"  # as packed: N docs cap it
         layers.append(alt.Chart(measured).mark_point(shape="diamond", size=160, color="#54a24b", filled=True).encode(
-            x=x, y="measured_speedup:Q", tooltip=["max_docs", "budget", "measured_speedup", "predicted_speedup"]))
+            x=alt.X(f"{at}:Q"), y="measured_speedup:Q",
+            tooltip=["max_docs", "budget", "measured_speedup", "predicted_speedup"]))
     return alt.layer(*layers).properties(width=420, height=240,
                                          title="Predicted speedup (line), this setting (red), measured (green)")
 

@@ -135,7 +135,9 @@ class TunerModel:
                 raise RuntimeError(f"measurement stopped: {summary['stop_reason']}")
             seconds[name] = summary["virtual_seconds"] or summary["wall_seconds"]
             runs[name] = result
-        point = {**asdict(s), "documents": n, "measured_speedup": seconds["one per call"] / seconds["setting"],
+        batches = runs["setting"].summary["batches"]
+        point = {**asdict(s), "documents": n, "docs_per_call": n / batches if batches else None,
+                 "measured_speedup": seconds["one per call"] / seconds["setting"],
                  "seconds": seconds["setting"], "reference_seconds": seconds["one per call"],
                  "predicted_speedup": self.prediction(s)["speedup"], "f1": self._f1(runs["setting"]),
                  "reference_f1": self._f1(runs["one per call"]), "store": store}
@@ -206,11 +208,12 @@ class Tuner:
         caps = _capabilities(self.model.profile)
         controls = {
             "budget": w.IntSlider(8192, min=1024, max=32768, step=512, description="token budget",
-                                  continuous_update=False),
-            "max_docs": w.IntSlider(8, min=1, max=16, description="docs per call", continuous_update=False),
-            "strategy": w.ToggleButtons(options=["fifo", "ffd"], description="strategy"),
-            "layout": w.Dropdown(options=["auto", *caps.layouts], description="layout"),
-            "concurrency": w.Dropdown(options=[1, 2, 4, 8, 16], value=1, description="concurrency"),
+                                  continuous_update=False, style=_WIDE),
+            "max_docs": w.IntSlider(8, min=1, max=16, description="docs per call", continuous_update=False,
+                                    style=_WIDE),
+            "strategy": w.ToggleButtons(options=["fifo", "ffd"], description="strategy", style=_WIDE),
+            "layout": w.Dropdown(options=["auto", *caps.layouts], description="layout", style=_WIDE),
+            "concurrency": w.Dropdown(options=[1, 2, 4, 8, 16], value=1, description="concurrency", style=_WIDE),
         }
         packing, prediction, status = w.HTML(), w.HTML(), w.HTML()
         fill, curve = w.Image(format="png"), w.Image(format="png")
@@ -261,6 +264,9 @@ class Tuner:
                         "status": status, "curve": curve}
         return w.VBox([w.HBox([w.VBox(list(controls.values())), w.VBox([packing, prediction])]),
                        w.HBox([fill, curve]), w.HBox([measure, stop, save, bar]), status])
+
+
+_WIDE = {"description_width": "initial"}  # labels in full
 
 
 def _table(title: str, values: dict[str, Any]) -> str:
