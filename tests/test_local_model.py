@@ -148,9 +148,11 @@ def _request(messages: list[dict[str, str]], schema: dict[str, Any], max_tokens:
 
 def test_prompts_decoded_together_share_their_prefix_and_one_is_decoded_exactly(local_model: str,
                                                                                 devel_pairs: list) -> None:
-    """One prompt through the parallel decoder, and through ``complete`` (the packed path), gives
-    llama.cpp's own ``create_chat_completion`` answer token for token, on the same prompt tokens;
-    two share their instructions (evaluated once) and both get a well-formed answer."""
+    """One prompt through ``complete`` (the packed path) gives llama.cpp's own ``create_chat_completion``
+    answer token for token (the same context, kernels and grammar), on the same prompt tokens as the
+    parallel decoder, whose answer is well-formed (not necessarily the same tokens: it computes with
+    other kernels, see :mod:`toolkit.lm.kvlayout`); two prompts share their instructions (evaluated
+    once) and the first gets its answer alone token for token."""
     import llama_cpp.llama_cpp as low
 
     from toolkit.extraction import BatchExtractor, response_schema
@@ -162,32 +164,80 @@ def test_prompts_decoded_together_share_their_prefix_and_one_is_decoded_exactly(
     for document, _ in devel_pairs[:2]:
         messages, _ = extractor.messages([document])
         prompts.append((messages, response_schema([document.id], settings)["json_schema"]["schema"], 200))
-    # token for token needs the same kernels: llama.cpp's plain ones round a token's values a
-    # little differently when it is evaluated together with forced tokens; the repacked ones do not
-    exact = LlamaEngine(weights.DEFAULT_MODEL, prompt_cache=False, repack=True)
-    alone = exact.complete_many(prompts[:1])[0]
-    packed = exact.complete(_request(*prompts[0]))
-    with exact._lock:
-        llama = exact._load()
+    repacked = LlamaEngine(weights.DEFAULT_MODEL, prompt_cache=False, repack=True)
+    packed = repacked.complete(_request(*prompts[0]))
+    with repacked._lock:
+        llama = repacked._load()
         llama.reset()
         reference = llama.create_chat_completion(messages=prompts[0][0], max_tokens=200, temperature=0.0,
                                                  response_format={"type": "json_object", "schema": prompts[0][1]})
         n = reference["usage"]["prompt_tokens"]
-        assert exact._template(prompts[0][0]).tokens == list(llama._input_ids[:n])  # an ordinary prompt: same tokens
-    assert alone.text == packed.message.text == reference["choices"][0]["message"]["content"]
-    assert alone.prompt_tokens == packed.usage.input_tokens == n
-    assert packed.usage.output_tokens == reference["usage"]["completion_tokens"]
+        assert repacked._template(prompts[0][0]).tokens == list(llama._input_ids[:n])  # an ordinary prompt: same tokens
+    assert packed.message.text == reference["choices"][0]["message"]["content"]
+    assert packed.usage.input_tokens == n and packed.usage.output_tokens == reference["usage"]["completion_tokens"]
+    with pytest.raises(ValueError, match="repacking"):  # a repacked model's kernels depend on the batch
+        repacked.complete_many(prompts[:1])
     engine = shared_engine(weights.DEFAULT_MODEL, prompt_cache=False)  # not repacked, its defaults untouched
     assert engine._load().model_params.use_extra_bufts is False and low.llama_model_default_params().use_extra_bufts
+    alone = engine.complete_many(prompts[:1])[0]
+    assert alone.prompt_tokens == n
     first, second = engine.complete_many(prompts)
-    assert first.prompt_tokens == alone.prompt_tokens and 0 < second.prompt_tokens < first.prompt_tokens / 2
+    assert first == alone and 0 < second.prompt_tokens < first.prompt_tokens / 2
     for answer, (document, _) in zip((first, second), devel_pairs[:2]):
         _well_formed(answer, document.id, 200)
     warm = shared_engine(weights.DEFAULT_MODEL, prompt_cache=True)
     warm.complete_many(prompts[1:])  # leaves the instructions and the worked example in the context
     again = warm.complete_many(prompts[:1])[0]
     assert 0 < again.prompt_tokens < alone.prompt_tokens / 2
-    _well_formed(again, devel_pairs[0][0].id, 200)
+    assert (again.text, again.completion_tokens) == (alone.text, alone.completion_tokens)
+    fast = shared_engine(weights.DEFAULT_MODEL, prompt_cache=False, exact=False)  # the shared cache (local:fast)
+    for answer, (document, _) in zip(fast.complete_many(prompts), devel_pairs[:2]):
+        _well_formed(answer, document.id, 200)
+
+
+def test_local_fast_turns_exact_decoding_off_and_says_so_in_the_model_id(local_model: str) -> None:
+    from toolkit.lm import resolve_lm
+
+    exact, fast = resolve_lm(local_model), resolve_lm(f"{local_model}:fast")
+    assert exact.engine.exact and not fast.engine.exact and fast.model_id == exact.model_id + "+fast"
+    assert not resolve_lm("local:fast").engine.exact and resolve_lm("local:fast").model_id == fast.model_id
+
+
+def test_an_answer_in_a_batch_is_the_answer_alone_token_for_token(local_model: str, devel_pairs: list) -> None:
+    """Batch invariance by construction (:class:`~toolkit.lm.kvlayout.ExactKV`): eight NCBI
+    abstracts through the parallel decoder one, four and eight per call, cold and with the prompt
+    cache warm from other documents, get the same answers token for token (loop guard on, as in a
+    run). Not a tolerance: the same kernels on the same numbers, whatever the CPU picks at a tie."""
+    from toolkit.extraction import BatchExtractor, end_repetition, response_schema
+    from toolkit.lm.local import shared_engine
+
+    settings = ExtractionSettings(entity_types=("DISEASE",), relationships=False)
+    extractor = BatchExtractor(settings, "parallel")
+    prompts = []
+    for document, _ in devel_pairs[:8]:
+        messages, _ = extractor.messages([document])
+        prompts.append((messages, response_schema([document.id], settings)["json_schema"]["schema"], 160))
+    until = partial(end_repetition, relationships=False)
+    cold = shared_engine(weights.DEFAULT_MODEL, prompt_cache=False)
+    assert cold.exact
+    alone = [cold.complete_many([p], until=until)[0] for p in prompts]
+    four = cold.complete_many(prompts[:4], until=until) + cold.complete_many(prompts[4:], until=until)
+    eight = cold.complete_many(prompts, until=until)
+    warm = shared_engine(weights.DEFAULT_MODEL, prompt_cache=True)
+    warm.complete_many(prompts[4:5], until=until)  # the next call reuses the instructions, worked example
+    reused = warm.complete_many(prompts[:4], until=until)
+    assert 0 < reused[0].prompt_tokens < alone[0].prompt_tokens / 2  # the cache was used
+
+    def answers(got: list) -> list[tuple[str, int, str]]:
+        return [(a.text, a.completion_tokens, a.finish_reason) for a in got]
+
+    assert answers(four) == answers(eight) == answers(alone)
+    assert answers(reused) == answers(alone[:4])
+    for answer, (document, _) in zip(alone, devel_pairs):
+        if answer.finish_reason != "repeat":
+            _well_formed(answer, document.id, 160)
+    assert eight[0].prompt_tokens == alone[0].prompt_tokens  # the shared prefix once, on the first
+    assert all(0 < b.prompt_tokens < a.prompt_tokens for a, b in zip(alone[1:], eight[1:]))
 
 
 # ------------------------------------------------------------------------------------ loop guard
@@ -206,29 +256,31 @@ class ScriptedDecoder(ParallelDecoder):
     grammar and fast-forward, the ``until`` checks) on the model's vocabulary, without model numerics.
     ``steps``: tokens per decode step; ``ended_in``: the text of the step ``until`` ended the answer in."""
 
-    def __init__(self, llama: Any, script: str) -> None:  # no llama context: _decode and _keep are scripted
-        self.llama, self.max_sequences, self.n_batch = llama, 1, 512
+    def __init__(self, llama: Any, script: str) -> None:  # no llama context: the KV layout is scripted
+        self.llama, self.max_sequences, self.exact = llama, 1, True
         self.vocab, self.n_vocab = llama._model.vocab, llama.n_vocab()
-        self._prefix, self._closing, self._tokenizer = [], {}, None
+        self._closing, self._tokenizer, self._kv = {}, None, self
         self.script = script
         self.answer: list[int] = []
         self.steps: list[int] = []
         self.ended_in = ""
-        self._prompted = False
 
-    def _keep(self, prefix: list[int], n: int) -> int:
-        return 0
+    def prompt(self, prompts: list, shared: int, keep: bool, room: list) -> tuple[list[np.ndarray], int]:
+        return [self._next()], 0
 
-    def _decode(self, entries: list) -> list[np.ndarray]:
-        if self._prompted:
-            self.answer += [token for token, *_ in entries]
-            self.steps.append(len(entries))
-        self._prompted = True
+    def step(self, items: list) -> list[np.ndarray]:
+        (_, new, _), = items
+        self.answer += new
+        self.steps.append(len(new))
+        return [self._next()]
+
+    def _next(self) -> np.ndarray:
+        """Logits that make the script's next token the greedy choice."""
         text = self._text(self.answer)
         assert self.script.startswith(text), f"the answer left the script at {text[-40:]!r}"
         logits = np.zeros(self.n_vocab, dtype=np.float32)
         logits[self.llama.tokenize(self.script[len(text):].encode(), add_bos=False, special=False)[0]] = 1.0
-        return [logits]
+        return logits
 
     def _until(self, until: Any, tokens: list[int], new: int) -> str | None:
         text = super()._until(until, tokens, new)

@@ -6,7 +6,9 @@ grammar-constrained by llama.cpp. ``prompt_cache`` controls llama.cpp's reuse of
 prompt's matching prefix: off, every call evaluates its whole prompt (a cold cache).
 :meth:`LlamaEngine.complete_many` answers several one-document prompts in one decode loop
 (:mod:`toolkit.lm.parallel`): their shared prefix evaluated once, their answers generated together
-under llguidance's JSON grammar, what the grammar forces fast-forwarded. Both paths tokenise prompts
+under llguidance's JSON grammar, what the grammar forces fast-forwarded; ``exact`` (the default)
+makes a prompt's answer in a batch the same as alone, token for token, at some cost in speed
+(``local:fast`` turns it off; :mod:`toolkit.lm.kvlayout`). Both paths tokenise prompts
 with :class:`ChatTemplate`: only the chat template's own markup becomes control tokens, so a document
 containing ``<|im_end|>`` is read as text.
 """
@@ -176,7 +178,8 @@ class LlamaEngine(SyncEngineMixin):
     tokenised by :class:`ChatTemplate` (what ``create_chat_completion`` does, contents kept plain)."""
 
     def __init__(self, model: str | None = None, n_ctx: int | None = None, n_threads: int | None = None,
-                 prompt_cache: bool = True, seed: int = 0, repeat_penalty: float = 1.0, repack: bool = False) -> None:
+                 prompt_cache: bool = True, seed: int = 0, repeat_penalty: float = 1.0, repack: bool = False,
+                 exact: bool = True) -> None:
         self.spec = weights.get_spec(model)
         self.model_path: Path = weights.require(self.spec.name)
         self.n_ctx = n_ctx or self.spec.n_ctx
@@ -185,6 +188,7 @@ class LlamaEngine(SyncEngineMixin):
         self.seed = seed
         self.repeat_penalty = repeat_penalty
         self.repack = repack  # llama.cpp's weight repacking (see _open_llama)
+        self.exact = exact  # complete_many's answers batch-invariant (toolkit.lm.kvlayout.ExactKV)
         self._llama: Any = None
         self._template: Any = None  # ChatTemplate, with the weights
         self._parallel: Any = None
@@ -224,17 +228,19 @@ class LlamaEngine(SyncEngineMixin):
 
     def complete_many(self, prompts: Sequence[tuple[list[dict[str, str]], dict[str, Any] | None, int]],
                       until: Callable[[str], str | None] | None = None) -> list[Any]:
-        """Answers to ``(messages, JSON schema or None, max_tokens)`` prompts, decoded together in
-        one llama context (greedy; see :class:`~toolkit.lm.parallel.ParallelDecoder`): each sequence
-        sees exactly its own prompt. With ``prompt_cache`` on, the part of the shared prefix the
-        previous call left in the context is reused; ``until`` may end an answer early (see
-        :meth:`~toolkit.lm.parallel.ParallelDecoder.generate`). A list of :class:`~toolkit.lm.parallel.Generated`."""
+        """Answers to ``(messages, JSON schema or None, max_tokens)`` prompts, decoded together
+        (greedy; see :class:`~toolkit.lm.parallel.ParallelDecoder`): each sequence sees exactly its
+        own prompt and, with ``exact``, gets the answer it gets alone. With ``prompt_cache`` on, the
+        part of the shared prefix the previous call left in the context is reused; ``until`` may end
+        an answer early (see :meth:`~toolkit.lm.parallel.ParallelDecoder.generate`). A list of
+        :class:`~toolkit.lm.parallel.Generated`."""
         from toolkit.lm.parallel import ParallelDecoder
 
         with self._lock:
             llama = self._load()
             if self._parallel is None:
-                self._parallel = ParallelDecoder(llama, max_sequences=MAX_SEQUENCES, n_ctx=max(16384, self.n_ctx))
+                self._parallel = ParallelDecoder(llama, max_sequences=MAX_SEQUENCES, n_ctx=max(16384, self.n_ctx),
+                                                 exact=self.exact)
                 _OPEN.append(self._parallel)
             tokens = [self._template(messages).tokens for messages, _, _ in prompts]
             return self._parallel.generate(tokens, [schema for _, schema, _ in prompts], [m for _, _, m in prompts],
@@ -243,16 +249,16 @@ class LlamaEngine(SyncEngineMixin):
 
 MAX_SEQUENCES = 16  # prompts decoded together at most (documents per batch on the local model)
 
-_ENGINES: dict[tuple[str, bool], LlamaEngine] = {}
+_ENGINES: dict[tuple[str, bool, bool], LlamaEngine] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
-def shared_engine(model: str | None = None, prompt_cache: bool = True) -> LlamaEngine:
-    """One engine per (model, cache setting) per process: the weights are loaded once."""
-    key = (weights.get_spec(model).name, prompt_cache)
+def shared_engine(model: str | None = None, prompt_cache: bool = True, exact: bool = True) -> LlamaEngine:
+    """One engine per (model, cache setting, exactness) per process."""
+    key = (weights.get_spec(model).name, prompt_cache, exact)
     with _ENGINES_LOCK:
         if key not in _ENGINES:
-            _ENGINES[key] = LlamaEngine(model, prompt_cache=prompt_cache)
+            _ENGINES[key] = LlamaEngine(model, prompt_cache=prompt_cache, exact=exact)
         return _ENGINES[key]
 
 
@@ -279,16 +285,21 @@ def local_tokenizer(model: str) -> LocalTokenizer:
 
 def resolve(spec: str, model: str, *, prompt_cache: bool = True, **_: Any) -> Any:
     """``local`` or ``local:MODEL``: llama.cpp in process; one context, so one call at a time, its
-    own tokenizer, both layouts (parallel by default), a prompt cache."""
+    own tokenizer, both layouts (parallel by default), a prompt cache. ``local:fast`` or
+    ``local:MODEL:fast``: the parallel layout without batch invariance (see :class:`LlamaEngine`);
+    its model id ends in ``+fast``."""
     import dspy
 
     from toolkit.lm.backend import Capabilities, ResolvedLM
     from toolkit.lm.engine import ThreadedAsyncEngine
     from toolkit.tokens import register_tokenizer
 
-    engine = shared_engine(model or None, prompt_cache=prompt_cache)
+    fast = model == "fast" or model.endswith(":fast")
+    name = model.removesuffix("fast").removesuffix(":") if fast else model
+    engine = shared_engine(name or None, prompt_cache=prompt_cache, exact=not fast)
     register_tokenizer(engine.name, local_tokenizer(engine.spec.name))
     lm = dspy.LM(engine.name, engine=engine, async_engine=ThreadedAsyncEngine(engine), cache=False, num_retries=0)
     capabilities = Capabilities(tokenizer=engine.name, concurrency="1", layouts=("parallel", "packed"),
                                 prompt_cache=True, long_prompts_cost_more=True)
-    return ResolvedLM(spec, lm, f"{engine.spec.name}@sha256:{engine.spec.sha256[:16]}", capabilities, engine)
+    model_id = f"{engine.spec.name}@sha256:{engine.spec.sha256[:16]}{'' if engine.exact else '+fast'}"
+    return ResolvedLM(spec, lm, model_id, capabilities, engine)

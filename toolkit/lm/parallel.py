@@ -1,11 +1,12 @@
-"""Several chat prompts decoded together in one llama.cpp context: one sequence per prompt.
+"""Several chat prompts decoded together by llama.cpp: one sequence per prompt.
 
-The prompts' common prefix (instructions and worked example) is evaluated once and shared by every
-sequence (a unified KV cache: the cells are shared, not copied); each prompt's own tokens are
-evaluated in the same batches, and the answers are then generated together, the live sequences'
-tokens in one decode step. On a CPU a decode step of a few dozen tokens costs a fraction more
-than a step of one, so the answers come out faster than one after the other, while each sequence
-sees exactly the prompt it would see alone.
+The prompts' common prefix (instructions and worked example) is evaluated once; each prompt's own
+tokens after it, and the answers are then generated together, the live sequences' tokens in one
+decode step. On a CPU a decode step of a few dozen tokens costs a fraction more than a step of one,
+so the answers come out faster than one after the other, while each sequence sees exactly the
+prompt it would see alone. Where the sequences live and which kernels compute them is
+:mod:`toolkit.lm.kvlayout`'s: by default (``exact``) a sequence's numbers in a batch are the
+same as alone, so its answer is too, token for token.
 
 Sampling is greedy (temperature 0) under each sequence's JSON schema, enforced by llguidance with
 the layout the worked example shows (``", "`` and ``": "`` separators, no other whitespace). The
@@ -25,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from toolkit.lm.kvlayout import ExactKV, SharedKV, common_prefix
+
 # The worked example's JSON layout (json.dumps defaults): with no free whitespace the grammar
 # forces every key and separator, so they are fast-forwarded instead of sampled.
 JSON_LAYOUT = {"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": False}
-
-Entry = tuple[int, int, tuple[int, ...], bool]  # token, position, sequences, wants logits
 
 
 @dataclass
@@ -43,62 +44,22 @@ class Generated:
 
 
 class ParallelDecoder:
-    """Decodes up to ``max_sequences`` prompts together on ``llama``'s weights (own context)."""
+    """Decodes up to ``max_sequences`` prompts together on ``llama``'s weights (own contexts);
+    ``exact``: batch-invariant arithmetic (:class:`~toolkit.lm.kvlayout.ExactKV`), else the faster
+    shared cache (:class:`~toolkit.lm.kvlayout.SharedKV`)."""
 
-    def __init__(self, llama: Any, max_sequences: int = 16, n_ctx: int = 16384, n_batch: int = 512) -> None:
-        import llama_cpp
-        from llama_cpp import _internals
-
+    def __init__(self, llama: Any, max_sequences: int = 16, n_ctx: int = 16384, exact: bool = True) -> None:
         self.llama = llama
         self.max_sequences = max_sequences
-        self.n_batch = n_batch
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = n_ctx
-        params.n_batch = params.n_ubatch = n_batch
-        params.n_seq_max = max_sequences
-        params.kv_unified = True  # shared prefix cells; the context is not split per sequence
-        params.n_threads = params.n_threads_batch = llama.context_params.n_threads
-        self._ctx = _internals.LlamaContext(model=llama._model, params=params, verbose=False)
-        self._batch = llama_cpp.llama_batch_init(n_batch, 0, max_sequences)
+        self.exact = exact
+        self._kv: Any = ExactKV(llama, max_sequences, n_ctx) if exact else SharedKV(llama, max_sequences, n_ctx)
         self.vocab = llama._model.vocab
         self.n_vocab = llama.n_vocab()
-        self._prefix: list[int] = []  # the shared prefix in the context (for keep_prefix)
         self._closing: dict[int, bool] = {}
         self._tokenizer: Any = None  # llguidance's view of the vocabulary, built on first use (~1 s)
 
     def close(self) -> None:
-        import llama_cpp
-
-        if self._batch is not None:
-            llama_cpp.llama_batch_free(self._batch)
-            self._batch = None
-        self._ctx.close()
-
-    # ------------------------------------------------------------------------------------ decoding
-    def _decode(self, entries: list[Entry]) -> list[np.ndarray]:
-        """``entries`` through ``llama_decode`` (in batches of ``n_batch``); the logits of the
-        entries that want them, in order."""
-        import llama_cpp
-
-        out = []
-        b = self._batch
-        for start in range(0, len(entries), self.n_batch):
-            chunk = entries[start:start + self.n_batch]
-            b.n_tokens = len(chunk)
-            for i, (token, pos, seqs, logits) in enumerate(chunk):
-                b.token[i] = token
-                b.pos[i] = pos
-                b.n_seq_id[i] = len(seqs)
-                for j, s in enumerate(seqs):
-                    b.seq_id[i][j] = s
-                b.logits[i] = logits
-            if llama_cpp.llama_decode(self._ctx.ctx, b) != 0:
-                raise RuntimeError("llama_decode failed (context full?)")
-            for i, entry in enumerate(chunk):
-                if entry[3]:
-                    ptr = llama_cpp.llama_get_logits_ith(self._ctx.ctx, i)
-                    out.append(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy())
-        return out
+        self._kv.close()
 
     def _matcher(self, schema: dict[str, Any] | None) -> Any:
         """An llguidance matcher of ``schema`` in :data:`JSON_LAYOUT` (None: unconstrained)."""
@@ -128,23 +89,6 @@ class ParallelDecoder:
             raise RuntimeError(f"grammar refused its own token: {matcher.get_error()}")
         return token
 
-    def _keep(self, prefix: list[int], n: int) -> int:
-        """Keep the longest part of the previous call's shared prefix that starts ``prefix`` (for
-        sequences ``0..n-1``), drop everything else; the number of tokens kept."""
-        import llama_cpp
-
-        memory = llama_cpp.llama_get_memory(self._ctx.ctx)
-        reuse = _common_prefix([self._prefix, prefix]) if self._prefix else 0
-        if not reuse:
-            llama_cpp.llama_memory_clear(memory, True)
-            return 0
-        llama_cpp.llama_memory_seq_rm(memory, -1, reuse, -1)
-        for s in range(1, self.max_sequences):
-            llama_cpp.llama_memory_seq_rm(memory, s, -1, -1)
-        for s in range(1, n):
-            llama_cpp.llama_memory_seq_cp(memory, 0, s, 0, reuse)
-        return reuse
-
     def generate(self, prompts: list[list[int]], schemas: list[dict[str, Any] | None],
                  max_tokens: list[int], keep_prefix: bool = False,
                  until: Callable[[str], str | None] | None = None) -> list[Generated]:
@@ -159,17 +103,10 @@ class ParallelDecoder:
         if not 0 < n <= self.max_sequences:
             raise ValueError(f"between 1 and {self.max_sequences} prompts at a time, got {n}")
         matchers = [self._matcher(schema) for schema in schemas]
-        shared = _common_prefix(prompts) if n > 1 else len(prompts[0]) - 1
+        shared = common_prefix(prompts) if n > 1 else len(prompts[0]) - 1
         shared = min(shared, min(len(p) for p in prompts) - 1)  # every sequence keeps a token of its own
-        if not keep_prefix:
-            self._prefix = []
-        reuse = self._keep(prompts[0][:shared], n)
-        self._prefix = list(prompts[0][:shared])
-        everyone = tuple(range(n))
-        entries: list[Entry] = [(t, i, everyone, False) for i, t in enumerate(prompts[0][:shared]) if i >= reuse]
-        for s, p in enumerate(prompts):
-            entries.extend((p[i], i, (s,), i == len(p) - 1) for i in range(shared, len(p)))
-        logits = dict(enumerate(self._decode(entries)))
+        first, reuse = self._kv.prompt(prompts, shared, keep_prefix, max_tokens)
+        logits = dict(enumerate(first))
         out: list[list[int]] = [[] for _ in range(n)]
         final: dict[int, str] = {}
         reason = ["length"] * n
@@ -202,8 +139,7 @@ class ParallelDecoder:
                     step.append((s, new))
             if not step:
                 break
-            entries = [(t, position[s] + k, (s,), k == len(new) - 1) for s, new in step for k, t in enumerate(new)]
-            for (s, new), row in zip(step, self._decode(entries)):
+            for (s, new), row in zip(step, self._kv.step([(s, new, position[s]) for s, new in step])):
                 position[s] += len(new)
                 logits[s] = row
         return [Generated(final.get(s) or self._text(out[s]), len(prompts[s]) - (reuse if s == 0 else shared),
@@ -226,11 +162,3 @@ class ParallelDecoder:
             self._closing[token] = "}" in self._text([token])
         return self._closing[token]
 
-
-def _common_prefix(prompts: list[list[int]]) -> int:
-    first = prompts[0]
-    n = min(len(p) for p in prompts)
-    for i in range(n):
-        if any(p[i] != first[i] for p in prompts[1:]):
-            return i
-    return n
