@@ -148,7 +148,7 @@ class RayEngine:
     existing cluster (``auto``, ``ray://HOST:PORT``); without it a Ray already started in this
     process is used, else a local one is started."""
 
-    chunk_docs = 100  # small chunks spread the work and limit what a dying worker takes with it
+    chunk_docs = 50  # small chunks spread the work evenly to the end and limit what a dying worker takes with it
 
     def __init__(self, service: Any, workers: int = 2, address: str | None = None, run_id: str = "run",
                  in_flight_per_worker: int = 2) -> None:
