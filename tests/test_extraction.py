@@ -242,7 +242,7 @@ def test_parallel_layout_gives_every_document_the_one_document_prompt() -> None:
     assert engine.prompts[1][1]["properties"]["results"]["items"]["properties"]["id"]["enum"] == ["d2"]
     assert [e.text for e in prediction.validated.entities["d1"]] == ["CFTR"]
     assert prediction.validated.missing_ids == ["d2"] and prediction.cut == ["d2"]
-    assert prediction.usage == (200, 20) and prediction.documents_asked == 2
+    assert prediction.usage == (200, 20, 0) and prediction.documents_asked == 2
     assert engine.until("x") is None  # loops are ended by end_repetition
 
 
@@ -364,5 +364,5 @@ def test_what_validation_drops_is_kept_per_document_with_where_a_leak_came_from(
     from toolkit.extraction import to_result
     from toolkit.models import DocumentBatch
 
-    result = to_result(DocumentBatch(), out, (None, None))
+    result = to_result(DocumentBatch(), out, (None, None, None))
     assert result.per_document_dropped == out.dropped

@@ -28,6 +28,7 @@ class Counts:
     usage_reports: int = 0  # calls whose token usage the model reported
     tokens_in: int = 0  # as reported by the model (see usage_reports)
     tokens_out: int = 0
+    cached_tokens: int = 0  # of tokens_in, read from the provider's prompt cache (billed at its price)
     entities: int = 0  # kept: grounded in their own document
     repaired: int = 0  # replies whose JSON had to be repaired
     dropped: int = 0  # malformed entity, type not asked for, mention too long

@@ -318,6 +318,7 @@ def _call_counts(batch: DocumentBatch, result: BatchExtractionResult | None) -> 
     usage = result.tokens_in is not None or result.tokens_out is not None
     return replace(base, calls=1, budget_tokens=batch.call_tokens, usage_reports=int(usage),
                    tokens_in=result.tokens_in or 0, tokens_out=result.tokens_out or 0,
+                   cached_tokens=result.tokens_cached or 0,
                    documents_ok=len(result.per_document_entities),
                    entities=sum(len(v) for v in result.per_document_entities.values()))
 

@@ -135,6 +135,7 @@ class BatchExtractionResult:
     failed_document_ids: dict[str, str] = field(default_factory=dict)  # id -> reason
     tokens_in: int | None = None  # usage reported by the model, when it does
     tokens_out: int | None = None
+    tokens_cached: int | None = None  # of tokens_in, read from the provider's prompt cache
     validation: Counts | None = None  # what validation of the reply kept and dropped
 
     def get_all_entities(self) -> list[Entity]:

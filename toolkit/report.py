@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from toolkit.counts import Counts
+    from toolkit.pricing import Prices
     from toolkit.service import ServiceRun
 
 
@@ -28,6 +29,14 @@ def outcome_summary(outcomes: Any, documents: int, stopped: bool) -> dict[str, A
 def counts_summary(counts: Counts) -> dict[str, Any]:
     """Every count, flat, and the rates derived from them."""
     return {**counts.to_dict(), "grounded_rate": counts.grounded_rate}
+
+
+def cost_summary(prices: Prices | None, counts: Counts, extracted: int, batch: bool = False) -> dict[str, Any]:
+    """What ``counts``' tokens cost at ``prices`` (None: unpriced, e.g. the local model), per run
+    and per 1,000 extracted documents (``batch``: at batch-API prices)."""
+    from toolkit.pricing import cost_summary as priced
+
+    return priced(prices, counts.tokens_in, counts.tokens_out, counts.cached_tokens, extracted, batch=batch)
 
 
 def extraction_summary(run: ServiceRun, wall_seconds: float, emulated: bool = False) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from toolkit.extraction.prompt import BatchExtraction, DocumentIn, demo_example,
 from toolkit.extraction.settings import ExtractionSettings
 from toolkit.extraction.sizing import OutputSizer
 from toolkit.extraction.validation import ValidatedBatch, validate_reply
-from toolkit.lm.engine import schema_of
+from toolkit.lm.engine import cached_tokens, schema_of
 
 
 class _BatchCalls:
@@ -44,7 +44,7 @@ class _BatchCalls:
             self.pending = [self.documents]
             self.max_tokens = max_tokens or extractor.max_tokens(n)
         self.validated = ValidatedBatch()
-        self.usage: list[int] | None = None  # (prompt, output) tokens; None while no call reported usage
+        self.usage: list[int] | None = None  # (prompt, output, cached) tokens; None while no call reported usage
         self.asked = 0  # documents sent so far
         self.cut: list[str] = []  # documents of replies cut off by max_tokens
 
@@ -61,13 +61,14 @@ class _BatchCalls:
         self.pending.clear()
         return True
 
-    def accept(self, reply: RawReply, usage: tuple[int, int] | None, truncated: bool, loop_ended: bool = False) -> None:
-        """The reply to the next pending call, its (prompt, output) tokens if the LM reported them;
+    def accept(self, reply: RawReply, usage: tuple[int, int, int] | None, truncated: bool,
+               loop_ended: bool = False) -> None:
+        """The reply to the next pending call, its (prompt, output, cached prompt) tokens if the LM reported them;
         ``truncated``: it used all of ``max_tokens``; ``loop_ended``: the loop guard ended it."""
         documents = self.pending.pop(0)
         self.asked += len(documents)
         if usage is not None:
-            self.usage = [a + b for a, b in zip(self.usage or [0, 0], usage)]
+            self.usage = [a + b for a, b in zip(self.usage or [0, 0, 0], usage)]
         validated = validate_reply(reply, documents, self.extractor.settings)
         validated.counts.loops_ended = int(loop_ended)
         if truncated:
@@ -81,7 +82,8 @@ class _BatchCalls:
         if not totals:
             self.accept(prediction.results, None, truncated=False)
             return
-        usage = (sum(u.get("prompt_tokens") or 0 for u in totals), sum(u.get("completion_tokens") or 0 for u in totals))
+        usage = (sum(u.get("prompt_tokens") or 0 for u in totals), sum(u.get("completion_tokens") or 0 for u in totals),
+                 sum(cached_tokens(u) for u in totals))
         self.accept(prediction.results, usage, truncated=usage[1] >= self.max_tokens)
 
     def together(self, engine: Any) -> None:
@@ -98,13 +100,13 @@ class _BatchCalls:
                 reply = parse_reply(answer.text)
             except ReplyParseError:
                 reply = RawReply(items=[], repaired=True, text=answer.text)
-            self.accept(reply, (answer.prompt_tokens, answer.completion_tokens), answer.finish_reason == "length",
+            self.accept(reply, (answer.prompt_tokens, answer.completion_tokens, 0), answer.finish_reason == "length",
                         loop_ended=answer.finish_reason == "repeat")
         self.pending.clear()
 
     def result(self) -> dspy.Prediction:
         self.validated.settle(self.documents)
-        usage = tuple(self.usage) if self.usage else (None, None)
+        usage = tuple(self.usage) if self.usage else (None, None, None)
         return dspy.Prediction(validated=self.validated, usage=usage, cut=self.cut, documents_asked=self.asked)
 
 
@@ -133,7 +135,7 @@ class _Call:
 
 class BatchExtractor(dspy.Module):
     """``BatchExtractor(settings)(documents)`` extracts a batch: ``.validated`` is the
-    :class:`ValidatedBatch`, ``.usage`` (prompt, output) tokens, ``.cut`` the ids of documents
+    :class:`ValidatedBatch`, ``.usage`` (prompt, output, cached prompt) tokens, ``.cut`` the ids of documents
     whose reply hit ``max_tokens``. ``layout`` is ``packed`` (one prompt for the batch) or
     ``parallel`` (the one-document prompt for each document, see :class:`_BatchCalls`).
 

@@ -152,8 +152,10 @@ def validate_reply(reply: RawReply, documents: Sequence[Document], settings: Ext
     return out
 
 
-def to_result(batch: DocumentBatch, validated: ValidatedBatch, usage: tuple[int | None, int | None]) -> BatchExtractionResult:
-    """A :class:`BatchExtractionResult` for the executor: missing ids are simply absent."""
+def to_result(batch: DocumentBatch, validated: ValidatedBatch,
+              usage: tuple[int | None, int | None, int | None]) -> BatchExtractionResult:
+    """A :class:`BatchExtractionResult` for the executor: missing ids are simply absent; ``usage``
+    is (prompt, output, cached prompt) tokens as the model reported them."""
     return BatchExtractionResult(
         batch.batch_id,
         per_document_entities=validated.entities,
@@ -163,6 +165,7 @@ def to_result(batch: DocumentBatch, validated: ValidatedBatch, usage: tuple[int 
         error_message=_missing_message(validated),
         tokens_in=usage[0],
         tokens_out=usage[1],
+        tokens_cached=usage[2],
         validation=validated.counts,
     )
 

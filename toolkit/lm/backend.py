@@ -60,6 +60,7 @@ class ResolvedLM:
     model_id: str  # model name (and weights hash for local models)
     capabilities: Capabilities
     engine: Any = None  # the toolkit engine behind it, if any
+    priced_as: str | None = None  # the model whose prices it is billed at (toolkit.pricing); None: unpriced
 
     @property
     def emulated(self) -> bool:

@@ -51,6 +51,7 @@ class Profile:
     tokenizer: str | None = None  # whose tokens the rates count (a model name, or local:MODEL)
     prompt_seconds_per_token_sq: float = 0.0  # extra cost of long prompts (attention on a CPU)
     speed: float = 1.0  # time runs this many times faster: every latency, wait and rate-limit window divided by it
+    priced_as: str | None = None  # the model whose prices its calls cost (toolkit.pricing); None: unpriced
 
     def __post_init__(self) -> None:
         if self.prompt_tokens_per_second <= 0 or self.output_tokens_per_second <= 0 or self.overhead_seconds < 0:
@@ -343,4 +344,4 @@ def from_profile(profile: Profile, spec: str | None = None, seed: int = 0) -> An
                                                                           p.window),
                                 call_timeout=None, prompt_cache=p.prompt_cache, virtual_time=p.speed == 1.0,
                                 emulated=True, time_scale=p.speed)
-    return ResolvedLM(spec, lm, engine.name, capabilities, engine)
+    return ResolvedLM(spec, lm, engine.name, capabilities, engine, priced_as=p.priced_as)

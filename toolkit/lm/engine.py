@@ -29,14 +29,23 @@ def schema_of(response_format: Any) -> dict[str, Any] | None:
     return response_format.get("schema")
 
 
-def make_response(model: str, text: str, finish_reason: str, tokens_in: int, tokens_out: int) -> Response:
+def make_response(model: str, text: str, finish_reason: str, tokens_in: int, tokens_out: int,
+                  cached: int | None = None) -> Response:
+    """A reply as a provider gives it; ``cached``: of ``tokens_in``, those read from its prompt cache."""
     return Response(
         id=None,
         model=model,
         message=Message.assistant([TextPart(text)]),
         finish_reason="length" if finish_reason == "length" else "stop",
-        usage=Usage(input_tokens=tokens_in, output_tokens=tokens_out),
+        usage=Usage(input_tokens=tokens_in, output_tokens=tokens_out, cache_read_tokens=cached),
     )
+
+
+def cached_tokens(usage: dict[str, Any]) -> int:
+    """Prompt tokens a provider read from its prompt cache, from a usage dict as DSPy reports it
+    (OpenAI's ``prompt_tokens_details.cached_tokens``; Anthropic's ``cache_read_input_tokens``)."""
+    details = usage.get("prompt_tokens_details") or {}
+    return int(details.get("cached_tokens") or usage.get("cache_read_input_tokens") or 0)
 
 
 class SyncEngineMixin:

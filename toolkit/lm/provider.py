@@ -18,12 +18,13 @@ def resolve(spec: str, rest: str, *, api_base: str | None = None, **_: Any) -> R
     kwargs: dict[str, Any] = {"cache": False, "num_retries": 0}
     capabilities = Capabilities(tokenizer=spec.split("/", 1)[1])
     if not api_base:
-        return ResolvedLM(spec, dspy.LM(spec, **kwargs), spec, capabilities)
+        return ResolvedLM(spec, dspy.LM(spec, **kwargs), spec, capabilities, priced_as=spec)
     if not spec.startswith("openai/"):
-        return ResolvedLM(spec, dspy.LM(spec, api_base=api_base, **kwargs), spec, capabilities)
+        return ResolvedLM(spec, dspy.LM(spec, api_base=api_base, **kwargs), spec, capabilities,
+                          priced_as=spec)
     from toolkit.lm.engine import AsyncCompatibleServerEngine, CompatibleServerEngine
 
     key = {} if os.environ.get("OPENAI_API_KEY") else {"api_key": PLACEHOLDER_KEY}  # a real key stays in the env
     engine = CompatibleServerEngine(dspy.LM(spec, api_base=api_base, **key, **kwargs))
     lm = dspy.LM(spec, engine=engine, async_engine=AsyncCompatibleServerEngine(engine), **kwargs)
-    return ResolvedLM(spec, lm, spec, capabilities, engine)
+    return ResolvedLM(spec, lm, spec, capabilities, engine, priced_as=spec)

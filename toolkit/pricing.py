@@ -1,0 +1,132 @@
+"""What tokens cost: a model's prices per token and the cost in USD of the tokens a run used.
+
+Prices come from LiteLLM's bundled price map (``model_prices_and_context_window_backup.json``,
+read as a file: offline, and without importing LiteLLM) or from a price file of the same shape
+(``{"MODEL": {"input_cost_per_token": ..., ...}}``, or one such entry alone). A model without a
+price (the local model) has no :class:`Prices`: its cost is ``None``, never 0.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+PRICE_MAP = "model_prices_and_context_window_backup.json"
+
+
+@dataclass(frozen=True)
+class Prices:
+    """USD per token. ``cached_input``: a prompt-cache read (None: billed as input);
+    ``batch_*``: through the provider's batch API (None: the model has no batch price)."""
+
+    model: str
+    input: float
+    output: float
+    cached_input: float | None = None
+    batch_input: float | None = None
+    batch_output: float | None = None
+    source: str = ""
+
+    def cost(self, tokens_in: int, tokens_out: int, cached: int = 0, batch: bool = False) -> float:
+        """USD for ``tokens_in`` prompt tokens (``cached`` of them read from the prompt cache) and
+        ``tokens_out`` output tokens; ``batch``: at batch-API prices (cache reads at the lower of
+        the two input prices)."""
+        if cached < 0 or cached > tokens_in:
+            raise ValueError(f"cached tokens ({cached}) must be between 0 and the prompt tokens ({tokens_in})")
+        if batch:
+            if self.batch_input is None or self.batch_output is None:
+                raise ValueError(f"{self.model}: no batch-API prices ({self.source})")
+            cache_price = min(self.batch_input, self.cached_input if self.cached_input is not None else self.batch_input)
+            return (tokens_in - cached) * self.batch_input + cached * cache_price + tokens_out * self.batch_output
+        cache_price = self.cached_input if self.cached_input is not None else self.input
+        return (tokens_in - cached) * self.input + cached * cache_price + tokens_out * self.output
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _from_entry(model: str, entry: dict[str, Any], source: str) -> Prices | None:
+    if not isinstance(entry, dict) or entry.get("input_cost_per_token") is None \
+            or entry.get("output_cost_per_token") is None:
+        return None
+    return Prices(model, float(entry["input_cost_per_token"]), float(entry["output_cost_per_token"]),
+                  _num(entry.get("cache_read_input_token_cost")), _num(entry.get("input_cost_per_token_batches")),
+                  _num(entry.get("output_cost_per_token_batches")), source)
+
+
+def _num(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+@lru_cache(maxsize=1)
+def litellm_price_map() -> tuple[dict[str, Any], str]:
+    """LiteLLM's bundled price map and its path (empty when LiteLLM is not installed)."""
+    spec = importlib.util.find_spec("litellm")  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        return {}, ""
+    path = Path(list(spec.submodule_search_locations)[0]) / PRICE_MAP
+    if not path.exists():
+        return {}, ""
+    return json.loads(path.read_text(encoding="utf-8")), str(path)
+
+
+def _lookup(table: dict[str, Any], model: str, source: str) -> Prices | None:
+    """``model`` in ``table``: as given, then without its provider prefix (``openai/gpt-4o-mini``)."""
+    for key in dict.fromkeys((model, model.split("/", 1)[-1])):
+        prices = _from_entry(key, table.get(key), source)
+        if prices is not None:
+            return prices
+    return None
+
+
+def prices_for(model: str | None, price_file: str | Path | None = None) -> Prices | None:
+    """The prices of ``model`` from ``price_file`` when given (a map by model, or one entry), else
+    from LiteLLM's map; None when ``model`` is None or has no price there."""
+    if price_file is not None:
+        path = Path(price_file)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"price file {path}: {e}") from None
+        single = _from_entry(model or path.stem, data, str(path))
+        if single is not None:
+            return single
+        if model is None:
+            raise ValueError(f"price file {path}: a map by model needs a model name")
+        prices = _lookup(data, model, str(path))
+        if prices is None:
+            raise ValueError(f"price file {path} has no input and output price for {model!r}")
+        return prices
+    if model is None:
+        return None
+    table, source = litellm_price_map()
+    return _lookup(table, model, f"LiteLLM price map ({Path(source).name})") if table else None
+
+
+def resolve_prices(priced_as: str | None, override: str | None = None) -> Prices | None:
+    """A run's prices: ``override`` (``--price``: a model name of the price map or a price file)
+    if given, else ``priced_as`` (what the backend says it is billed as; None: unpriced). A name
+    the map does not know is an error, not a silent ``None``."""
+    if override:
+        if Path(override).suffix == ".json" or Path(override).exists():
+            return prices_for(priced_as, override)
+        prices = prices_for(override)
+        if prices is None:
+            raise ValueError(f"no price for {override!r} in LiteLLM's price map; give a price file (--price FILE.json)")
+        return prices
+    return prices_for(priced_as)
+
+
+def cost_summary(prices: Prices | None, tokens_in: int, tokens_out: int, cached: int, extracted: int,
+                 batch: bool = False) -> dict[str, Any]:
+    """``cost_usd`` and ``cost_per_1k_docs`` (per 1,000 extracted documents; None when unpriced or
+    nothing was extracted) and ``priced_as``."""
+    if prices is None:
+        return {"cost_usd": None, "cost_per_1k_docs": None, "priced_as": None}
+    usd = prices.cost(tokens_in, tokens_out, cached, batch=batch)
+    return {"cost_usd": usd, "cost_per_1k_docs": 1000 * usd / extracted if extracted else None,
+            "priced_as": prices.model}
