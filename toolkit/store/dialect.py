@@ -53,6 +53,15 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         ("in_flight", "{int}"), ("error_class", "{str:40}"), ("error", "{str:1000}"),
         *((name, "{int}") for name in COUNT_FIELDS),
     ),
+    "batchx_batch_jobs": (  # request files submitted to a provider's batch API (toolkit.batchapi)
+        ("run_id", "{str:200} NOT NULL"), ("job_key", "{str:100} NOT NULL"), ("input_file_id", "{str:200}"),
+        ("batch_id", "{str:200}"), ("status", "{str:20}"), ("requests", "{int}"), ("output_file_id", "{str:200}"),
+        ("error_file_id", "{str:200}"), ("submitted", "{str:40}"), ("updated", "{str:40}"),
+    ),
+    "batchx_batch_docs": (  # which request (custom_id) of which job each document was sent in
+        ("run_id", "{str:200} NOT NULL"), ("job_key", "{str:100} NOT NULL"), ("doc_id", "{str:300} NOT NULL"),
+        ("custom_id", "{str:400} NOT NULL"),
+    ),
 }
 KEYS = {
     "batchx_documents": "PRIMARY KEY (run_id, doc_id)",
@@ -60,6 +69,8 @@ KEYS = {
     "batchx_relationships": "PRIMARY KEY (run_id, doc_id, seq)",
     "batchx_dropped": "PRIMARY KEY (run_id, doc_id, seq)",
     "batchx_attempts": "PRIMARY KEY (run_id, session_id, seq)",
+    "batchx_batch_jobs": "PRIMARY KEY (run_id, job_key)",
+    "batchx_batch_docs": "PRIMARY KEY (run_id, job_key, doc_id)",
 }
 SCHEMA = tuple(COLUMNS)
 _LENGTH = re.compile(r"\{str:(\d+)\}")

@@ -17,6 +17,7 @@ from typing import Any
 
 from toolkit.documents import Dropped, Entity, Relationship
 from toolkit.metrics import AttemptRecord
+from toolkit.store.batches import BatchLedger
 from toolkit.store.db import LeaseLost, StoreError, _clip, now
 from toolkit.store.dialect import COLUMNS, SCHEMA
 from toolkit.store.runs import LEASE_SECONDS, RunBusy, RunLedger
@@ -24,7 +25,7 @@ from toolkit.store.runs import LEASE_SECONDS, RunBusy, RunLedger
 __all__ = ["LEASE_SECONDS", "LeaseLost", "RunBusy", "SQLStore", "StoreError"]
 
 
-class SQLStore(RunLedger):
+class SQLStore(BatchLedger, RunLedger):
     """The :class:`~toolkit.store.Store` implementation (see the module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
