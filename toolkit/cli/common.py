@@ -1,0 +1,74 @@
+"""What the commands share: table and report printing, and the extraction options."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+
+def print_report(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+        return
+    width = max(len(k) for k in report)
+    for key, value in report.items():
+        if isinstance(value, float):
+            value = f"{value:,.4g}"
+        elif isinstance(value, dict):
+            value = json.dumps(value)
+        print(f"{key:<{width}}  {value}")
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    def fmt(v: Any) -> str:
+        if isinstance(v, list):  # an interval
+            return "[" + ", ".join(map(fmt, v)) + "]"
+        return f"{v:,.3g}" if isinstance(v, float) else str(v)
+
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(fmt(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(fmt(r[c]).ljust(widths[c]) for c in cols))
+
+
+def ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def extraction_settings(args: argparse.Namespace):
+    from toolkit.extraction import ExtractionSettings
+
+    overrides = {"relationships": not args.no_relationships, "layout": args.layout, "demos": args.demos,
+                 "shots": args.shots}
+    if args.types:
+        return ExtractionSettings(entity_types=tuple(t.strip() for t in args.types.split(",") if t.strip()), **overrides)
+    return ExtractionSettings.preset(args.preset, **overrides)
+
+
+def add_extraction_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lm", default="local",
+                        help="local | local:MODEL | emulated:PROFILE | provider/model (e.g. openai/gpt-4o-mini)")
+    parser.add_argument("--api-base", help="base URL of an OpenAI-compatible server (with --lm openai/NAME)")
+    add_settings_args(parser)
+
+
+def add_settings_args(parser: argparse.ArgumentParser) -> None:
+    """What to extract (read by :func:`extraction_settings`)."""
+    parser.add_argument("--preset", default="biomedical", help="entity type preset: biomedical or general")
+    parser.add_argument("--types", help="comma-separated entity types (instead of --preset)")
+    parser.add_argument("--no-relationships", action="store_true", help="extract entities only")
+    add_prompt_args(parser)
+
+
+def add_prompt_args(parser: argparse.ArgumentParser) -> None:
+    """``--layout``, and the worked example's ``--demos``/``--shots`` (every extracting command)."""
+    parser.add_argument("--layout", choices=("auto", "packed", "parallel"), default="auto",
+                        help="a batch as one packed prompt, or as one-document prompts decoded together (the "
+                             "local model only); auto: parallel on the local model, packed elsewhere")
+    parser.add_argument("--demos", metavar="GOLD",
+                        help="annotated corpus (name, PubTator or CoNLL file) whose documents are the worked "
+                             "example instead of the built-in one, e.g. ncbi-disease-train")
+    parser.add_argument("--shots", type=int, default=2, help="documents drawn from --demos (default 2)")

