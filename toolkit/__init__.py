@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import threading
 from collections.abc import Callable, Sequence
@@ -107,16 +108,21 @@ def run(corpus: str | Path = "pubmed-sample", *, lm: str | ResolvedLM = "local",
         settings: RunSettings | None = None, run_name: str | None = None, resume: bool = False,
         limit: int | None = None, api_base: str | None = None, fmt: str | None = None,
         progress: bool | Callable[[dict[str, Any]], None] | None = None, stop: threading.Event | None = None,
-        engine: str = "local", workers: int = 2, ray_address: str | None = None) -> RunResult:
+        engine: str = "local", workers: int = 2, ray_address: str | None = None, mode: str | None = None,
+        batch: Any = None) -> RunResult:
     """The main job from Python (see :func:`toolkit.pipeline.run`): extract ``corpus`` with ``lm``
     into ``store`` (default ``sqlite:///batchx.db``) under ``settings``, as run ``run_name``; once
     ``stop`` is set (from another thread) the run stops, resumable; ``engine="ray"`` runs it on
-    ``workers`` Ray workers (``ray_address``: an existing cluster)."""
+    ``workers`` Ray workers (``ray_address``: an existing cluster); ``mode="batch-api"``: through the
+    provider's batch API (``batch``: :class:`toolkit.batchapi.BatchApiSettings`)."""
+    from toolkit.pipeline import RunSettings
     from toolkit.pipeline import run as _run
 
+    if mode is not None:
+        settings = dataclasses.replace(settings or RunSettings(), mode=mode)
     return _run(corpus, lm=lm, store=store, settings=settings, run_name=run_name, resume=resume, limit=limit,
                 api_base=api_base, fmt=fmt, progress=progress, stop=stop, engine=engine, workers=workers,
-                ray_address=ray_address)
+                ray_address=ray_address, batch=batch)
 
 
 def extract_batch(documents: Sequence[Document], token_budget: int = 8192,

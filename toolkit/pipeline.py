@@ -49,6 +49,7 @@ from toolkit.store.lease import LeaseKeeper
 from toolkit.tokens import get_counter
 
 DEFAULT_CORPUS = "pubmed-sample"
+MODES = ("sync", "batch-api")
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,15 @@ class RunSettings:
     chunk_docs: int = 1000  # documents read, packed and run at a time
     strict: bool = False  # bad input stops the run instead of becoming failed documents
     price: str | None = None  # price the tokens as this model (LiteLLM's price map) or price file; default: the LM's own
+    mode: str = "sync"  # sync: calls as they go; batch-api: the provider's batch API (toolkit.batchapi)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.chunk_docs < 1:
             raise ValueError("chunk_docs must be >= 1")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -168,13 +172,15 @@ def run(corpus: str | Path = DEFAULT_CORPUS, *, lm: str | ResolvedLM = "local", 
         limit: int | None = None, api_base: str | None = None,
         progress: bool | Callable[[dict[str, Any]], None] | None = None, fmt: str | None = None,
         stop: threading.Event | None = None, engine: str = "local", workers: int = 2,
-        ray_address: str | None = None) -> RunResult:
+        ray_address: str | None = None, batch: Any = None) -> RunResult:
     """Extract ``corpus`` into ``store`` (see the module docstring). ``progress``: None/True shows a
     bar, False nothing, a callable receives the running tally after every document. ``fmt``: the
     corpus's format when its name does not tell (a pipe). ``stop``: once set (from another thread:
     a notebook's Stop button), the run stops as Ctrl-C stops it, resumable. ``engine``: ``local``
     (this process) or ``ray`` (``workers`` Ray workers; ``ray_address``: an existing cluster, else
-    a local Ray is started; see :mod:`toolkit.scaleout`). Everything a user can get wrong (corpus,
+    a local Ray is started; see :mod:`toolkit.scaleout`). ``settings.mode`` ``batch-api`` sends the
+    packed batches through the provider's batch API instead (:mod:`toolkit.batchapi`; ``batch``: its
+    :class:`~toolkit.batchapi.BatchApiSettings`); a resumed run polls the batches it already sent. Everything a user can get wrong (corpus,
     store, LM, settings, a run owned by another process) raises before the run is written."""
     settings = settings or RunSettings()
     corpus, engine_name = str(corpus), engine
@@ -205,10 +211,17 @@ def run(corpus: str | Path = DEFAULT_CORPUS, *, lm: str | ResolvedLM = "local", 
     if resume and run_name is None:
         run_name = _latest_run(db, corpus)
     run_id = run_name or new_run_id()
-    engine = open_engine(engine_name, service, workers, ray_address, run_id)
+    if settings.mode == "batch-api" and engine_name != "local":
+        raise ValueError("--mode batch-api runs on the local engine: the provider does the work")
+    engine = open_engine(engine_name, service, workers, ray_address, run_id) if settings.mode == "sync" else None
     records = iter_records(path, fmt)
     existed = db.start_run(run_id, service.resolved.spec, service.resolved.model_id,
                            {"corpus": corpus, "limit": limit, **settings.to_dict()})
+    if engine is None:
+        from toolkit.batchapi import BatchApiEngine, batch_provider
+
+        engine = BatchApiEngine(service, db, run_id, batch_provider(service.resolved, api_base), batch,
+                                progress=progress is None or progress is True)
     try:
         with LeaseKeeper(db, run_id) as heartbeat:
             gate = intake(db.digests(run_id) if existed else {})
@@ -315,14 +328,16 @@ def _execute(records: Iterator[Record], gate: Intake, service: ExtractionService
         stopped = f"input damaged: {damaged}; the documents before the damage are done, fix the file and resume"
     wall = time.perf_counter() - start
     prices = resolve_prices(service.resolved.priced_as, settings.price)
-    summary = _summary(run_id, db, gate, expected, runs, wall, service, stopped, prices)
+    summary = _summary(run_id, db, gate, expected, runs, wall, service, stopped, prices, engine)
     summary["input_error"] = damaged
+    summary.update(engine.summary() if hasattr(engine, "summary") else {"mode": settings.mode})
     db.finish_run(run_id, "stopped" if stopped else "finished", summary)
     return RunResult(run_id, summary, db)
 
 
 def _summary(run_id: str, db: Store, gate: Intake, expected: set[str], runs: list[ChunkResult], wall: float,
-             service: ExtractionService, stopped: str | None, prices: Prices | None) -> dict[str, Any]:
+             service: ExtractionService, stopped: str | None, prices: Prices | None,
+             engine: Engine | None = None) -> dict[str, Any]:
     """The run's figures: documents from the store (the truth), counts summed over its chunks."""
     statuses = db.statuses(run_id)
     final = {i for i, s in statuses.items() if s in ("extracted", "failed")}
@@ -344,7 +359,8 @@ def _summary(run_id: str, db: Store, gate: Intake, expected: set[str], runs: lis
         "duplicates_skipped": gate.duplicates, "bad_records": gate.bad_records, "oversize": gate.oversize,
         "batches": sum(r.batches for r in runs),
         **counts_summary(counts),
-        **cost_summary(prices, counts, done_now),  # of this session's calls and documents
+        # of this session's calls and documents (an engine with a cost of its own: the batch API's prices)
+        **(engine.cost(prices, counts, done_now) if hasattr(engine, "cost") else cost_summary(prices, counts, done_now)),
         "entities": entities,  # of every extracted document of the run (earlier sessions included)
         "entities_per_doc": entities / len(extracted) if extracted else 0.0,
         "zero_entity_docs": sum(1 for i in extracted if not entity_counts.get(i)),

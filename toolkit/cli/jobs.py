@@ -84,10 +84,16 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from toolkit.pipeline import RunSettings, run
 
     settings = RunSettings(token_budget=args.budget, max_docs=args.max_docs, strategy=args.strategy,
-                           concurrency=args.concurrency, extraction=extraction_settings(args), strict=args.strict)
+                           concurrency=args.concurrency, extraction=extraction_settings(args), strict=args.strict,
+                           mode=args.mode)
+    batch = None
+    if args.mode == "batch-api":
+        from toolkit.batchapi import BatchApiSettings
+
+        batch = BatchApiSettings(poll_seconds=args.poll_seconds)
     result = run(args.corpus, lm=args.lm, settings=settings, store=args.db, run_name=args.run, resume=args.resume,
                  limit=args.limit, api_base=args.api_base, progress=False if args.json else None, fmt=args.format,
-                 engine=args.engine, workers=args.workers, ray_address=args.ray_address)
+                 engine=args.engine, workers=args.workers, ray_address=args.ray_address, batch=batch)
     summary = result.summary
     rows = result.store.documents(result.run_id) if summary["documents"] <= args.show else []
     by_doc: dict[str, list] = {}
@@ -187,6 +193,9 @@ def register(sub: Any) -> None:
     extract.add_argument("--engine", choices=("local", "ray"), default="local",
                          help="where chunks are extracted: this process, or Ray workers (extra 'ray')")
     extract.add_argument("--workers", type=int, default=2, help="Ray workers (with --engine ray)")
+    extract.add_argument("--mode", choices=("sync", "batch-api"), default="sync",
+                         help="sync: calls as they go; batch-api: the provider's batch API (polled; resumable)")
+    extract.add_argument("--poll-seconds", type=float, default=30.0, help="seconds between polls (--mode batch-api)")
     extract.add_argument("--ray-address", help="an existing Ray cluster (auto, ray://HOST:PORT); default: start one")
     extract.add_argument("--show", type=int, default=100, help="list documents and entities when at most this many")
     extract.add_argument("--json", action="store_true", help="print one JSON object (summary and documents)")

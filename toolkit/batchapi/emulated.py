@@ -1,0 +1,229 @@
+"""An emulated batch provider: OpenAI's files and batches API answered by the emulated provider.
+
+:class:`EmulatedBatches` keeps files and batches, answers every request line with the emulated
+provider's extractor (:class:`toolkit.lm.emulated.EmulatedEngine`, the same gazetteer reply a
+synchronous emulated call gets) and reports a batch done after its turnaround. In process it runs
+on a virtual clock (polls advance it: a day of waiting takes no time); behind
+:mod:`toolkit.batchapi.server` it runs on the wall clock and keeps its state in a directory, so a
+restarted server still knows its files and batches. :class:`LineFaults` injects what real batch
+APIs do: failed lines (error file), cut-off replies, an expired or failed batch.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toolkit.batchapi.providers import BatchInfo
+from toolkit.batchapi.requests import ENDPOINT
+
+QUEUE_SECONDS = 300.0  # an emulated batch waits this long before its requests run
+PARALLEL_REQUESTS = 32  # requests an emulated batch runs at once
+
+
+@dataclass(frozen=True)
+class LineFaults:
+    """Faults of an emulated batch: every ``fail_every``-th line fails (error file), every
+    ``cut_every``-th reply is cut off (``finish_reason: length``); ``expire``: the batch expires
+    with only its first half answered; ``fail_batch``: the batch fails (no output at all)."""
+
+    fail_every: int = 0
+    cut_every: int = 0
+    expire: bool = False
+    fail_batch: bool = False
+
+
+def answer(engine: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """A chat-completion reply to ``body`` from the emulated provider's extractor (the documents
+    read from the prompt, as a synchronous emulated call reads them), with its usage."""
+    from toolkit.lm.emulated import TOKENIZER, documents_in_prompt
+    from toolkit.lm.engine import schema_of
+    from toolkit.tokens import estimate_tokens
+
+    messages = body["messages"]
+    text = engine._reply(documents_in_prompt(messages), schema_of(body.get("response_format")), None)
+    prompt_tokens = estimate_tokens("\n".join(m["content"] for m in messages), TOKENIZER)
+    output_tokens, cap = estimate_tokens(text, TOKENIZER), body.get("max_tokens") or 1024
+    finish = "stop"
+    if output_tokens > cap:
+        text, output_tokens, finish = text[: len(text) * cap // output_tokens], cap, "length"
+    return _completion(body.get("model", "emulated"), text, finish, prompt_tokens, output_tokens)
+
+
+def _completion(model: str, text: str, finish: str, prompt_tokens: int, output_tokens: int) -> dict[str, Any]:
+    return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
+            "model": model, "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                         "finish_reason": finish}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": output_tokens,
+                      "total_tokens": prompt_tokens + output_tokens, "prompt_tokens_details": {"cached_tokens": 0}}}
+
+
+class EmulatedBatches:
+    """Files and batches answered by ``engine`` (an :class:`~toolkit.lm.emulated.EmulatedEngine`).
+
+    ``state_dir``: keep files and batches there (a restarted instance on it knows them); None: in
+    memory. ``turnaround``: seconds from creation to completion (None: the profile's, from its
+    call times: :data:`QUEUE_SECONDS` plus the requests' seconds over :data:`PARALLEL_REQUESTS`).
+    ``wall_clock``: time from ``time.time()``; otherwise a virtual clock that :meth:`sleep`
+    advances. ``calls`` counts the API calls received (uploads, creates, ...)."""
+
+    def __init__(self, engine: Any, state_dir: str | Path | None = None, turnaround: float | None = None,
+                 faults: LineFaults | None = None, wall_clock: bool = False) -> None:
+        self.engine = engine
+        self.turnaround = turnaround
+        self.faults = faults or LineFaults()
+        self.wall_clock = wall_clock
+        self.calls: Counter[str] = Counter()
+        self._virtual = 0.0
+        self._lock = threading.RLock()
+        self.dir = Path(state_dir) if state_dir is not None else None
+        self.files: dict[str, dict[str, Any]] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self._data: dict[str, bytes] = {}
+        if self.dir is not None:
+            (self.dir / "files").mkdir(parents=True, exist_ok=True)
+            state = self.dir / "state.json"
+            if state.exists():
+                saved = json.loads(state.read_text())
+                self.files, self.batches = saved["files"], saved["batches"]
+
+    # ------------------------------------------------------------------------------ the clock
+    def now(self) -> float:
+        return time.time() if self.wall_clock else self._virtual
+
+    def sleep(self, seconds: float) -> None:
+        if self.wall_clock:
+            time.sleep(seconds)
+        else:
+            self._virtual += seconds
+
+    # ------------------------------------------------------------------------------ the files
+    def upload(self, name: str, data: bytes, purpose: str = "batch") -> str:
+        with self._lock:
+            self.calls["upload"] += 1
+            return self._store(name, data, purpose)["id"]
+
+    def _store(self, name: str, data: bytes, purpose: str) -> dict[str, Any]:
+        file = {"id": f"file-{uuid.uuid4().hex[:24]}", "object": "file", "bytes": len(data),
+                "created_at": int(self.now()), "filename": name, "purpose": purpose, "status": "processed"}
+        self.files[file["id"]] = file
+        if self.dir is not None:
+            (self.dir / "files" / file["id"]).write_bytes(data)
+        else:
+            self._data[file["id"]] = data
+        self._save()
+        return file
+
+    def content(self, file_id: str) -> bytes:
+        with self._lock:
+            self.calls["content"] += 1
+            if file_id not in self.files:
+                raise KeyError(file_id)
+            return (self.dir / "files" / file_id).read_bytes() if self.dir is not None else self._data[file_id]
+
+    # ---------------------------------------------------------------------------- the batches
+    def create(self, input_file_id: str, metadata: dict[str, str] | None = None) -> str:
+        return self.create_batch(input_file_id, metadata)["id"]
+
+    def create_batch(self, input_file_id: str, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+        """Create a batch over an uploaded request file (its lines are answered now, shown when done)."""
+        with self._lock:
+            self.calls["create"] += 1
+            lines = [json.loads(x) for x in self.content(input_file_id).splitlines() if x.strip()]
+            self.calls["content"] -= 1  # reading its own file is no API call
+            good, bad, seconds = self._answer_all(lines)
+            created = self.now()
+            turnaround = self.turnaround if self.turnaround is not None else \
+                QUEUE_SECONDS + seconds / PARALLEL_REQUESTS / self.engine.profile.speed
+            batch = {"id": f"batch_{uuid.uuid4().hex[:24]}", "object": "batch", "endpoint": ENDPOINT,
+                     "input_file_id": input_file_id, "completion_window": "24h", "status": "in_progress",
+                     "created_at": int(created), "output_file_id": None, "error_file_id": None, "errors": None,
+                     "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
+                     "metadata": metadata or None, "_done_at": created + turnaround, "_good": good, "_bad": bad}
+            if self.faults.fail_batch:
+                batch["_fail"] = True
+            self.batches[batch["id"]] = batch
+            self._save()
+            return _public(batch)
+
+    def _answer_all(self, lines: list[dict[str, Any]]) -> tuple[list[str], list[str], float]:
+        """Output and error lines for ``lines`` (faults applied), and their sequential seconds."""
+        good, bad, seconds, f = [], [], 0.0, self.faults
+        half = len(lines) // 2 if f.expire else len(lines)
+        for n, line in enumerate(lines, 1):
+            cid, rid = line.get("custom_id"), f"batch_req_{uuid.uuid4().hex[:16]}"
+            if n > half or (f.fail_every and n % f.fail_every == 0):
+                code = "batch_expired" if n > half else "server_error"
+                bad.append(json.dumps({"id": rid, "custom_id": cid, "response": None,
+                                       "error": {"code": code, "message": f"{code} (emulated)"}}))
+                continue
+            body = answer(self.engine, line["body"])
+            if f.cut_every and n % f.cut_every == 0:
+                choice = body["choices"][0]
+                choice["message"]["content"] = choice["message"]["content"][: len(choice["message"]["content"]) // 2]
+                choice["finish_reason"] = "length"
+            usage = body["usage"]
+            seconds += self.engine.profile.call_seconds(usage["prompt_tokens"], usage["completion_tokens"]) \
+                * self.engine.profile.speed
+            good.append(json.dumps({"id": rid, "custom_id": cid, "response": {"status_code": 200, "request_id": rid,
+                                                                              "body": body}, "error": None}))
+        return good, bad, seconds
+
+    def retrieve_batch(self, batch_id: str) -> dict[str, Any]:
+        """The batch now: in progress until its turnaround has passed, then completed (or expired,
+        or failed), its output and error files written once."""
+        with self._lock:
+            self.calls["retrieve"] += 1
+            batch = self.batches[batch_id]
+            if batch["status"] == "in_progress" and self.now() >= batch["_done_at"]:
+                self._finish(batch)
+                self._save()
+            return _public(batch)
+
+    def retrieve(self, batch_id: str) -> BatchInfo:
+        return BatchInfo.from_openai(self.retrieve_batch(batch_id))
+
+    def _finish(self, batch: dict[str, Any]) -> None:
+        if batch.get("_fail"):
+            batch["status"] = "failed"
+            batch["errors"] = {"object": "list", "data": [{"code": "invalid_request", "message": "emulated failure"}]}
+            return
+        good, bad = batch.pop("_good"), batch.pop("_bad")
+        batch["status"] = "expired" if self.faults.expire else "completed"
+        batch["request_counts"].update(completed=len(good), failed=len(bad))
+        if good:
+            batch["output_file_id"] = self._store("output.jsonl", "\n".join(good).encode() + b"\n", "batch_output")["id"]
+        if bad:
+            batch["error_file_id"] = self._store("errors.jsonl", "\n".join(bad).encode() + b"\n", "batch_output")["id"]
+
+    def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        with self._lock:
+            batch = self.batches[batch_id]
+            if batch["status"] == "in_progress":
+                batch["status"] = "cancelled"
+                self._save()
+            return _public(batch)
+
+    def _save(self) -> None:
+        if self.dir is not None:
+            path = self.dir / "state.json"
+            path.with_suffix(".tmp").write_text(json.dumps({"files": self.files, "batches": self.batches}))
+            path.with_suffix(".tmp").replace(path)
+
+
+def _public(batch: dict[str, Any]) -> dict[str, Any]:
+    """The batch object as the API shows it (without the emulator's own keys)."""
+    return {k: v for k, v in batch.items() if not k.startswith("_")}
+
+
+def emulated_provider(resolved: Any, faults: LineFaults | None = None, turnaround: float | None = None) -> EmulatedBatches:
+    """The in-process batch provider of an emulated LM (``emulated:PROFILE``), on a virtual clock."""
+    return EmulatedBatches(resolved.engine, faults=faults, turnaround=turnaround)
+
+
