@@ -28,7 +28,7 @@ def test_planner_predicts_the_measured_emulated_speedups(tmp_path: Path, ncbi_de
     for row in result["predicted_vs_measured"]:
         assert abs(row["error"]) < 0.15, row
     best = result["recommendation"]
-    assert best["allowed"] and best["docs_per_min"] == max(r["docs_per_min"] for r in result["grid"] if r["allowed"])
+    assert best["allowed"] and best["docs_per_min"] == max(r["docs_per_min"] for r in result["grid"] if r["allowed"] and r["docs_per_min"])
     assert best["bound_by"] == "tokens_per_minute"  # the hosted tier's TPM, not concurrency, binds at the top
     no_quality = plan("hosted-api", str(ncbi_devel))
     assert no_quality["quality_source"].startswith("none") and "assumed" in no_quality["output_per_doc_source"]

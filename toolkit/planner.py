@@ -38,12 +38,14 @@ from toolkit.extraction import ExtractionSettings, output_allowance
 from toolkit.lm.backend import Capabilities
 from toolkit.report import configurations
 from toolkit.lm.emulated import Profile, load_profile
+from toolkit.moneyplan import CacheRules, describe, modes_for, parse_hours, picks, price_rows
+from toolkit.pricing import resolve_prices
 from toolkit.service import measure_reserves
 from toolkit.tokens import get_counter
 
 DEFAULT_OUTPUT_PER_DOC = 60.0  # tokens, when no eval run says better
-GRID_COLUMNS = ("budget", "max_docs", "concurrency", "call_seconds", "docs_per_min", "bound_by", "predicted_speedup",
-                "f1", "f1_drop_ci", "allowed")
+GRID_COLUMNS = ("mode", "budget", "max_docs", "concurrency", "call_seconds", "docs_per_min", "bound_by",
+                "predicted_speedup", "hours", "cost_per_1k_docs", "f1", "f1_drop_ci", "allowed")
 MEASURED_COLUMNS = ("config", "max_docs", "concurrency", "prompt_cache", "docs_per_min", "speedup", "f1", "f1_drop_ci",
                     "allowed")
 
@@ -78,6 +80,13 @@ def plan_summary(result: dict[str, Any]) -> str:
     lines = [f"recommended ({best['source']}): {json.dumps({k: best[k] for k in ('config', 'speedup', 'f1')})}",
              f"quality: {result['quality_source']}; allowed: {result['quality_judgement']}",
              f"output tokens per document: {result['output_per_doc_source']}"]
+    money = result.get("money")
+    if money:
+        priced = money["prices"]["model"] if money["prices"] else "unpriced"
+        lines += [f"{money['documents']:,} documents at {priced}'s prices, modes {', '.join(money['modes'])}:",
+                  f"  cheapest within the deadline ({money['deadline_hours'] or 'none'} h): "
+                  f"{describe(money['cheapest_within_deadline'])}",
+                  f"  fastest within the budget (${money['budget_usd'] or 'none'}): {describe(money['fastest_within_budget'])}"]
     lines += [f"max_docs={row['max_docs']}: predicted speedup {row['predicted_speedup']:.2f}, measured "
               f"{row['measured_speedup']:.2f} ({row['error']:+.0%})" for row in result.get("predicted_vs_measured", [])]
     return "\n".join(lines)
@@ -112,6 +121,17 @@ def _capabilities(profile: Profile) -> Capabilities:
     return Capabilities(tokenizer=profile.tokenizer or "gpt-4o-mini")
 
 
+def cache_rules(profile: Profile) -> CacheRules | None:
+    """The profile's prompt cache for planning (None: it has none)."""
+    return CacheRules() if profile.prompt_cache else None
+
+
+def count_documents(corpus: str) -> int:
+    from toolkit.corpora import load_corpus
+
+    return sum(1 for _ in load_corpus(corpus))
+
+
 def corpus_tokens(corpus: str, model: str, sample: int = 2000) -> dict[str, float]:
     from toolkit.corpora import load_corpus
 
@@ -129,18 +149,23 @@ def corpus_tokens(corpus: str, model: str, sample: int = 2000) -> dict[str, floa
 
 def predict(profile: Profile, text_tokens: float, prompt_tokens: int, per_doc_tokens: int, output_per_doc: float,
             max_docs: int, concurrency: int, settings: ExtractionSettings, budget: int,
-            output_sd: float | None = None, resends_per_batch: float = 0.0) -> dict[str, Any]:
+            output_sd: float | None = None, resends_per_batch: float = 0.0, mode: str = "sync",
+            cache: CacheRules | None = None) -> dict[str, Any]:
     """Predicted seconds per call and documents per minute for one setting. Under a
     tokens-per-minute limit a call is charged its prompt and ``max_tokens``: the run's learned
     allowance (:func:`output_allowance`) when the output spread ``output_sd`` is known, else the ceiling.
-    ``resends_per_batch`` counts documents re-sent after cut-off or partial replies, one call each."""
+    ``resends_per_batch`` counts documents re-sent after cut-off or partial replies, one call each.
+    ``mode`` (:mod:`toolkit.moneyplan`): ``cache`` reads the shared prefix from ``cache``; in
+    ``batch-api`` mode the provider's batch window, not the call rate, says when it is done."""
     n = max_docs
     while n > 1 and prompt_tokens + n * (text_tokens + per_doc_tokens + settings.output_tokens_per_doc) > budget:
         n -= 1  # the budget binds before max_docs
-    prompt = prompt_tokens - settings.max_tokens(0) + n * (text_tokens + per_doc_tokens)
+    shared = prompt_tokens - settings.max_tokens(0)  # what every call repeats before its documents
+    prompt = shared + n * (text_tokens + per_doc_tokens)
     output = n * output_per_doc
-    single = prompt_tokens - settings.max_tokens(0) + text_tokens + per_doc_tokens
-    call = (profile.call_seconds(prompt, output) + resends_per_batch * profile.call_seconds(single, 0))
+    single = shared + text_tokens + per_doc_tokens
+    cached = cache.cached(shared) if mode == "cache" and cache is not None else 0
+    call = (profile.call_seconds(prompt - cached, output) + resends_per_batch * profile.call_seconds(single - cached, 0))
     slots = min(concurrency, profile.parallel_slots or concurrency)
     limits = {"concurrency": slots * n * 60 / call}
     if profile.requests_per_minute:
@@ -148,10 +173,14 @@ def predict(profile: Profile, text_tokens: float, prompt_tokens: int, per_doc_to
     if profile.tokens_per_minute:
         allowance = (settings.max_tokens(n) if output_sd is None
                      else output_allowance(n, output_per_doc, output_sd, settings))
-        limits["tokens_per_minute"] = profile.tokens_per_minute * n / (prompt + allowance)
+        free = cached if cache is not None and not cache.counts_toward_limit else 0
+        limits["tokens_per_minute"] = profile.tokens_per_minute * n / (prompt - free + allowance)
     bound = min(limits, key=limits.get)
-    return {"max_docs": max_docs, "docs_per_call": n, "budget": budget, "concurrency": concurrency,
-            "call_seconds": call, "resends_per_batch": resends_per_batch, "docs_per_min": limits[bound], "bound_by": bound}
+    batch = mode == "batch-api"
+    return {"mode": mode, "max_docs": max_docs, "docs_per_call": n, "budget": budget, "concurrency": concurrency,
+            "call_seconds": call, "resends_per_batch": resends_per_batch,
+            "docs_per_min": None if batch else limits[bound], "bound_by": "batch window" if batch else bound,
+            "prompt_tokens": prompt, "output_tokens": output, "cached_tokens": cached}
 
 
 def _slots(concurrency: int | str) -> int:
@@ -183,8 +212,19 @@ def measured_candidates(bench: dict[str, Any], quality: dict[tuple[int, int], di
 def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results: str | Path | None = None,
          bench_results: str | Path | None = None,
          budgets: Sequence[int] = (4096, 8192), max_docs: Sequence[int] = (1, 2, 4, 8, 10, 16),
-         concurrency: Sequence[int] = (1, 4, 16), settings: ExtractionSettings | None = None) -> dict[str, Any]:
+         concurrency: Sequence[int] = (1, 4, 16), settings: ExtractionSettings | None = None,
+         modes: Sequence[str] | None = None, documents: int | None = None, deadline: str | float | None = None,
+         budget_usd: float | None = None, price: str | None = None) -> dict[str, Any]:
+    """The grid of settings (budgets x documents per call x concurrency x execution modes) with
+    predicted speed, time and cost for ``documents`` (default: the corpus's count), the fastest
+    allowed setting, and the cheapest within ``deadline`` / the fastest within ``budget_usd``
+    (:mod:`toolkit.moneyplan`); ``price``: a model of LiteLLM's price map or a price file
+    (default: what the profile is priced as)."""
     profile = _profile(profile_name)
+    prices = resolve_prices(profile.priced_as, price)
+    cache = cache_rules(profile)
+    modes = modes_for(prices, cache, modes)
+    deadline_hours = parse_hours(deadline)
     evaluation = json.loads(Path(eval_results).read_text()) if eval_results else None
     if settings is None:  # the prompt the eval run measured (its entity types), else entities only
         saved = (evaluation or {}).get("settings")
@@ -212,20 +252,24 @@ def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results:
     reference = quality.get((1, max(budgets))) or next(iter(quality.values()), None)
     reference_f1 = reference["strict_f1"] if reference else None
     grid = []
-    for b in budgets:
-        for m in max_docs:
-            for c in concurrency:
-                row = predict(profile, stats["mean"], prompt, per_doc, measured_output.get((m, b), output_per_doc),
-                              m, c, settings, b, output_sd, measured_resends.get((m, b), 0.0))
-                measured = quality.get((m, b))
-                row["f1"] = measured["strict_f1"] if measured else None
-                row["f1_drop_ci"] = measured.get("f1_drop_ci") if measured else None
-                row["allowed"] = within_drop(measured, reference_f1, max_f1_drop)
-                grid.append(row)
-    base = next(r for r in grid if r["max_docs"] == 1 and r["concurrency"] == 1 and r["budget"] == max(budgets))
+    for mode, b, m, c in ((mode, b, m, c) for mode in modes for b in budgets for m in max_docs for c in concurrency):
+        if mode == "batch-api" and c != max(concurrency):  # the provider schedules a batch: one row
+            continue
+        row = predict(profile, stats["mean"], prompt, per_doc, measured_output.get((m, b), output_per_doc),
+                      m, c, settings, b, output_sd, measured_resends.get((m, b), 0.0), mode, cache)
+        measured = quality.get((m, b))
+        row["f1"] = measured["strict_f1"] if measured else None
+        row["f1_drop_ci"] = measured.get("f1_drop_ci") if measured else None
+        row["allowed"] = within_drop(measured, reference_f1, max_f1_drop)
+        grid.append(row)
+    base = next(r for r in grid if r["mode"] == "sync" and r["max_docs"] == 1 and r["concurrency"] == 1
+                and r["budget"] == max(budgets))
     for r in grid:
-        r["predicted_speedup"] = r["docs_per_min"] / base["docs_per_min"]
-    candidates = [{**r, "config": f"max_docs={r['max_docs']},budget={r['budget']},concurrency={r['concurrency']}",
+        r["predicted_speedup"] = r["docs_per_min"] / base["docs_per_min"] if r["docs_per_min"] else None
+    documents = documents or count_documents(corpus)
+    price_rows(grid, documents, prices)
+    candidates = [{**r, "config": f"max_docs={r['max_docs']},budget={r['budget']},concurrency={r['concurrency']}"
+                   + ("" if r["mode"] == "sync" else f",mode={r['mode']}"),
                    "prompt_cache": False, "source": "predicted", "speedup": r["predicted_speedup"]} for r in grid]
     bench = json.loads(Path(bench_results).read_text()) if bench_results else None
     if bench:
@@ -243,12 +287,14 @@ def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results:
         "quality_judgement": judgement(list(quality.values()), max_f1_drop),
         "recommendation": best, "grid": grid, "measured": [c for c in candidates if c["source"] != "predicted"],
         "bench": str(bench_results) if bench_results else None,
+        "money": {"documents": documents, "prices": prices.to_dict() if prices else None, "modes": modes,
+                  **picks(grid, deadline_hours, budget_usd)},
     }
     if evaluation:
         result["predicted_vs_measured"] = [
             {"max_docs": r["max_docs"], "budget": r["budget"], "measured_speedup": r["speedup"],
              "predicted_speedup": next(g["predicted_speedup"] for g in grid if g["max_docs"] == r["max_docs"]
-                                       and g["budget"] == r["budget"] and g["concurrency"] == 1),
+                                       and g["budget"] == r["budget"] and g["concurrency"] == 1 and g["mode"] == "sync"),
              }
             for r in evaluation["configs"] if (r["max_docs"], r["budget"]) in
             {(g["max_docs"], g["budget"]) for g in grid}

@@ -58,7 +58,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from toolkit.planner import GRID_COLUMNS, MEASURED_COLUMNS, plan, plan_summary, write_plan
 
     result = plan(args.calibrated or args.profile, args.corpus, max_f1_drop=args.max_f1_drop, eval_results=args.eval,
-                  bench_results=args.bench)
+                  bench_results=args.bench, modes=args.modes.split(",") if args.modes else None,
+                  documents=args.docs, deadline=args.deadline, budget_usd=args.budget_usd, price=args.price)
     if args.out:
         write_plan(result, args.out)
     if args.json:
@@ -123,6 +124,12 @@ def register(sub: Any) -> None:
     pl.add_argument("--eval", help="results.json of an `eval` run (quality curve, output size, measured speedups)")
     pl.add_argument("--bench", help="results.json of a `bench` run: its measured configurations (A' with the "
                                     "prompt cache warm included) join the candidates")
+    pl.add_argument("--docs", type=int, help="documents to plan for (default: the corpus's count)")
+    pl.add_argument("--deadline", help="time allowed: 8h, 90m, 2d (the cheapest setting within it is printed)")
+    pl.add_argument("--budget-usd", type=float, help="money allowed (the fastest setting within it is printed)")
+    pl.add_argument("--modes", help="execution modes to consider: sync,cache,batch-api (default: all the backend has)")
+    pl.add_argument("--price", help="price tokens as this model (LiteLLM's price map) or a price file "
+                                    "(default: the profile's priced_as)")
     pl.add_argument("--out")
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_plan)
