@@ -15,6 +15,7 @@ from toolkit.errors import AuthenticationFailed, RateLimited, classify
 from toolkit.documents import normalise
 from toolkit.extraction import ExtractionSettings
 from toolkit.lm import resolve_lm, weights
+from toolkit.lm.prefixcache import CacheRules
 from toolkit.lm.emulated import (EmulatedEngine, Gazetteer, Profile, available_profiles, default_gazetteer,
                                  load_profile)
 from toolkit.policies import RateLimitPolicy
@@ -66,9 +67,11 @@ def test_models_list_cli(capsys: pytest.CaptureFixture[str]) -> None:
 def test_hosted_api_profile_is_as_specified() -> None:
     p = load_profile("hosted-api")
     assert (p.overhead_seconds, p.prompt_tokens_per_second, p.output_tokens_per_second) == (0.5, 10_000, 80)
-    assert (p.requests_per_minute, p.tokens_per_minute, p.prompt_cache) == (500, 200_000, False)
+    assert (p.requests_per_minute, p.tokens_per_minute) == (500, 200_000)
+    assert p.cache_rules == CacheRules(min_tokens=1024, increment=128, ttl_seconds=300.0, counts_towards_tpm=True)
+    assert not load_profile("hosted-api-cache").cache_rules.counts_towards_tpm and load_profile("local-cpu").cache_rules is None
     assert p.call_seconds(10_000, 80) == pytest.approx(2.5)
-    assert {"hosted-api", "local-cpu"} <= set(available_profiles())
+    assert {"hosted-api", "hosted-api-cache", "local-cpu"} <= set(available_profiles())
 
 
 def test_profiles_reject_bad_data() -> None:

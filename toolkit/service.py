@@ -41,22 +41,35 @@ def demos_for(settings: ExtractionSettings) -> list[dspy.Example]:
     return [demo_example(settings, annotated)]
 
 
+def _probe_messages(settings: ExtractionSettings, n: int) -> list[dict[str, str]]:
+    """The module's real messages for ``n`` placeholder documents."""
+    extractor = BatchExtractor(settings, demos=demos_for(settings))
+    return extractor.messages([Document(f"{_PROBE_ID}{i}", "x") for i in range(n)])[0]
+
+
 @lru_cache(maxsize=64)
 def measure_reserves(settings: ExtractionSettings, model: str) -> tuple[int, int]:
     """(tokens of the module's prompt without documents, plus the fixed part of its output
     allowance; tokens each document adds besides its text), measured by formatting the real prompt
     (instructions and worked example) for batches of one and two placeholder documents."""
-    extractor = BatchExtractor(settings, demos=demos_for(settings))
     counter = get_counter(model)
 
     def size(n: int) -> int:
-        docs = [Document(f"{_PROBE_ID}{i}", "x") for i in range(n)]
-        messages, _ = extractor.messages(docs)
+        messages = _probe_messages(settings, n)
         return sum(counter.count(m["content"]) for m in messages) + 4 * len(messages)
 
     one, two = size(1), size(2)
     per_doc = max(1, two - one)
     return max(0, one - per_doc) + settings.max_tokens(0), per_doc
+
+
+@lru_cache(maxsize=64)
+def shared_prefix_tokens(settings: ExtractionSettings, model: str) -> int:
+    """Tokens of the part every call's prompt begins with, byte for byte: the messages before the
+    documents' (instructions, entity types, worked examples), less one for a token merged across
+    the boundary. A provider's prompt cache can serve at most this much of a call with new documents."""
+    messages = _probe_messages(settings, 1)
+    return max(0, get_counter(model).count("".join(m["content"] + "\n" for m in messages[:-1])) - 1)
 
 
 def default_policy(resolved: ResolvedLM, concurrency: str | int | None = None) -> ExecutionPolicy:
@@ -98,6 +111,7 @@ class ExtractionService:
         self._packing = packing
         self.metrics = RunMetrics()
         self._cut: set[str] = set()  # ids of documents whose reply was cut off by max_tokens
+        self.cache_seen = False  # a reply reported prompt tokens read from the provider's cache
 
     def packing_settings(self, token_budget: int | None = None, **overrides: Any) -> PackingSettings:
         """Packing settings with the measured prompt and document reserves for this LM."""
@@ -118,6 +132,7 @@ class ExtractionService:
             prediction = await self.extractor.acall(list(batch.documents), max_tokens=allowed)
         validated, usage = prediction.validated, prediction.usage
         self._cut.update(prediction.cut)
+        self.cache_seen = self.cache_seen or bool(usage[2])
         self.extractor.sizer.observe(prediction.documents_asked, usage[1], truncated=bool(prediction.cut))
         return to_result(batch, validated, usage)
 
@@ -131,10 +146,20 @@ class ExtractionService:
     def prepare(self, batch: DocumentBatch) -> DocumentBatch:
         """``batch`` readied for its next call: the ``max_tokens`` it will ask for, fixed here (the
         allowance may change while the call waits for the limiter; the provider counts what is
-        sent), and what a tokens-per-minute limit counts: its prompt and that ``max_tokens``."""
+        sent), and what a tokens-per-minute limit counts: its prompt (less :meth:`cache_discount`)
+        and that ``max_tokens``."""
         allowed = self.allowance(batch)
         reserved = batch.batch_size * self.settings.output_tokens_per_doc + self.settings.max_tokens(0)
-        return batch.for_call(allowed, batch.budget_tokens - reserved + allowed)
+        return batch.for_call(allowed, batch.budget_tokens - reserved + allowed - self.cache_discount())
+
+    def cache_discount(self) -> int:
+        """Prompt tokens a tokens-per-minute limit will not count: the shared prefix the provider's
+        cache serves, where its rules say cached tokens do not count, once a reply has shown the
+        cache warm (before that, and where they count, 0)."""
+        rules = self.resolved.capabilities.cache
+        if rules is None or rules.counts_towards_tpm or not self.cache_seen:
+            return 0
+        return rules.cacheable(shared_prefix_tokens(self.settings, self.resolved.capabilities.tokenizer))
 
     def run(self, documents: Sequence[Document], token_budget: int | None = None,
             progress: ProgressFn | bool | None = None, **packing: Any) -> ServiceRun:

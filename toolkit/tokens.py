@@ -99,10 +99,12 @@ def seed_tiktoken_cache(encoding: str) -> Path:
 class TokenCounter:
     """Counts tokens for one model; ``count`` one text, ``count_many`` a sequence."""
 
-    def __init__(self, name: str, encode_len: Callable[[str], int], exact: bool) -> None:
+    def __init__(self, name: str, encode_len: Callable[[str], int], exact: bool,
+                 encode: Callable[[str], list[int]] | None = None) -> None:
         self.name = name
         self.exact = exact  # False when the count comes from the fallback encoding
         self._len = encode_len
+        self.encode = encode  # text -> token ids, where the tokenizer gives them (tiktoken)
 
     def count(self, text: str) -> int:
         if not isinstance(text, str):
@@ -122,7 +124,7 @@ def _tiktoken_counter(encoding: str, label: str, exact: bool) -> TokenCounter:
     seed_tiktoken_cache(encoding)
     enc = tiktoken.get_encoding(encoding)
     encode = enc.encode_ordinary
-    return TokenCounter(label, lambda text: len(encode(text)), exact)
+    return TokenCounter(label, lambda text: len(encode(text)), exact, encode)
 
 
 def _hf_counter(model: str) -> TokenCounter | None:

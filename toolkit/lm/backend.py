@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from toolkit.lm.prefixcache import CacheRules
 from toolkit.policies import RateLimitPolicy
 
 LAYOUTS = ("packed", "parallel")
@@ -25,6 +26,7 @@ class Capabilities:
     call_timeout: float | None = 900.0  # seconds before a call is abandoned (None: never)
     layouts: tuple[str, ...] = ("packed",)  # the layouts it runs, its default first
     prompt_cache: bool = False  # repeated prompt prefixes are cached (A' can be measured)
+    cache: CacheRules | None = None  # the rules of the provider's cache, when known and on for this LM
     virtual_time: bool = False  # calls are pure asyncio: a run can go on a virtual clock
     emulated: bool = False  # answers are emulated (labelled so in every output)
     long_prompts_cost_more: bool = False  # attention over long prompts shows in latency (a CPU)

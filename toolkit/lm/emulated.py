@@ -24,6 +24,7 @@ from typing import Any
 from toolkit.errors import AuthenticationFailed, CallTimeout, ContextLengthExceeded, RateLimited, ServerError
 from toolkit.lm.engine import make_response, request_messages, schema_of
 from toolkit.limits import SlidingWindowLimiter
+from toolkit.lm.prefixcache import LAST_PROMPT, CacheRules, PrefixCache, prefix_keys
 from toolkit.paths import shared_dir
 from toolkit.policies import RateLimitPolicy
 
@@ -33,7 +34,9 @@ TOKENIZER = "gpt-4o-mini"  # the emulated server counts prompt and output in thi
 
 @dataclass(frozen=True)
 class Profile:
-    """Latency and limits of one provider. ``parallel_slots`` None = unlimited parallel calls."""
+    """Latency and limits of one provider. ``parallel_slots`` None = unlimited parallel calls.
+    ``cache``: its prompt cache's rules (:class:`~toolkit.lm.prefixcache.CacheRules`, a dict in
+    JSON); ``prompt_cache: true`` without rules caches any shared prefix for ever."""
 
     name: str
     overhead_seconds: float
@@ -52,8 +55,10 @@ class Profile:
     prompt_seconds_per_token_sq: float = 0.0  # extra cost of long prompts (attention on a CPU)
     speed: float = 1.0  # time runs this many times faster: every latency, wait and rate-limit window divided by it
     priced_as: str | None = None  # the model whose prices its calls cost (toolkit.pricing); None: unpriced
+    cache: CacheRules | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "cache", CacheRules.of(self.cache))
         if self.prompt_tokens_per_second <= 0 or self.output_tokens_per_second <= 0 or self.overhead_seconds < 0:
             raise ValueError(f"profile {self.name!r}: rates must be positive and overhead non-negative")
         if self.speed <= 0:
@@ -67,6 +72,11 @@ class Profile:
         return (self.overhead_seconds + prompt_tokens / self.prompt_tokens_per_second
                 + prompt_tokens ** 2 * self.prompt_seconds_per_token_sq
                 + output_tokens / self.output_tokens_per_second) / self.speed
+
+    @property
+    def cache_rules(self) -> CacheRules | None:
+        """Its prompt cache's rules; None: it has none."""
+        return self.cache or (LAST_PROMPT if self.prompt_cache else None)
 
     @property
     def window(self) -> float:
@@ -185,7 +195,9 @@ class EmulatedEngine:
     supports_response_schema = True
     supported_params = frozenset({"response_format", "max_tokens", "temperature"})
 
-    def __init__(self, profile: Profile, seed: int = 0, gazetteer: Gazetteer | None = None) -> None:
+    def __init__(self, profile: Profile, seed: int = 0, gazetteer: Gazetteer | None = None,
+                 cache: bool = True) -> None:
+        """``cache``: False bypasses the profile's prompt cache (a cold-cache measurement)."""
         from toolkit.faults import Faults
 
         self.profile = profile
@@ -196,7 +208,9 @@ class EmulatedEngine:
                                                             profile.window))
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: Any = None
-        self._cached_prefix = ""
+        self.rules = profile.cache_rules if cache else None
+        ttl = self.rules.ttl_seconds if self.rules else None
+        self.cache = PrefixCache(ttl / profile.speed if ttl is not None else None)
         self.rejected = 0
         self.calls = 0
 
@@ -247,7 +261,10 @@ class EmulatedEngine:
         prompt_tokens = estimate_tokens(prompt, TOKENIZER)
         max_tokens = request.config.max_tokens or 1024
         self.calls += 1
-        wait = self._window.try_acquire(prompt_tokens + max_tokens, loop.time())
+        prefixes = self._prefixes(messages, prompt) if self.rules else []
+        cached = self.cache.lookup(prefixes, loop.time())
+        counted = prompt_tokens - (0 if self.rules is None or self.rules.counts_towards_tpm else cached)
+        wait = self._window.try_acquire(counted + max_tokens, loop.time())
         if wait > 0:
             self.rejected += 1
             raise RateLimited("429 Too Many Requests (emulated server-side limit)",
@@ -264,11 +281,7 @@ class EmulatedEngine:
         text = self._reply(documents_in_prompt(messages), schema_of(request.config.response_format), fault)
         # a cut-off reply is one that used all of max_tokens
         output_tokens = max_tokens if fault == "truncated" else min(estimate_tokens(text, TOKENIZER), max_tokens)
-        charged = prompt_tokens
-        if self.profile.prompt_cache:
-            shared = len(_common_prefix(self._cached_prefix, prompt))
-            charged = max(0, prompt_tokens - estimate_tokens(prompt[:shared], TOKENIZER))
-            self._cached_prefix = prompt
+        charged = prompt_tokens - cached  # latency: only the prompt tokens not read from the cache
         slots = self._semaphore()
         if slots is not None:
             await slots.acquire()
@@ -277,13 +290,30 @@ class EmulatedEngine:
                 await asyncio.sleep(60.0 / self.profile.speed)
                 raise CallTimeout("no reply within 60 s (emulated)")
             await asyncio.sleep(self.profile.call_seconds(charged, output_tokens))
+            self.cache.store(prefixes, loop.time())  # processed: later calls may read it
         finally:
             if slots is not None:
                 slots.release()
         if fault == "server_error":
             raise ServerError("500 Internal Server Error (emulated)")
         finish = "length" if fault == "truncated" else "stop"
-        return make_response(self.name, text, finish, prompt_tokens, output_tokens)
+        return make_response(self.name, text, finish, prompt_tokens, output_tokens, cached=cached)
+
+    def _prefixes(self, messages: list[dict[str, str]], prompt: str) -> list[tuple[int, Any]]:
+        """The prefixes of ``prompt`` the cache keeps, as (tokens, key): an automatic cache every
+        step of the rules; else the prefix the client marks, the messages before the last one."""
+        from toolkit.tokens import estimate_tokens, get_counter
+
+        rules = self.rules
+        assert rules is not None
+        if rules.automatic:
+            encode = get_counter(TOKENIZER).encode
+            assert encode is not None, f"{TOKENIZER}: no token ids"
+            ids = encode(prompt)
+            return prefix_keys(ids, rules.boundaries(len(ids)))
+        marked = "".join(m["content"] + "\n" for m in messages[:-1])
+        tokens = rules.cacheable(estimate_tokens(marked, TOKENIZER))
+        return [(tokens, marked)] if tokens else []
 
     def stream(self, request: Any):  # pragma: no cover - DSPy streams only when asked to
         raise NotImplementedError("the emulated provider does not stream")
@@ -293,14 +323,6 @@ class EmulatedEngine:
 
     def sync_face(self) -> _SyncEmulated:
         return _SyncEmulated(self)
-
-
-def _common_prefix(a: str, b: str) -> str:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return a[:i]
 
 
 class _SyncEmulated:
@@ -322,26 +344,27 @@ class _SyncEmulated:
         pass
 
 
-def resolve(spec: str, profile: str, *, seed: int = 0, **_: Any) -> Any:
+def resolve(spec: str, profile: str, *, seed: int = 0, prompt_cache: bool = True, **_: Any) -> Any:
     """``emulated:PROFILE[@SPEED]``: a shipped profile's name or a profile JSON (default hosted-api);
     at a ``SPEED`` other than 1 it runs in real time, that many times faster (to share a clock
-    across processes: Ray workers)."""
-    return from_profile(load_profile(profile or "hosted-api"), spec, seed)
+    across processes: Ray workers). ``prompt_cache`` False bypasses the profile's prompt cache."""
+    return from_profile(load_profile(profile or "hosted-api"), spec, seed, prompt_cache)
 
 
-def from_profile(profile: Profile, spec: str | None = None, seed: int = 0) -> Any:
+def from_profile(profile: Profile, spec: str | None = None, seed: int = 0, prompt_cache: bool = True) -> Any:
     """The emulated backend of ``profile``: pure asyncio (a virtual clock), the profile's limits as
-    client-side limits, its prompt cache if it has one; every answer labelled emulated."""
+    client-side limits, its prompt cache if it has one (and ``prompt_cache``: the client marks the
+    prefix where the rules need it); every answer labelled emulated."""
     import dspy
 
     from toolkit.lm.backend import Capabilities, ResolvedLM
 
-    engine = EmulatedEngine(profile, seed=seed)
+    engine = EmulatedEngine(profile, seed=seed, cache=prompt_cache)
     spec = spec or f"emulated:{profile.name}"
     lm = dspy.LM(engine.name, engine=engine.sync_face(), async_engine=engine, cache=False, num_retries=0)
     p = engine.profile
     capabilities = Capabilities(tokenizer=TOKENIZER, rate=RateLimitPolicy(p.requests_per_minute, p.tokens_per_minute,
                                                                           p.window),
-                                call_timeout=None, prompt_cache=p.prompt_cache, virtual_time=p.speed == 1.0,
-                                emulated=True, time_scale=p.speed)
+                                call_timeout=None, prompt_cache=p.cache_rules is not None, cache=engine.rules,
+                                virtual_time=p.speed == 1.0, emulated=True, time_scale=p.speed)
     return ResolvedLM(spec, lm, engine.name, capabilities, engine, priced_as=p.priced_as)
