@@ -129,11 +129,12 @@ def test_bench_on_the_emulated_profile_reports_speedups_and_the_rate_limit_bound
                  "--out", str(tmp_path), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     configs = {c["config"]: c for c in r["configs"]}  # a list in run order, as eval's
-    assert list(configs) == ["A", "B", "C"] and r["speedup_b_vs_a_warm"] is None  # no prompt cache
+    assert list(configs) == ["A", "A_warm", "B", "C", "D"] and r["speedup_b_vs_a_warm"] is not None
     assert r["lost"] == 0 and all(c["extracted"] == 600 for c in configs.values())
     a, b, c = (configs[k] for k in "ABC")
     assert a["calls"] == 600 and b["calls"] < 100
     assert r["speedup_b_vs_a"] == pytest.approx(a["seconds"] / b["seconds"])
-    assert r["speedup_c_vs_a"] > r["speedup_b_vs_a"] > 1
+    assert r["speedup_c_vs_a"] > r["speedup_b_vs_a"] > 1 and r["speedup_d_vs_a"] > 1
+    assert not configs["A"]["prompt_cache"] and configs["A_warm"]["prompt_cache"] and configs["D"]["prompt_cache"]
     assert 0 < r["bound_share"] <= 1.0 and r["rate_limit_bound_docs_per_min"] > 0
     assert (tmp_path / "bench.png").exists() and not no_network

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from toolkit.benchplan import BENCH_PLAN, BenchConfig, plan_for, rate_limit_bound, speedups
 from toolkit.demos import demo_ids
 from toolkit.documents import Document, Entity
 from toolkit.corpora.gold import gold_mapping
@@ -28,6 +29,7 @@ from toolkit.evaluation import agreement, by_position, per_document, score
 from toolkit.extraction import BatchExtractor, ExtractionSettings, output_per_document
 from toolkit.lm import ResolvedLM, resolve_lm
 from toolkit.counts import Counts
+from toolkit.pricing import Prices, cost_summary, resolve_prices
 from toolkit.report import configurations, counts_summary, outcome_summary
 from toolkit.service import ExtractionService, ServiceRun, default_policy, demos_for
 from toolkit.stats import DEFAULT_RESAMPLES, LEVEL, document_seconds, interval, micro_f1, ratio, resample_weights
@@ -75,6 +77,13 @@ class ConfigRun:
         """This run as the cache keeps a reference (see :mod:`toolkit.evalcache`)."""
         return Reference(self.name, self.max_docs, self.budget, self.concurrency, self.seconds, self.figures,
                          self.predictions, self.positions, self.calls(), [docs for docs, _ in self.call_times()])
+
+
+def priced(row: dict[str, Any], prices: Prices | None) -> dict[str, Any]:
+    """``row`` (a configuration's figures) with what its recorded tokens cost at ``prices``:
+    ``cost_usd``, ``cost_per_1k_docs``, ``priced_as`` (None where unpriced)."""
+    return {**row, **cost_summary(prices, row["tokens_in"], row["tokens_out"], row.get("cached_tokens", 0),
+                                  row["extracted"])}
 
 
 def config_figures(runs: Sequence[ConfigRun]) -> dict[str, Any]:
@@ -154,7 +163,8 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
              budgets: Sequence[int] = (8192,), types: Sequence[str] | None = None,
              prompt_cache: bool = False, layout: str = "auto", demos: str | None = None,
              shots: int = 2, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-             reference_cache: str | Path | bool = True, fresh_reference: bool = False) -> dict[str, Any]:
+             reference_cache: str | Path | bool = True, fresh_reference: bool = False,
+             price: str | None = None) -> dict[str, Any]:
     """Quality and speed of each (max_docs, budget) on the same gold documents; one document per
     call is always the reference for speedup and agreement. ``demos``: a gold corpus whose
     annotated documents are the worked example (see :mod:`toolkit.demos`); none of them may be
@@ -173,7 +183,8 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
     each call's seconds split equally among the documents it carried (retries included), scaled to
     the run's seconds, and the resampled documents' seconds under the reference over theirs here.
     It covers which documents were drawn; not the machine's drift between runs, nor that a
-    resampled corpus would be packed into other batches."""
+    resampled corpus would be packed into other batches. Each configuration's tokens are priced
+    (``price``: a model of LiteLLM's price map or a price file; default: the LM's own)."""
     from toolkit.corpora import iter_gold
 
     pairs = list(iter_gold(gold_source))[: limit or None]
@@ -188,6 +199,7 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
         raise ValueError(f"{len(shown)} demo documents of {demos} are evaluated documents too "
                          f"({', '.join(sorted(shown))}): draw demos from another split (e.g. ncbi-disease-train)")
     probe = resolve_lm(lm)
+    prices = resolve_prices(probe.priced_as, price)
     grid = [(1, budgets[0])] + [(m, b) for b in budgets for m in max_docs if (m, b) != (1, budgets[0])]
     path = None
     if reference_cache is not False:
@@ -215,7 +227,7 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
         strict = score(gold, pred, lenient=False, **scoring)
         lenient = score(gold, pred, lenient=True, **scoring)
         rows.append({
-            **r.figures,
+            **priced(r.figures, prices),
             "strict_precision": strict.precision, "strict_recall": strict.recall, "strict_f1": strict.f1,
             "lenient_precision": lenient.precision, "lenient_recall": lenient.recall, "lenient_f1": lenient.f1,
             "agreement_f1": agreement(reference.predictions, pred, scored).f1,
@@ -241,7 +253,10 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
 
 
 EVAL_COLUMNS = ("config", "calls", "seconds", "speedup", "speedup_ci", "strict_f1", "strict_f1_ci", "lenient_f1",
-                "lenient_f1_ci", "f1_vs_reference", "f1_ratio_ci", "agreement_f1", "leaks", "entities_per_doc")
+                "lenient_f1_ci", "f1_vs_reference", "f1_ratio_ci", "agreement_f1", "leaks", "entities_per_doc",
+                "cost_usd", "cost_per_1k_docs")
+BENCH_COLUMNS = ("config", "calls", "seconds", "docs_per_second", "extracted", "lost", "cached_tokens", "cost_usd",
+                 "cost_per_1k_docs")
 
 
 def eval_table(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -259,22 +274,69 @@ def eval_note(result: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------------------- bench
-BENCH_CONFIGS = ("A", "A_warm", "B", "C")
-
-
 def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 8192, concurrency: str = "auto:16",
           output_tokens_per_doc: int | None = None, interleave: int | None = None,
           types: Sequence[str] | None = None, layout: str = "auto", demos: str | None = None,
-          shots: int = 2) -> dict[str, Any]:
-    """(A) one document per call, sequential, cold cache; (A') the same with the prompt cache warm
-    (backends that have one); (B) packed, sequential; (C) packed, adaptive concurrency. Real LMs
-    run in interleaved chunks of ``interleave`` documents (default ``4 x max_docs``), rotating the
-    order per chunk, so drift does not favour one configuration; emulated ones run in virtual time."""
+          shots: int = 2, price: str | None = None, plan: Sequence[BenchConfig] = BENCH_PLAN) -> dict[str, Any]:
+    """The configurations of ``plan`` (:data:`toolkit.benchplan.BENCH_PLAN`) the backend can run,
+    on the same documents: (A) one document per call, sequential, cold cache; (A') the same with
+    the prompt cache warm (backends that have one); (B) packed, sequential; (C) packed, adaptive
+    concurrency; (D) one document per call, adaptive concurrency, the same limiter (backends that
+    run calls concurrently). Each is priced from the tokens it recorded (``price``: see
+    :func:`evaluate`). Real LMs run in interleaved chunks of ``interleave`` documents (default
+    ``4 x max_docs``), rotating the order per chunk, so drift does not favour one configuration;
+    emulated ones run in virtual time."""
+    documents = bench_documents(corpus, docs)
+    probe = resolve_lm(lm)
+    prices = resolve_prices(probe.priced_as, price)
+    settings = ExtractionSettings(relationships=False, layout=layout, demos=demos, shots=shots,
+                                  **({"entity_types": tuple(types)} if types else {}),
+                                  **({"output_tokens_per_doc": output_tokens_per_doc} if output_tokens_per_doc else {}))
+    configs_run = plan_for(probe.capabilities, plan)
+    chunk = len(documents) if probe.capabilities.virtual_time else (interleave or 4 * max_docs)
+    chunks = [documents[i:i + chunk] for i in range(0, len(documents), chunk)]
+    parts: dict[str, list[ConfigRun]] = {c.name: [] for c in configs_run}
+    cache_on = {c.name: c.cache_on(probe.capabilities) for c in configs_run}
+    for n, part in enumerate(chunks):
+        for config in configs_run[n % len(configs_run):] + configs_run[: n % len(configs_run)]:
+            m, conc = config.settings(max_docs, concurrency)
+            resolved = resolve_lm(lm, prompt_cache=cache_on[config.name])
+            if config.cache == "warm":  # warm the prefix cache with a call outside the measurement
+                run_config(resolved, settings, part[:1], "warm-up", 1, budget)
+            parts[config.name].append(run_config(resolved, settings, part, config.name, m, budget, conc))
+    configs = [{**priced(config_figures(runs), prices), "prompt_cache": cache_on[name]}
+               for name, runs in parts.items()]
+    by_name = {c["config"]: c for c in configs}
+    out: dict[str, Any] = {
+        "kind": "bench", "lm": lm, "model_id": probe.model_id, "emulated": probe.emulated, "corpus": corpus,
+        "documents": len(documents), "max_docs": max_docs, "budget": budget, "concurrency": concurrency,
+        "interleaved_chunk": chunk, "layout": probe.capabilities.layout(layout),
+        "prompt_cache_available": probe.capabilities.prompt_cache, "capabilities": probe.capabilities.to_dict(),
+        "settings": settings.to_dict(), "priced_as": prices.model if prices else None,
+        "prices": prices.to_dict() if prices else None, "machine": machine(), "configs": configs,
+        "calls": [] if probe.emulated else [c for name, runs in parts.items() for r in runs
+                                            for c in r.calls(cache_on[name])],
+        **speedups({k: v["seconds"] for k, v in by_name.items()}),
+        "lost": sum(v["lost"] for v in configs),
+    }
+    if probe.emulated:
+        bound = rate_limit_bound(probe.capabilities, by_name["C"])
+        out.update(rate_limit_bound_docs_per_min=bound["bound"], c_docs_per_min=bound["reached"],
+                   bound_share=bound["share"], profile=probe.engine.profile.to_dict())
+        if "D" in by_name:
+            d = rate_limit_bound(probe.capabilities, by_name["D"])
+            out.update(d_rate_limit_bound_docs_per_min=d["bound"], d_docs_per_min=d["reached"], d_bound_share=d["share"])
+    return out
+
+
+def bench_documents(corpus: str, docs: int) -> list[Document]:
+    """The first ``docs`` documents of ``corpus`` (``synthetic``: generated); bad records and later
+    records of an id already taken are not benchmark material."""
     from toolkit.corpora import iter_records, synthetic_documents
 
     if corpus.startswith("synthetic"):
         documents = synthetic_documents(docs, seed=0)
-    else:  # bad records and later records of an id already taken are not benchmark material
+    else:
         seen: dict[str, Document] = {}
         for item in iter_records(corpus):
             if isinstance(item, Document) and item.id not in seen:
@@ -284,55 +346,12 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
         documents = list(seen.values())
     if not documents:
         raise ValueError(f"{corpus}: no documents")
-    probe = resolve_lm(lm)
-    settings = ExtractionSettings(relationships=False, layout=layout, demos=demos, shots=shots,
-                                  **({"entity_types": tuple(types)} if types else {}),
-                                  **({"output_tokens_per_doc": output_tokens_per_doc} if output_tokens_per_doc else {}))
-    has_cache = probe.capabilities.prompt_cache
-    plan = {"A": (1, "1", False), "A_warm": (1, "1", True), "B": (max_docs, "1", False),
-            "C": (max_docs, concurrency, False)}
-    if not has_cache:
-        plan.pop("A_warm")
-    chunk = len(documents) if probe.capabilities.virtual_time else (interleave or 4 * max_docs)
-    chunks = [documents[i:i + chunk] for i in range(0, len(documents), chunk)]
-    parts: dict[str, list[ConfigRun]] = {k: [] for k in plan}
-    for n, part in enumerate(chunks):
-        order = list(plan)
-        order = order[n % len(order):] + order[: n % len(order)]
-        for name in order:
-            m, conc, warm = plan[name]
-            resolved = resolve_lm(lm, prompt_cache=warm)
-            if warm:  # warm the prefix cache with a call outside the measurement
-                run_config(resolved, settings, part[:1], "warm-up", 1, budget)
-            parts[name].append(run_config(resolved, settings, part, name, m, budget, conc))
-    configs = [config_figures(runs) for runs in parts.values()]
-    by_name = {c["config"]: c for c in configs}
-    seconds = {k: v["seconds"] for k, v in by_name.items()}
-    out: dict[str, Any] = {
-        "kind": "bench", "lm": lm, "model_id": probe.model_id, "emulated": probe.emulated, "corpus": corpus,
-        "documents": len(documents), "max_docs": max_docs, "budget": budget, "concurrency": concurrency,
-        "interleaved_chunk": chunk, "layout": probe.capabilities.layout(layout), "prompt_cache_available": has_cache,
-        "capabilities": probe.capabilities.to_dict(),
-        "settings": settings.to_dict(),
-        "machine": machine(), "configs": configs,
-        "calls": [] if probe.emulated else [c for name, runs in parts.items() for r in runs for c in r.calls(plan[name][2])],
-        "speedup_b_vs_a": seconds["A"] / seconds["B"] if seconds["B"] else None,
-        "speedup_c_vs_a": seconds["A"] / seconds["C"] if seconds["C"] else None,
-        "speedup_b_vs_a_warm": seconds["A_warm"] / seconds["B"] if "A_warm" in seconds and seconds["B"] else None,
-        "lost": sum(v["lost"] for v in configs),
-    }
-    rate = probe.capabilities.rate
-    if probe.emulated:
-        c = by_name["C"]
-        per_call = c["documents"] / c["batches"] if c["batches"] else 1.0
-        per_doc = c["budget_tokens_ok"] / c["extracted"] if c["extracted"] else None
-        limits = [x for x in (rate.requests_per_minute and rate.requests_per_minute * per_call,
-                              rate.tokens_per_minute and per_doc and rate.tokens_per_minute / per_doc) if x]
-        bound = min(limits) if limits else None
-        reached = c["extracted"] / (c["seconds"] / 60) if c["seconds"] else None
-        out.update(rate_limit_bound_docs_per_min=bound, c_docs_per_min=reached,
-                   bound_share=reached / bound if bound and reached else None, profile=probe.engine.profile.to_dict())
-    return out
+    return documents
+
+
+def bench_table(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """A bench result's configurations as the CLI prints them (time, documents and cost)."""
+    return [{k: c.get(k) for k in BENCH_COLUMNS} for c in configurations(result)]
 
 
 # ---------------------------------------------------------------------------------------- output

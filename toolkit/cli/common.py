@@ -72,3 +72,10 @@ def add_prompt_args(parser: argparse.ArgumentParser) -> None:
                         help="annotated corpus (name, PubTator or CoNLL file) whose documents are the worked "
                              "example instead of the built-in one, e.g. ncbi-disease-train")
     parser.add_argument("--shots", type=int, default=2, help="documents drawn from --demos (default 2)")
+
+
+def add_price_arg(parser: argparse.ArgumentParser) -> None:
+    """``--price``: what the run's tokens cost (read as ``args.price``)."""
+    parser.add_argument("--price", metavar="MODEL|FILE",
+                        help="price the tokens as this model of LiteLLM's price map, or from a price file "
+                             "(default: what the LM is billed as; the local model: unpriced, cost null)")

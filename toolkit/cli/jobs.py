@@ -11,7 +11,7 @@ from typing import Any
 from toolkit.corpora import FORMATS, dedupe, load_corpus, synthetic_documents
 from toolkit.packer import STRATEGIES, Packer, PackingSettings
 
-from toolkit.cli.common import add_extraction_args, extraction_settings, print_report
+from toolkit.cli.common import add_extraction_args, add_price_arg, extraction_settings, print_report
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
@@ -85,7 +85,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
     settings = RunSettings(token_budget=args.budget, max_docs=args.max_docs, strategy=args.strategy,
                            concurrency=args.concurrency, extraction=extraction_settings(args), strict=args.strict,
-                           mode=args.mode)
+                           mode=args.mode, price=args.price)
     batch = None
     if args.mode == "batch-api":
         from toolkit.batchapi import BatchApiSettings
@@ -181,6 +181,7 @@ def register(sub: Any) -> None:
                          help="the corpus's format when its name does not tell (needed for a pipe such as -)")
     extract.add_argument("--limit", type=int, help="first N documents only")
     add_extraction_args(extract)
+    add_price_arg(extract)
     extract.add_argument("--budget", type=int, default=8192, help="tokens per call, prompt and output included")
     extract.add_argument("--max-docs", type=int, default=10)
     extract.add_argument("--strategy", choices=STRATEGIES, default="fifo")

@@ -6,7 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from toolkit.cli.common import add_prompt_args, add_settings_args, extraction_settings, ints, print_report, print_table
+from toolkit.cli.common import (add_price_arg, add_prompt_args, add_settings_args, extraction_settings, ints, print_report,
+                                print_table)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -24,7 +25,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(args.gold, lm=args.lm, limit=args.limit, max_docs=ints(args.max_docs),
                       budgets=ints(args.budgets), types=args.types.split(",") if args.types else None,
                       prompt_cache=args.warm_cache, layout=args.layout, demos=args.demos, shots=args.shots,
-                      resamples=args.resamples, fresh_reference=args.fresh_reference)
+                      resamples=args.resamples, fresh_reference=args.fresh_reference, price=args.price)
     if args.out:
         result["files"] = [str(p) for p in write_results(result, args.out)]
     if args.json:
@@ -36,19 +37,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from toolkit.experiments import bench, write_results
+    from toolkit.experiments import bench, bench_table, write_results
 
     result = bench(args.lm, args.corpus, args.docs, max_docs=args.max_docs, budget=args.budget,
                    concurrency=args.concurrency, output_tokens_per_doc=args.output_reserve,
                    types=[t.strip().upper() for t in args.types.split(",")] if args.types else None,
-                   layout=args.layout, demos=args.demos, shots=args.shots)
+                   layout=args.layout, demos=args.demos, shots=args.shots, price=args.price)
     if args.out:
         result["files"] = [str(p) for p in write_results(result, args.out)]
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
-        keys = ("config", "calls", "seconds", "docs_per_second", "extracted", "lost")
-        print_table([{k: c[k] for k in keys} for c in result["configs"]])
+        print_table(bench_table(result))
         print_report({k: v for k, v in result.items() if k.startswith(("speedup", "rate_limit", "bound", "lost"))},
                       False)
     return 0 if result["lost"] == 0 else 1
@@ -96,11 +96,13 @@ def register(sub: Any) -> None:
     ev.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples for the 95%% intervals (0: none)")
     ev.add_argument("--fresh-reference", action="store_true", help="run one document per call again even if cached")
     add_prompt_args(ev)
+    add_price_arg(ev)
     ev.add_argument("--out", help="write results.json, CSV/Parquet tables and a PNG here")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
 
-    be = sub.add_parser("bench", help="A (1 doc/call), A' (warm cache), B (packed), C (packed, concurrent)")
+    be = sub.add_parser("bench", help="A (1 doc/call), A' (warm cache), B (packed), C (packed, concurrent), "
+                                      "D (1 doc/call, concurrent), with their cost")
     be.add_argument("--lm", default="local")
     be.add_argument("--corpus", default="ncbi-disease", help="corpus name or file, or 'synthetic'")
     be.add_argument("--docs", type=int, default=40)
@@ -110,6 +112,7 @@ def register(sub: Any) -> None:
     be.add_argument("--output-reserve", type=int, help="output tokens allowed per document (default 256)")
     be.add_argument("--types", help="comma-separated entity types to ask for (default: the biomedical preset)")
     add_prompt_args(be)
+    add_price_arg(be)
     be.add_argument("--out", help="write results.json, CSV/Parquet tables and a PNG here")
     be.add_argument("--json", action="store_true")
     be.set_defaults(func=cmd_bench)
