@@ -114,3 +114,37 @@ def test_bench_runs_d_and_a_warm_and_prices_each_configuration_from_its_tokens()
     assert r["speedup_d_vs_a"] > 1 and r["speedup_c_vs_d"] == pytest.approx(configs["D"]["seconds"] / configs["C"]["seconds"])
     assert 0 < r["d_bound_share"] <= 1.0 and r["bound_share"] <= 1.0  # D and C within the same limits
     assert {"cost_usd", "cost_per_1k_docs", "cached_tokens"} <= set(bench_table(r)[0])
+
+
+def test_the_shared_prompt_comes_first_and_byte_identical_whatever_the_documents() -> None:
+    from toolkit.documents import Document
+    from toolkit.extraction import BatchExtractor, ExtractionSettings
+    from toolkit.service import demos_for
+
+    settings = ExtractionSettings(relationships=False)
+    extractor = BatchExtractor(settings, "packed", demos_for(settings))
+    one, _ = extractor.messages([Document("a", "Aspirin treats headache.")])
+    other, _ = extractor.messages([Document("b-2", "Cystic fibrosis and CFTR."), Document("c", "Tumours.")])
+    assert one[:-1] == other[:-1] and one[0]["role"] == "system"  # instructions, types, worked example
+    head = "".join(m["content"] for m in one[:-1])
+    assert "".join(m["content"] for m in other).startswith(head) and "Aspirin" not in head
+    assert one[-1]["content"].startswith("[[ ## documents ## ]]")  # the documents come after it
+
+
+def test_anthropic_models_mark_the_stable_prefix_with_cache_control(no_network: list) -> None:
+    from dspy._vendor.lm15.providers.anthropic import AnthropicLM
+
+    from toolkit.lm import resolve_lm
+
+    resolved = resolve_lm("anthropic/claude-3-5-haiku-latest")
+    config = resolved.lm.kwargs["prompt_cache"]
+    assert resolved.capabilities.cache == ANTHROPIC and config.prefix == "stable"
+    request = Request(model="claude-3-5-haiku-latest", system="instructions and types",
+                      messages=(Message.user("[[ ## documents ## ]] ..."),), config=Config(max_tokens=10, cache=config))
+    payload = AnthropicLM(api_key="not-sent")._payload(request, stream=False)  # built, never sent
+    assert payload["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert "prompt_cache" not in resolve_lm("anthropic/claude-3-5-haiku-latest", prompt_cache=False).lm.kwargs
+    assert resolve_lm("openai/gpt-4o-mini").capabilities.cache == OPENAI
+    assert "prompt_cache" not in resolve_lm("openai/gpt-4o-mini").lm.kwargs  # OpenAI caches by itself
+    assert resolve_lm("openai/x", api_base="http://127.0.0.1:9/v1").capabilities.cache is None
+    assert not no_network

@@ -7,16 +7,25 @@ import os
 from typing import Any
 
 from toolkit.lm.backend import Capabilities, ResolvedLM
+from toolkit.lm.prefixcache import ANTHROPIC, OPENAI, CacheRules
 
 PLACEHOLDER_KEY = "no-key"  # the key sent to an OpenAI-compatible server when the environment has none
 
 
-def resolve(spec: str, rest: str, *, api_base: str | None = None, **_: Any) -> ResolvedLM:
-    """``spec`` is ``provider/model``; keys come from the environment and are never stored."""
+def resolve(spec: str, rest: str, *, api_base: str | None = None, prompt_cache: bool = True,
+            **_: Any) -> ResolvedLM:
+    """``spec`` is ``provider/model``; keys come from the environment and are never stored. With
+    ``prompt_cache``, Anthropic models are sent ``cache_control`` on the prompt's stable beginning
+    (:func:`prompt_cache_config`); OpenAI caches by itself. Both caches' rules go in the capabilities."""
     import dspy
 
     kwargs: dict[str, Any] = {"cache": False, "num_retries": 0}
-    capabilities = Capabilities(tokenizer=spec.split("/", 1)[1])
+    marks = prompt_cache_config(spec) if prompt_cache else None
+    if marks is not None:
+        kwargs["prompt_cache"] = marks
+    rules = None if api_base else cache_rules(spec)  # a compatible server's cache is its own
+    capabilities = Capabilities(tokenizer=spec.split("/", 1)[1], prompt_cache=rules is not None,
+                                cache=rules if prompt_cache else None)
     if not api_base:
         return ResolvedLM(spec, dspy.LM(spec, **kwargs), spec, capabilities, priced_as=spec)
     if not spec.startswith("openai/"):
@@ -28,3 +37,19 @@ def resolve(spec: str, rest: str, *, api_base: str | None = None, **_: Any) -> R
     engine = CompatibleServerEngine(dspy.LM(spec, api_base=api_base, **key, **kwargs))
     lm = dspy.LM(spec, engine=engine, async_engine=AsyncCompatibleServerEngine(engine), **kwargs)
     return ResolvedLM(spec, lm, spec, capabilities, engine, priced_as=spec)
+
+
+def cache_rules(spec: str) -> CacheRules | None:
+    """The prompt-cache rules of a provider model, where known (see :mod:`toolkit.lm.prefixcache`)."""
+    return {"openai": OPENAI, "anthropic": ANTHROPIC}.get(spec.split("/", 1)[0])
+
+
+def prompt_cache_config(spec: str) -> Any:
+    """DSPy's (lm15) prompt-cache setting for ``spec``: Anthropic caches only a marked prefix, so
+    the system message (instructions and entity types, first and byte-identical in every call) is
+    marked; None for providers that cache by themselves."""
+    if not spec.startswith("anthropic/"):
+        return None
+    from dspy.lm15 import CacheConfig
+
+    return CacheConfig(mode="auto", prefix="stable")
