@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.moneyplan import CacheRules, cost_per_document, parse_hours
+from toolkit.lm.prefixcache import CacheRules
+from toolkit.moneyplan import cost_per_document, parse_hours
 from toolkit.pricing import prices_for
 
 
 def test_a_prefix_is_cached_from_the_minimum_in_increments() -> None:
     rules = CacheRules(min_tokens=1024, increment=128)
-    assert [rules.cached(n) for n in (0, 1023, 1024, 1151, 1152, 2000)] == [0, 0, 1024, 1024, 1152, 1920]
+    assert [rules.cacheable(n) for n in (0, 1023, 1024, 1151, 1152, 2000)] == [0, 0, 1024, 1024, 1152, 1920]
 
 
 @pytest.mark.parametrize(("text", "hours"), [("8h", 8.0), ("90m", 1.5), ("2d", 48.0), ("3600s", 1.0), ("5", 5.0)])

@@ -16,28 +16,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from toolkit.lm.prefixcache import CacheRules
 from toolkit.pricing import Prices
 
 MODES = ("sync", "cache", "batch-api")
 BATCH_WINDOW_HOURS = 24.0
-
-
-@dataclass(frozen=True)
-class CacheRules:
-    """A provider's prompt cache as the planner needs it."""
-
-    min_tokens: int = 1024  # a shorter prefix is not cached
-    increment: int = 128  # cached lengths are min_tokens plus a multiple of this
-    counts_toward_limit: bool = True  # cached tokens count towards tokens per minute
-
-    def cached(self, shared: int) -> int:
-        """Tokens of a ``shared`` prefix the cache serves."""
-        if shared < self.min_tokens:
-            return 0
-        return self.min_tokens + (shared - self.min_tokens) // self.increment * self.increment
 
 
 def parse_hours(text: str | float | None) -> float | None:

@@ -38,7 +38,8 @@ from toolkit.extraction import ExtractionSettings, output_allowance
 from toolkit.lm.backend import Capabilities
 from toolkit.report import configurations
 from toolkit.lm.emulated import Profile, load_profile
-from toolkit.moneyplan import CacheRules, describe, modes_for, parse_hours, picks, price_rows
+from toolkit.lm.prefixcache import CacheRules
+from toolkit.moneyplan import describe, modes_for, parse_hours, picks, price_rows
 from toolkit.pricing import resolve_prices
 from toolkit.service import measure_reserves
 from toolkit.tokens import get_counter
@@ -121,11 +122,6 @@ def _capabilities(profile: Profile) -> Capabilities:
     return Capabilities(tokenizer=profile.tokenizer or "gpt-4o-mini")
 
 
-def cache_rules(profile: Profile) -> CacheRules | None:
-    """The profile's prompt cache for planning (None: it has none)."""
-    return CacheRules() if profile.prompt_cache else None
-
-
 def count_documents(corpus: str) -> int:
     from toolkit.corpora import load_corpus
 
@@ -164,7 +160,7 @@ def predict(profile: Profile, text_tokens: float, prompt_tokens: int, per_doc_to
     prompt = shared + n * (text_tokens + per_doc_tokens)
     output = n * output_per_doc
     single = shared + text_tokens + per_doc_tokens
-    cached = cache.cached(shared) if mode == "cache" and cache is not None else 0
+    cached = cache.cacheable(shared) if mode == "cache" and cache is not None else 0
     call = (profile.call_seconds(prompt - cached, output) + resends_per_batch * profile.call_seconds(single - cached, 0))
     slots = min(concurrency, profile.parallel_slots or concurrency)
     limits = {"concurrency": slots * n * 60 / call}
@@ -173,7 +169,7 @@ def predict(profile: Profile, text_tokens: float, prompt_tokens: int, per_doc_to
     if profile.tokens_per_minute:
         allowance = (settings.max_tokens(n) if output_sd is None
                      else output_allowance(n, output_per_doc, output_sd, settings))
-        free = cached if cache is not None and not cache.counts_toward_limit else 0
+        free = cached if cache is not None and not cache.counts_towards_tpm else 0
         limits["tokens_per_minute"] = profile.tokens_per_minute * n / (prompt - free + allowance)
     bound = min(limits, key=limits.get)
     batch = mode == "batch-api"
@@ -222,7 +218,7 @@ def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results:
     (default: what the profile is priced as)."""
     profile = _profile(profile_name)
     prices = resolve_prices(profile.priced_as, price)
-    cache = cache_rules(profile)
+    cache = profile.cache_rules
     modes = modes_for(prices, cache, modes)
     deadline_hours = parse_hours(deadline)
     evaluation = json.loads(Path(eval_results).read_text()) if eval_results else None
