@@ -129,7 +129,7 @@ def test_bench_on_the_emulated_profile_reports_speedups_and_the_rate_limit_bound
                  "--out", str(tmp_path), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     configs = {c["config"]: c for c in r["configs"]}  # a list in run order, as eval's
-    assert list(configs) == ["A", "A_warm", "B", "C", "D"] and r["speedup_b_vs_a_warm"] is not None
+    assert list(configs) == ["A", "A_warm", "B", "C", "D", "batch_api"] and r["speedup_b_vs_a_warm"] is not None
     assert r["lost"] == 0 and all(c["extracted"] == 600 for c in configs.values())
     a, b, c = (configs[k] for k in "ABC")
     assert a["calls"] == 600 and b["calls"] < 100

@@ -103,17 +103,24 @@ def test_bench_runs_d_and_a_warm_and_prices_each_configuration_from_its_tokens()
 
     r = bench("emulated:hosted-api", "synthetic", 1000)
     configs = {c["config"]: c for c in r["configs"]}
-    assert list(configs) == ["A", "A_warm", "B", "C", "D"] and r["lost"] == 0
+    assert list(configs) == ["A", "A_warm", "B", "C", "D", "batch_api"] and r["lost"] == 0
     prices = prices_for("gpt-4o-mini")
     assert prices is not None and r["priced_as"] == "gpt-4o-mini"
     for c in configs.values():  # the tokens each recorded, times the price map, to the cent
-        expected = ((c["tokens_in"] - c["cached_tokens"]) * prices.input + c["cached_tokens"] * prices.cached_input
-                    + c["tokens_out"] * prices.output)
+        batch = {k: c.get(f"batch_api_{k}", 0) for k in ("tokens_in", "tokens_out", "cached_tokens")}
+        expected = ((c["tokens_in"] - c["cached_tokens"] - batch["tokens_in"] + batch["cached_tokens"]) * prices.input
+                    + (c["cached_tokens"] - batch["cached_tokens"]) * prices.cached_input
+                    + (c["tokens_out"] - batch["tokens_out"]) * prices.output
+                    + (batch["tokens_in"] - batch["cached_tokens"]) * prices.batch_input
+                    + batch["cached_tokens"] * min(prices.batch_input, prices.cached_input)
+                    + batch["tokens_out"] * prices.batch_output)
         assert round(c["cost_usd"], 2) == round(expected, 2) and c["cost_usd"] == pytest.approx(expected)
         assert c["cost_per_1k_docs"] == pytest.approx(1000 * c["cost_usd"] / c["extracted"])
     assert r["speedup_d_vs_a"] > 1 and r["speedup_c_vs_d"] == pytest.approx(configs["D"]["seconds"] / configs["C"]["seconds"])
     assert 0 < r["d_bound_share"] <= 1.0 and r["bound_share"] <= 1.0  # D and C within the same limits
     assert {"cost_usd", "cost_per_1k_docs", "cached_tokens"} <= set(bench_table(r)[0])
+    batch_api = configs["batch_api"]  # at half price: its calls through the batch API, none left for the sync path
+    assert batch_api["batch_api_calls"] == batch_api["calls"] and batch_api["cost_usd"] <= 0.55 * configs["C"]["cost_usd"]
 
 
 def test_the_shared_prompt_comes_first_and_byte_identical_whatever_the_documents() -> None:

@@ -22,8 +22,8 @@ class BenchConfig:
     """``cache``: ``cold`` bypasses the provider's cache; ``warm`` turns it on and warms it with a
     call outside the measurement; ``provider``: as a production run gets it (on where the backend
     knows its provider's cache rules, e.g. the emulated hosted profiles; off for the local model,
-    as before). ``needs``: ``prompt_cache`` (only on a backend with one) or ``concurrency`` (only
-    on a backend that runs calls concurrently)."""
+    as before). ``needs``: ``prompt_cache`` (only on a backend with one), ``concurrency`` (only
+    on a backend that runs calls concurrently) or ``batch_api`` (a backend with a batch API)."""
 
     name: str
     packed: bool
@@ -31,12 +31,16 @@ class BenchConfig:
     cache: Cache
     needs: str | None = None
     label: str = ""
+    mode: str = "sync"  # or "batch-api": through the provider's batch API
+
 
     def available(self, caps: Capabilities) -> bool:
         if self.needs == "prompt_cache":
             return caps.prompt_cache
         if self.needs == "concurrency":
             return caps.concurrency != "1"
+        if self.needs == "batch_api":
+            return caps.batch_api
         return True
 
     def settings(self, max_docs: int, concurrency: str) -> tuple[int, str]:
@@ -57,6 +61,8 @@ BENCH_PLAN: tuple[BenchConfig, ...] = (
     BenchConfig("C", packed=True, concurrent=True, cache="provider", label="packed, concurrent"),
     BenchConfig("D", packed=False, concurrent=True, cache="provider", needs="concurrency",
                 label="one document per call, concurrent (what GraphRAG, LightRAG and LangExtract run)"),
+    BenchConfig("batch_api", packed=True, concurrent=False, cache="provider", needs="batch_api", mode="batch-api",
+                label="packed, through the provider's batch API (results within its window, at its prices)"),
 )
 
 SPEEDUPS = (("b", "a"), ("c", "a"), ("d", "a"), ("c", "d"), ("a_warm", "a"), ("b", "a_warm"))

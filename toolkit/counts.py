@@ -45,6 +45,10 @@ class Counts:
     def __add__(self, other: Counts) -> Counts:
         return Counts(*(getattr(self, name) + getattr(other, name) for name in FIELDS))
 
+    def __sub__(self, other: Counts) -> Counts:
+        """What is left of these counts without ``other`` (a part of them)."""
+        return Counts(*(getattr(self, name) - getattr(other, name) for name in FIELDS))
+
     @property
     def grounded_rate(self) -> float | None:
         """Kept entities among those judged (kept, ungrounded, leaked); None when none was judged."""

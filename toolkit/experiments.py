@@ -20,17 +20,19 @@ from typing import Any
 
 import numpy as np
 
+from toolkit.batchapi import BATCH_API_KEYS, is_batch_priced, run_batch_api
 from toolkit.benchplan import BENCH_PLAN, BenchConfig, plan_for, rate_limit_bound, speedups
 from toolkit.demos import demo_ids
 from toolkit.documents import Document, Entity
 from toolkit.corpora.gold import gold_mapping
+from toolkit.corpora.selection import first_documents
 from toolkit.evalcache import Reference, cache_root, load_reference, reference_key, save_reference
 from toolkit.evaluation import agreement, by_position, per_document, score
 from toolkit.extraction import BatchExtractor, ExtractionSettings, output_per_document
 from toolkit.lm import ResolvedLM, resolve_lm
-from toolkit.counts import Counts
-from toolkit.pricing import Prices, cost_summary, resolve_prices
-from toolkit.report import configurations, counts_summary, outcome_summary
+from toolkit.counts import FIELDS, Counts
+from toolkit.pricing import Prices, resolve_prices
+from toolkit.report import configurations, cost_summary, counts_summary, outcome_summary
 from toolkit.service import ExtractionService, ServiceRun, default_policy, demos_for
 from toolkit.stats import DEFAULT_RESAMPLES, LEVEL, document_seconds, interval, micro_f1, ratio, resample_weights
 
@@ -81,9 +83,11 @@ class ConfigRun:
 
 def priced(row: dict[str, Any], prices: Prices | None) -> dict[str, Any]:
     """``row`` (a configuration's figures) with what its recorded tokens cost at ``prices``:
-    ``cost_usd``, ``cost_per_1k_docs``, ``priced_as`` (None where unpriced)."""
-    return {**row, **cost_summary(prices, row["tokens_in"], row["tokens_out"], row.get("cached_tokens", 0),
-                                  row["extracted"])}
+    ``cost_usd``, ``cost_per_1k_docs``, ``priced_as`` (None where unpriced); the calls it made
+    through a batch API (``batch_api_calls``, ``batch_api_tokens_in``, ...) at batch prices."""
+    counts = Counts(**{name: row.get(name) or 0 for name in FIELDS})
+    batch = Counts(**{k: row[f"batch_api_{k}"] for k in BATCH_API_KEYS}) if row.get("batch_api_calls") else None
+    return {**row, **cost_summary(prices, counts, row["extracted"], batch)}
 
 
 def config_figures(runs: Sequence[ConfigRun]) -> dict[str, Any]:
@@ -92,6 +96,7 @@ def config_figures(runs: Sequence[ConfigRun]) -> dict[str, Any]:
     first = runs[0]
     seconds = sum(r.seconds for r in runs)
     attempts = [a for r in runs for a in r.run.attempts]
+    batch = Counts.total(a.counts for a in attempts if is_batch_priced(a))
     outcomes = outcome_summary([o for r in runs for o in r.run.report.outcomes], sum(r.run.documents for r in runs),
                                any(r.run.stopped for r in runs))
     replies = [(a.counts.documents_ok, float(a.usage[1])) for a in attempts
@@ -103,6 +108,7 @@ def config_figures(runs: Sequence[ConfigRun]) -> dict[str, Any]:
         "budget_tokens_ok": sum(a.counts.budget_tokens for a in attempts if a.outcome == "ok"),
         "docs_per_second": outcomes["extracted"] / seconds if seconds else None,
         "output_sd_per_doc": output_per_document(replies)[1] if len(replies) > 1 else None,
+        **({f"batch_api_{k}": getattr(batch, k) for k in BATCH_API_KEYS} if batch.calls else {}),
     }
 
 
@@ -119,10 +125,14 @@ def prompt_digest(settings: ExtractionSettings, layout: str) -> str:
 
 
 def run_config(resolved: ResolvedLM, settings: ExtractionSettings, documents: Sequence[Document], name: str,
-               max_docs: int, budget: int = 8192, concurrency: str = "1") -> ConfigRun:
-    """Pack ``documents`` with ``max_docs`` and ``budget`` and run them (DSPy cache off)."""
+               max_docs: int, budget: int = 8192, concurrency: str = "1", mode: str = "sync") -> ConfigRun:
+    """Pack ``documents`` with ``max_docs`` and ``budget`` and run them (DSPy cache off), call by
+    call or (``mode="batch-api"``) through the backend's batch API."""
     service = ExtractionService(resolved, settings, policy=default_policy(resolved, concurrency))
-    run = service.run(documents, budget, progress=False, max_docs=max_docs)
+    if mode == "batch-api":
+        run = run_batch_api(service, documents, budget, max_docs=max_docs)
+    else:
+        run = service.run(documents, budget, progress=False, max_docs=max_docs)
     positions = {doc_id: i for batch in run.pack.batches for i, doc_id in enumerate(batch.document_ids)}
     return ConfigRun(name, max_docs, budget, concurrency, run, positions)
 
@@ -286,7 +296,7 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
     :func:`evaluate`). Real LMs run in interleaved chunks of ``interleave`` documents (default
     ``4 x max_docs``), rotating the order per chunk, so drift does not favour one configuration;
     emulated ones run in virtual time."""
-    documents = bench_documents(corpus, docs)
+    documents = first_documents(corpus, docs)
     probe = resolve_lm(lm)
     prices = resolve_prices(probe.priced_as, price)
     settings = ExtractionSettings(relationships=False, layout=layout, demos=demos, shots=shots,
@@ -303,7 +313,8 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
             resolved = resolve_lm(lm, prompt_cache=cache_on[config.name])
             if config.cache == "warm":  # warm the prefix cache with a call outside the measurement
                 run_config(resolved, settings, part[:1], "warm-up", 1, budget)
-            parts[config.name].append(run_config(resolved, settings, part, config.name, m, budget, conc))
+            parts[config.name].append(run_config(resolved, settings, part, config.name, m, budget, conc,
+                                                 config.mode))
     configs = [{**priced(config_figures(runs), prices), "prompt_cache": cache_on[name]}
                for name, runs in parts.items()]
     by_name = {c["config"]: c for c in configs}
@@ -327,26 +338,6 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
             d = rate_limit_bound(probe.capabilities, by_name["D"])
             out.update(d_rate_limit_bound_docs_per_min=d["bound"], d_docs_per_min=d["reached"], d_bound_share=d["share"])
     return out
-
-
-def bench_documents(corpus: str, docs: int) -> list[Document]:
-    """The first ``docs`` documents of ``corpus`` (``synthetic``: generated); bad records and later
-    records of an id already taken are not benchmark material."""
-    from toolkit.corpora import iter_records, synthetic_documents
-
-    if corpus.startswith("synthetic"):
-        documents = synthetic_documents(docs, seed=0)
-    else:
-        seen: dict[str, Document] = {}
-        for item in iter_records(corpus):
-            if isinstance(item, Document) and item.id not in seen:
-                seen[item.id] = item
-                if len(seen) >= docs:
-                    break
-        documents = list(seen.values())
-    if not documents:
-        raise ValueError(f"{corpus}: no documents")
-    return documents
 
 
 def bench_table(result: dict[str, Any]) -> list[dict[str, Any]]:

@@ -29,7 +29,6 @@ from toolkit.corpora import CorpusDamaged, CorpusError, Record, is_stream, iter_
 from toolkit.corpora.readers import key_problem
 from toolkit.corpora.selection import ensure_fetched, expected_total, selected_records
 from toolkit.counts import Counts
-from toolkit.documents import Document
 from toolkit.engines import Chunk, ChunkResult, Engine, LocalEngine
 from toolkit.errors import RunFailed, StopRequested
 from toolkit.executor import DocumentOutcome
@@ -359,8 +358,8 @@ def _summary(run_id: str, db: Store, gate: Intake, expected: set[str], runs: lis
         "duplicates_skipped": gate.duplicates, "bad_records": gate.bad_records, "oversize": gate.oversize,
         "batches": sum(r.batches for r in runs),
         **counts_summary(counts),
-        # of this session's calls and documents (an engine with a cost of its own: the batch API's prices)
-        **(engine.cost(prices, counts, done_now) if hasattr(engine, "cost") else cost_summary(prices, counts, done_now)),
+        # of this session's calls and documents; those an engine made through a batch API at its prices
+        **cost_summary(prices, counts, done_now, getattr(engine, "batch_counts", None)),
         "entities": entities,  # of every extracted document of the run (earlier sessions included)
         "entities_per_doc": entities / len(extracted) if extracted else 0.0,
         "zero_entity_docs": sum(1 for i in extracted if not entity_counts.get(i)),

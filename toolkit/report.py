@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from toolkit.counts import Counts
+
 if TYPE_CHECKING:
-    from toolkit.counts import Counts
     from toolkit.pricing import Prices
     from toolkit.service import ServiceRun
 
@@ -31,12 +32,18 @@ def counts_summary(counts: Counts) -> dict[str, Any]:
     return {**counts.to_dict(), "grounded_rate": counts.grounded_rate}
 
 
-def cost_summary(prices: Prices | None, counts: Counts, extracted: int, batch: bool = False) -> dict[str, Any]:
-    """What ``counts``' tokens cost at ``prices`` (None: unpriced, e.g. the local model), per run
-    and per 1,000 extracted documents (``batch``: at batch-API prices)."""
+def cost_summary(prices: Prices | None, counts: Counts, extracted: int, batch_part: Counts | None = None) -> dict[str, Any]:
+    """What ``counts``' tokens cost at ``prices`` (None: unpriced, e.g. the local model), per run and
+    per 1,000 extracted documents; ``batch_part``: of ``counts``, the calls made through a provider's
+    batch API, billed at its batch prices (the rest at the usual ones)."""
     from toolkit.pricing import cost_summary as priced
 
-    return priced(prices, counts.tokens_in, counts.tokens_out, counts.cached_tokens, extracted, batch=batch)
+    batch = batch_part or Counts()
+    parts = [priced(prices, c.tokens_in, c.tokens_out, c.cached_tokens, extracted, batch=b)
+             for c, b in ((counts - batch, False), (batch, True)) if c.calls or not b]
+    usd = None if prices is None else sum(p["cost_usd"] for p in parts)
+    return {**parts[0], "cost_usd": usd, "cost_per_1k_docs": 1000 * usd / extracted if usd is not None and extracted
+            else None}
 
 
 def extraction_summary(run: ServiceRun, wall_seconds: float, emulated: bool = False) -> dict[str, Any]:

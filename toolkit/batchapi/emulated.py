@@ -47,7 +47,7 @@ def answer(engine: Any, body: dict[str, Any]) -> dict[str, Any]:
     from toolkit.tokens import estimate_tokens
 
     messages = body["messages"]
-    text = engine._reply(documents_in_prompt(messages), schema_of(body.get("response_format")), None)
+    text = engine.reply(documents_in_prompt(messages), schema_of(body.get("response_format")), None)
     prompt_tokens = estimate_tokens("\n".join(m["content"] for m in messages), TOKENIZER)
     output_tokens, cap = estimate_tokens(text, TOKENIZER), body.get("max_tokens") or 1024
     finish = "stop"

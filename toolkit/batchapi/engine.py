@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toolkit.batchapi.providers import BatchInfo, BatchProvider
-from toolkit.batchapi.replies import Settled, settle_job
+from toolkit.batchapi.replies import BATCH_API_KEYS, Settled, settle_job
 from toolkit.batchapi.requests import BatchLimits, build_requests, file_bytes, split_files
 from toolkit.counts import Counts
 from toolkit.documents import Document
@@ -237,25 +237,8 @@ class BatchApiEngine:
 
     def summary(self) -> dict[str, Any]:
         """What the batch API did: its calls' counts (billed at batch prices) and the jobs sent."""
-        return {"mode": "batch-api", "batch_api_jobs": self._seen, "batch_api_calls": self.batch_counts.calls,
-                "batch_api_failed_lines": self.failed_lines, "batch_api_tokens_in": self.batch_counts.tokens_in,
-                "batch_api_tokens_out": self.batch_counts.tokens_out,
-                "batch_api_cached_tokens": self.batch_counts.cached_tokens}
-
-    def cost(self, prices: Any, counts: Counts, extracted: int) -> dict[str, Any]:
-        """``cost_usd`` of a run's ``counts``: the calls made through the batch API at batch prices,
-        the synchronous fallback's at the usual ones (see :func:`toolkit.pricing.cost_summary`)."""
-        from toolkit.counts import FIELDS
-        from toolkit.pricing import cost_summary
-
-        batch = self.batch_counts
-        sync = Counts(*(getattr(counts, f) - getattr(batch, f) for f in FIELDS))
-        parts = [cost_summary(prices, c.tokens_in, c.tokens_out, c.cached_tokens, extracted, batch=b)
-                 for c, b in ((sync, False), (batch, True))]
-        if parts[0]["cost_usd"] is None:
-            return parts[0]
-        usd = parts[0]["cost_usd"] + parts[1]["cost_usd"]
-        return {**parts[0], "cost_usd": usd, "cost_per_1k_docs": 1000 * usd / extracted if extracted else None}
+        return {"mode": "batch-api", "batch_api_jobs": self._seen, "batch_api_failed_lines": self.failed_lines,
+                **{f"batch_api_{k}": getattr(self.batch_counts, k) for k in BATCH_API_KEYS}}
 
     def close(self) -> None:
         pass

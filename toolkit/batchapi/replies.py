@@ -23,6 +23,7 @@ from toolkit.models import DocumentBatch
 from toolkit.outcomes import DocumentOutcome
 
 BATCH_PREFIX = "batch-api:"  # batch ids of calls made through a batch API (billed at batch prices)
+BATCH_API_KEYS = ("calls", "tokens_in", "tokens_out", "cached_tokens")  # counts reported as batch_api_<key>
 
 
 def is_batch_priced(record: AttemptRecord) -> bool:

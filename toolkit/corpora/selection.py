@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from toolkit.corpora import Record, get_manifest, is_stream
+from toolkit.corpora import Record, get_manifest, is_stream, iter_records, synthetic_documents
 from toolkit.documents import Document
 
 
@@ -48,3 +48,21 @@ def selected_records(records: Iterator[Record], corpus: str, limit: int | None) 
             continue
         count += 1
         yield item
+
+
+def first_documents(corpus: str, docs: int) -> list[Document]:
+    """The first ``docs`` documents of ``corpus`` (``synthetic``: generated), for measurements: bad
+    records and later records of an id already taken are not benchmark material."""
+    if corpus.startswith("synthetic"):
+        documents = synthetic_documents(docs, seed=0)
+    else:
+        seen: dict[str, Document] = {}
+        for item in iter_records(corpus):
+            if isinstance(item, Document) and item.id not in seen:
+                seen[item.id] = item
+                if len(seen) >= docs:
+                    break
+        documents = list(seen.values())
+    if not documents:
+        raise ValueError(f"{corpus}: no documents")
+    return documents

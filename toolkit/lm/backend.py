@@ -27,6 +27,7 @@ class Capabilities:
     layouts: tuple[str, ...] = ("packed",)  # the layouts it runs, its default first
     prompt_cache: bool = False  # repeated prompt prefixes are cached (A' can be measured)
     cache: CacheRules | None = None  # the rules of the provider's cache, when known and on for this LM
+    batch_api: bool = False  # a provider batch API runs its calls (extract --mode batch-api, bench's batch_api)
     virtual_time: bool = False  # calls are pure asyncio: a run can go on a virtual clock
     emulated: bool = False  # answers are emulated (labelled so in every output)
     long_prompts_cost_more: bool = False  # attention over long prompts shows in latency (a CPU)

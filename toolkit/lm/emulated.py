@@ -226,7 +226,9 @@ class EmulatedEngine:
             self._slots, self._slots_loop = asyncio.Semaphore(self.profile.parallel_slots), loop
         return self._slots
 
-    def _reply(self, docs: list[dict[str, str]], schema: dict[str, Any] | None, fault: str | None) -> str:
+    def reply(self, docs: list[dict[str, str]], schema: dict[str, Any] | None, fault: str | None) -> str:
+        """The emulated answer to ``docs`` (the gazetteer's mentions of the types ``schema`` asks for),
+        damaged as ``fault`` says; the batch API's emulated provider answers its lines with it too."""
         types, relationships = None, True
         if schema is not None:
             try:
@@ -278,7 +280,7 @@ class EmulatedEngine:
             raise ContextLengthExceeded("maximum context length exceeded (emulated)")
         if fault in ("rate_limit", "rate_limit_retry_after"):
             raise RateLimited("429 (emulated)", retry_after=5.0 / self.profile.speed if fault.endswith("after") else None)
-        text = self._reply(documents_in_prompt(messages), schema_of(request.config.response_format), fault)
+        text = self.reply(documents_in_prompt(messages), schema_of(request.config.response_format), fault)
         # a cut-off reply is one that used all of max_tokens
         output_tokens = max_tokens if fault == "truncated" else min(estimate_tokens(text, TOKENIZER), max_tokens)
         charged = prompt_tokens - cached  # latency: only the prompt tokens not read from the cache
@@ -366,5 +368,5 @@ def from_profile(profile: Profile, spec: str | None = None, seed: int = 0, promp
     capabilities = Capabilities(tokenizer=TOKENIZER, rate=RateLimitPolicy(p.requests_per_minute, p.tokens_per_minute,
                                                                           p.window),
                                 call_timeout=None, prompt_cache=p.cache_rules is not None, cache=engine.rules,
-                                virtual_time=p.speed == 1.0, emulated=True, time_scale=p.speed)
+                                virtual_time=p.speed == 1.0, emulated=True, time_scale=p.speed, batch_api=True)
     return ResolvedLM(spec, lm, engine.name, capabilities, engine, priced_as=p.priced_as)

@@ -25,7 +25,8 @@ def resolve(spec: str, rest: str, *, api_base: str | None = None, prompt_cache: 
         kwargs["prompt_cache"] = marks
     rules = None if api_base else cache_rules(spec)  # a compatible server's cache is its own
     capabilities = Capabilities(tokenizer=spec.split("/", 1)[1], prompt_cache=rules is not None,
-                                cache=rules if prompt_cache else None)
+                                cache=rules if prompt_cache else None,
+                                batch_api=spec.startswith("openai/"))  # OpenAI's, or a compatible server's
     if not api_base:
         return ResolvedLM(spec, dspy.LM(spec, **kwargs), spec, capabilities, priced_as=spec)
     if not spec.startswith("openai/"):
