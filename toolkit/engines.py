@@ -56,6 +56,7 @@ class Engine(Protocol):
 
     def submit(self, chunk: Chunk, decided: OutcomeSink, record: CallSink) -> Iterator[ChunkResult]: ...
     def drain(self, decided: OutcomeSink, record: CallSink) -> Iterator[ChunkResult]: ...
+    def summary(self) -> dict[str, Any]: ...  # what a run's summary says of it: its "mode", and more
     def close(self) -> None: ...
 
 
@@ -83,6 +84,9 @@ class LocalEngine:
 
     def drain(self, decided: OutcomeSink, record: CallSink) -> Iterator[ChunkResult]:
         return iter(())
+
+    def summary(self) -> dict[str, Any]:
+        return {"mode": "sync"}
 
     def close(self) -> None:
         pass

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.batchapi import BATCH_API_KEYS, is_batch_priced, run_batch_api
+from toolkit.batchapi import BATCH_API_KEYS, batch_api_counts, batch_api_fields, run_batch_api
 from toolkit.benchplan import BENCH_PLAN, BenchConfig, plan_for, rate_limit_bound, speedups
 from toolkit.demos import demo_ids
 from toolkit.documents import Document, Entity
@@ -96,7 +96,7 @@ def config_figures(runs: Sequence[ConfigRun]) -> dict[str, Any]:
     first = runs[0]
     seconds = sum(r.seconds for r in runs)
     attempts = [a for r in runs for a in r.run.attempts]
-    batch = Counts.total(a.counts for a in attempts if is_batch_priced(a))
+    batch = batch_api_counts(attempts)
     outcomes = outcome_summary([o for r in runs for o in r.run.report.outcomes], sum(r.run.documents for r in runs),
                                any(r.run.stopped for r in runs))
     replies = [(a.counts.documents_ok, float(a.usage[1])) for a in attempts
@@ -108,7 +108,7 @@ def config_figures(runs: Sequence[ConfigRun]) -> dict[str, Any]:
         "budget_tokens_ok": sum(a.counts.budget_tokens for a in attempts if a.outcome == "ok"),
         "docs_per_second": outcomes["extracted"] / seconds if seconds else None,
         "output_sd_per_doc": output_per_document(replies)[1] if len(replies) > 1 else None,
-        **({f"batch_api_{k}": getattr(batch, k) for k in BATCH_API_KEYS} if batch.calls else {}),
+        **(batch_api_fields(batch) if batch.calls else {}),
     }
 
 

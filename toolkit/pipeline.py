@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from toolkit.batchapi.replies import batch_api_counts, batch_api_fields
 from toolkit.corpora import CorpusDamaged, CorpusError, Record, is_stream, iter_records, resolve
 from toolkit.corpora.readers import key_problem
 from toolkit.corpora.selection import ensure_fetched, expected_total, selected_records
@@ -191,7 +192,7 @@ def run(corpus: str | Path = DEFAULT_CORPUS, *, lm: str | ResolvedLM = "local", 
                           f"{path} is a pipe; write it to a file first")
     db = open_store(store) if store is None or isinstance(store, str) else store
     service = ExtractionService(lm, settings.extraction, api_base=api_base)
-    resolve_prices(service.resolved.priced_as, settings.price)  # an unknown price is refused before the run
+    prices = resolve_prices(service.resolved.priced_as, settings.price)  # an unknown price is refused here
     if settings.concurrency is not None:
         service.policy = default_policy(service.resolved, settings.concurrency)
     packing = service.packing_settings(settings.token_budget, max_docs=settings.max_docs, strategy=settings.strategy)
@@ -225,7 +226,8 @@ def run(corpus: str | Path = DEFAULT_CORPUS, *, lm: str | ResolvedLM = "local", 
         with LeaseKeeper(db, run_id) as heartbeat:
             gate = intake(db.digests(run_id) if existed else {})
             return _execute(selected_records(records, corpus, limit), gate, service, engine, packing, settings, db, run_id,
-                            progress, expected_total(corpus, path, fmt, limit), heartbeat, stop or threading.Event())
+                            progress, expected_total(corpus, path, fmt, limit), heartbeat, stop or threading.Event(),
+                            prices)
     except Exception as exc:
         _abandon(db, run_id, exc)
         raise RunFailed(f"run {run_id!r} stopped: {type(exc).__name__}: {exc}") from exc
@@ -262,8 +264,9 @@ def _abandon(db: Store, run_id: str, exc: BaseException, waits: tuple[float, ...
 def _execute(records: Iterator[Record], gate: Intake, service: ExtractionService, engine: Engine,
              packing: PackingSettings, settings: RunSettings, db: Store, run_id: str,
              progress: bool | Callable[[dict[str, Any]], None] | None, total: int | None, heartbeat: LeaseKeeper,
-             stop: threading.Event) -> RunResult:
-    """The run itself: records through the intake, chunks through the engine, outcomes into the store."""
+             stop: threading.Event, prices: Prices | None) -> RunResult:
+    """The run itself: records through the intake, chunks through the engine, outcomes into the store
+    (its tokens priced at ``prices``)."""
     expected: set[str] = set()
     runs: list[ChunkResult] = []
     start = time.perf_counter()
@@ -326,17 +329,15 @@ def _execute(records: Iterator[Record], gate: Intake, service: ExtractionService
     if damaged and not stopped:
         stopped = f"input damaged: {damaged}; the documents before the damage are done, fix the file and resume"
     wall = time.perf_counter() - start
-    prices = resolve_prices(service.resolved.priced_as, settings.price)
     summary = _summary(run_id, db, gate, expected, runs, wall, service, stopped, prices, engine)
     summary["input_error"] = damaged
-    summary.update(engine.summary() if hasattr(engine, "summary") else {"mode": settings.mode})
     db.finish_run(run_id, "stopped" if stopped else "finished", summary)
     return RunResult(run_id, summary, db)
 
 
 def _summary(run_id: str, db: Store, gate: Intake, expected: set[str], runs: list[ChunkResult], wall: float,
              service: ExtractionService, stopped: str | None, prices: Prices | None,
-             engine: Engine | None = None) -> dict[str, Any]:
+             engine: Engine) -> dict[str, Any]:
     """The run's figures: documents from the store (the truth), counts summed over its chunks."""
     statuses = db.statuses(run_id)
     final = {i for i, s in statuses.items() if s in ("extracted", "failed")}
@@ -349,6 +350,8 @@ def _summary(run_id: str, db: Store, gate: Intake, expected: set[str], runs: lis
     seconds = virtual or wall
     done_now = sum(1 for i in expected if statuses.get(i) == "extracted")
     counts = Counts.total(r.counts for r in runs)
+    batch = batch_api_counts(a for r in runs for a in r.attempts)  # billed at batch prices
+    extra = engine.summary()
     return {
         "run": run_id, "store": db.url, "lm": service.resolved.spec, "model_id": service.resolved.model_id,
         "emulated": emulated, "documents": len(statuses), "read": gate.read, "extracted": len(extracted),
@@ -358,8 +361,8 @@ def _summary(run_id: str, db: Store, gate: Intake, expected: set[str], runs: lis
         "duplicates_skipped": gate.duplicates, "bad_records": gate.bad_records, "oversize": gate.oversize,
         "batches": sum(r.batches for r in runs),
         **counts_summary(counts),
-        # of this session's calls and documents; those an engine made through a batch API at its prices
-        **cost_summary(prices, counts, done_now, getattr(engine, "batch_counts", None)),
+        **cost_summary(prices, counts, done_now, batch),  # of this session's calls and documents
+        **extra, **(batch_api_fields(batch) if extra["mode"] == "batch-api" else {}),
         "entities": entities,  # of every extracted document of the run (earlier sessions included)
         "entities_per_doc": entities / len(extracted) if extracted else 0.0,
         "zero_entity_docs": sum(1 for i in extracted if not entity_counts.get(i)),

@@ -119,14 +119,3 @@ def resolve_prices(priced_as: str | None, override: str | None = None) -> Prices
             raise ValueError(f"no price for {override!r} in LiteLLM's price map; give a price file (--price FILE.json)")
         return prices
     return prices_for(priced_as)
-
-
-def cost_summary(prices: Prices | None, tokens_in: int, tokens_out: int, cached: int, extracted: int,
-                 batch: bool = False) -> dict[str, Any]:
-    """``cost_usd`` and ``cost_per_1k_docs`` (per 1,000 extracted documents; None when unpriced or
-    nothing was extracted) and ``priced_as``."""
-    if prices is None:
-        return {"cost_usd": None, "cost_per_1k_docs": None, "priced_as": None}
-    usd = prices.cost(tokens_in, tokens_out, cached, batch=batch)
-    return {"cost_usd": usd, "cost_per_1k_docs": 1000 * usd / extracted if extracted else None,
-            "priced_as": prices.model}

@@ -33,17 +33,17 @@ def counts_summary(counts: Counts) -> dict[str, Any]:
 
 
 def cost_summary(prices: Prices | None, counts: Counts, extracted: int, batch_part: Counts | None = None) -> dict[str, Any]:
-    """What ``counts``' tokens cost at ``prices`` (None: unpriced, e.g. the local model), per run and
-    per 1,000 extracted documents; ``batch_part``: of ``counts``, the calls made through a provider's
-    batch API, billed at its batch prices (the rest at the usual ones)."""
-    from toolkit.pricing import cost_summary as priced
-
+    """What ``counts``' tokens cost at ``prices`` (None: unpriced, e.g. the local model: every
+    figure None, never 0), per run and per 1,000 extracted documents; ``batch_part``: of ``counts``,
+    the calls made through a provider's batch API, billed at its batch prices (the rest at the usual ones)."""
+    if prices is None:
+        return {"cost_usd": None, "cost_per_1k_docs": None, "priced_as": None}
     batch = batch_part or Counts()
-    parts = [priced(prices, c.tokens_in, c.tokens_out, c.cached_tokens, extracted, batch=b)
-             for c, b in ((counts - batch, False), (batch, True)) if c.calls or not b]
-    usd = None if prices is None else sum(p["cost_usd"] for p in parts)
-    return {**parts[0], "cost_usd": usd, "cost_per_1k_docs": 1000 * usd / extracted if usd is not None and extracted
-            else None}
+    sync = counts - batch
+    usd = prices.cost(sync.tokens_in, sync.tokens_out, sync.cached_tokens)
+    if batch.calls:
+        usd += prices.cost(batch.tokens_in, batch.tokens_out, batch.cached_tokens, batch=True)
+    return {"cost_usd": usd, "cost_per_1k_docs": 1000 * usd / extracted if extracted else None, "priced_as": prices.model}
 
 
 def extraction_summary(run: ServiceRun, wall_seconds: float, emulated: bool = False) -> dict[str, Any]:

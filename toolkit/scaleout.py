@@ -209,6 +209,9 @@ class RayEngine:
                 decided(outcome)
         yield result
 
+    def summary(self) -> dict[str, Any]:
+        return {"mode": "sync"}
+
     def close(self) -> None:
         for actor in (*self.workers, self.pacing):
             ray.kill(actor)

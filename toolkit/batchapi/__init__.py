@@ -11,8 +11,8 @@ provider) and :mod:`~toolkit.batchapi.server` (a local HTTP server of the OpenAI
 
 from toolkit.batchapi.engine import BatchApiEngine, BatchApiSettings, batch_provider, run_batch_api
 from toolkit.batchapi.providers import BatchInfo, BatchProvider, LiteLLMBatches
-from toolkit.batchapi.replies import BATCH_API_KEYS, BATCH_PREFIX, is_batch_priced
+from toolkit.batchapi.replies import BATCH_API_KEYS, BATCH_PREFIX, batch_api_counts, batch_api_fields, is_batch_priced
 from toolkit.batchapi.requests import BatchLimits, build_requests, split_files
 
 __all__ = ["BATCH_API_KEYS", "BATCH_PREFIX", "BatchApiEngine", "BatchApiSettings", "BatchInfo", "BatchLimits", "BatchProvider",
-           "LiteLLMBatches", "batch_provider", "build_requests", "is_batch_priced", "run_batch_api", "split_files"]
+           "LiteLLMBatches", "batch_api_counts", "batch_api_fields", "batch_provider", "build_requests", "is_batch_priced", "run_batch_api", "split_files"]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toolkit.batchapi.providers import BatchInfo, BatchProvider
-from toolkit.batchapi.replies import BATCH_API_KEYS, Settled, settle_job
+from toolkit.batchapi.replies import Settled, settle_job
 from toolkit.batchapi.requests import BatchLimits, build_requests, file_bytes, split_files
 from toolkit.counts import Counts
 from toolkit.documents import Document
@@ -96,7 +96,6 @@ class BatchApiEngine:
         self.progress = progress
         self.jobs: list[_Job] = []
         self.failed_lines = 0
-        self.batch_counts = Counts()  # of the calls made through the batch API (billed at batch prices)
         self._open = {j["job_key"]: j for j in db.batch_jobs(run_id, open_only=True)} if db is not None else {}
         self._in_flight = {d: (key, cid) for key, j in self._open.items() for cid, ids in j["requests"].items()
                            for d in ids}
@@ -217,7 +216,6 @@ class BatchApiEngine:
         for outcome in part.outcomes:
             decided(outcome)
         self.failed_lines += sum(a.outcome != "ok" for a in part.attempts)
-        self.batch_counts = self.batch_counts + Counts.total(a.counts for a in part.attempts)
         total.outcomes += part.outcomes
         total.attempts += part.attempts
         total.retry.update(part.retry)
@@ -236,9 +234,9 @@ class BatchApiEngine:
         return ChunkResult(run.report.outcomes, run.attempts, len(pack.batches), run.report.seconds, run.stopped)
 
     def summary(self) -> dict[str, Any]:
-        """What the batch API did: its calls' counts (billed at batch prices) and the jobs sent."""
-        return {"mode": "batch-api", "batch_api_jobs": self._seen, "batch_api_failed_lines": self.failed_lines,
-                **{f"batch_api_{k}": getattr(self.batch_counts, k) for k in BATCH_API_KEYS}}
+        """What the run's summary says of this engine: the mode, the jobs sent and the failed lines
+        (the counts of its calls: :func:`~toolkit.batchapi.replies.batch_api_fields`)."""
+        return {"mode": "batch-api", "batch_api_jobs": self._seen, "batch_api_failed_lines": self.failed_lines}
 
     def close(self) -> None:
         pass

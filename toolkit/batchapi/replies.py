@@ -12,7 +12,7 @@ line the batch never answered) are handed back for the synchronous executor.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -29,6 +29,16 @@ BATCH_API_KEYS = ("calls", "tokens_in", "tokens_out", "cached_tokens")  # counts
 def is_batch_priced(record: AttemptRecord) -> bool:
     """Whether ``record`` is a call made through a provider's batch API."""
     return record.batch_id.startswith(BATCH_PREFIX)
+
+
+def batch_api_counts(attempts: Iterable[AttemptRecord]) -> Counts:
+    """The counts of the calls among ``attempts`` made through a batch API (billed at batch prices)."""
+    return Counts.total(a.counts for a in attempts if is_batch_priced(a))
+
+
+def batch_api_fields(counts: Counts) -> dict[str, int]:
+    """``counts`` (:func:`batch_api_counts`) as a summary's ``batch_api_<key>`` figures."""
+    return {f"batch_api_{k}": getattr(counts, k) for k in BATCH_API_KEYS}
 
 
 @dataclass
