@@ -255,15 +255,18 @@ class EmulatedEngine:
         return text
 
     async def complete(self, request: Any) -> Any:
-        from toolkit.tokens import estimate_tokens
+        from toolkit.tokens import get_counter
 
         loop = asyncio.get_running_loop()
         messages = request_messages(request)
         prompt = "\n".join(m["content"] for m in messages)
-        prompt_tokens = estimate_tokens(prompt, TOKENIZER)
+        counter = get_counter(TOKENIZER)
+        # an automatic cache keys prefixes by token ids: the prompt is encoded once for both
+        ids = counter.encode(prompt) if self.rules is not None and self.rules.automatic and counter.encode else None
+        prompt_tokens = len(ids) if ids is not None else counter.count(prompt)
         max_tokens = request.config.max_tokens or 1024
         self.calls += 1
-        prefixes = self._prefixes(messages, prompt) if self.rules else []
+        prefixes = self._prefixes(messages, ids) if self.rules else []
         cached = self.cache.lookup(prefixes, loop.time())
         counted = prompt_tokens - (0 if self.rules is None or self.rules.counts_towards_tpm else cached)
         wait = self._window.try_acquire(counted + max_tokens, loop.time())
@@ -282,7 +285,7 @@ class EmulatedEngine:
             raise RateLimited("429 (emulated)", retry_after=5.0 / self.profile.speed if fault.endswith("after") else None)
         text = self.reply(documents_in_prompt(messages), schema_of(request.config.response_format), fault)
         # a cut-off reply is one that used all of max_tokens
-        output_tokens = max_tokens if fault == "truncated" else min(estimate_tokens(text, TOKENIZER), max_tokens)
+        output_tokens = max_tokens if fault == "truncated" else min(counter.count(text), max_tokens)
         charged = prompt_tokens - cached  # latency: only the prompt tokens not read from the cache
         slots = self._semaphore()
         if slots is not None:
@@ -301,17 +304,16 @@ class EmulatedEngine:
         finish = "length" if fault == "truncated" else "stop"
         return make_response(self.name, text, finish, prompt_tokens, output_tokens, cached=cached)
 
-    def _prefixes(self, messages: list[dict[str, str]], prompt: str) -> list[tuple[int, Any]]:
-        """The prefixes of ``prompt`` the cache keeps, as (tokens, key): an automatic cache every
-        step of the rules; else the prefix the client marks, the messages before the last one."""
-        from toolkit.tokens import estimate_tokens, get_counter
+    def _prefixes(self, messages: list[dict[str, str]], ids: list[int] | None) -> list[tuple[int, Any]]:
+        """The prefixes of the prompt the cache keeps, as (tokens, key): an automatic cache every
+        step of the rules over the prompt's token ``ids``; else the prefix the client marks, the
+        messages before the last one."""
+        from toolkit.tokens import estimate_tokens
 
         rules = self.rules
         assert rules is not None
         if rules.automatic:
-            encode = get_counter(TOKENIZER).encode
-            assert encode is not None, f"{TOKENIZER}: no token ids"
-            ids = encode(prompt)
+            assert ids is not None, f"{TOKENIZER}: no token ids"
             return prefix_keys(ids, rules.boundaries(len(ids)))
         marked = "".join(m["content"] + "\n" for m in messages[:-1])
         tokens = rules.cacheable(estimate_tokens(marked, TOKENIZER))
