@@ -278,7 +278,7 @@ class _Run:
             outcome="ok" if error is None else ("fatal" if isinstance(error, FatalError) else "error"),
             started=started - self.t0, at=at, seconds=loop.time() - started, delay_before=waited + (started - queued),
             rate_wait=rate_wait, in_flight=in_flight, error_class=None if error is None else error.kind,
-            error=None if error is None else describe(error)[:500], counts=_call_counts(prepared, result))
+            error=None if error is None else describe(error)[:500], counts=call_counts(prepared, result))
         if isinstance(error, FatalError):
             self.metrics.record_attempt(record)
             self.report.counts = self.report.counts + record.counts
@@ -310,7 +310,7 @@ class _Run:
             call = asyncio.get_running_loop().run_in_executor(self.pool, contextvars.copy_context().run, fn, batch)
         return await (asyncio.wait_for(call, timeout) if timeout else call)
 
-def _call_counts(batch: DocumentBatch, result: BatchExtractionResult | None) -> Counts:
+def call_counts(batch: DocumentBatch, result: BatchExtractionResult | None) -> Counts:
     """The counts one call has before any decision: its reply's validation, tokens and answers."""
     base = (result.validation if result is not None else None) or Counts()
     if result is None:

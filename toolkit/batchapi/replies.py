@@ -18,6 +18,7 @@ from typing import Any
 
 from toolkit.counts import Counts
 from toolkit.documents import Document
+from toolkit.executor import call_counts
 from toolkit.metrics import AttemptRecord
 from toolkit.models import DocumentBatch
 from toolkit.outcomes import DocumentOutcome
@@ -66,17 +67,12 @@ def settle_reply(extractor: Any, documents: Sequence[Document], text: str, usage
                  finish_reason: str | None, max_tokens: int | None) -> Any:
     """One reply to a packed call on ``documents``, as the DSPy module settles a synchronous one:
     a ``dspy.Prediction`` with ``validated``, ``usage`` (prompt, output, cached) and ``cut``."""
-    from toolkit.extraction import RawReply, ReplyParseError, parse_reply
     from toolkit.extraction.module import _BatchCalls
     from toolkit.lm.engine import cached_tokens
 
     calls = _BatchCalls(extractor, documents, max_tokens)
-    try:
-        reply = parse_reply(text)
-    except ReplyParseError:
-        reply = RawReply(items=[], repaired=True, text=text)
     tokens = (usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0, cached_tokens(dict(usage)))
-    calls.accept(reply, tokens, truncated=finish_reason == "length")
+    calls.accept_text(text, tokens, truncated=finish_reason == "length")
     return calls.result()
 
 
@@ -111,10 +107,9 @@ def settle_line(extractor: Any, batch: DocumentBatch, line: Mapping[str, Any], a
                               batch.max_tokens)
     result = to_result(batch, prediction.validated, prediction.usage)
     answered = result.per_document_entities
-    counts = replace(result.validation or Counts(), calls=1, usage_reports=int(bool(usage)),
-                     tokens_in=result.tokens_in or 0, tokens_out=result.tokens_out or 0,
-                     cached_tokens=result.tokens_cached or 0, documents_ok=len(answered),
-                     entities=sum(len(v) for v in answered.values()), requeued=len(ids) - len(answered))
+    # as a synchronous call counts, but charged to no rate limiter, and usage as the line reports it
+    counts = replace(call_counts(batch, result), budget_tokens=0, usage_reports=int(bool(usage)),
+                     requeued=len(ids) - len(answered))
     settled = Settled(attempts=[replace(record, counts=counts)])
     why = "cut off by max_tokens" if prediction.cut else (result.error_message or "left out of the reply")
     for doc_id in ids:

@@ -77,6 +77,16 @@ class _BatchCalls:
             validated.drop_last_record()
         self.validated.merge(validated)
 
+    def accept_text(self, text: str, usage: tuple[int, int, int] | None, truncated: bool,
+                    loop_ended: bool = False) -> None:
+        """:meth:`accept` a reply given as text (a decoder's answer, a batch API's output line): a
+        text with no usable records answers none of its documents (they are missing)."""
+        try:
+            reply = parse_reply(text)
+        except ReplyParseError:
+            reply = RawReply(items=[], repaired=True, text=text)
+        self.accept(reply, usage, truncated, loop_ended)
+
     def accept_usage(self, prediction: dspy.Prediction, tracker: Any) -> None:
         totals = list(tracker.get_total_tokens().values())
         if not totals:
@@ -96,12 +106,8 @@ class _BatchCalls:
             prompts.append((messages, schema_of(config.get("response_format")), self.max_tokens))
         until = partial(end_repetition, relationships=ex.settings.relationships)
         for answer in engine.complete_many(prompts, until=until):
-            try:
-                reply = parse_reply(answer.text)
-            except ReplyParseError:
-                reply = RawReply(items=[], repaired=True, text=answer.text)
-            self.accept(reply, (answer.prompt_tokens, answer.completion_tokens, 0), answer.finish_reason == "length",
-                        loop_ended=answer.finish_reason == "repeat")
+            self.accept_text(answer.text, (answer.prompt_tokens, answer.completion_tokens, 0),
+                             answer.finish_reason == "length", loop_ended=answer.finish_reason == "repeat")
         self.pending.clear()
 
     def result(self) -> dspy.Prediction:
