@@ -33,7 +33,6 @@ class BenchConfig:
     label: str = ""
     mode: str = "sync"  # or "batch-api": through the provider's batch API
 
-
     def available(self, caps: Capabilities) -> bool:
         if self.needs == "prompt_cache":
             return caps.prompt_cache

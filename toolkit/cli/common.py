@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 
-
 def print_report(report: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(report, indent=2, default=str))

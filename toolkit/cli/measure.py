@@ -20,38 +20,42 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from toolkit.experiments import eval_note, eval_table, evaluate, write_results
+    from toolkit.experiments import eval_note, eval_table, evaluate
 
     result = evaluate(args.gold, lm=args.lm, limit=args.limit, max_docs=ints(args.max_docs),
                       budgets=ints(args.budgets), types=args.types.split(",") if args.types else None,
                       prompt_cache=args.warm_cache, layout=args.layout, demos=args.demos, shots=args.shots,
                       resamples=args.resamples, fresh_reference=args.fresh_reference, price=args.price)
-    if args.out:
-        result["files"] = [str(p) for p in write_results(result, args.out)]
-    if args.json:
-        print(json.dumps(result, indent=2, default=str))
-    else:
+    if not _write_and_print_json(result, args):
         print_table(eval_table(result))
         print(eval_note(result))
     return 0 if all(r["lost"] == 0 for r in result["configs"]) else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from toolkit.experiments import bench, bench_table, write_results
+    from toolkit.experiments import bench, bench_table
 
     result = bench(args.lm, args.corpus, args.docs, max_docs=args.max_docs, budget=args.budget,
                    concurrency=args.concurrency, output_tokens_per_doc=args.output_reserve,
                    types=[t.strip().upper() for t in args.types.split(",")] if args.types else None,
                    layout=args.layout, demos=args.demos, shots=args.shots, price=args.price)
+    if not _write_and_print_json(result, args):
+        print_table(bench_table(result))
+        print_report({k: v for k, v in result.items() if k.startswith(("speedup", "rate_limit", "bound", "lost"))},
+                     False)
+    return 0 if result["lost"] == 0 else 1
+
+
+def _write_and_print_json(result: dict[str, Any], args: argparse.Namespace) -> bool:
+    """An eval or bench ``result``'s files under ``--out``, and the result printed as JSON with
+    ``--json``; True when it was (the caller prints its tables otherwise)."""
+    from toolkit.experiments import write_results
+
     if args.out:
         result["files"] = [str(p) for p in write_results(result, args.out)]
     if args.json:
         print(json.dumps(result, indent=2, default=str))
-    else:
-        print_table(bench_table(result))
-        print_report({k: v for k, v in result.items() if k.startswith(("speedup", "rate_limit", "bound", "lost"))},
-                      False)
-    return 0 if result["lost"] == 0 else 1
+    return bool(args.json)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
