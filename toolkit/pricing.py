@@ -3,19 +3,25 @@
 Prices come from LiteLLM's bundled price map (``model_prices_and_context_window_backup.json``,
 read as a file: offline, and without importing LiteLLM) or from a price file of the same shape
 (``{"MODEL": {"input_cost_per_token": ..., ...}}``, or one such entry alone). A model without a
-price (the local model) has no :class:`Prices`: its cost is ``None``, never 0.
+price (the local model) has no :class:`Prices`: its cost is ``None``, never 0. A price file is
+checked when it is read (a JSON object; every price a finite, non-negative number), so a bad one
+is refused before a run's first call, in one line.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 PRICE_MAP = "model_prices_and_context_window_backup.json"
+PRICE_KEYS = ("input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost",
+              "input_cost_per_token_batches", "output_cost_per_token_batches")  # USD per token, by Prices field
+ENTRY = '{"input_cost_per_token": USD, "output_cost_per_token": USD, ...}'
 
 
 @dataclass(frozen=True)
@@ -31,12 +37,17 @@ class Prices:
     batch_output: float | None = None
     source: str = ""
 
+    @property
+    def batch_priced(self) -> bool:
+        """Whether the model has batch-API prices."""
+        return self.batch_input is not None and self.batch_output is not None
+
     def cost(self, tokens_in: int, tokens_out: int, cached: int = 0, batch: bool = False) -> float:
-        """USD for ``tokens_in`` prompt tokens (``cached`` of them read from the prompt cache) and
+        """USD for ``tokens_in`` prompt tokens (``cached`` of them read from the prompt cache: a
+        provider's report of more than ``tokens_in``, or fewer than 0, is taken as all, or none) and
         ``tokens_out`` output tokens; ``batch``: at batch-API prices (cache reads at the lower of
-        the two input prices)."""
-        if cached < 0 or cached > tokens_in:
-            raise ValueError(f"cached tokens ({cached}) must be between 0 and the prompt tokens ({tokens_in})")
+        the two input prices; see :attr:`batch_priced`)."""
+        cached = min(max(cached, 0), tokens_in)
         if batch:
             if self.batch_input is None or self.batch_output is None:
                 raise ValueError(f"{self.model}: no batch-API prices ({self.source})")
@@ -49,17 +60,65 @@ class Prices:
         return asdict(self)
 
 
-def _from_entry(model: str, entry: dict[str, Any], source: str) -> Prices | None:
-    if not isinstance(entry, dict) or entry.get("input_cost_per_token") is None \
-            or entry.get("output_cost_per_token") is None:
+def _from_entry(model: str, entry: Any, source: str) -> Prices | None:
+    """``entry``'s prices (checked: see :func:`check_entry`); None without an input and an output price."""
+    if not isinstance(entry, dict):
         return None
-    return Prices(model, float(entry["input_cost_per_token"]), float(entry["output_cost_per_token"]),
-                  _num(entry.get("cache_read_input_token_cost")), _num(entry.get("input_cost_per_token_batches")),
-                  _num(entry.get("output_cost_per_token_batches")), source)
+    values = check_entry(entry, f"{source}: {model!r}")
+    if values[0] is None or values[1] is None:
+        return None
+    return Prices(model, *values, source=source)
 
 
-def _num(value: Any) -> float | None:
-    return None if value is None else float(value)
+def check_entry(entry: dict[str, Any], where: str) -> list[float | None]:
+    """``entry``'s prices in :data:`PRICE_KEYS` order (None: no such price); a price that is not a
+    finite, non-negative number is refused."""
+    out: list[float | None] = []
+    for key in PRICE_KEYS:
+        value = entry.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float, type(None))):
+            raise ValueError(f"{where}: {key} must be a number of USD per token, not {_shown(value)}")
+        try:
+            price = None if value is None else float(value)
+        except OverflowError:
+            price = math.inf
+        if price is not None and not (math.isfinite(price) and price >= 0):
+            raise ValueError(f"{where}: {key} must be a finite number of USD per token, 0 or more, not {_cut(str(value))}")
+        out.append(price)
+    return out
+
+
+def _shown(value: Any) -> str:
+    """A JSON value as a user wrote it, named by its JSON type."""
+    kind = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(type(value), "a value")
+    return f"{kind} ({_cut(json.dumps(value))})"
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_entry(data: dict[str, Any]) -> bool:
+    """Whether a price file holds one entry (prices at its top level), not a map by model."""
+    return any(key in data for key in PRICE_KEYS)
+
+
+def _read_price_file(path: Path) -> dict[str, Any]:
+    """A price file's JSON object, every entry checked (one entry, or a map of entries by model)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"price file {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"price file {path}: expected {ENTRY} or a map of such by model name, not {_shown(data)}")
+    if _is_entry(data):
+        check_entry(data, f"price file {path}")
+        return data
+    for model, entry in data.items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"price file {path}: {model!r} must map to {ENTRY}, not {_shown(entry)}")
+        check_entry(entry, f"price file {path}: {model!r}")
+    return data
 
 
 @lru_cache(maxsize=1)
@@ -88,12 +147,11 @@ def prices_for(model: str | None, price_file: str | Path | None = None) -> Price
     from LiteLLM's map; None when ``model`` is None or has no price there."""
     if price_file is not None:
         path = Path(price_file)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise ValueError(f"price file {path}: {e}") from None
-        single = _from_entry(model or path.stem, data, str(path))
-        if single is not None:
+        data = _read_price_file(path)
+        if _is_entry(data):
+            single = _from_entry(model or path.stem, data, str(path))
+            if single is None:
+                raise ValueError(f"price file {path}: needs both input_cost_per_token and output_cost_per_token")
             return single
         if model is None:
             raise ValueError(f"price file {path}: a map by model needs a model name")

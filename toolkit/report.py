@@ -35,15 +35,20 @@ def counts_summary(counts: Counts) -> dict[str, Any]:
 def cost_summary(prices: Prices | None, counts: Counts, extracted: int, batch_part: Counts | None = None) -> dict[str, Any]:
     """What ``counts``' tokens cost at ``prices`` (None: unpriced, e.g. the local model: every
     figure None, never 0), per run and per 1,000 extracted documents; ``batch_part``: of ``counts``,
-    the calls made through a provider's batch API, billed at its batch prices (the rest at the usual ones)."""
+    the calls made through a provider's batch API, billed at its batch prices (the rest at the usual
+    ones). Prices without batch prices leave a batch part unpriced: the cost is None, ``cost_note`` says why."""
     if prices is None:
-        return {"cost_usd": None, "cost_per_1k_docs": None, "priced_as": None}
+        return {"cost_usd": None, "cost_per_1k_docs": None, "priced_as": None, "cost_note": None}
     batch = batch_part or Counts()
+    if batch.calls and not prices.batch_priced:
+        note = f"{batch.calls} calls went through a batch API and {prices.model} has no batch prices ({prices.source})"
+        return {"cost_usd": None, "cost_per_1k_docs": None, "priced_as": prices.model, "cost_note": note}
     sync = counts - batch
     usd = prices.cost(sync.tokens_in, sync.tokens_out, sync.cached_tokens)
     if batch.calls:
         usd += prices.cost(batch.tokens_in, batch.tokens_out, batch.cached_tokens, batch=True)
-    return {"cost_usd": usd, "cost_per_1k_docs": 1000 * usd / extracted if extracted else None, "priced_as": prices.model}
+    return {"cost_usd": usd, "cost_per_1k_docs": 1000 * usd / extracted if extracted else None, "priced_as": prices.model,
+            "cost_note": None}
 
 
 def extraction_summary(run: ServiceRun, wall_seconds: float, emulated: bool = False) -> dict[str, Any]:
