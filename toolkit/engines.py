@@ -61,32 +61,52 @@ class Engine(Protocol):
 
 
 class LocalEngine:
-    """Chunks extracted in this process, one after another, by ``service``
-    (:class:`~toolkit.service.ExtractionService`)."""
+    """Chunks extracted in this process by ``service`` (:class:`~toolkit.service.ExtractionService`),
+    as one stream: a chunk's batches join the batches still running, and :meth:`submit` returns as
+    soon as the executor is about to run dry (fewer batches waiting than twice its concurrency), so
+    the next chunk is read and packed while calls are in flight. The run's pace (rate-limit window,
+    concurrency, breaker, pauses) is the service's, for all chunks. ``stop``: the run's stop event."""
 
     chunk_docs = None
 
-    def __init__(self, service: Any) -> None:
+    def __init__(self, service: Any, stop: Any = None) -> None:
         self.service = service
+        self.stop = stop
+        self._record: CallSink | None = None
+        self._recorded = 0  # the service's attempts handed to the store so far
 
     @property
     def failed_calls(self) -> int:
         return self.service.metrics.failed_attempts
 
     def submit(self, chunk: Chunk, decided: OutcomeSink, record: CallSink) -> Iterator[ChunkResult]:
-        metrics = self.service.metrics
-        seen = len(metrics.attempts)
-        try:
-            run = self.service.execute(chunk.pack(), len(chunk.documents), progress=False, on_outcome=decided)
-        finally:  # the calls made are recorded, also when Ctrl-C ends the chunk
-            record(metrics.attempts[seen:])
-        yield ChunkResult(run.report.outcomes, run.attempts, len(run.pack.batches), run.report.seconds, run.stopped)
+        low_water = 2 * self.service.policy.concurrency.max
+        yield self._step(chunk.pack(), len(chunk.documents), low_water, decided, record)
 
     def drain(self, decided: OutcomeSink, record: CallSink) -> Iterator[ChunkResult]:
-        return iter(())
+        yield self._step(None, 0, 0, decided, record)
+
+    def _step(self, pack: Any, documents: int, low_water: int, decided: OutcomeSink, record: CallSink) -> ChunkResult:
+        self._record = record
+        try:
+            run = self.service.feed(pack, documents, low_water, progress=False, on_outcome=decided, stop=self.stop)
+        finally:  # the calls made are recorded, also when Ctrl-C ends the step
+            self._flush()
+        batches = len(pack.batches) if pack is not None else 0
+        return ChunkResult(run.report.outcomes, run.attempts, batches, run.report.seconds, run.stopped)
+
+    def _flush(self) -> None:
+        attempts = self.service.metrics.attempts
+        if self._record is not None and len(attempts) > self._recorded:
+            self._record(attempts[self._recorded:])
+        self._recorded = len(attempts)
 
     def summary(self) -> dict[str, Any]:
         return {"mode": "sync"}
 
     def close(self) -> None:
-        pass
+        """Ends the service's run; calls it cancels are recorded."""
+        try:
+            self.service.close()
+        finally:
+            self._flush()

@@ -119,6 +119,17 @@ class OutcomeBook:
         self.progress = progress
         self.bar = _make_bar(progress, len(ids))
 
+    def add(self, ids: Sequence[str]) -> None:
+        """More documents to the run (a stream's next batches), pending, in input order."""
+        for i in ids:
+            self.outcomes[i] = DocumentOutcome(i)
+            self.report.outcomes.append(self.outcomes[i])
+        if self.bar is None and ids:
+            self.bar = _make_bar(self.progress, len(self.report.outcomes))
+        elif self.bar is not None:
+            self.bar.total = len(self.report.outcomes)
+            self.bar.refresh()
+
     def absorb(self, batch: DocumentBatch, result: BatchExtractionResult) -> tuple[str, ...]:
         """Keep the documents the reply answered; return the ones it left out."""
         answered = result.per_document_entities

@@ -9,6 +9,7 @@ virtual time.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,7 +19,8 @@ import dspy
 
 from toolkit.demos import gold_demos
 from toolkit.documents import Document
-from toolkit.executor import DocumentOutcome, ExecutionReport, Executor, ProgressFn, RunStopped
+from toolkit.executor import DocumentOutcome, ExecutionReport, ExecutionStream, Executor, ProgressFn
+from toolkit.loophost import LoopHost
 from toolkit.extraction import BatchExtractor, ExtractionSettings, demo_example, to_result
 from toolkit.lm import ResolvedLM, resolve_lm
 from toolkit.metrics import AttemptRecord, RunMetrics
@@ -39,6 +41,10 @@ def demos_for(settings: ExtractionSettings) -> list[dspy.Example]:
         return []
     annotated = gold_demos(settings.demos, settings.shots, settings.entity_types) if settings.demos else None
     return [demo_example(settings, annotated)]
+
+
+async def _snapshot(stream: ExecutionStream) -> ExecutionReport:
+    return stream.snapshot()
 
 
 def _probe_messages(settings: ExtractionSettings, n: int) -> list[dict[str, str]]:
@@ -83,7 +89,7 @@ def default_policy(resolved: ResolvedLM, concurrency: str | int | None = None) -
 class ServiceRun:
     """What one ``extract`` call did."""
 
-    pack: PackResult
+    pack: PackResult | None  # None: no new batches (a run drained)
     report: ExecutionReport
     attempts: list[AttemptRecord]
     documents: int  # documents given to the run (every one must end extracted, failed or pending)
@@ -110,6 +116,9 @@ class ExtractionService:
         self.policy = policy or default_policy(self.resolved)
         self._packing = packing
         self.metrics = RunMetrics()
+        self._host = LoopHost()  # replaced by the run's own at its first call
+        self._run: ExecutionStream | None = None
+        self._sink: Callable[[DocumentOutcome], None] | None = None
         self._cut: set[str] = set()  # ids of documents whose reply was cut off by max_tokens
         self.cache_seen = False  # a reply reported prompt tokens read from the provider's cache
 
@@ -168,20 +177,66 @@ class ExtractionService:
         return self.execute(pack, len(documents), progress)
 
     def execute(self, pack: PackResult, documents: int, progress: ProgressFn | bool | None = None,
-                on_outcome: Callable[[DocumentOutcome], None] | None = None) -> ServiceRun:
-        """Run packed batches through the executor (virtual time for an emulated LM)."""
-        # A tight output allowance pays only where a tokens-per-minute limit counts it; elsewhere
-        # it would only risk cut-off replies (a local model stops when its answer ends anyway).
-        self.extractor.sizer.enabled = self.settings.adaptive_output and self.policy.rate.tokens_per_minute is not None
-        executor = Executor(self.extract_one, self.policy, self.metrics, progress=progress, on_outcome=on_outcome,
-                            prepare=self.prepare, pacing=self.pacing)
-        seen = len(self.metrics.attempts)
-        stopped = None
+                on_outcome: Callable[[DocumentOutcome], None] | None = None,
+                stop: threading.Event | None = None) -> ServiceRun:
+        """Run packed batches to the end (virtual time for an emulated LM)."""
+        return self.feed(pack, documents, 0, progress, on_outcome, stop)
+
+    def feed(self, pack: PackResult | None, documents: int, low_water: int,
+             progress: ProgressFn | bool | None = None, on_outcome: Callable[[DocumentOutcome], None] | None = None,
+             stop: threading.Event | None = None) -> ServiceRun:
+        """Add ``pack``'s batches to this service's run and run it until fewer than ``low_water``
+        batches wait for their first call (0: until every batch is done). Every call of one service
+        shares one run: one event loop and one pace (rate-limit window, concurrency, breaker,
+        Retry-After pause), so a chunk boundary resets nothing. ``stop``: once set, no call starts
+        (calls already sent finish and are kept); the run ends stopped. Ctrl-C cancels the run."""
+        stream = self._stream(progress, stop)
+        self._sink = on_outcome
+        seen, counts, clock = len(self.metrics.attempts), stream.report.counts, self._host.time()
+        batches = pack.batches if pack is not None else []
         try:
-            report = executor.run(pack.batches, virtual=self.resolved.capabilities.virtual_time)
-        except RunStopped as exc:
-            report, stopped = exc.report, str(exc)
-        return ServiceRun(pack, report, self.metrics.attempts[seen:], documents, stopped)
+            self._host.run(self._advance(stream, batches, low_water))
+        except BaseException:
+            self._host.run(stream.abort())
+            raise
+        finally:
+            self._sink = None
+        whole = self._host.run(_snapshot(stream))
+        mine = [stream.outcomes[i] for b in batches for i in b.document_ids]
+        report = dataclasses.replace(whole, outcomes=mine, counts=whole.counts - counts, seconds=self._host.time() - clock)
+        return ServiceRun(pack, report, self.metrics.attempts[seen:], documents, whole.stop_reason)
+
+    @staticmethod
+    async def _advance(stream: ExecutionStream, batches: Sequence[DocumentBatch], low_water: int) -> None:
+        stream.add(batches)
+        await stream.settle(low_water)
+
+    def _stream(self, progress: ProgressFn | bool | None, stop: threading.Event | None) -> ExecutionStream:
+        """This service's run (started at its first call, on its own event loop)."""
+        if self._run is None:
+            # A tight output allowance pays only where a tokens-per-minute limit counts it; elsewhere
+            # it would only risk cut-off replies (a local model stops when its answer ends anyway).
+            self.extractor.sizer.enabled = self.settings.adaptive_output and self.policy.rate.tokens_per_minute is not None
+            executor = Executor(self.extract_one, self.policy, self.metrics, progress=progress,
+                                on_outcome=self._outcome, prepare=self.prepare, pacing=self.pacing)
+            self._host = LoopHost(self.resolved.capabilities.virtual_time)
+            self._run = executor.stream(stop)
+        if stop is not None:
+            self._run.stop = stop
+        self._run.executor.progress = self._run.book.progress = progress
+        return self._run
+
+    def _outcome(self, outcome: DocumentOutcome) -> None:
+        if self._sink is not None:
+            self._sink(outcome)
+
+    def close(self) -> None:
+        """End this service's run: calls still in flight are cancelled (and recorded), its loop closed."""
+        run, self._run = self._run, None
+        if run is not None:
+            self._host.run(run.abort())
+            run.close()
+        self._host.close()
 
     def extract_batch(self, documents: Sequence[Document], token_budget: int = 8192) -> BatchExtractionResult:
         """Original contract: per-document results of ``documents`` (failed ones in
