@@ -84,3 +84,49 @@ def test_a_request_that_cannot_be_encoded_is_unsendable_not_a_provider_fault() -
     except UnicodeEncodeError as exc:
         error = classify(exc)
     assert isinstance(error, Unsendable) and not getattr(error, "provider_fault", False)
+
+
+# ------------------------------------------------------------------ 429s: the wait and the account
+def _litellm_429(headers: dict[str, str], message: str = "rate limited") -> Exception:
+    import httpx
+    import litellm
+
+    response = httpx.Response(429, headers=headers, request=httpx.Request("POST", "http://127.0.0.1/v1"))
+    return litellm.RateLimitError(message, llm_provider="openai", model="gpt-4o-mini", response=response)
+
+
+def test_a_litellm_429_gives_retry_after_ms_and_what_the_headers_said() -> None:
+    error = classify(_litellm_429({"retry-after-ms": "1500", "x-ratelimit-limit-tokens": "60000",
+                                   "x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "6m0s"}))
+    assert isinstance(error, RateLimited) and error.retry_after == 1.5
+    info = error.rate_info
+    assert info is not None and info.source == "openai" and info.retry_after == 1.5
+    assert (info.tokens.limit, info.tokens.remaining, info.tokens.reset) == (60000, 0, 360.0)
+
+
+def test_an_openai_429_with_no_retry_header_waits_what_its_message_says() -> None:
+    error = classify(_litellm_429({"x-ratelimit-reset-requests": "20ms"},
+                                  "Rate limit reached for gpt-4o-mini on requests per min (RPM): Limit 3, Used 3, "
+                                  "Requested 1. Please try again in 20s. Visit https://platform.openai.com"))
+    assert isinstance(error, RateLimited) and error.retry_after == 20.0
+    assert error.rate_info is not None and error.rate_info.retry_after == 20.0 and error.rate_info.requests.reset == 0.02
+
+
+def test_the_exceptions_own_retry_after_comes_first_and_headers_are_found_down_the_cause_chain() -> None:
+    class LMRateLimitError(Exception):  # DSPy's name; lm15 keeps the headers as name -> every value sent
+        retry_after = 4.0
+        rate_limit_headers = {"anthropic-ratelimit-requests-remaining": ("0",), "retry-after": ("9",)}
+
+    error = classify(LMRateLimitError("429"))
+    assert isinstance(error, RateLimited) and error.retry_after == 4.0
+    assert error.rate_info is not None and error.rate_info.source == "anthropic" and error.rate_info.requests.remaining == 0
+    wrapped = RuntimeError("wrapped")
+    wrapped.status_code = 429
+    wrapped.__cause__ = HTTPError(429, {"Retry-After": "3", "x-ratelimit-limit-requests": "10"})
+    error = classify(wrapped)
+    assert error.retry_after == 3.0 and error.rate_info.requests.limit == 10
+
+
+def test_a_429_with_nothing_said_has_no_wait_and_no_rate_info() -> None:
+    error = classify(HTTPError(429, {"retry-after": "whenever"}))
+    assert isinstance(error, RateLimited) and error.retry_after is None and error.rate_info is None

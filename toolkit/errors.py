@@ -15,6 +15,10 @@ Three kinds, each handled one way:
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from typing import Any
+
+from toolkit.ratelimits import RateInfo, parse_rate_headers, retry_after_from_message
 
 
 class ExtractionError(Exception):
@@ -29,14 +33,17 @@ class TransientError(ExtractionError):
 
 
 class RateLimited(TransientError):
-    """429. ``retry_after`` (seconds) is honoured when the provider sends it."""
+    """429. ``retry_after`` (seconds) is honoured when the provider says it; ``rate_info``: what the
+    reply's headers said about the account (limits, remaining, resets), for the pacer to adopt."""
 
     kind = "rate_limited"
     provider_fault = False  # the provider is up, we are too fast: adapt, do not trip the breaker
 
-    def __init__(self, message: str = "rate limited (429)", retry_after: float | None = None) -> None:
+    def __init__(self, message: str = "rate limited (429)", retry_after: float | None = None,
+                 rate_info: RateInfo | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.rate_info = rate_info
 
 
 class Overloaded(TransientError):
@@ -134,15 +141,46 @@ _DSPY_NAMES: dict[str, type[ExtractionError]] = {  # dspy.utils.exceptions, by c
 }
 
 
-def _retry_after(exc: BaseException) -> float | None:
-    value = getattr(exc, "retry_after", None)
-    response = getattr(exc, "response", None)
-    if value is None and response is not None:
-        value = getattr(response, "headers", {}).get("retry-after")
+def reply_headers(exc: BaseException) -> list[tuple[Any, Any]]:
+    """The reply's headers an exception carries, from it and its causes: DSPy's (lm15's)
+    ``rate_limit_headers``, ``response.headers`` (LiteLLM, httpx, openai), ``headers``."""
+    pairs: list[tuple[Any, Any]] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        for headers in (getattr(current, "rate_limit_headers", None),
+                        getattr(getattr(current, "response", None), "headers", None), getattr(current, "headers", None)):
+            try:
+                pairs.extend(headers.items() if hasattr(headers, "items") else headers or ())
+            except Exception:  # not headers: nothing to read there
+                continue
+        current = current.__cause__ or current.__context__
+    return pairs
+
+
+def rate_limited(exc: BaseException, message: str) -> RateLimited:
+    """A :class:`RateLimited` for ``exc`` with the wait the provider asked for, from the first
+    source that says it: the exception's own ``retry_after`` (DSPy reads the retry headers), the
+    reply's headers (``retry-after-ms``, ``retry-after``), the message ("try again in 1.234s");
+    and what the reply's headers said about the account."""
+    info = parse_rate_headers(reply_headers(exc))
+    wait = _seconds(getattr(exc, "retry_after", None))
+    if wait is None and info is not None:
+        wait = info.retry_after
+    if wait is None:
+        wait = retry_after_from_message(str(exc))
+    if info is not None and info.retry_after != wait:
+        info = replace(info, retry_after=wait)
+    return RateLimited(message, retry_after=wait, rate_info=info)
+
+
+def _seconds(value: Any) -> float | None:
     try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
+        seconds = float(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return seconds if 0 <= seconds < float("inf") else None
 
 
 def classify(exc: BaseException) -> ExtractionError:
@@ -171,10 +209,10 @@ def classify(exc: BaseException) -> ExtractionError:
         return Unsendable(message)
     dspy_kind = _DSPY_NAMES.get(type(exc).__name__)
     if dspy_kind is not None and not isinstance(status, int):
-        return dspy_kind(message, retry_after=_retry_after(exc)) if dspy_kind is RateLimited else dspy_kind(message)
+        return rate_limited(exc, message) if dspy_kind is RateLimited else dspy_kind(message)
     if isinstance(status, int):
         if status == 429:
-            return RateLimited(message, retry_after=_retry_after(exc))
+            return rate_limited(exc, message)
         if status in _BY_STATUS:
             return _BY_STATUS[status](message)
         if status >= 500:
