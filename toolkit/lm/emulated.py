@@ -14,18 +14,15 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from toolkit.errors import AuthenticationFailed, CallTimeout, ContextLengthExceeded, RateLimited, ServerError
 from toolkit.lm.engine import make_response, request_messages, schema_of
+from toolkit.lm.gazetteer import Gazetteer, default_gazetteer, documents_in_prompt  # noqa: F401 - re-exported
 from toolkit.limits import SlidingWindowLimiter
 from toolkit.lm.prefixcache import LAST_PROMPT, CacheRules, PrefixCache, prefix_keys
-from toolkit.paths import shared_dir
 from toolkit.policies import RateLimitPolicy
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
@@ -117,78 +114,26 @@ def load_profile(name_or_path: str) -> Profile:
     return Profile.from_dict(json.loads(path.read_text()))
 
 
-# ------------------------------------------------------------------------------------ extractor
-_WORD = re.compile(r"\w+(?:[-'/.]\w+)*|[^\w\s]")
-
-
-class Gazetteer:
-    """Case-insensitive whole-word matcher over known entity names, longest match first.
-
-    Names and documents are split into the same word tokens; a name is looked up as a tuple of
-    words starting at each word of the document (dictionary look-ups, not one huge regex)."""
-
-    def __init__(self, names: dict[str, str], source: str) -> None:
-        self.source = source
-        self.names: dict[tuple[str, ...], str] = {}
-        for name, kind in names.items():
-            words = tuple(w.casefold() for w in _WORD.findall(name))
-            if words and len(name) > 2:
-                self.names.setdefault(words, kind)
-        self.first = {w[0] for w in self.names}
-        self.longest = max((len(w) for w in self.names), default=0)
-
-    def find(self, text: str, limit: int) -> list[tuple[str, str]]:
-        spans = [(m.start(), m.end(), m.group(0).casefold()) for m in _WORD.finditer(text)]
-        words = [w for _, _, w in spans]
-        found: dict[str, tuple[str, str]] = {}
-        i = 0
-        while i < len(words) and len(found) < limit:
-            if words[i] in self.first:
-                for n in range(min(self.longest, len(words) - i), 0, -1):
-                    kind = self.names.get(tuple(words[i:i + n]))
-                    if kind is not None:
-                        mention = text[spans[i][0]:spans[i + n - 1][1]]
-                        found.setdefault(mention.casefold(), (mention, kind))
-                        i += n - 1
-                        break
-            i += 1
-        return list(found.values())
-
-
-@lru_cache(maxsize=1)
-def default_gazetteer() -> Gazetteer:
-    """Disease names from NCBI train annotations (in ``../shared``) when present, else a small
-    list of common biomedical names shipped in ``data/gazetteer.txt``."""
-    from toolkit.corpora import iter_pubtator
-
-    root = shared_dir()
-    train = root / "corpora" / "ncbi-disease" / "train.pubtator" if root else None
-    if train is not None and train.exists():
-        names = {e.text: "DISEASE" for _, gold in iter_pubtator(train) for e in gold}
-        return Gazetteer(names, f"NCBI disease train annotations ({train})")
-    from toolkit.paths import DATA_DIR
-
-    path = DATA_DIR / "gazetteer.tsv"
-    rows = (line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()
-            if "\t" in line and not line.startswith("#"))
-    return Gazetteer({name: etype for name, etype in rows}, str(path))
-
-
-_DOCS_MARKER = "[[ ## documents ## ]]"
-
-
-def documents_in_prompt(messages: Iterable[dict[str, str]]) -> list[dict[str, str]]:
-    """The ``{id, text}`` documents DSPy formatted into the last user message."""
-    content = [m["content"] for m in messages if m["role"] == "user"][-1]
-    start = content.find(_DOCS_MARKER)
-    if start < 0:
-        return []
-    body = content[start + len(_DOCS_MARKER):].lstrip()
-    docs, _ = json.JSONDecoder().raw_decode(body)
-    return [d for d in docs if isinstance(d, dict) and "id" in d]
-
-
 # ---------------------------------------------------------------------------------------- engine
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt as the emulated server reads it: ``tokens``, of which ``cached`` its prompt cache
+    serves, and the ``prefixes`` it keeps once the call is processed."""
+
+    tokens: int
+    cached: int
+    prefixes: list[tuple[int, Any]]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The emulated reply: its text, output tokens and finish reason (``stop`` or ``length``)."""
+
+    text: str
+    output_tokens: int
+    finish: str
+
+
 class EmulatedEngine:
     """Async DSPy engine emulating ``profile`` (see module docstring)."""
 
@@ -254,28 +199,65 @@ class EmulatedEngine:
             text = text[: max(1, len(text) // 2)]
         return text
 
-    async def complete(self, request: Any) -> Any:
+    # ------------------------------------------------------------------- the shared emulation
+    # One call, step by step: the in-process :meth:`complete` and the HTTP server
+    # (:mod:`toolkit.serve`) both go through these, each with its own rate-limit window.
+    def read(self, messages: list[dict[str, str]], now: float) -> Prompt:
+        """``messages`` as this server sees them at ``now``: its tokens, those its cache serves."""
         from toolkit.tokens import get_counter
 
-        loop = asyncio.get_running_loop()
-        messages = request_messages(request)
         prompt = "\n".join(m["content"] for m in messages)
         counter = get_counter(TOKENIZER)
         # an automatic cache keys prefixes by token ids: the prompt is encoded once for both
         ids = counter.encode(prompt) if self.rules is not None and self.rules.automatic and counter.encode else None
-        prompt_tokens = len(ids) if ids is not None else counter.count(prompt)
+        tokens = len(ids) if ids is not None else counter.count(prompt)
+        prefixes = self._prefixes(messages, ids) if self.rules else []
+        return Prompt(tokens, self.cache.lookup(prefixes, now), prefixes)
+
+    def counted(self, prompt: Prompt) -> int:
+        """The prompt tokens the rate limit counts (cached ones only where the cache rules say)."""
+        return prompt.tokens - (0 if self.rules is None or self.rules.counts_towards_tpm else prompt.cached)
+
+    def too_long(self, prompt: Prompt, max_tokens: int) -> bool:
+        return bool(self.profile.context_window and prompt.tokens + max_tokens > self.profile.context_window)
+
+    def answer(self, messages: list[dict[str, str]], schema: dict[str, Any] | None, max_tokens: int,
+               fault: str | None) -> Answer:
+        """The reply to ``messages`` (damaged as ``fault`` says) and its output tokens."""
+        from toolkit.tokens import get_counter
+
+        text = self.reply(documents_in_prompt(messages), schema, fault)
+        # a cut-off reply is one that used all of max_tokens
+        output_tokens = max_tokens if fault == "truncated" else min(get_counter(TOKENIZER).count(text), max_tokens)
+        return Answer(text, output_tokens, "length" if fault == "truncated" else "stop")
+
+    async def process(self, prompt: Prompt, output_tokens: int) -> None:
+        """Take the call's time (in one of the profile's slots); then its prompt is in the cache."""
+        # latency: only the prompt tokens not read from the cache
+        await self.occupy(self.profile.call_seconds(prompt.tokens - prompt.cached, output_tokens))
+        self.cache.store(prompt.prefixes, asyncio.get_running_loop().time())  # later calls may read it
+
+    async def occupy(self, seconds: float) -> None:
+        """Hold one of the profile's parallel slots for ``seconds``."""
+        slots = self._semaphore()
+        if slots is None:
+            return await asyncio.sleep(seconds)
+        async with slots:
+            await asyncio.sleep(seconds)
+
+    async def complete(self, request: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        messages = request_messages(request)
         max_tokens = request.config.max_tokens or 1024
         self.calls += 1
-        prefixes = self._prefixes(messages, ids) if self.rules else []
-        cached = self.cache.lookup(prefixes, loop.time())
-        counted = prompt_tokens - (0 if self.rules is None or self.rules.counts_towards_tpm else cached)
-        wait = self._window.try_acquire(counted + max_tokens, loop.time())
+        prompt = self.read(messages, loop.time())
+        wait = self._window.try_acquire(self.counted(prompt) + max_tokens, loop.time())
         if wait > 0:
             self.rejected += 1
             raise RateLimited("429 Too Many Requests (emulated server-side limit)",
                               retry_after=max(1.0 / self.profile.speed, wait))
-        if self.profile.context_window and prompt_tokens + max_tokens > self.profile.context_window:
-            raise ContextLengthExceeded(f"{prompt_tokens + max_tokens} tokens > context window")
+        if self.too_long(prompt, max_tokens):
+            raise ContextLengthExceeded(f"{prompt.tokens + max_tokens} tokens > context window")
         fault = self.faults.pick(self._rng)
         if fault == "unauthorized":
             raise AuthenticationFailed("401 Unauthorized (emulated)")
@@ -283,26 +265,15 @@ class EmulatedEngine:
             raise ContextLengthExceeded("maximum context length exceeded (emulated)")
         if fault in ("rate_limit", "rate_limit_retry_after"):
             raise RateLimited("429 (emulated)", retry_after=5.0 / self.profile.speed if fault.endswith("after") else None)
-        text = self.reply(documents_in_prompt(messages), schema_of(request.config.response_format), fault)
-        # a cut-off reply is one that used all of max_tokens
-        output_tokens = max_tokens if fault == "truncated" else min(counter.count(text), max_tokens)
-        charged = prompt_tokens - cached  # latency: only the prompt tokens not read from the cache
-        slots = self._semaphore()
-        if slots is not None:
-            await slots.acquire()
-        try:
-            if fault == "timeout":
-                await asyncio.sleep(60.0 / self.profile.speed)
-                raise CallTimeout("no reply within 60 s (emulated)")
-            await asyncio.sleep(self.profile.call_seconds(charged, output_tokens))
-            self.cache.store(prefixes, loop.time())  # processed: later calls may read it
-        finally:
-            if slots is not None:
-                slots.release()
+        if fault == "timeout":
+            await self.occupy(60.0 / self.profile.speed)
+            raise CallTimeout("no reply within 60 s (emulated)")
+        answer = self.answer(messages, schema_of(request.config.response_format), max_tokens, fault)
+        await self.process(prompt, answer.output_tokens)
         if fault == "server_error":
             raise ServerError("500 Internal Server Error (emulated)")
-        finish = "length" if fault == "truncated" else "stop"
-        return make_response(self.name, text, finish, prompt_tokens, output_tokens, cached=cached)
+        return make_response(self.name, answer.text, answer.finish, prompt.tokens, answer.output_tokens,
+                             cached=prompt.cached)
 
     def _prefixes(self, messages: list[dict[str, str]], ids: list[int] | None) -> list[tuple[int, Any]]:
         """The prefixes of the prompt the cache keeps, as (tokens, key): an automatic cache every
