@@ -6,8 +6,11 @@ import os
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from toolkit.documents import Entity, Relationship
 from toolkit.counts import Counts
@@ -259,6 +262,61 @@ def test_unreachable_iris_is_one_clear_fast_error(monkeypatch: pytest.MonkeyPatc
         open_store("iris://me:secret@127.0.0.1:1/USER")
     assert time.perf_counter() - start < 15
     assert "secret" not in str(info.value)
+
+
+_ANY_PRINTABLE = st.characters(blacklist_categories=("Cc", "Cs"))
+
+
+def leaked(secret: str, text: str, background: str) -> set[str]:
+    """Pieces of 3 characters of ``secret`` in ``text`` not there by chance (in ``background``)."""
+    return {p for p in (secret[i:i + 3] for i in range(len(secret) - 2)) if p in text and p not in background}
+
+
+def _store_error(url: str) -> str:
+    """The one line a user sees for ``url`` (every store URL here is refused or unreachable)."""
+    with pytest.raises(StoreError) as caught:
+        open_store(url)
+    return str(caught.value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(password=st.text(_ANY_PRINTABLE, min_size=3, max_size=40), encoded=st.booleans(),
+       shape=st.sampled_from(["iris://admin:{}@127.0.0.1:1/USER", "iris://admin:{}@127.0.0.1:1/USER?schema=Batchx",
+                              "sqlite://me:{}@/x.db", "sqlite://me:{}@/x.db?timeout=1", "postgres://me:{}@db/x",
+                              "me:{}@db.example"]))
+def test_no_piece_of_a_store_password_is_in_its_error(password: str, encoded: bool, shape: str) -> None:
+    """Issue 24, item 9: a password with ``/``, ``#`` or ``?`` (or anything else) is never quoted."""
+    if shape.startswith("iris"):
+        pytest.importorskip("iris", reason="intersystems-irispython not installed")
+    written = quote(password, safe="") if encoded else password
+    error = _store_error(shape.format(written))
+    background = _store_error(shape.format("pw")) + _store_error(shape.format("p/w"))  # the same, another password
+    assert not leaked(password, error, background) and not leaked(written, error, background), error
+    if not encoded and any(c in password for c in "/?#") and shape.startswith("iris"):
+        assert "percent-encode" in error and "%2F" in error
+
+
+def test_an_iris_password_with_a_slash_is_refused_with_how_to_encode_it() -> None:
+    with pytest.raises(StoreError, match="percent-encode") as caught:
+        iris_settings("iris://admin:1234/x9@db.example:1972/USER")
+    assert "1234" not in str(caught.value) and "x9" not in str(caught.value)
+    assert iris_settings("iris://admin:1234%2Fx9@db.example:1972/USER")["password"] == "1234/x9"
+    assert iris_settings("iris://admin:p[a@ss@db.example:1972/USER")["password"] == "p[a@ss"  # read as meant
+    for bad_port in ("iris://admin:pw@db:99999/USER", "iris://admin:pw@db:19x2/USER"):
+        with pytest.raises(StoreError, match="HOST:PORT"):
+            iris_settings(bad_port)
+
+
+def test_a_bad_iris_port_in_the_environment_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IRIS_HOST", "db.example")
+    monkeypatch.setenv("IRIS_PORT", "19x2")
+    with pytest.raises(StoreError, match="IRIS_PORT must be a port number"):
+        iris_settings("iris://")
+
+
+def test_a_sqlite_url_with_a_user_is_refused_without_quoting_it() -> None:
+    error = _store_error("sqlite://me:t0p/secret@/x.db")
+    assert "takes no user or password" in error and "t0p" not in error and "secret" not in error
 
 
 def test_bad_store_urls() -> None:

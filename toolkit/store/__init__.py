@@ -16,12 +16,13 @@ implementation, :class:`~toolkit.store.sql.SQLStore`; the SQL differences live i
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import parse_qs, urlsplit
 
-from toolkit.redact import redact
+from toolkit.redact import redact, split_userinfo
 from toolkit.store.dialect import SQLITE, iris_dialect
 from toolkit.store.sql import LeaseLost, RunBusy, SQLStore, StoreError
 
@@ -61,11 +62,16 @@ def open_store(url: str | None = None) -> SQLStore:
         return _sqlite(url)
     if scheme == "iris":
         return _iris(url)
-    raise StoreError(f"unknown store {redact(url)!r}: use sqlite:///PATH or iris://USER:PASSWORD@HOST:PORT/NAMESPACE")
+    named = f" {scheme!r}" if re.fullmatch(r"[a-z][a-z0-9+.\-]{0,30}", scheme) and "://" in url else ""
+    raise StoreError(f"unknown store{named} (the URL is not quoted: it may hold a password): use sqlite:///PATH or "
+                     "iris://USER:PASSWORD@HOST:PORT/NAMESPACE")
 
 
 def _sqlite(url: str) -> SQLStore:
     rest, _, query = url[len("sqlite://"):].partition("?")
+    if not rest.startswith("/") and rest != ":memory:":  # not quoted: it may hold a user and password
+        raise StoreError("a SQLite store is sqlite:///relative/path.db, sqlite:////absolute/path.db or sqlite://:memory:"
+                         + (" (it takes no user or password)" if "@" in url else ""))
     try:
         timeout = float(parse_qs(query).get("timeout", ["30"])[0])
     except ValueError:
@@ -73,8 +79,6 @@ def _sqlite(url: str) -> SQLStore:
     if rest in (":memory:", "/:memory:"):
         target = ":memory:"
     else:
-        if not rest.startswith("/"):
-            raise StoreError(f"{url!r}: write sqlite:///relative/path.db or sqlite:////absolute/path.db")
         target = rest[1:]
         if not target:
             raise StoreError(f"{url!r}: no database file given")
@@ -96,20 +100,39 @@ def _sqlite(url: str) -> SQLStore:
 
 
 def iris_settings(url: str) -> dict[str, Any]:
-    """Connection settings from an ``iris://`` URL, completed from the ``IRIS_*`` environment."""
-    parsed = urlparse(url)
+    """Connection settings from an ``iris://`` URL, completed from the ``IRIS_*`` environment. A
+    password holding ``/``, ``?`` or ``#`` must be percent-encoded (the error says how); no error
+    quotes any part of the user or password."""
+    try:
+        username, password, rest = split_userinfo(url)
+    except ValueError as exc:
+        raise StoreError(f"iris:// URL: {exc}") from None
+    try:
+        parsed = urlsplit(rest)
+        hostname, port = parsed.hostname, parsed.port
+    except ValueError:
+        raise StoreError(f"iris:// URL: cannot read its HOST:PORT ({redact(rest)!r}); write "
+                         "iris://USER:PASSWORD@HOST:PORT/NAMESPACE with PORT a number up to 65535") from None
     env = os.environ
     settings = {
-        "hostname": parsed.hostname or env.get("IRIS_HOST"),
-        "port": parsed.port or int(env.get("IRIS_PORT") or 1972),
+        "hostname": hostname or env.get("IRIS_HOST"),
+        "port": port or _env_port(env.get("IRIS_PORT")),
         "namespace": (parsed.path or "").strip("/") or env.get("IRIS_NAMESPACE") or "USER",
-        "username": unquote(parsed.username) if parsed.username else env.get("IRIS_USER"),
-        "password": unquote(parsed.password) if parsed.password else env.get("IRIS_PASSWORD"),
+        "username": username or env.get("IRIS_USER"),
+        "password": password or env.get("IRIS_PASSWORD"),
     }
     if not settings["hostname"]:
         raise StoreError("IRIS host not given: use iris://USER:PASSWORD@HOST:PORT/NAMESPACE or set IRIS_HOST")
     schema = parse_qs(parsed.query).get("schema", [None])[0]
     return {**settings, "schema": schema}
+
+
+def _env_port(value: str | None) -> int:
+    if not value:
+        return 1972
+    if not value.strip().isdigit() or not 0 < int(value) < 65536:
+        raise StoreError(f"IRIS_PORT must be a port number (1 to 65535), not {value[:20]!r}")
+    return int(value)
 
 
 def _iris(url: str) -> SQLStore:
@@ -129,7 +152,7 @@ def _iris(url: str) -> SQLStore:
         try:
             return iris.dbapi.connect(**settings, timeout=10)
         except iris.dbapi.Error as exc:  # OperationalError: unreachable, refused, bad login
-            raise StoreError(f"cannot connect to IRIS at {where} as {settings['username']!r}: {redact(str(exc))}") \
-                from None
+            raise StoreError(f"cannot connect to IRIS at {where} as {settings['username']!r}: "
+                             f"{redact(str(exc), settings['password'])}") from None
 
     return SQLStore(connect, dialect, f"iris://{settings['username']}@{where}", errors=(iris.dbapi.Error,))
