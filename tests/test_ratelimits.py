@@ -188,3 +188,266 @@ def test_the_feed_is_thread_safe() -> None:
     for t in threads:
         t.join()
     assert len(heard) == 800 and len({i.requests.remaining for i in heard}) == 800
+
+
+# ------------------------------------------------------------------------------------ over HTTP
+class Provider:
+    """A provider on 127.0.0.1 at a free port (Starlette under uvicorn, in a thread): OpenAI's
+    ``/v1/chat/completions`` and Anthropic's ``/v1/messages``; each call is answered by the next
+    scripted reply (status, headers, error message), else 200 with ``headers``."""
+
+    def __init__(self) -> None:
+        import uvicorn
+        from starlette.applications import Starlette
+        from starlette.routing import Route
+
+        self.headers: dict[str, str] = {}
+        self.script: list[tuple[int, dict[str, str], str]] = []
+        self.bodies: list[dict] = []
+        app = Starlette(routes=[Route("/v1/chat/completions", self._openai, methods=["POST"]),
+                                Route("/v1/messages", self._anthropic, methods=["POST"])])
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            threading.Event().wait(0.01)
+        self.url = f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}/v1"
+
+    def _next(self) -> tuple[int, dict[str, str], str]:
+        return self.script.pop(0) if self.script else (200, self.headers, "")
+
+    @staticmethod
+    def _content(body: dict) -> str:
+        """The extraction's answer when asked with a schema (every document, no entity), else "hello"."""
+        import json
+
+        fmt = body.get("response_format") or (body.get("output_config") or {}).get("format") or {}
+        schema = fmt.get("schema") or (fmt.get("json_schema") or {}).get("schema")
+        if not schema:
+            return "hello"
+        ids = schema["properties"]["results"]["items"]["properties"]["id"]["enum"]
+        return json.dumps({"results": [{"id": i, "entities": []} for i in ids]})
+
+    async def _openai(self, request):  # noqa: ANN001, ANN202
+        from starlette.responses import JSONResponse
+
+        body = await request.json()
+        self.bodies.append(body)
+        status, headers, message = self._next()
+        if status != 200:
+            error = {"message": message, "type": "requests", "param": None, "code": "rate_limit_exceeded"}
+            return JSONResponse({"error": error}, status_code=status, headers=headers)
+        return JSONResponse({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": self._content(body)}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}, headers=headers)
+
+    async def _anthropic(self, request):  # noqa: ANN001, ANN202
+        from starlette.responses import JSONResponse
+
+        body = await request.json()
+        self.bodies.append(body)
+        status, headers, message = self._next()
+        if status != 200:
+            return JSONResponse({"type": "error", "error": {"type": "rate_limit_error", "message": message}},
+                                status_code=status, headers=headers)
+        return JSONResponse({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": body["model"],
+            "content": [{"type": "text", "text": self._content(body)}], "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 30,
+                      "cache_creation_input_tokens": 0}}, headers=headers)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def provider(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    for name in ("OPENAI_API_KEY", "OPENAI_API_BASE", "OPENAI_BASE_URL", "LM_STUDIO_API_BASE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    monkeypatch.setenv("LM_STUDIO_API_KEY", "lm-studio")
+    server = Provider()
+    yield server
+    server.close()
+
+
+def _anthropic_headers(seconds: float, remaining: int = 39) -> dict[str, str]:
+    reset = datetime.fromtimestamp(datetime.now(timezone.utc).timestamp() + seconds, timezone.utc).isoformat()
+    out = {}
+    for name, limit in (("requests", 50), ("tokens", 90000), ("input-tokens", 80000), ("output-tokens", 10000)):
+        out |= {f"anthropic-ratelimit-{name}-limit": str(limit), f"anthropic-ratelimit-{name}-remaining": str(remaining),
+                f"anthropic-ratelimit-{name}-reset": reset}
+    return out
+
+
+def _raised(call) -> Exception:  # noqa: ANN001
+    with pytest.raises(Exception) as caught:
+        call()
+    return caught.value
+
+
+def test_openai_headers_on_every_200_reach_rates_sync_async_and_through_the_service(provider: Provider) -> None:
+    import asyncio
+
+    from toolkit.documents import Document
+    from toolkit.extraction import ExtractionSettings
+    from toolkit.lm import resolve_lm
+    from toolkit.service import ExtractionService
+
+    resolved = resolve_lm("openai/served-model", api_base=provider.url)
+    heard: list[RateInfo] = []
+    resolved.rates.subscribe(heard.append)
+    provider.headers = OPENAI
+    assert resolved.lm("hello") == ["hello"]
+    assert heard[-1].source == "openai" and heard[-1].requests == Budget(60, 59, 1.0)
+    assert heard[-1].tokens == Budget(100000, 98500, 360.0) and heard[-1].received is not None
+    provider.headers = OPENAI | {"x-ratelimit-remaining-requests": "58"}
+    asyncio.run(resolved.lm.acall("hello"))  # the executor's way: DSPy's async client, no thread
+    assert heard[-1].requests.remaining == 58 and resolved.rates.latest() == heard[-1]
+    provider.headers = OPENAI | {"x-ratelimit-remaining-requests": "57"}
+    service = ExtractionService(resolved, ExtractionSettings(entity_types=("DISEASE",), relationships=False))
+    result = service.extract_batch([Document("d1", "Cystic fibrosis is inherited.")])
+    assert result.success_status and resolved.rates.latest().requests.remaining == 57
+    assert len(heard) == len(provider.bodies) == 3
+
+
+@pytest.mark.filterwarnings("ignore:Passing OpenAI-style message:DeprecationWarning")
+def test_anthropic_headers_on_a_200_reach_rates_and_the_cache_is_marked_and_counted(provider: Provider) -> None:
+    from dspy.utils.usage_tracker import track_usage
+
+    from toolkit.lm import resolve_lm
+
+    resolved = resolve_lm("anthropic/claude-3-5-haiku-latest", api_base=provider.url)
+    provider.headers = _anthropic_headers(12.0)
+    with track_usage() as tracker:  # the messages as the toolkit's adapter sends them
+        assert resolved.lm(messages=[{"role": "system", "content": "instructions"},
+                                     {"role": "user", "content": "hello"}]) == ["hello"]
+    info = resolved.rates.latest()
+    assert info is not None and info.source == "anthropic" and info.input_tokens.limit == 80000
+    assert info.output_tokens.remaining == 39 and 10.0 < info.requests.reset <= 12.0
+    usage, = tracker.get_total_tokens().values()
+    assert usage["prompt_tokens"] == 40 and usage["prompt_tokens_details"]["cached_tokens"] == 30  # as DSPy counts it
+    assert provider.bodies[0]["system"][0]["cache_control"] == {"type": "ephemeral"}  # the stable prefix marked
+
+
+def test_retry_after_on_an_anthropic_429(provider: Provider) -> None:
+    from toolkit.errors import RateLimited, classify
+    from toolkit.lm import resolve_lm
+
+    resolved = resolve_lm("anthropic/claude-3-5-haiku-latest", api_base=provider.url)
+    provider.script.append((429, _anthropic_headers(30.0, remaining=0) | {"retry-after": "17"}, "Number of requests "
+                            "has exceeded your rate limit"))
+    error = classify(_raised(lambda: resolved.lm("hello")))
+    assert isinstance(error, RateLimited) and error.retry_after == 17.0
+    assert error.rate_info is not None and error.rate_info.requests.remaining == 0 and error.rate_info.retry_after == 17.0
+    assert resolved.rates.latest().retry_after == 17.0 and resolved.rates.latest().tokens.limit == 90000
+
+
+def test_retry_after_ms_on_an_openai_429(provider: Provider) -> None:
+    from toolkit.errors import RateLimited, classify
+    from toolkit.lm import resolve_lm
+
+    resolved = resolve_lm("openai/served-model", api_base=provider.url)
+    provider.script.append((429, OPENAI | {"x-ratelimit-remaining-requests": "0", "retry-after-ms": "1500"},
+                            "Rate limit reached for requests"))
+    error = classify(_raised(lambda: resolved.lm("hello")))
+    assert isinstance(error, RateLimited) and error.retry_after == 1.5
+    assert error.rate_info.requests == Budget(60, 0, 1.0) and resolved.rates.latest().retry_after == 1.5
+
+
+def test_the_openai_429_message_with_no_retry_header(provider: Provider) -> None:
+    from toolkit.errors import RateLimited, classify
+    from toolkit.lm import resolve_lm
+
+    resolved = resolve_lm("openai/served-model", api_base=provider.url)
+    message = ("Rate limit reached for served-model in organization org-test on tokens per min (TPM): Limit 100000, "
+               "Used 99000, Requested 1500. Please try again in 6m0s. Visit https://platform.openai.com/account/rate-limits")
+    provider.script.append((429, OPENAI | {"x-ratelimit-remaining-tokens": "0"}, message))
+    error = classify(_raised(lambda: resolved.lm("hello")))
+    assert isinstance(error, RateLimited) and error.retry_after == 360.0
+    assert error.rate_info.tokens == Budget(100000, 0, 360.0) and error.rate_info.retry_after == 360.0
+    assert resolved.rates.latest().retry_after is None  # the reply's headers alone do not say it
+
+
+@pytest.mark.parametrize("spec, env", [("lm_studio/served-model", {}),
+                                       ("openai/served-model", {"OPENAI_BASE_URL": "gateway"})],
+                         ids=["litellm-provider", "openai-gateway-in-environment"])
+def test_replies_through_litellm_reach_rates(provider: Provider, spec: str, env: dict[str, str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Providers DSPy sends through LiteLLM (and OpenAI when the environment names a gateway, as
+    DSPy does): a 200's headers, sync and async, and a 429's, on the feed and the error."""
+    import asyncio
+    import time
+
+    from toolkit.errors import RateLimited, classify
+    from toolkit.lm import resolve_lm
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, provider.url if value == "gateway" else value)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    resolved = resolve_lm(spec, api_base=None if env else provider.url)
+    assert resolved.lm.engine == "auto"  # DSPy's own route: LiteLLM
+    heard: list[RateInfo] = []
+    resolved.rates.subscribe(heard.append)
+
+    async def heard_within(seconds: float, count: int) -> None:  # LiteLLM calls back from a worker, just after
+        deadline = time.monotonic() + seconds
+        while len(heard) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    provider.headers = OPENAI
+    assert resolved.lm("hello") == ["hello"]
+    asyncio.run(heard_within(5, 1))
+    assert heard[-1].tokens == Budget(100000, 98500, 360.0)
+
+    async def call_and_hear() -> None:
+        provider.headers = OPENAI | {"x-ratelimit-remaining-tokens": "97000"}
+        await resolved.lm.acall("hello")
+        await heard_within(5, 2)
+
+    asyncio.run(call_and_hear())
+    assert heard[-1].tokens.remaining == 97000
+    provider.script.append((429, OPENAI | {"retry-after-ms": "250", "x-ratelimit-remaining-requests": "0"}, "slow down"))
+    error = classify(_raised(lambda: resolved.lm("hello")))
+    assert isinstance(error, RateLimited) and error.retry_after == 0.25 and error.rate_info.requests.remaining == 0
+    asyncio.run(heard_within(5, 3))
+    assert heard[-1].retry_after == 0.25 and len(heard) == len(provider.bodies) == 3
+
+
+def test_a_provider_that_sends_no_rate_headers_publishes_nothing_and_works(provider: Provider) -> None:
+    from toolkit.errors import RateLimited, classify
+    from toolkit.lm import resolve_lm
+
+    resolved = resolve_lm("openai/served-model", api_base=provider.url)
+    heard: list[RateInfo] = []
+    resolved.rates.subscribe(heard.append)
+    assert resolved.lm("hello") == ["hello"] and resolved.lm("hello") == ["hello"]
+    provider.script.append((429, {}, "Too many requests"))
+    error = classify(_raised(lambda: resolved.lm("hello")))
+    assert isinstance(error, RateLimited) and error.retry_after is None and error.rate_info is None
+    assert heard == [] and resolved.rates.latest() is None and len(provider.bodies) == 3
+
+
+def test_provider_models_resolve_to_dspys_own_client_over_a_publishing_transport(no_network: list) -> None:
+    """``openai/gpt-4o-mini`` (no ``api_base``) runs on the same engine as the tests above, aimed at
+    OpenAI; the lm15 seam it rests on (``RouterConfig(transport=...)``, lm15's stdlib transports)
+    fails here first if DSPy moves it."""
+    from dspy._vendor.lm15.transports import StdlibAsyncTransport, StdlibTransport  # noqa: F401
+
+    from toolkit.lm import resolve_lm
+    from toolkit.lm.engine import AsyncNativeEngine, NativeEngine
+    from toolkit.lm.replies import PublishingAsyncTransport, PublishingTransport
+
+    resolved = resolve_lm("openai/gpt-4o-mini")
+    engine = resolved.lm.engine
+    assert isinstance(engine, NativeEngine) and isinstance(resolved.lm._async_engine_spec, AsyncNativeEngine)
+    assert engine.provider == "openai-chat" and engine.api_base is None
+    assert isinstance(engine.native.config.transport, PublishingTransport)
+    assert isinstance(engine.async_native.config.transport, PublishingAsyncTransport)
+    assert engine.native.config.transport.feed is resolved.rates
+    assert engine.supports_response_schema  # what DSPy says of gpt-4o-mini
+    assert not no_network

@@ -14,6 +14,7 @@ from typing import Any
 
 from toolkit.lm.prefixcache import CacheRules
 from toolkit.policies import RateLimitPolicy
+from toolkit.ratelimits import RateFeed
 
 LAYOUTS = ("packed", "parallel")
 
@@ -64,6 +65,7 @@ class ResolvedLM:
     capabilities: Capabilities
     engine: Any = None  # the toolkit engine behind it, if any
     priced_as: str | None = None  # the model whose prices it is billed at (toolkit.pricing); None: unpriced
+    rates: RateFeed = field(default_factory=RateFeed)  # what each reply said about the account's limits
 
     @property
     def emulated(self) -> bool:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from typing import Any
 
-import dspy
 from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events
+
+from toolkit.ratelimits import RateFeed
 
 
 def request_messages(request: Any) -> list[dict[str, str]]:
@@ -97,22 +99,106 @@ def server_request(request: Any) -> Any:
     return dataclasses.replace(request, config=config)
 
 
-class CompatibleServerEngine(SyncEngineMixin):
-    """An OpenAI-compatible server through ``client``, DSPy's own ``dspy.LM`` for it, each request
-    rewritten by :func:`server_request`. ``client`` records neither usage nor history: the
-    ``dspy.LM`` over this engine does."""
+def native_provider(model: str) -> str | None:
+    """The provider DSPy's own client (lm15) sends ``model`` to, decided offline as DSPy decides
+    it (``openai-chat``, ``anthropic``, ``ollama``, ...); None: DSPy sends it through LiteLLM."""
+    from dspy.clients.engines import LM15Engine
+    from dspy.lm15 import RouterConfig, UnknownModelError, UnsupportedFeatureError
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
+    try:
+        return LM15Engine(RouterConfig(env={})).resolve(model).provider
+    except (UnknownModelError, UnsupportedFeatureError):
+        return None
+
+
+class NativeEngine:
+    """DSPy's own client for ``model`` (its lm15 engine, sync and async), over transports that
+    publish every reply's rate-limit headers to ``feed`` (:mod:`toolkit.lm.replies`). Keys come
+    from the environment unless ``api_key`` is given; ``api_base``: the server. What it can do
+    (response schema, parameters) is what DSPy says of ``twin``, a ``dspy.LM`` of the same model
+    that is never called."""
+
+    def __init__(self, model: str, feed: RateFeed, *, api_base: str | None = None, api_key: str | None = None,
+                 twin: Any = None) -> None:
+        from dspy.clients.engines import AsyncLM15Engine, LM15Engine
+        from dspy.lm15 import RouterConfig
+
+        from toolkit.lm.replies import PublishingAsyncTransport, PublishingTransport
+
+        provider = native_provider(model)
+        if provider is None:
+            raise ValueError(f"{model!r} is not a model DSPy's own client reaches")
+        self.provider, self.api_base, self.twin = provider, api_base, twin
+        where = {"api_keys": {provider: api_key} if api_key else None,
+                 "base_urls": {provider: api_base} if api_base else None}
+        self.native = LM15Engine(RouterConfig(transport=PublishingTransport(feed), **where))
+        self.async_native = AsyncLM15Engine(RouterConfig(transport=PublishingAsyncTransport(feed), **where))
+
+    @functools.cached_property
+    def supports_response_schema(self) -> bool:
+        return bool(self.twin is not None and self.twin.supports_response_schema)
+
+    @functools.cached_property
+    def supported_params(self) -> frozenset[str]:
+        return frozenset(self.twin.supported_params if self.twin is not None else ())
 
     def complete(self, request: Any) -> Response:
-        with dspy.context(usage_tracker=None, disable_history=True):
-            return self.client(server_request(request))
+        return self.billed(self.native.complete(request))
+
+    def stream(self, request: Any):
+        return self.native.stream(request)
+
+    def billed(self, response: Response) -> Response:
+        """lm15 counts Anthropic's input tokens apart from those read from or written to its cache;
+        DSPy adds them back for its own client (it knows the provider), not for an engine: so here."""
+        usage = response.usage
+        if "anthropic" not in self.provider or usage.input_tokens is None:
+            return response
+        inputs = usage.input_tokens + (usage.cache_read_tokens or 0) + (usage.cache_write_tokens or 0)
+        total = inputs + usage.output_tokens if usage.output_tokens is not None else None
+        return dataclasses.replace(response, usage=dataclasses.replace(usage, input_tokens=inputs, total_tokens=total))
+
+    def close(self) -> None:
+        self.native.close()
+        self.native.config.transport.close()
 
 
-class AsyncCompatibleServerEngine(ThreadedAsyncEngine):
-    """Async face of a :class:`CompatibleServerEngine`: its client's own async call, no thread."""
+class AsyncNativeEngine:
+    """Async face of a :class:`NativeEngine`: its lm15 async engine, no thread."""
+
+    def __init__(self, sync: NativeEngine) -> None:
+        self.sync = sync
 
     async def complete(self, request: Any) -> Response:
-        with dspy.context(usage_tracker=None, disable_history=True):
-            return await self.sync.client.acall(server_request(request))
+        return self.sync.billed(await self.sync.async_native.complete(request))
+
+    def stream(self, request: Any):
+        return self.sync.async_native.stream(request)
+
+    async def aclose(self) -> None:
+        """Close this event loop's connections (the engine stays usable from another loop)."""
+        await self.sync.async_native.config.transport.aclose()
+
+
+class CompatibleServerEngine(NativeEngine):
+    """An OpenAI-compatible server (``openai/NAME`` at ``api_base``) through DSPy's own client,
+    each request rewritten by :func:`server_request`."""
+
+    supports_response_schema = True  # type: ignore[assignment]
+    supported_params = frozenset({"response_format", "max_tokens", "temperature"})  # type: ignore[assignment]
+
+    def complete(self, request: Any) -> Response:
+        return super().complete(server_request(request))
+
+    def stream(self, request: Any):
+        return super().stream(server_request(request))
+
+
+class AsyncCompatibleServerEngine(AsyncNativeEngine):
+    """Async face of a :class:`CompatibleServerEngine`."""
+
+    async def complete(self, request: Any) -> Response:
+        return await super().complete(server_request(request))
+
+    def stream(self, request: Any):
+        return super().stream(server_request(request))

@@ -7,7 +7,16 @@ import os
 from typing import Any
 
 from toolkit.lm.backend import Capabilities, ResolvedLM
+from toolkit.lm.engine import (
+    AsyncCompatibleServerEngine,
+    AsyncNativeEngine,
+    CompatibleServerEngine,
+    NativeEngine,
+    native_provider,
+)
 from toolkit.lm.prefixcache import ANTHROPIC, OPENAI, CacheRules
+from toolkit.lm.replies import litellm_metadata
+from toolkit.ratelimits import RateFeed
 
 PLACEHOLDER_KEY = "no-key"  # the key sent to an OpenAI-compatible server when the environment has none
 
@@ -16,7 +25,10 @@ def resolve(spec: str, rest: str, *, api_base: str | None = None, prompt_cache: 
             **_: Any) -> ResolvedLM:
     """``spec`` is ``provider/model``; keys come from the environment and are never stored. With
     ``prompt_cache``, Anthropic models are sent ``cache_control`` on the prompt's stable beginning
-    (:func:`prompt_cache_config`); OpenAI caches by itself. Both caches' rules go in the capabilities."""
+    (:func:`prompt_cache_config`); OpenAI caches by itself. Both caches' rules go in the capabilities.
+    The headers of every reply reach ``rates`` (see :mod:`toolkit.lm.replies`): through DSPy's own
+    client with a transport that publishes them (OpenAI, Anthropic, compatible servers, ...), or,
+    for the providers DSPy sends through LiteLLM, a LiteLLM callback."""
     import dspy
 
     kwargs: dict[str, Any] = {"cache": False, "num_retries": 0}
@@ -27,17 +39,26 @@ def resolve(spec: str, rest: str, *, api_base: str | None = None, prompt_cache: 
     capabilities = Capabilities(tokenizer=spec.split("/", 1)[1], prompt_cache=rules is not None,
                                 cache=rules if prompt_cache else None,
                                 batch_api=spec.startswith("openai/"))  # OpenAI's, or a compatible server's
-    if not api_base:
-        return ResolvedLM(spec, dspy.LM(spec, **kwargs), spec, capabilities, priced_as=spec)
-    if not spec.startswith("openai/"):
-        return ResolvedLM(spec, dspy.LM(spec, api_base=api_base, **kwargs), spec, capabilities,
-                          priced_as=spec)
-    from toolkit.lm.engine import AsyncCompatibleServerEngine, CompatibleServerEngine
+    rates = RateFeed()
+    where = {"api_base": api_base} if api_base else {}
+    if native_provider(spec) is None or _gateway_in_environment(spec, api_base):  # DSPy's route: LiteLLM
+        lm = dspy.LM(spec, **where, metadata=litellm_metadata(rates), **kwargs)
+        return ResolvedLM(spec, lm, spec, capabilities, priced_as=spec, rates=rates)
+    if api_base and spec.startswith("openai/"):
+        key = None if os.environ.get("OPENAI_API_KEY") else PLACEHOLDER_KEY  # a real key stays in the env
+        engine: NativeEngine = CompatibleServerEngine(spec, rates, api_base=api_base, api_key=key)
+        lm = dspy.LM(spec, engine=engine, async_engine=AsyncCompatibleServerEngine(engine), **kwargs)
+        return ResolvedLM(spec, lm, spec, capabilities, engine, priced_as=spec, rates=rates)
+    engine = NativeEngine(spec, rates, api_base=api_base, twin=dspy.LM(spec, **where, **kwargs))
+    lm = dspy.LM(spec, engine=engine, async_engine=AsyncNativeEngine(engine), **kwargs)
+    return ResolvedLM(spec, lm, spec, capabilities, priced_as=spec, rates=rates)
 
-    key = {} if os.environ.get("OPENAI_API_KEY") else {"api_key": PLACEHOLDER_KEY}  # a real key stays in the env
-    engine = CompatibleServerEngine(dspy.LM(spec, api_base=api_base, **key, **kwargs))
-    lm = dspy.LM(spec, engine=engine, async_engine=AsyncCompatibleServerEngine(engine), **kwargs)
-    return ResolvedLM(spec, lm, spec, capabilities, engine, priced_as=spec)
+
+def _gateway_in_environment(spec: str, api_base: str | None) -> bool:
+    """DSPy sends a model through LiteLLM when the environment names a gateway for its provider
+    (``OPENAI_API_BASE``, ``OPENAI_BASE_URL``, ...) and no ``api_base`` is given: so does this."""
+    prefix = spec.split("/", 1)[0].upper()
+    return not api_base and any(os.getenv(f"{prefix}_{name}") for name in ("API_BASE", "BASE_URL"))
 
 
 def cache_rules(spec: str) -> CacheRules | None:
