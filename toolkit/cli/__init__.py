@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from toolkit.cli import jobs, measure
+from toolkit.cli import jobs, measure, serve
 from toolkit.corpora import CorpusError
 from toolkit.errors import RunFailed
 from toolkit.lm.weights import WeightsError
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     jobs.register(sub)
     measure.register(sub)
+    serve.register(sub)
     return parser
 
 
