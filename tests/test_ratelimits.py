@@ -322,13 +322,13 @@ def test_anthropic_headers_on_a_200_reach_rates_and_the_cache_is_marked_and_coun
     from toolkit.lm import resolve_lm
 
     resolved = resolve_lm("anthropic/claude-3-5-haiku-latest", api_base=provider.url)
-    provider.headers = _anthropic_headers(12.0)
+    provider.headers = _anthropic_headers(600.0)
     with track_usage() as tracker:  # the messages as the toolkit's adapter sends them
         assert resolved.lm(messages=[{"role": "system", "content": "instructions"},
                                      {"role": "user", "content": "hello"}]) == ["hello"]
     info = resolved.rates.latest()
     assert info is not None and info.source == "anthropic" and info.input_tokens.limit == 80000
-    assert info.output_tokens.remaining == 39 and 10.0 < info.requests.reset <= 12.0
+    assert info.output_tokens.remaining == 39 and 570.0 < info.requests.reset <= 600.0
     usage, = tracker.get_total_tokens().values()
     assert usage["prompt_tokens"] == 40 and usage["prompt_tokens_details"]["cached_tokens"] == 30  # as DSPy counts it
     assert provider.bodies[0]["system"][0]["cache_control"] == {"type": "ephemeral"}  # the stable prefix marked
