@@ -449,5 +449,10 @@ def test_provider_models_resolve_to_dspys_own_client_over_a_publishing_transport
     assert isinstance(engine.native.config.transport, PublishingTransport)
     assert isinstance(engine.async_native.config.transport, PublishingAsyncTransport)
     assert engine.native.config.transport.feed is resolved.rates
-    assert engine.supports_response_schema  # what DSPy says of gpt-4o-mini
-    assert not no_network
+    import dspy
+
+    for spec in ("openai/gpt-4o-mini", "openai/o3-mini", "anthropic/claude-sonnet-4-20250514"):
+        ours, dspys = resolve_lm(spec).lm, dspy.LM(spec)  # what it can do is what DSPy says of the model
+        for hint in ("supports_response_schema", "supports_function_calling", "supports_reasoning", "supported_params"):
+            assert getattr(ours, hint) == getattr(dspys, hint), (spec, hint)
+    assert engine.supports_response_schema and not no_network

@@ -142,6 +142,14 @@ class NativeEngine:
     def supported_params(self) -> frozenset[str]:
         return frozenset(self.twin.supported_params if self.twin is not None else ())
 
+    @functools.cached_property
+    def supports_function_calling(self) -> bool:
+        return bool(self.twin is not None and self.twin.supports_function_calling)
+
+    @functools.cached_property
+    def supports_reasoning(self) -> bool:
+        return bool(self.twin is not None and self.twin.supports_reasoning)
+
     def complete(self, request: Any) -> Response:
         return self.billed(self.native.complete(request))
 
