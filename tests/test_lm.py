@@ -122,17 +122,18 @@ def test_emulated_faults_are_recovered_by_the_executor(no_network: list) -> None
             assert {(normalise(e.text), e.type) for e in outcome.entities} == expected, outcome.id
 
 
-def test_a_tight_output_allowance_only_where_a_tokens_per_minute_limit_counts_it() -> None:
-    limited = ExtractionService("emulated:hosted-api")
-    limited.run(synthetic_documents(3, seed=4), progress=False)
-    assert limited.extractor.sizer.enabled
+def test_the_output_allowance_is_sized_from_replies_limits_known_or_not() -> None:
+    """Where a provider charges max_tokens at admission, an oversized allowance costs throughput, and
+    its limits may be learned only from its replies: the allowance is sized on every backend."""
     unlimited = dataclasses.replace(default_policy(resolve_lm("emulated:hosted-api")), rate=RateLimitPolicy())
     service = ExtractionService("emulated:hosted-api", policy=unlimited)
     batch = service.run(synthetic_documents(3, seed=4), progress=False).pack.batches[0]
-    assert not service.extractor.sizer.enabled
-    assert service.allowance(batch) == service.settings.max_tokens(3)
-    service._cut.add(batch.document_ids[1])  # one of its documents was in a cut-off reply
-    assert service.allowance(batch) == 2 * service.settings.max_tokens(3)
+    assert service.extractor.sizer.enabled
+    fixed = ExtractionService("emulated:hosted-api", ExtractionSettings(adaptive_output=False), policy=unlimited)
+    fixed.run(synthetic_documents(3, seed=4), progress=False)
+    assert not fixed.extractor.sizer.enabled and fixed.allowance(batch) == fixed.settings.max_tokens(3)
+    fixed._cut.add(batch.document_ids[1])  # one of its documents was in a cut-off reply
+    assert fixed.allowance(batch) == 2 * fixed.settings.max_tokens(3)
 
 
 def test_emulated_server_limits_are_enforced() -> None:

@@ -84,10 +84,22 @@ def rate_limit_bound(caps: Capabilities, config: dict[str, Any]) -> dict[str, fl
     """The documents per minute the client-side limits allow ``config`` (its documents per call
     and its tokens charged per document), what it reached, and the share."""
     rate = caps.rate
+    limits = config.get("rate_limits") or {"rpm": rate.requests_per_minute, "tpm": rate.tokens_per_minute,
+                                            "window": rate.window}
     per_call = config["documents"] / config["batches"] if config["batches"] else 1.0
     per_doc = config["budget_tokens_ok"] / config["extracted"] if config["extracted"] else None
-    limits = [x for x in (rate.requests_per_minute and rate.requests_per_minute * per_call,
-                          rate.tokens_per_minute and per_doc and rate.tokens_per_minute / per_doc) if x]
-    bound = min(limits) if limits else None
-    reached = config["extracted"] / (config["seconds"] / 60) if config["seconds"] else None
+    return limit_bound(limits, per_call, per_doc, config["extracted"], config["seconds"])
+
+
+def limit_bound(limits: dict[str, Any] | None, per_call: float, per_doc: float | None, done: int,
+                seconds: float | None) -> dict[str, float | None]:
+    """``bound``: the documents per minute ``limits`` (``rpm``, ``tpm`` per ``window`` seconds) allow
+    at ``per_call`` documents a call and ``per_doc`` tokens charged a document; ``reached``: ``done``
+    documents in ``seconds``; ``share``: reached / bound (None where unknown)."""
+    limits = limits or {}
+    per_minute = 60.0 / (limits.get("window") or 60.0)
+    rpm, tpm = limits.get("rpm"), limits.get("tpm")
+    caps = [x for x in (rpm and rpm * per_minute * per_call, tpm and per_doc and tpm * per_minute / per_doc) if x]
+    bound = min(caps) if caps else None
+    reached = done / (seconds / 60) if seconds else None
     return {"bound": bound, "reached": reached, "share": reached / bound if bound and reached else None}

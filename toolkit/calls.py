@@ -15,13 +15,14 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from toolkit.counts import Counts
-from toolkit.decisions import BatchState, Call, Done, Fail, Split, Wait, describe, is_retry, next_action
+from toolkit.decisions import BatchState, Call, Done, Fail, Split, Wait, describe, is_free, is_retry, next_action
 from toolkit.errors import ExtractionError, FatalError, MalformedReply, Overloaded, RateLimited, StopRequested, classify
 from toolkit.limits import CircuitBreaker, ProviderDown
 from toolkit.metrics import AttemptRecord, RunMetrics
 from toolkit.models import BatchExtractionResult, BatchStatus, DocumentBatch
 from toolkit.outcomes import ExecutionReport, OutcomeBook, OutcomeNotKept, result_from_outcomes
 from toolkit.policies import ExecutionPolicy
+from toolkit.ratelimits import RateInfo
 
 STOP_REQUESTED = "stop requested: unfinished documents stay pending; resume with the same run name"
 _SCRATCH = random.Random(0)  # for looking ahead at the next action without using the run's jitter draws
@@ -103,7 +104,7 @@ class BatchLoop:
             action = next_action(state, budget.left, self.policy, self.rng)
             if isinstance(action, Wait):
                 if action.pause_all:
-                    self.gate.pause_until(asyncio.get_running_loop().time() + action.seconds)
+                    self._throttled(action.seconds, state.error)
                 await asyncio.sleep(action.seconds)
                 state, queued_wait = state.after_wait(), action.seconds
             elif isinstance(action, Call):
@@ -137,12 +138,28 @@ class BatchLoop:
             missing = self._keep(lambda: self.book.absorb(batch, result))
             state = state.replied(missing, result.error_message)
         else:
-            state = state.failed(error)
+            free = is_free(state, error, self.policy)
+            budget.left += int(free)  # a 429 is not billed: the batch's budget is not spent on it
+            state = state.failed(error, free)
         following = next_action(state, budget.left, self.policy, _SCRATCH)  # is a split next? (pure)
-        decided = Counts(retries=int(is_retry(error)), splits=int(isinstance(following, Split)),
+        decided = Counts(retries=int(is_retry(error)), rate_limited=int(isinstance(error, RateLimited)),
+                         splits=int(isinstance(following, Split)),
                          requeued=len(state.remaining) if error is None else 0, extra_ids=extra)
         self._record(replace(record, counts=record.counts + decided))
         return state
+
+    def _throttled(self, seconds: float, error: ExtractionError | None) -> None:
+        """A provider's 429 said when to come back. Where the pace knows the account's limits, it
+        was a little ahead of the provider's count: only the rejected call waits, and the pace
+        slows a little; where it knows none, every call waits (no burst follows the pause)."""
+        limiter = self.limiter
+        info = getattr(error, "rate_info", None)
+        if info is not None and hasattr(limiter, "learn"):
+            learn_limits(limiter, info)
+        if getattr(limiter, "rpm", None) is not None or getattr(limiter, "tpm", None) is not None:
+            limiter.throttled()
+        else:
+            self.gate.pause_until(asyncio.get_running_loop().time() + seconds)
 
     def _record(self, record: AttemptRecord) -> None:
         self.metrics.record_attempt(record)
@@ -227,6 +244,14 @@ class BatchLoop:
         else:  # in a worker thread, with the caller's context variables (dspy.context and the like)
             call = asyncio.get_running_loop().run_in_executor(self.pool, contextvars.copy_context().run, fn, batch)
         return await (asyncio.wait_for(call, timeout) if timeout else call)
+
+
+def learn_limits(limiter: Any, info: RateInfo) -> None:
+    """Hand ``limiter`` the per-minute limits a provider's reply said (tokens: the overall limit,
+    else the input tokens', as Anthropic splits them)."""
+    tokens = info.tokens.limit or info.input_tokens.limit
+    if info.requests.limit or tokens:
+        limiter.learn(info.requests.limit, tokens)
 
 
 def call_counts(batch: DocumentBatch, result: BatchExtractionResult | None) -> Counts:

@@ -20,6 +20,7 @@ class Counts:
 
     calls: int = 0
     retries: int = 0  # calls that failed with an error a retry can cure
+    rate_limited: int = 0  # calls answered 429 (the account's state: not billed, not a batch's attempt)
     splits: int = 0  # batches split in halves after their last attempt (or at once: context length)
     requeued: int = 0  # documents re-sent because a reply left them out
     extra_ids: int = 0  # ids in replies that were not asked for (dropped)

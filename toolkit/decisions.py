@@ -31,6 +31,7 @@ class BatchState:
     last_error: str = "no attempt made"
     error: ExtractionError | None = None
     waited: bool = True
+    throttled: int = 0  # 429s that did not count as attempts
 
     def replied(self, missing: tuple[str, ...], detail: str | None) -> BatchState:
         """The next state after a reply that left ``missing`` out (``detail``: the reply's account)."""
@@ -39,7 +40,12 @@ class BatchState:
             last = redact(f"missing from the reply of attempt {self.attempts}" + (f": {detail}" if detail else ""))
         return replace(self, remaining=missing, last_error=last or "", error=None, waited=True)
 
-    def failed(self, error: ExtractionError) -> BatchState:
+    def failed(self, error: ExtractionError, free: bool = False) -> BatchState:
+        """The next state after a call that raised ``error``; ``free``: it does not count as an
+        attempt (see :func:`is_free`)."""
+        if free:
+            return replace(self, attempts=self.attempts - 1, throttled=self.throttled + 1, last_error=describe(error),
+                           error=error, waited=False)
         return replace(self, last_error=describe(error), error=error, waited=False)
 
     def called(self) -> BatchState:
@@ -96,6 +102,12 @@ def is_retry(error: ExtractionError | None) -> bool:
     return error is not None and not isinstance(error, Unsendable)
 
 
+def is_free(state: BatchState, error: ExtractionError | None, policy: ExecutionPolicy) -> bool:
+    """Whether the failed call of ``state`` is a 429 that counts neither as an attempt nor against
+    the call budget (the first ``free_throttles`` of a batch)."""
+    return isinstance(error, RateLimited) and state.throttled < policy.retry.free_throttles
+
+
 def next_action(state: BatchState, budget_left: int, policy: ExecutionPolicy, rng: random.Random) -> Action:
     """What to do with ``state`` (see the module docstring). ``budget_left``: calls left to the
     packed batch this (sub-)batch belongs to. Fatal errors never get here: they stop the run."""
@@ -114,7 +126,7 @@ def next_action(state: BatchState, budget_left: int, policy: ExecutionPolicy, rn
         error = state.error
         if isinstance(error, RateLimited) and error.retry_after is not None:
             return Wait(policy.retry.retry_after(error.retry_after), pause_all=True)
-        return Wait(policy.retry.delay(state.attempts, rng))
+        return Wait(policy.retry.delay(max(1, state.attempts + state.throttled), rng))
     if budget_left <= 0:
         return Fail(ids, f"call budget spent; last error: {state.last_error}")
     return Call(ids)

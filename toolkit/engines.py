@@ -102,7 +102,7 @@ class LocalEngine:
         self._recorded = len(attempts)
 
     def summary(self) -> dict[str, Any]:
-        return {"mode": "sync"}
+        return {"mode": "sync", "rate_limits": self.service.rate_limits()}
 
     def close(self) -> None:
         """Ends the service's run; calls it cancels are recorded."""

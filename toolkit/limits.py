@@ -16,10 +16,10 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from toolkit.errors import InvalidConfiguration
-from toolkit.policies import BreakerPolicy, ConcurrencyPolicy, RateLimitPolicy
+from toolkit.policies import BreakerPolicy, ConcurrencyPolicy, RateLimitPolicy, network_guard
 
 _EPS = 1e-9
 
@@ -30,17 +30,62 @@ def _now() -> float:
 
 class SlidingWindowLimiter:
     """Admits a call of ``tokens`` once both the request and the token count of the last
-    ``window`` seconds leave room for it. Waiters are served first come, first served."""
+    ``window`` seconds (plus the policy's ``guard``) leave room for it and, with ``smooth``, once
+    the calls before it are paced out at ``1 - headroom`` of the limits' rate (see
+    :class:`~toolkit.policies.RateLimitPolicy`). Waiters are served first come, first served.
+
+    The limits are the policy's until a provider says its own (:meth:`learn`, from the headers of
+    its replies): then the tighter of the two; :meth:`throttled` widens the headroom after a 429."""
 
     def __init__(self, policy: RateLimitPolicy) -> None:
         self.policy = policy
+        self.rpm, self.tpm = policy.requests_per_minute, policy.tokens_per_minute
+        self.window, self.guard, self.smooth = policy.window, policy.guard, policy.smooth
+        self.headroom = policy.headroom
+        self.source = policy.source
+        self.learned: dict[str, int] = {}
         self._admitted: deque[tuple[float, int]] = deque()
         self._tokens_in_window = 0
+        self._paced = [0.0, 0.0]  # loop time the paced requests and tokens are due (smooth)
         self._lock: asyncio.Lock | None = None
+
+    @property
+    def limits(self) -> dict[str, Any]:
+        """The limits in force: ``{rpm, tpm, window, source}`` (None where there is none)."""
+        return {"rpm": self.rpm, "tpm": self.tpm, "window": self.window if self.rpm or self.tpm else None,
+                "source": self.source, **({"learned": dict(self.learned)} if self.learned else {})}
+
+    def learn(self, rpm: int | None, tpm: int | None) -> None:
+        """A provider said its limits per minute: pace by them where tighter than what was said (or
+        where nothing was); the window becomes a minute, spaced smoothly, across a network."""
+        said = self.policy
+        changed = False
+        for key, value, mine in (("rpm", rpm, said.requests_per_minute), ("tpm", tpm, said.tokens_per_minute)):
+            if value is None or value < 1 or self.learned.get(key) == value:
+                continue
+            self.learned[key] = value
+            changed = True
+        if not changed:
+            return
+        scale = said.window / 60.0 if said.limited else 1.0  # said limits keep their window
+        if not said.limited:
+            self.window, self.guard, self.smooth = 60.0, network_guard(60.0), True
+        for key in ("rpm", "tpm"):
+            learned = self.learned.get(key)
+            if learned is not None:
+                own = said.requests_per_minute if key == "rpm" else said.tokens_per_minute
+                value = max(1, int(learned * scale))
+                setattr(self, key, value if own is None else min(own, value))
+        self.source = "learned" if not said.limited else f"{said.source}+learned"
+
+    def throttled(self) -> None:
+        """A 429 although the pace kept to the limits: the provider counts more (or sooner) than
+        the client thinks; pace a little slower (at most ``max_headroom`` below the limits)."""
+        self.headroom = min(self.policy.max_headroom, self.headroom + 0.01)
 
     def check(self, tokens: int) -> None:
         """Refuse up front a call that could never be admitted."""
-        tpm = self.policy.tokens_per_minute
+        tpm = self.tpm
         if tpm is not None and tokens > tpm:
             raise InvalidConfiguration(
                 f"a batch of {tokens} budget tokens can never fit a limit of {tpm} tokens per "
@@ -48,22 +93,24 @@ class SlidingWindowLimiter:
             )
 
     def _expire(self, now: float) -> None:
-        window = self.policy.window
-        while self._admitted and now - self._admitted[0][0] >= window - _EPS:
+        life = self.window + self.guard
+        while self._admitted and now - self._admitted[0][0] >= life - _EPS:
             self._tokens_in_window -= self._admitted.popleft()[1]
 
     def _wait_time(self, now: float, tokens: int) -> float:
-        rpm, tpm, window = self.policy.requests_per_minute, self.policy.tokens_per_minute, self.policy.window
+        rpm, tpm, life = self.rpm, self.tpm, self.window + self.guard
         wait = 0.0
         if rpm is not None and len(self._admitted) >= rpm:
-            wait = self._admitted[len(self._admitted) - rpm][0] + window - now
+            wait = self._admitted[len(self._admitted) - rpm][0] + life - now
         if tpm is not None and self._tokens_in_window + tokens > tpm:
             excess = self._tokens_in_window + tokens - tpm
             for started, amount in self._admitted:  # oldest first: wait until enough has expired
                 excess -= amount
                 if excess <= 0:
-                    wait = max(wait, started + window - now)
+                    wait = max(wait, started + life - now)
                     break
+        if self.smooth:
+            wait = max(wait, self._paced[0] - now, self._paced[1] - now)
         return max(0.0, wait)
 
     def try_acquire(self, tokens: int, now: float) -> float:
@@ -73,15 +120,20 @@ class SlidingWindowLimiter:
         if wait <= 0:
             self._admitted.append((now, tokens))
             self._tokens_in_window += tokens
+            if self.smooth:
+                pace = (1.0 - self.headroom) / self.window
+                for i, (limit, amount) in enumerate(((self.rpm, 1), (self.tpm, tokens))):
+                    if limit is not None:
+                        self._paced[i] = max(self._paced[i], now) + amount / (limit * pace)
         return wait
 
     async def acquire(self, tokens: int) -> Admission:
         """Wait until admitted. A call charged more than the whole window allows (a document re-sent
         with a doubled output ceiling) waits for an empty window."""
-        if self.policy.requests_per_minute is None and self.policy.tokens_per_minute is None:
+        if self.rpm is None and self.tpm is None:
             return Admission(0.0, time.time())
-        if self.policy.tokens_per_minute is not None:
-            tokens = min(tokens, self.policy.tokens_per_minute)
+        if self.tpm is not None:
+            tokens = min(tokens, self.tpm)
         if self._lock is None:
             self._lock = asyncio.Lock()
         start = _now()

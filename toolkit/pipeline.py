@@ -30,6 +30,8 @@ from toolkit.corpora import CorpusDamaged, CorpusError, Record, is_stream, iter_
 from toolkit.corpora.readers import key_problem
 from toolkit.corpora.selection import ensure_fetched, expected_total, selected_records
 from toolkit.counts import Counts
+from toolkit.benchplan import limit_bound
+from toolkit.calls import STOP_REQUESTED
 from toolkit.engines import Chunk, ChunkResult, Engine, LocalEngine
 from toolkit.errors import RunFailed, StopRequested
 from toolkit.executor import DocumentOutcome
@@ -65,6 +67,8 @@ class RunSettings:
     strict: bool = False  # bad input stops the run instead of becoming failed documents
     price: str | None = None  # price the tokens as this model (LiteLLM's price map) or price file; default: the LM's own
     mode: str = "sync"  # sync: calls as they go; batch-api: the provider's batch API (toolkit.batchapi)
+    rpm: int | None = None  # the account's requests per minute (default: the backend's, or learned from replies)
+    tpm: int | None = None  # the account's tokens per minute (prompt plus max_tokens, as providers count them)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -73,6 +77,10 @@ class RunSettings:
             raise ValueError("chunk_docs must be >= 1")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        for name in ("rpm", "tpm"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -193,8 +201,8 @@ def run(corpus: str | Path = DEFAULT_CORPUS, *, lm: str | ResolvedLM = "local", 
     db = open_store(store) if store is None or isinstance(store, str) else store
     service = ExtractionService(lm, settings.extraction, api_base=api_base)
     prices = resolve_prices(service.resolved.priced_as, settings.price)  # an unknown price is refused here
-    if settings.concurrency is not None:
-        service.policy = default_policy(service.resolved, settings.concurrency)
+    if settings.concurrency is not None or settings.rpm or settings.tpm:
+        service.policy = default_policy(service.resolved, settings.concurrency, settings.rpm, settings.tpm)
     packing = service.packing_settings(settings.token_budget, max_docs=settings.max_docs, strategy=settings.strategy)
     tpm = service.policy.rate.tokens_per_minute
     if tpm is not None and packing.token_budget > tpm:
@@ -211,23 +219,29 @@ def run(corpus: str | Path = DEFAULT_CORPUS, *, lm: str | ResolvedLM = "local", 
     if resume and run_name is None:
         run_name = _latest_run(db, corpus)
     run_id = run_name or new_run_id()
-    if settings.mode == "batch-api" and engine_name != "local":
-        raise ValueError("--mode batch-api runs on the local engine: the provider does the work")
-    engine = open_engine(engine_name, service, workers, ray_address, run_id) if settings.mode == "sync" else None
-    records = iter_records(path, fmt)
-    existed = db.start_run(run_id, service.resolved.spec, service.resolved.model_id,
-                           {"corpus": corpus, "limit": limit, **settings.to_dict()})
-    if engine is None:
+    stop = stop or threading.Event()
+    # every option is checked, and the engine built, before the run is written
+    if settings.mode == "batch-api":
+        if engine_name != "local":
+            raise ValueError("--mode batch-api runs on the local engine: the provider does the work")
         from toolkit.batchapi import BatchApiEngine, batch_provider
 
         engine = BatchApiEngine(service, db, run_id, batch_provider(service.resolved, api_base), batch,
-                                progress=progress is None or progress is True)
+                                progress=progress is None or progress is True, stop=stop)
+    else:
+        engine = open_engine(engine_name, service, workers, ray_address, run_id, stop)
+    records = iter_records(path, fmt)
+    try:
+        existed = db.start_run(run_id, service.resolved.spec, service.resolved.model_id,
+                               {"corpus": corpus, "limit": limit, **settings.to_dict()})
+    except BaseException:
+        engine.close()
+        raise
     try:
         with LeaseKeeper(db, run_id) as heartbeat:
             gate = intake(db.digests(run_id) if existed else {})
             return _execute(selected_records(records, corpus, limit), gate, service, engine, packing, settings, db, run_id,
-                            progress, expected_total(corpus, path, fmt, limit), heartbeat, stop or threading.Event(),
-                            prices)
+                            progress, expected_total(corpus, path, fmt, limit), heartbeat, stop, prices)
     except Exception as exc:
         _abandon(db, run_id, exc)
         raise RunFailed(f"run {run_id!r} stopped: {type(exc).__name__}: {exc}") from exc
@@ -236,10 +250,11 @@ def run(corpus: str | Path = DEFAULT_CORPUS, *, lm: str | ResolvedLM = "local", 
         raise
 
 
-def open_engine(name: str, service: ExtractionService, workers: int, address: str | None, run_id: str) -> Engine:
+def open_engine(name: str, service: ExtractionService, workers: int, address: str | None, run_id: str,
+                stop: threading.Event | None = None) -> Engine:
     """The engine ``name`` runs chunks on (``ray`` needs the ``ray`` extra)."""
     if name == "local":
-        return LocalEngine(service)
+        return LocalEngine(service, stop)
     if name == "ray":
         from toolkit.scaleout import RayEngine
 
@@ -274,8 +289,6 @@ def _execute(records: Iterator[Record], gate: Intake, service: ExtractionService
 
     def decided(outcome: DocumentOutcome | _Doc) -> None:
         heartbeat.check()
-        if stop.is_set():  # before it is kept: this document stays pending
-            raise StopRequested("stop requested: unfinished documents stay pending; resume with the same run name")
         db.save_documents(run_id, [outcome])
         bar.update(outcome)
 
@@ -311,18 +324,25 @@ def _execute(records: Iterator[Record], gate: Intake, service: ExtractionService
                 elif decision.verdict == "run":
                     expected.add(decision.id)
                     chunk.append(decision)
-                    if len(chunk) >= size or stop.is_set():
+                    if len(chunk) >= size:
                         stopped, chunk = submit(chunk), []
-                        if stopped:
-                            break
+                if stopped or stop.is_set():
+                    break
         except CorpusDamaged as exc:
             damaged = str(exc)
+        if stop.is_set() and not stopped:  # the documents read stay pending; calls in flight finish
+            db.mark_pending(run_id, [(d.id, d.tokens, None, d.digest) for d in chunk])
+            chunk = []
         if chunk and not stopped:
             stopped = submit(chunk)
         if not stopped:
             stopped = collect(engine.drain(decided, record))
+        if stop.is_set() and not stopped:
+            stopped = STOP_REQUESTED
     except KeyboardInterrupt:
         stopped = "interrupted (Ctrl-C): unfinished documents stay pending; resume with the same run name"
+    except StopRequested as exc:
+        stopped = str(exc)
     finally:
         bar.close()
         engine.close()
@@ -352,6 +372,9 @@ def _summary(run_id: str, db: Store, gate: Intake, expected: set[str], runs: lis
     counts = Counts.total(r.counts for r in runs)
     batch = batch_api_counts(a for r in runs for a in r.attempts)  # billed at batch prices
     extra = engine.summary()
+    per_call = done_now / sum(r.batches for r in runs) if done_now and any(r.batches for r in runs) else 1.0
+    bound = limit_bound(extra.get("rate_limits"), per_call, counts.budget_tokens / done_now if done_now else None,
+                        done_now, seconds)
     return {
         "run": run_id, "store": db.url, "lm": service.resolved.spec, "model_id": service.resolved.model_id,
         "emulated": emulated, "documents": len(statuses), "read": gate.read, "extracted": len(extracted),
@@ -368,6 +391,7 @@ def _summary(run_id: str, db: Store, gate: Intake, expected: set[str], runs: lis
         "zero_entity_docs": sum(1 for i in extracted if not entity_counts.get(i)),
         "wall_seconds": wall, "virtual_seconds": virtual,
         "docs_per_second": done_now / seconds if seconds else None,
+        "rate_limit_bound_docs_per_min": bound["bound"], "bound_share": bound["share"],
         "stop_reason": stopped,
     }
 

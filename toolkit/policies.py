@@ -17,12 +17,16 @@ from typing import Literal
 @dataclass(frozen=True)
 class RetryPolicy:
     """``max_attempts`` calls per (sub-)batch before it is split; waits ``delays`` between them
-    (the last one repeats), each multiplied by a random factor in ``[1, 1 + jitter]``, capped."""
+    (the last one repeats), each multiplied by a random factor in ``[1, 1 + jitter]``, capped. A 429
+    is the account's state, not the batch's fault: the first ``free_throttles`` of a batch neither
+    count as attempts (no split follows them) nor spend its call budget (a rejected call is not
+    billed); after that they count like any error, so a limit that never lifts still ends."""
 
     max_attempts: int = 4
     delays: tuple[float, ...] = (2.0, 4.0, 8.0)
     jitter: float = 0.25
     max_delay: float = 60.0
+    free_throttles: int = 30  # 429s per batch that count neither as attempts nor against its call budget
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -58,16 +62,48 @@ class SplitPolicy:
 @dataclass(frozen=True)
 class RateLimitPolicy:
     """Requests and tokens per sliding ``window`` seconds (``None``: no limit). Tokens are the
-    batch's budget tokens: prompt, documents and reserved output."""
+    batch's budget tokens: prompt, documents and reserved output.
+
+    A provider across a network needs two more things. ``guard``: seconds a call stays in the
+    client's window beyond ``window`` (a call reaches the server a little after the client let it
+    through, and a later call a little sooner: without it, the server's window sees both).
+    ``smooth``: calls are also spaced at ``1 - headroom`` of the limits' rate, one call's worth
+    ahead at most, because a provider may enforce its per-minute limits over shorter windows
+    (OpenAI quantizes them); a 429 despite both widens the headroom a little, up to ``max_headroom``.
+    ``source``: where the limits come from (``said``: the user; ``profile``: an emulated profile;
+    learned limits from a provider's headers are adopted at run time, see the limiter)."""
 
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
     window: float = 60.0
+    guard: float = 0.0
+    smooth: bool = False
+    headroom: float = 0.02
+    max_headroom: float = 0.10
+    source: str = "none"
 
     def __post_init__(self) -> None:
         for value in (self.requests_per_minute, self.tokens_per_minute):
             if value is not None and value < 1:
                 raise ValueError("rate limits must be >= 1 (or None)")
+        if self.window <= 0 or self.guard < 0 or not 0 <= self.headroom <= self.max_headroom < 1:
+            raise ValueError("need window > 0, guard >= 0 and 0 <= headroom <= max_headroom < 1")
+
+    @classmethod
+    def said(cls, rpm: int | None, tpm: int | None, window: float = 60.0) -> RateLimitPolicy:
+        """An account's limits as its user states them, for a provider across a network."""
+        return cls(rpm, tpm, window, guard=network_guard(window), smooth=True,
+                   source="said" if rpm or tpm else "none")
+
+    @property
+    def limited(self) -> bool:
+        return self.requests_per_minute is not None or self.tokens_per_minute is not None
+
+
+def network_guard(window: float) -> float:
+    """The margin a call stays in a client's window for a provider across a network (1.5% of it,
+    at least 50 ms): more than the jitter of a call's way to the server on a loaded machine."""
+    return max(0.05, 0.015 * window)
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,14 @@ import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import dspy
 
 from toolkit.demos import gold_demos
 from toolkit.documents import Document
+from toolkit.calls import learn_limits
 from toolkit.executor import DocumentOutcome, ExecutionReport, ExecutionStream, Executor, ProgressFn
 from toolkit.loophost import LoopHost
 from toolkit.extraction import BatchExtractor, ExtractionSettings, demo_example, to_result
@@ -27,7 +28,7 @@ from toolkit.metrics import AttemptRecord, RunMetrics
 from toolkit.counts import Counts
 from toolkit.models import BatchExtractionResult, DocumentBatch, ProcessingMetrics
 from toolkit.packer import Packer, PackingSettings, PackResult
-from toolkit.policies import ConcurrencyPolicy, ExecutionPolicy
+from toolkit.policies import ConcurrencyPolicy, ExecutionPolicy, RateLimitPolicy, network_guard
 from toolkit.tokens import get_counter
 
 _PROBE_ID = "doc-0000"
@@ -78,11 +79,20 @@ def shared_prefix_tokens(settings: ExtractionSettings, model: str) -> int:
     return max(0, get_counter(model).count("".join(m["content"] + "\n" for m in messages[:-1])) - 1)
 
 
-def default_policy(resolved: ResolvedLM, concurrency: str | int | None = None) -> ExecutionPolicy:
-    """The backend's concurrency (unless ``concurrency`` is given), rate limits and call timeout."""
+def default_policy(resolved: ResolvedLM, concurrency: str | int | None = None, rpm: int | None = None,
+                   tpm: int | None = None) -> ExecutionPolicy:
+    """The backend's concurrency (unless ``concurrency`` is given), rate limits and call timeout.
+    ``rpm``/``tpm``: the account's limits per minute as its user says them (each replaces the
+    backend's own, where it has one); limits a provider says in its replies are learned at run time."""
     caps = resolved.capabilities
     policy = ConcurrencyPolicy.parse(str(caps.concurrency if concurrency is None else concurrency))
-    return ExecutionPolicy(concurrency=policy, rate=caps.rate, call_timeout=caps.call_timeout).faster(caps.time_scale)
+    rate = caps.rate
+    if rpm is not None or tpm is not None:
+        rate = RateLimitPolicy.said(rpm or rate.requests_per_minute, tpm or rate.tokens_per_minute)
+    elif rate.limited and not caps.virtual_time and rate.guard == 0:
+        # in real time a call reaches the provider a little after the client let it through
+        rate = dataclasses.replace(rate, guard=network_guard(rate.window))
+    return ExecutionPolicy(concurrency=policy, rate=rate, call_timeout=caps.call_timeout).faster(caps.time_scale)
 
 
 @dataclass
@@ -119,6 +129,7 @@ class ExtractionService:
         self._host = LoopHost()  # replaced by the run's own at its first call
         self._run: ExecutionStream | None = None
         self._sink: Callable[[DocumentOutcome], None] | None = None
+        self._unsubscribe: Callable[[], None] = lambda: None
         self._cut: set[str] = set()  # ids of documents whose reply was cut off by max_tokens
         self.cache_seen = False  # a reply reported prompt tokens read from the provider's cache
 
@@ -214,17 +225,27 @@ class ExtractionService:
     def _stream(self, progress: ProgressFn | bool | None, stop: threading.Event | None) -> ExecutionStream:
         """This service's run (started at its first call, on its own event loop)."""
         if self._run is None:
-            # A tight output allowance pays only where a tokens-per-minute limit counts it; elsewhere
-            # it would only risk cut-off replies (a local model stops when its answer ends anyway).
-            self.extractor.sizer.enabled = self.settings.adaptive_output and self.policy.rate.tokens_per_minute is not None
+            # The output allowance is sized from measured replies on every backend: where a provider
+            # charges max_tokens against its limit at admission (OpenAI), an oversized one halves
+            # the documents a minute allows, and its limits may be learned only from its replies.
+            self.extractor.sizer.enabled = self.settings.adaptive_output
             executor = Executor(self.extract_one, self.policy, self.metrics, progress=progress,
                                 on_outcome=self._outcome, prepare=self.prepare, pacing=self.pacing)
             self._host = LoopHost(self.resolved.capabilities.virtual_time)
             self._run = executor.stream(stop)
+            feed = getattr(self.resolved, "rates", None)
+            if feed is not None and hasattr(self._run.limiter, "learn"):  # limits said in the provider's replies
+                self._unsubscribe = feed.subscribe(partial(learn_limits, self._run.limiter))
         if stop is not None:
             self._run.stop = stop
         self._run.executor.progress = self._run.book.progress = progress
         return self._run
+
+    def rate_limits(self) -> dict[str, Any] | None:
+        """The limits this service's run paced by (``{rpm, tpm, window, source}``: said, a profile's,
+        or learned from the provider's replies); None before its first call or without a window."""
+        limits = getattr(self._run.limiter, "limits", None) if self._run is not None else None
+        return limits if limits and (limits["rpm"] or limits["tpm"]) else None
 
     def _outcome(self, outcome: DocumentOutcome) -> None:
         if self._sink is not None:
@@ -232,6 +253,7 @@ class ExtractionService:
 
     def close(self) -> None:
         """End this service's run: calls still in flight are cancelled (and recorded), its loop closed."""
+        self._unsubscribe()
         run, self._run = self._run, None
         if run is not None:
             self._host.run(run.abort())
