@@ -456,3 +456,28 @@ def test_provider_models_resolve_to_dspys_own_client_over_a_publishing_transport
         for hint in ("supports_response_schema", "supports_function_calling", "supports_reasoning", "supported_params"):
             assert getattr(ours, hint) == getattr(dspys, hint), (spec, hint)
     assert engine.supports_response_schema and not no_network
+
+
+def test_the_projects_emulator_is_learned_from_on_the_toolkits_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The provider emulator (toolkit/serve) in both flavours: what its headers say of its limits
+    arrives on ``rates`` from the main job's own calls (OpenAI) and from a plain call (Anthropic)."""
+    from toolkit.corpora import synthetic_documents
+    from toolkit.lm import resolve_lm
+    from toolkit.serve import serve_in_thread
+    from toolkit.service import ExtractionService
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    with serve_in_thread("hosted-api@20", rpm=600, tpm=400000, window=60.0) as server:
+        openai = resolve_lm("openai/gpt-4o-mini", api_base=server.url)
+        heard: list[RateInfo] = []
+        openai.rates.subscribe(heard.append)
+        run = ExtractionService(openai).run(synthetic_documents(12, seed=3), max_docs=4, progress=False)
+        anthropic = resolve_lm("anthropic/claude-3-5-haiku-latest", api_base=server.url)
+        anthropic.lm("hello")
+        calls = server.stats()["calls"]
+    assert run.report.extracted == 12 and len(heard) == len(run.attempts) == calls - 1
+    assert {(i.source, i.requests.limit, i.tokens.limit) for i in heard} == {("openai", 600, 400000)}
+    assert [i.requests.remaining for i in heard][0] < 600 and all(0 < i.requests.reset <= 60.0 for i in heard)
+    info = anthropic.rates.latest()
+    assert info is not None and info.source == "anthropic" and info.requests.limit == 600
