@@ -6,7 +6,9 @@ synchronous emulated call gets) and reports a batch done after its turnaround. I
 on a virtual clock (polls advance it: a day of waiting takes no time); behind
 :mod:`toolkit.batchapi.server` it runs on the wall clock and keeps its state in a directory, so a
 restarted server still knows its files and batches. :class:`LineFaults` injects what real batch
-APIs do: failed lines (error file), cut-off replies, an expired or failed batch.
+APIs do: failed lines (error file), cut-off replies, an expired or failed batch, and lines no reader
+expects (not JSON, not an object, an error as text, no body, a null choice, a non-text reply). A
+batch or file it does not know raises :class:`~toolkit.batchapi.providers.NotAtProvider`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.batchapi.providers import BatchInfo
+from toolkit.batchapi.providers import BatchInfo, NotAtProvider, find_batch
 from toolkit.batchapi.requests import ENDPOINT
 
 QUEUE_SECONDS = 300.0  # an emulated batch waits this long before its requests run
@@ -30,11 +32,13 @@ PARALLEL_REQUESTS = 32  # requests an emulated batch runs at once
 @dataclass(frozen=True)
 class LineFaults:
     """Faults of an emulated batch: every ``fail_every``-th line fails (error file), every
-    ``cut_every``-th reply is cut off (``finish_reason: length``); ``expire``: the batch expires
-    with only its first half answered; ``fail_batch``: the batch fails (no output at all)."""
+    ``cut_every``-th reply is cut off (``finish_reason: length``), every ``poison_every``-th output
+    line is one no reader expects (see :func:`poison_line`); ``expire``: the batch expires with only
+    its first half answered; ``fail_batch``: the batch fails (no output at all)."""
 
     fail_every: int = 0
     cut_every: int = 0
+    poison_every: int = 0
     expire: bool = False
     fail_batch: bool = False
 
@@ -54,6 +58,21 @@ def answer(engine: Any, body: dict[str, Any]) -> dict[str, Any]:
     if output_tokens > cap:
         text, output_tokens, finish = text[: len(text) * cap // output_tokens], cap, "length"
     return _completion(body.get("model", "emulated"), text, finish, prompt_tokens, output_tokens)
+
+
+def poison_line(n: int, cid: str | None, rid: str, body: dict[str, Any]) -> str:
+    """The ``n``-th kind (cycling) of output line no reader expects, for request ``cid``: cut off
+    mid-way (not JSON), a JSON list, a 500 whose error is text, a 200 without a body, a null choice,
+    a reply whose text is an object."""
+    reply = {"status_code": 200, "request_id": rid, "body": body}
+    kinds = (lambda: json.dumps({"id": rid, "custom_id": cid, "response": reply})[:60],
+             lambda: json.dumps([cid, rid]),
+             lambda: json.dumps({"id": rid, "custom_id": cid, "response": {"status_code": 500, "body": {"error": "boom"}}}),
+             lambda: json.dumps({"id": rid, "custom_id": cid, "response": {**reply, "body": None}}),
+             lambda: json.dumps({"id": rid, "custom_id": cid, "response": {**reply, "body": {**body, "choices": [None]}}}),
+             lambda: json.dumps({"id": rid, "custom_id": cid, "response": {**reply, "body": {
+                 **body, "choices": [{"index": 0, "message": {"content": {"results": []}}}]}}}))
+    return kinds[n % len(kinds)]()
 
 
 def _completion(model: str, text: str, finish: str, prompt_tokens: int, output_tokens: int) -> dict[str, Any]:
@@ -124,12 +143,35 @@ class EmulatedBatches:
         with self._lock:
             self.calls["content"] += 1
             if file_id not in self.files:
-                raise KeyError(file_id)
+                raise NotAtProvider(file_id)
             return (self.dir / "files" / file_id).read_bytes() if self.dir is not None else self._data[file_id]
 
     # ---------------------------------------------------------------------------- the batches
     def create(self, input_file_id: str, metadata: dict[str, str] | None = None) -> str:
         return self.create_batch(input_file_id, metadata)["id"]
+
+    def list_batches(self, after: str | None = None, limit: int = 20) -> dict[str, Any]:
+        """A page of batches, newest first (OpenAI's ``GET /v1/batches``): those after the batch
+        ``after``, at most ``limit``."""
+        with self._lock:
+            self.calls["list"] += 1
+            ids = list(reversed(self.batches))
+            start = ids.index(after) + 1 if after in ids else 0
+            page = [_public(self.batches[i]) for i in ids[start:start + max(1, min(limit, 100))]]
+            return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+                    "last_id": page[-1]["id"] if page else None, "has_more": start + len(page) < len(ids)}
+
+    def find(self, metadata: dict[str, str]) -> str | None:
+        def pages():  # noqa: ANN202 - newest first, as a client pages through them
+            after = None
+            while True:
+                page = self.list_batches(after, 100)
+                yield page["data"]
+                if not page["has_more"]:
+                    return
+                after = page["last_id"]
+
+        return find_batch(pages(), metadata)
 
     def create_batch(self, input_file_id: str, metadata: dict[str, str] | None = None) -> dict[str, Any]:
         """Create a batch over an uploaded request file (its lines are answered now, shown when done)."""
@@ -171,6 +213,9 @@ class EmulatedBatches:
             usage = body["usage"]
             seconds += self.engine.profile.call_seconds(usage["prompt_tokens"], usage["completion_tokens"]) \
                 * self.engine.profile.speed
+            if f.poison_every and n % f.poison_every == 0:
+                good.append(poison_line(n // f.poison_every - 1, cid, rid, body))
+                continue
             good.append(json.dumps({"id": rid, "custom_id": cid, "response": {"status_code": 200, "request_id": rid,
                                                                               "body": body}, "error": None}))
         return good, bad, seconds
@@ -180,7 +225,7 @@ class EmulatedBatches:
         or failed), its output and error files written once."""
         with self._lock:
             self.calls["retrieve"] += 1
-            batch = self.batches[batch_id]
+            batch = self._batch(batch_id)
             if batch["status"] == "in_progress" and self.now() >= batch["_done_at"]:
                 self._finish(batch)
                 self._save()
@@ -204,11 +249,16 @@ class EmulatedBatches:
 
     def cancel_batch(self, batch_id: str) -> dict[str, Any]:
         with self._lock:
-            batch = self.batches[batch_id]
+            batch = self._batch(batch_id)
             if batch["status"] == "in_progress":
                 batch["status"] = "cancelled"
                 self._save()
             return _public(batch)
+
+    def _batch(self, batch_id: str) -> dict[str, Any]:
+        if batch_id not in self.batches:
+            raise NotAtProvider(batch_id)
+        return self.batches[batch_id]
 
     def _save(self) -> None:
         if self.dir is not None:

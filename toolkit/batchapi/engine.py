@@ -9,28 +9,43 @@ batch with a progress bar until it ends, settles its output lines with the synch
 reply code (:mod:`toolkit.batchapi.replies`), and sends every document a batch did not answer
 (left out, cut off, failed line, expired or failed batch) through the synchronous executor
 (:meth:`toolkit.service.ExtractionService.execute`), where it ends extracted or failed with its
-reason. A resumed run finds its open jobs in the store: their documents are not sent again, their
-batches are polled. :func:`run_batch_api` runs a list of documents this way (for the bench).
+reason. A resumed run finds its open jobs in the store (:mod:`toolkit.batchapi.jobs`): their
+documents are not sent again, their batches are polled; a batch created just before a crash is
+found by its metadata and adopted. Each job is settled once: its lines are recorded and its status
+written before its documents are handed on, so a kill at any point never records a line twice.
+A batch the provider no longer knows is reported and its documents sent again once (then through
+the synchronous executor); a provider that keeps failing stops the run, resumable.
+
+``stop`` (the run's Stop event): once set nothing is uploaded or created, no synchronous call
+starts, polling ends at once, and the engine reports the run stopped. What was already paid is
+recorded, and the answers of a job being settled are kept. :func:`run_batch_api` runs a list of
+documents this way (for the bench).
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolkit.batchapi.providers import BatchInfo, BatchProvider
+from toolkit.batchapi.jobs import Job, JobBook
+from toolkit.batchapi.providers import BatchProvider, NotAtProvider
 from toolkit.batchapi.replies import Settled, settle_job
 from toolkit.batchapi.requests import BatchLimits, build_requests, file_bytes, split_files
+from toolkit.calls import STOP_REQUESTED
 from toolkit.counts import Counts
 from toolkit.documents import Document
 from toolkit.engines import CallSink, Chunk, ChunkResult, OutcomeSink
 from toolkit.metrics import AttemptRecord
-from toolkit.models import DocumentBatch
 from toolkit.outcomes import DocumentOutcome, ExecutionReport
 from toolkit.packer import Packer, PackingSettings
+from toolkit.redact import redact
+
+MAX_POLL_ERRORS = 5  # polls of one job in a row that raise before the run stops (resumable)
+STOP_SLICE = 0.2  # seconds between looks at the stop event while waiting to poll
 
 
 @dataclass(frozen=True)
@@ -46,17 +61,6 @@ class BatchApiSettings:
     def __post_init__(self) -> None:
         if self.poll_seconds <= 0:
             raise ValueError("poll_seconds must be positive")
-
-
-@dataclass
-class _Job:
-    """One request file: its key in the store, its requests (``custom_id`` -> packed batch) and ids."""
-
-    key: str
-    requests: dict[str, DocumentBatch]
-    input_file_id: str | None = None
-    batch_id: str | None = None
-    info: BatchInfo | None = None
 
 
 def batch_provider(resolved: Any, api_base: str | None = None) -> BatchProvider:
@@ -83,163 +87,232 @@ def request_model(resolved: Any) -> str:
 
 class BatchApiEngine:
     """Chunks sent through ``provider``'s batch API (see the module docstring). ``db``: the run's
-    store (None: nothing kept, as in the bench); ``progress``: a polling bar on stderr."""
+    store (None: nothing kept, as in the bench); ``progress``: a polling bar on stderr; ``stop``:
+    the run's Stop event."""
 
     chunk_docs = None
 
     def __init__(self, service: Any, db: Any, run_id: str, provider: BatchProvider,
-                 settings: BatchApiSettings | None = None, progress: bool = True) -> None:
+                 settings: BatchApiSettings | None = None, progress: bool = True,
+                 stop: threading.Event | None = None) -> None:
         if service.layout != "packed":
             raise ValueError("--mode batch-api sends packed prompts: use --layout packed (or another LM)")
-        self.service, self.db, self.run_id, self.provider = service, db, run_id, provider
+        self.service, self.run_id, self.provider = service, run_id, provider
         self.settings = settings or BatchApiSettings()
-        self.progress = progress
-        self.jobs: list[_Job] = []
-        self.failed_lines = 0
-        self._open = {j["job_key"]: j for j in db.batch_jobs(run_id, open_only=True)} if db is not None else {}
-        self._in_flight = {d: (key, cid) for key, j in self._open.items() for cid, ids in j["requests"].items()
-                           for d in ids}
-        self._seen = len(db.batch_jobs(run_id)) if db is not None else 0
-        self._resumed: dict[str, _Job] = {}
-        self._packing: PackingSettings | None = None
+        self.progress, self.stop = progress, stop
+        self.book = JobBook(db, run_id)
+        self.jobs: list[Job] = []  # this session's, to poll
+        self._resumed: dict[str, Job] = {}
+        self._sync: dict[str, str] = {}  # doc id -> why it goes to the synchronous executor without a batch
+        self._docs: dict[str, Document] = {}
         self._tokens: dict[str, int] = {}
+        self._packing: PackingSettings | None = None
         self._started: float | None = None
+        self.failed_lines = self.lost = 0
 
     @property
     def failed_calls(self) -> int:
         return self.service.metrics.failed_attempts + self.failed_lines
 
+    def _stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
     # --------------------------------------------------------------------------------- submit
     def submit(self, chunk: Chunk, decided: OutcomeSink, record: CallSink) -> Iterator[ChunkResult]:
-        """Send the chunk's documents (those not already in an open batch) as new batches."""
+        """Send the chunk's documents (those not already in an open job) as new batches."""
         self._packing = chunk.packing
         self._tokens.update(zip((d.id for d in chunk.documents), chunk.token_counts))
-        if self._started is None:
-            self._started = self.provider.now()
-        fresh, counts = [], []
-        for document, tokens in zip(chunk.documents, chunk.token_counts):
-            if document.id in self._in_flight:
-                self._attach(document)
+        self._docs.update((d.id, d) for d in chunk.documents)
+        self._started = self.provider.now() if self._started is None else self._started
+        fresh: list[Document] = []
+        for document in chunk.documents:
+            if document.id in self.book.in_flight:
+                key, cid = self.book.in_flight[document.id]
+                job = self._resumed.setdefault(key, Job.restored(self.book.open[key]))
+                job.attach(document, cid, self._tokens[document.id])
+            elif document.id in self.book.sent_again:
+                self._sync[document.id] = "batch API: its batch was lost by the provider"
             else:
                 fresh.append(document)
-                counts.append(tokens)
-        if fresh:
-            pack = Packer(chunk.packing).pack(fresh, token_counts=counts)
-            requests = build_requests(self.service.extractor, pack.batches, self.run_id,
-                                      request_model(self.service.resolved), self.service.allowance)
-            for part in split_files(requests, self.settings.limits):
-                self._send(_Job(f"job-{self._seen:05d}", {r.custom_id: r.batch for r in part}), file_bytes(part))
-                self._seen += 1
-        return iter(())
+        self._send_new(fresh)  # nothing once Stop is set
+        if self._stopped():
+            yield ChunkResult([], [], 0, 0.0, STOP_REQUESTED)
 
-    def _attach(self, document: Document) -> None:
-        """A document of a batch still in flight from an earlier session: polled, not sent again."""
-        key, cid = self._in_flight[document.id]
-        stored = self._open[key]
-        job = self._resumed.setdefault(key, _Job(key, {}, stored["input_file_id"], stored["batch_id"]))
-        batch = job.requests.setdefault(cid, DocumentBatch(batch_id=cid.rpartition(":")[2]))
-        batch.add_document(document, self._tokens.get(document.id, 0))
+    def _send_new(self, documents: list[Document]) -> list[Job]:
+        """``documents`` packed into request files, each uploaded and its batch created (until Stop)."""
+        if not documents:
+            return []
+        pack = Packer(self._packing or self.service.packing_settings()).pack(
+            documents, token_counts=[self._tokens.get(d.id, 0) for d in documents])
+        requests = build_requests(self.service.extractor, pack.batches, self.run_id,
+                                  request_model(self.service.resolved), self.service.allowance)
+        sent = []
+        for part in split_files(requests, self.settings.limits):
+            if self._stopped():
+                break
+            job = self.book.new({r.custom_id: r.batch for r in part})
+            job.input_file_id = self.provider.upload(f"{self.run_id}-{job.key}.jsonl", file_bytes(part))
+            self.book.save(job)
+            self.jobs.append(job)
+            sent.append(job)
+            if not self._stopped():
+                self._create(job)
+        return sent
 
-    def _send(self, job: _Job, data: bytes) -> None:
-        """Upload a request file and create its batch, each step recorded before the next."""
-        job.input_file_id = self.provider.upload(f"{self.run_id}-{job.key}.jsonl", data)
-        if self.db is not None:
-            self.db.save_batch_job(self.run_id, job.key, {c: b.document_ids for c, b in job.requests.items()},
-                                   job.input_file_id)
-        self._create(job)
-        self.jobs.append(job)
-
-    def _create(self, job: _Job) -> None:
-        job.batch_id = self.provider.create(job.input_file_id, {"batchx_run": self.run_id[:500], "batchx_job": job.key})
-        if self.db is not None:
-            self.db.update_batch_job(self.run_id, job.key, batch_id=job.batch_id, status="submitted")
+    def _create(self, job: Job) -> None:
+        """Create the job's batch, recorded as asked for first (a crash then adopts it: :meth:`_ready`)."""
+        self.book.update(job, status="creating")
+        job.batch_id = self.provider.create(job.input_file_id, job.metadata(self.run_id))
+        self.book.update(job, batch_id=job.batch_id, status="submitted")
         if self.settings.on_submitted is not None:
             self.settings.on_submitted(job.key, job.batch_id)
 
+    def _ready(self, job: Job) -> None:
+        """A job without a batch id: its batch if the provider has one for it, else a new one."""
+        try:
+            found = self.provider.find(job.metadata(self.run_id))
+        except Exception as exc:  # noqa: BLE001 - a provider that cannot list batches
+            _warn(f"cannot list the provider's batches ({exc}): job {job.key} is created (again, if it was before)")
+            found = None
+        if found is None:
+            self._create(job)
+        else:
+            job.batch_id = found
+            self.book.update(job, batch_id=found, status="submitted")
+
     # ---------------------------------------------------------------------------------- drain
     def drain(self, decided: OutcomeSink, record: CallSink) -> Iterator[ChunkResult]:
-        """Poll every batch until it ends, settle it, then run what it did not answer synchronously."""
-        for job in self._resumed.values():
-            if job.batch_id is None:  # uploaded, never created: create it now (the file is not sent again)
-                self._create(job)
-            self.jobs.append(job)
+        """Poll every batch until it ends, settle it, then run what no batch answered synchronously."""
+        self.jobs += self._resumed.values()
         self._resumed.clear()
-        if not self.jobs:
+        if not self.jobs and not self._sync:
             return
-        settled = self._poll(decided, record)
+        for job in [j for j in self.jobs if j.batch_id is None]:  # uploaded before a crash or Stop
+            if not self._stopped():
+                self._ready(job)
+        settled, stopped = self._poll(decided, record) if not self._stopped() else (Settled(), STOP_REQUESTED)
+        retry = {**self._sync, **settled.retry}
+        stopped = stopped or (STOP_REQUESTED if self._stopped() and retry else None)
         seconds = self.provider.now() - (self._started if self._started is not None else self.provider.now())
-        yield ChunkResult(settled.outcomes, settled.attempts, sum(len(j.requests) for j in self.jobs), seconds)
-        if settled.retry:
-            yield self._fallback(settled.retry, decided, record)
-        for job in self.jobs:
-            if self.db is not None:
-                self.db.update_batch_job(self.run_id, job.key, status=job.info.status if job.info else "closed")
-        self.jobs = []
+        yield ChunkResult(settled.outcomes, settled.attempts, sum(len(j.requests) for j in self.jobs), seconds,
+                          stopped)
+        if retry and not stopped:
+            documents = [self._docs[i] for i in retry if i in self._docs]
+            pack = Packer(self._packing or self.service.packing_settings()).pack(
+                documents, token_counts=[self._tokens.get(d.id, 0) or 1 for d in documents])
+            yield _fallback(self.service, pack, decided, record, self.stop)
+        self.book.close_decided(self.jobs)
+        self.jobs, self._sync = [], {}
 
-    def _poll(self, decided: OutcomeSink, record: CallSink) -> Settled:
-        waiting = list(self.jobs)
+    def _poll(self, decided: OutcomeSink, record: CallSink) -> tuple[Settled, str | None]:
+        """Every created job polled until settled (a lost one's documents sent again); the
+        settlements, and why polling stopped early (None: it did not)."""
+        waiting = [j for j in self.jobs if j.batch_id is not None]
         total = Settled()
-        bar = self._bar(sum(len(j.requests) for j in waiting))
+        bar = _bar(sum(len(j.requests) for j in waiting)) if self.progress else None
         try:
             while waiting:
                 for job in list(waiting):
-                    job.info = self.provider.retrieve(job.batch_id)
-                    if job.info.done:
+                    if self._stopped():
+                        return total, STOP_REQUESTED
+                    try:
+                        job.info = self.provider.retrieve(job.batch_id)
+                        if job.info.done:
+                            self._settle(job, total, decided, record)
+                            waiting.remove(job)
+                        job.errors = 0
+                    except NotAtProvider as exc:
                         waiting.remove(job)
-                        self._settle(job, total, decided, record)
+                        waiting += self._lost(job, exc, total)
+                    except Exception as exc:  # noqa: BLE001 - polled again; after a few, the run stops
+                        job.errors += 1
+                        if job.errors >= MAX_POLL_ERRORS:
+                            return total, redact(f"batch API: {job.batch_id} failed {job.errors} polls in a row: "
+                                                 f"{type(exc).__name__}: {exc}; resume with the same run name")
                 if bar is not None:
                     bar.n = sum(j.info.completed + j.info.failed for j in self.jobs if j.info)
                     bar.set_postfix(batches_open=len(waiting), refresh=True)
                 if waiting:
-                    self.provider.sleep(self.settings.poll_seconds)
+                    _wait(self.provider, self.settings.poll_seconds, self.stop)
         finally:
             if bar is not None:
                 bar.close()
-        return total
+        return total, None
 
-    def _bar(self, total: int) -> Any:
-        if not self.progress:
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, unit="req", desc="batch-api", file=sys.stderr, dynamic_ncols=True)
-
-    def _settle(self, job: _Job, total: Settled, decided: OutcomeSink, record: CallSink) -> None:
-        """A finished job's output and error files, settled; outcomes and records handed on at once."""
+    def _settle(self, job: Job, total: Settled, decided: OutcomeSink, record: CallSink) -> None:
+        """A finished job's output and error files, settled: its lines recorded once (a job settled
+        in an earlier session is not recorded again), its status written, then its outcomes handed on."""
         info = job.info
         output = self.provider.content(info.output_file_id) if info.output_file_id else None
         errors = self.provider.content(info.error_file_id) if info.error_file_id else None
-        part = settle_job(self.service.extractor, job.requests, output, errors, info.status, time.time())
+        part = settle_job(self.service.extractor, job.requests, output, errors, info.status, time.time(), job.key,
+                          job.sent)
         if info.errors and info.status == "failed":
             part.retry = {i: f"batch API: batch failed: {info.errors}" for i in part.retry}
-        record(part.attempts)
+        if not self.book.lines_recorded(job):
+            record(part.attempts)
+            self.failed_lines += sum(a.outcome != "ok" for a in part.attempts)
+            total.attempts += part.attempts
+        self.book.update(job, status="settled", output_file_id=info.output_file_id, error_file_id=info.error_file_id)
         for outcome in part.outcomes:
             decided(outcome)
-        self.failed_lines += sum(a.outcome != "ok" for a in part.attempts)
         total.outcomes += part.outcomes
-        total.attempts += part.attempts
         total.retry.update(part.retry)
 
-    def _fallback(self, retry: dict[str, str], decided: OutcomeSink, record: CallSink) -> ChunkResult:
-        """Documents no batch answered, through the synchronous executor (packed again)."""
-        documents = [d for j in self.jobs for b in j.requests.values() for d in b.documents if d.id in retry]
-        packing = self._packing or self.service.packing_settings()
-        pack = Packer(packing).pack(documents, token_counts=[self._tokens.get(d.id, 0) or 1 for d in documents])
-        metrics = self.service.metrics
-        seen = len(metrics.attempts)
-        try:
-            run = self.service.execute(pack, len(documents), progress=False, on_outcome=decided)
-        finally:
-            record(metrics.attempts[seen:])
-        return ChunkResult(run.report.outcomes, run.attempts, len(pack.batches), run.report.seconds, run.stopped)
+    def _lost(self, job: Job, exc: NotAtProvider, total: Settled) -> list[Job]:
+        """A job whose batch (or output) the provider no longer knows: reported, its documents sent
+        again once (those sent again before go to the synchronous executor); the new jobs."""
+        documents = job.documents
+        _warn(f"the provider does not know {exc.args[0] if exc.args else job.batch_id} (job {job.key}, batch "
+              f"{job.batch_id}): its {len(documents)} documents here are sent again")
+        self.lost += 1
+        self.book.update(job, status="lost")
+        again = [d for d in documents if d.id not in self.book.sent_again]
+        total.retry.update({d.id: "batch API: its batch was lost by the provider twice" for d in documents
+                            if d.id in self.book.sent_again})
+        self.book.sent_again.update(d.id for d in again)
+        return [j for j in self._send_new(again) if j.batch_id is not None]
 
     def summary(self) -> dict[str, Any]:
-        """What the run's summary says of this engine: the mode, the jobs sent and the failed lines
-        (the counts of its calls: :func:`~toolkit.batchapi.replies.batch_api_fields`)."""
-        return {"mode": "batch-api", "batch_api_jobs": self._seen, "batch_api_failed_lines": self.failed_lines}
+        """What the run's summary says of this engine: the mode, the run's jobs, this session's
+        failed lines and lost batches (the counts of its calls: :func:`~toolkit.batchapi.replies.batch_api_fields`)."""
+        return {"mode": "batch-api", "batch_api_jobs": self.book.count, "batch_api_failed_lines": self.failed_lines,
+                "batch_api_lost_batches": self.lost}
 
     def close(self) -> None:
-        pass
+        """Ends the service's run (the synchronous fallback's)."""
+        self.service.close()
+
+
+def _fallback(service: Any, pack: Any, decided: OutcomeSink, record: CallSink,
+              stop: threading.Event | None) -> ChunkResult:
+    """Documents no batch answered (``pack``), through ``service``'s synchronous executor."""
+    metrics = service.metrics
+    seen = len(metrics.attempts)
+    try:
+        run = service.execute(pack, sum(b.batch_size for b in pack.batches), progress=False, on_outcome=decided,
+                              stop=stop)
+    finally:
+        record(metrics.attempts[seen:])
+    return ChunkResult(run.report.outcomes, run.attempts, len(pack.batches), run.report.seconds, run.stopped)
+
+
+def _wait(provider: BatchProvider, seconds: float, stop: threading.Event | None) -> None:
+    """``provider``'s clock advanced ``seconds``, looking at the stop event on the way."""
+    while seconds > 0 and not (stop is not None and stop.is_set()):
+        step = seconds if stop is None else min(seconds, STOP_SLICE)
+        provider.sleep(step)
+        seconds -= step
+
+
+def _bar(total: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="req", desc="batch-api", file=sys.stderr, dynamic_ncols=True)
+
+
+def _warn(message: str) -> None:
+    print(f"warning: batch API: {redact(message)}", file=sys.stderr, flush=True)
 
 
 def run_batch_api(service: Any, documents: Sequence[Document], token_budget: int | None = None, *,

@@ -1,6 +1,13 @@
 """Batch-API jobs in the store: each request file submitted to a provider (its input file id,
 batch id, status, output and error files) and the documents of each of its requests, so a run
-stopped while a batch is in flight resumes by polling that batch instead of paying twice."""
+stopped while a batch is in flight resumes by polling that batch instead of paying twice.
+
+A job's status says what a resumed run does with it: ``uploaded`` (the file is at the provider, no
+batch asked for: create it), ``creating`` (a batch was asked for and may exist: find it by its
+metadata before creating one), ``submitted`` (poll its batch), ``settled`` (its batch ended and its
+lines are recorded; some of its documents are still to be decided from its output), ``lost`` (the
+provider no longer knew its batch; its documents were sent again), or the batch's final status
+once every document of the job is decided."""
 
 from __future__ import annotations
 
@@ -9,7 +16,7 @@ from typing import Any
 
 from toolkit.store.db import Database, now
 
-OPEN = ("uploaded", "submitted")  # a job in one of these is still the provider's: poll it, send nothing again
+OPEN = ("uploaded", "creating", "submitted", "settled")  # a job in one of these is polled, not sent again
 _FIELDS = ("input_file_id", "batch_id", "status", "output_file_id", "error_file_id")
 
 
@@ -54,3 +61,10 @@ class BatchLedger(Database):
             if row["job_key"] in by_key:
                 by_key[row["job_key"]]["requests"].setdefault(row["custom_id"], []).append(row["doc_id"])
         return [j for j in jobs if not open_only or j["status"] in OPEN]
+
+    def batch_lines_recorded(self, run_id: str, job_key: str) -> bool:
+        """Whether the lines of ``job_key`` are in the attempts table already (their records' batch
+        ids are ``batch-api:<job>/...``): a job is settled, and paid for, once."""
+        rows = self._query(f"SELECT COUNT(*) AS n FROM {self._t('batchx_attempts')} WHERE run_id = ? AND batch_id "
+                           "LIKE ?", (run_id, f"batch-api:{job_key}/%"))
+        return bool(rows[0]["n"])
