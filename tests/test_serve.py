@@ -104,6 +104,8 @@ def test_dspy_gets_the_gazetteer_reply_its_usage_and_the_cached_prefix() -> None
     with serve_in_thread(PROFILE) as server:
         lm = _dspy(server.url)
         first, second = (_ask(lm, _messages(system, [{"id": f"d{i}", "text": TEXT}])) for i in (1, 2))
+        server.reset()  # a fresh server: its cache is empty again
+        assert _ask(lm, _messages(system)).usage.cache_read_tokens == 0
     assert json.loads(second.text) == {"results": [{"id": "d2", "entities": _entities(TEXT), "relationships": []}]}
     messages = _messages(system, [{"id": "d1", "text": TEXT}])
     assert first.usage.input_tokens == _tokens(messages) and first.usage.cache_read_tokens == 0

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from toolkit.lm.emulated import EmulatedEngine, Profile, load_profile
+from toolkit.lm.prefixcache import PrefixCache
 from toolkit.serve._faults import CONTENT_FAULTS, Fault, FaultPlan
 from toolkit.serve._stats import Entry, Stats
 from toolkit.serve._window import Limits, Window
@@ -87,7 +88,7 @@ class Emulator:
         self.stats.reset()
         self.window.clear()
         self.faults.clear()
-        self.engine.cache = type(self.engine.cache)(self.engine.cache.ttl)
+        self.engine.cache = PrefixCache(self.engine.cache.ttl)
 
     async def call(self, wire: Wire, body: Any) -> Reply:
         now = asyncio.get_running_loop().time()
