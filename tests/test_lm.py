@@ -177,7 +177,7 @@ def test_provider_names_resolve_without_network(no_network: list) -> None:
     assert resolved.capabilities.tokenizer == "gpt-4o-mini" and resolved.lm.model == "openai/gpt-4o-mini"
     assert not resolved.emulated and resolved.capabilities.layout("auto") == "packed"
     server = resolve_lm("openai/my-model", api_base="http://127.0.0.1:9/v1")
-    assert server.engine.client.kwargs["api_base"] == "http://127.0.0.1:9/v1"
+    assert server.engine.api_base == "http://127.0.0.1:9/v1"
     with pytest.raises(ValueError, match="unknown LM"):
         resolve_lm("gpt4")
     assert not no_network

@@ -44,10 +44,6 @@ def demos_for(settings: ExtractionSettings) -> list[dspy.Example]:
     return [demo_example(settings, annotated)]
 
 
-async def _snapshot(stream: ExecutionStream) -> ExecutionReport:
-    return stream.snapshot()
-
-
 def _probe_messages(settings: ExtractionSettings, n: int) -> list[dict[str, str]]:
     """The module's real messages for ``n`` placeholder documents."""
     extractor = BatchExtractor(settings, demos=demos_for(settings))
@@ -89,9 +85,10 @@ def default_policy(resolved: ResolvedLM, concurrency: str | int | None = None, r
     rate = caps.rate
     if rpm is not None or tpm is not None:
         rate = RateLimitPolicy.said(rpm or rate.requests_per_minute, tpm or rate.tokens_per_minute)
-    elif rate.limited and not caps.virtual_time and rate.guard == 0:
+    elif rate.limited:
         # in real time a call reaches the provider a little after the client let it through
-        rate = dataclasses.replace(rate, guard=network_guard(rate.window))
+        guard = rate.guard if caps.virtual_time or rate.guard else network_guard(rate.window)
+        rate = dataclasses.replace(rate, guard=guard, source="backend" if rate.source == "none" else rate.source)
     return ExecutionPolicy(concurrency=policy, rate=rate, call_timeout=caps.call_timeout).faster(caps.time_scale)
 
 
@@ -202,7 +199,7 @@ class ExtractionService:
         Retry-After pause), so a chunk boundary resets nothing. ``stop``: once set, no call starts
         (calls already sent finish and are kept); the run ends stopped. Ctrl-C cancels the run."""
         stream = self._stream(progress, stop)
-        self._sink = on_outcome
+        self._sink = on_outcome  # the run's outcomes go here until the next call names another sink
         seen, counts, clock = len(self.metrics.attempts), stream.report.counts, self._host.time()
         batches = pack.batches if pack is not None else []
         try:
@@ -210,9 +207,7 @@ class ExtractionService:
         except BaseException:
             self._host.run(stream.abort())
             raise
-        finally:
-            self._sink = None
-        whole = self._host.run(_snapshot(stream))
+        whole = stream.snapshot(self._host.time())
         mine = [stream.outcomes[i] for b in batches for i in b.document_ids]
         report = dataclasses.replace(whole, outcomes=mine, counts=whole.counts - counts, seconds=self._host.time() - clock)
         return ServiceRun(pack, report, self.metrics.attempts[seen:], documents, whole.stop_reason)

@@ -131,11 +131,12 @@ class ExecutionStream(BatchLoop):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def snapshot(self) -> ExecutionReport:
-        """The report with the run's clock and pace figures as they are now."""
+    def snapshot(self, now: float | None = None) -> ExecutionReport:
+        """The report with the run's clock (``now``: the loop's time, default the running loop's)
+        and pace figures as they are now."""
         report = self.report
         if self.t0 is not None:
-            report.seconds = asyncio.get_running_loop().time() - self.t0
+            report.seconds = (asyncio.get_running_loop().time() if now is None else now) - self.t0
         report.max_concurrency_seen = self.gate.max_seen
         report.concurrency_history = list(self.gate.history)
         report.breaker_trips = self.breaker.total_trips
