@@ -217,20 +217,34 @@ def test_a_pubtator_file_cut_inside_an_id_line_taints_no_other_record(tmp_path):
     assert isinstance(bad, BadRecord) and bad.id is None and "cut.pubtator:5" in bad.message()
 
 
-@pytest.mark.parametrize("line, reason", [
-    ('{"id": "x\\ud800", "text": "asthma"}', "id has an unpaired surrogate"),
-    ('{"id": "ok", "text": "asthma \\udfff here"}', "text has an unpaired surrogate"),
-    ('{"id": "bell\\u0007", "text": "asthma"}', "id has a control character (U+0007)"),
-    ('{"id": "tab\\there", "text": "asthma"}', "id has a control character (U+0009)"),
+@pytest.mark.parametrize("line, reason, given", [
+    ('{"id": "x\\ud800", "text": "asthma"}', "id 'x\\ud800' has an unpaired surrogate (U+D800)", "x\ud800"),
+    ('{"id": "ok", "text": "asthma \\udfff here"}', "text has an unpaired surrogate", "ok"),
+    ('{"id": "bell\\u0007", "text": "asthma"}', "id 'bell\\x07' has a control character (U+0007)", "bell\x07"),
+    ('{"id": "tab\\there", "text": "asthma"}', "id 'tab\\there' has a control character (U+0009)", "tab\there"),
+    ('{"id": "  ", "text": "asthma"}', "id '  ' is blank", "  "),
+    ('{"id": "", "text": "asthma"}', "missing or invalid id ('')", None),
+    ('{"id": 1.5, "text": "asthma"}', "missing or invalid id (1.5)", None),
+    ('{"id": ["a", 1], "text": "asthma"}', 'missing or invalid id (["a", 1])', None),
+    ('{"id": null, "text": "asthma"}', "missing or invalid id (null)", None),
 ])
-def test_unstorable_ids_and_texts_are_bad_records(tmp_path, line: str, reason: str):
+def test_unusable_ids_and_texts_are_bad_records_that_keep_the_id_given(tmp_path, line: str, reason: str,
+                                                                        given: str | None):
     from toolkit.corpora import BadRecord, iter_records
 
     path = tmp_path / "s.jsonl"
     path.write_text(line + "\n", encoding="utf-8")
     (item,) = iter_records(path)
-    assert isinstance(item, BadRecord) and reason in item.message()
-    assert item.id in (None, "ok")
+    assert isinstance(item, BadRecord) and reason in item.message() and item.id == given
+    assert item.message().isprintable()  # an id is escaped where a reason names it
+
+
+def test_ids_are_escaped_for_printing():
+    from toolkit.corpora.keys import escaped
+
+    assert escaped("d1 é") == "d1 é"
+    assert escaped("a\tb\nc\x01\ud800\u2028") == "a\\tb\\nc\\x01\\ud800\\u2028"
+    assert all(escaped(chr(i)).isprintable() for i in range(0x3000))
 
 
 def test_gzip_is_recognised_by_its_content_and_a_pipe_needs_its_format(tmp_path):

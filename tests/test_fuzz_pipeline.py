@@ -2,7 +2,8 @@
 huge and empty fields, duplicate and colliding ids) written as JSONL, PubTator or CoNLL, maybe
 gzipped, maybe truncated, run on the emulated provider. Whatever the input: an exit code of 0, 2
 or 3 and no traceback, one store row per distinct record read, every row extracted or failed with
-a reason, nothing lost, no run left running."""
+a reason, nothing lost, no run left running, and every record whose id the store can hold found
+under that id."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from toolkit.cli import main
@@ -24,7 +25,8 @@ pytestmark = pytest.mark.slow
 
 WORDS = ["asthma", "cystic", "fibrosis", "malaria", "patients", "with", "and", "the", "gene", "BRCA1"]
 ids = st.one_of(
-    st.sampled_from(["a", "b", " a ", "bad-input:1", "bad-input:2", "data.jsonl:2", "x" * 301]),
+    st.sampled_from(["a", "b", " a ", "A", "a ", "bad-input:1", "bad-input:2", "data.jsonl:2", "x" * 301, "tab\tid",
+                     "\x01", "line\nbreak", "  ", "1", "x\ud800"]),
     st.text(min_size=0, max_size=12),
     st.integers(-5, 5),
     st.none(),
@@ -71,6 +73,8 @@ FORMATS = {"jsonl": _jsonl, "pubtator": _pubtator, "conll": _conll}
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=records, fmt=st.sampled_from(sorted(FORMATS)), gz=st.booleans(),
        cut=st.one_of(st.none(), st.floats(0.05, 0.95)))
+@example(rows=[("tab\tid", "asthma", False), ("  ", "malaria", False), (1, "fever", False), ("1", "gene", False),
+               ("\x01", None, False)], fmt="jsonl", gz=False, cut=None)  # issue 24, item 12: ids kept when rejected
 def test_any_input_ends_as_recorded_outcomes(rows, fmt: str, gz: bool, cut: float | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = FORMATS[fmt](rows)
@@ -100,6 +104,17 @@ def test_any_input_ends_as_recorded_outcomes(rows, fmt: str, gz: bool, cut: floa
         assert "running" not in _runs(db)
         if fmt == "jsonl" and cut is None:
             assert summary["read"] == len(rows)  # every line a record, every record accounted for
+            ids = {doc_id for doc_id, _, _ in stored}
+            for doc_id, _, corrupt in rows:  # found by its own id, whatever is wrong with it, if it can be read
+                if _storable(doc_id) and not corrupt:  # and held by the store
+                    assert str(doc_id) in ids, (doc_id, sorted(ids))
+
+
+def _storable(doc_id: object) -> bool:
+    if isinstance(doc_id, int) and not isinstance(doc_id, bool):
+        return True
+    return isinstance(doc_id, str) and doc_id != "" and len(doc_id) <= 300 and not doc_id.startswith("bad-input:") \
+        and not any("\ud800" <= c <= "\udfff" for c in doc_id)
 
 
 def _runs(db: Path) -> list[str]:

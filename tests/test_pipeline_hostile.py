@@ -61,7 +61,7 @@ def test_a_surrogate_in_an_id_fails_that_record_and_the_chunk_goes_on(tmp_path: 
     stored = rows_of(tmp_path / "s.db")
     assert code == 0 and s["lost"] == 0 and s["extracted"] == 1200 and s["failed"] == 1
     (bad,) = [r for d, r in stored.items() if r[0] == "failed"]
-    assert "s.jsonl:6: id has an unpaired surrogate" in bad[1] and len(stored) == 1201
+    assert "s.jsonl:6: id 'x\\ud800' has an unpaired surrogate" in bad[1] and len(stored) == 1201
 
 
 def test_a_surrogate_in_a_text_is_bad_input_not_a_provider_outage(tmp_path: Path, capsys) -> None:
@@ -121,6 +121,37 @@ def test_generated_ids_never_collide_with_real_ones(tmp_path: Path, capsys) -> N
     assert stored["g.jsonl:1"][0] == stored["d3"][0] == "extracted"
     assert "reserved" in stored["bad-input:3"][1] and "already used" in stored["bad-input:5"][1]
     assert "longer than 300" in stored["bad-input:6"][1] and "missing or invalid id" in stored["bad-input:1"][1]
+
+
+def test_a_rejected_id_is_kept_on_its_failed_row(tmp_path: Path, capsys) -> None:
+    """Issue 24, item 12: every record's row is found by the id it gave, whatever is wrong with it;
+    an id the store cannot hold, or already taken, gets a generated one and its reason quotes it."""
+    given = [
+        ("tab\there", "a control character (U+0009)"), ("ctl\x01", "a control character (U+0001)"),
+        ("new\nline", "a control character (U+000A)"), ("del\x7f", "a control character (U+007F)"),
+        ("c1\x85", "a control character (U+0085)"), ("   ", "is blank"), ("\t", "is blank"),
+    ]
+    rows = [json.dumps({"id": i, "text": TEXT.format(n)}) for n, (i, _) in enumerate(given)]
+    rows += [json.dumps({"id": "d1", "text": TEXT.format(1)}), json.dumps({"id": 1, "text": TEXT.format(2)}),
+             json.dumps({"id": "1", "text": TEXT.format(3)}),  # the same id once a number is text: taken
+             json.dumps({"id": "tab\there", "text": "another"}),  # a rejected id given twice: the second is taken
+             json.dumps({"id": "x\ud800", "text": TEXT.format(4)}),  # the store cannot hold it
+             json.dumps({"id": "y" * 301, "text": TEXT.format(5)}), json.dumps({"id": 2.5, "text": TEXT.format(6)}),
+             json.dumps({"id": [1, 2], "text": TEXT.format(7)}), json.dumps({"id": None, "text": TEXT.format(8)}),
+             json.dumps({"id": "", "text": TEXT.format(9)})]
+    code, s, _ = extract(capsys, write(tmp_path / "ids.jsonl", rows), tmp_path / "ids.db")
+    stored = rows_of(tmp_path / "ids.db")
+    assert code == 0 and s["lost"] == 0 and len(stored) == len(rows) and s["extracted"] == 2
+    for n, (doc_id, why) in enumerate(given, 1):
+        status, reason = stored[doc_id]
+        assert status == "failed" and f"ids.jsonl:{n}: id {doc_id!r} " in reason and why in reason, (doc_id, reason)
+        assert reason.isprintable()
+    assert stored["d1"][0] == stored["1"][0] == "extracted"
+    generated = {n: stored[f"bad-input:{n}"][1] for n in range(10, 18)}
+    assert "id '1' already used for a different text" in generated[10]
+    assert "taken by an earlier record" in generated[11] and "'x\\ud800' has an unpaired surrogate" in generated[12]
+    assert "longer than 300 characters ('yyy" in generated[13] and "(2.5)" in generated[14]
+    assert "([1, 2])" in generated[15] and "(null)" in generated[16] and "('')" in generated[17]
 
 
 def test_a_pubtator_file_cut_inside_an_id_line_blames_only_the_fragment(tmp_path: Path, capsys) -> None:

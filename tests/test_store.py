@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from pathlib import Path
@@ -82,6 +83,19 @@ def test_hostile_text_and_ids_are_stored_verbatim(store, run_id: str) -> None:
     rel = store.relationships(run_id)[0]
     assert (rel.source, rel.target) == (evil[0], evil[1])
     assert store.get_run(run_id) is not None
+
+
+def test_ids_differing_in_case_spaces_or_control_characters_are_distinct_rows(store, run_id: str) -> None:
+    """Issue 24, item 12: every record's row is found by its own id, exactly (IRIS compares strings
+    without case or trailing spaces unless told otherwise)."""
+    ids = ["d1", "D1", "d1 ", " d1", "d1\t", "d\x011", "d1\n", "   ", "ǅ1", "ǆ1", "x" * 300]
+    store.start_run(run_id, "lm", "m", {})
+    store.mark_pending(run_id, [(i, 1, None, None) for i in ids])
+    store.save_documents(run_id, [doc(i, f"mention of {n}", status="failed" if n % 2 else "extracted",
+                                      reason="bad input" if n % 2 else None) for n, i in enumerate(ids)])
+    assert store.statuses(run_id) == {i: "failed" if n % 2 else "extracted" for n, i in enumerate(ids)}
+    for n, i in enumerate(ids):
+        assert [e.text for e in store.entities(run_id, i)] == [f"mention of {n}"]
 
 
 def test_entity_offsets_and_confidence_round_trip(store, run_id: str) -> None:
@@ -239,6 +253,10 @@ def test_iris_dialect_ddl() -> None:
     assert "CREATE TABLE IF NOT EXISTS Batchx.batchx_documents" in ddl
     assert "TEXT" not in ddl and "BOOLEAN" not in ddl and "VARCHAR(32000)" in ddl
     assert "VARCHAR " not in ddl.replace("VARCHAR(", "")  # every VARCHAR has a length
+    # ids compare exactly (IRIS's default SQLUPPER makes d1, D1 and "d1 " one key): every VARCHAR but TEXT's
+    assert re.findall(r"VARCHAR\(\d+\)(?! COLLATE %EXACT)", ddl) == ["VARCHAR(32000)"] * ddl.count("VARCHAR(32000)")
+    assert "COLLATE %EXACT" in iris_dialect().add_column("batchx_documents", "doc_id")
+    assert "COLLATE" not in "".join(SQLITE.create_statements())
     old = iris_dialect(if_not_exists=False)
     assert "IF NOT EXISTS" not in "".join(old.create_statements())
     assert old.is_already_exists(RuntimeError("[SQLCODE: <-201>:<Table or view name not unique>]"))

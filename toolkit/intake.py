@@ -6,9 +6,13 @@
 same text). The same rules serve the strict pre-pass (the whole input checked before any call)
 and the run itself, so they cannot disagree.
 
-Ids. A record keeps its own id whenever it is usable. A record without one (or whose id is taken,
-too long, or unstorable) is stored under a generated id ``bad-input:<n>``, ``n`` its number in the
-corpus. Real ids that start with ``bad-input:`` are refused, so generated ids never collide
+Ids. A record's row is stored under the id it gave whenever the store can hold it, usable or not:
+a record refused for a control character or a line break in its id, or a blank id, is failed
+under that very id, so every record is found by its own id. A record without an id (missing,
+empty, not a string or an integer), or whose id the store cannot hold (longer than the column, an
+unpaired surrogate) or that another record of the input already took, is stored under a generated
+id ``bad-input:<n>``, ``n`` its number in the corpus, its reason quoting the id it gave. Real ids
+that start with ``bad-input:`` are refused (under a generated id), so generated ids never collide
 with a real document.
 """
 
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from toolkit.corpora import BadRecord, Record
-from toolkit.corpora.readers import key_problem
+from toolkit.corpora.keys import has_surrogates, key_problem, quoted
 from toolkit.documents import Document
 from toolkit.store.dialect import MAX_ID_CHARS
 
@@ -70,14 +74,14 @@ class Intake:
         where = f"{self.corpus}: record {self.read}"
         problem = self._id_problem(item.id)
         if problem is not None:
-            return self._reject(None, f"{where}: {problem}", where)
+            return self._reject(item.id, f"{where}: {problem}", where)
         digest = text_digest(item.text)
         previous = self._seen.get(item.id)
         if previous is not None:
             if previous == digest:
                 self.duplicates += 1
                 return Decision("duplicate", item.id)
-            return self._reject(None, f"{where}: id {item.id!r} already used for a different text", where)
+            return self._reject(None, f"{where}: id {quoted(item.id)} already used for a different text", where)
         self._seen[item.id] = digest
         if item.id in self.done:
             before = self.done[item.id]
@@ -95,17 +99,26 @@ class Intake:
 
     def _id_problem(self, doc_id: str) -> str | None:
         if len(doc_id) > MAX_ID_CHARS:
-            return f"id longer than {MAX_ID_CHARS} characters ({doc_id[:40]!r}...)"
+            return f"id longer than {MAX_ID_CHARS} characters ({quoted(doc_id, 40)})"
         if doc_id.startswith(GENERATED_PREFIX):
-            return f"ids starting with {GENERATED_PREFIX!r} are reserved for records without a usable id"
+            return f"id {quoted(doc_id)}: ids starting with {GENERATED_PREFIX!r} are reserved for records without a " \
+                   "usable id"
         problem = key_problem(doc_id)
-        return f"id has {problem}" if problem else None
+        return f"id {quoted(doc_id)} has {problem}" if problem else None
+
+    def _storable(self, doc_id: str | None) -> bool:
+        """Whether a rejected record's row can keep ``doc_id``, the id it gave: one the store holds
+        (not too long, no unpaired surrogate), not reserved, not taken by another record."""
+        return doc_id is not None and len(doc_id) <= MAX_ID_CHARS and not doc_id.startswith(GENERATED_PREFIX) \
+            and not has_surrogates(doc_id) and doc_id not in self._seen
 
     def _reject(self, doc_id: str | None, reason: str, source: str | None, tokens: int | None = None,
                 digest: str | None = None, own: bool = False) -> Decision:
         """A failed document; ``own``: ``doc_id`` is already this record's (an oversize document)."""
         self.bad_records += not own
-        if not own and (doc_id is None or doc_id in self._seen or self._id_problem(doc_id) is not None):
+        if not own and not self._storable(doc_id):
+            if doc_id is not None and doc_id in self._seen:
+                reason += f" (its id {quoted(doc_id)} is taken by an earlier record)"
             doc_id = f"{GENERATED_PREFIX}{self.read}"
         self._seen.setdefault(doc_id, "")
         return Decision("reject", doc_id, f"bad input: {reason}", source, tokens, digest)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import unicodedata
 import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from toolkit.corpora.keys import has_surrogates, key_problem, quoted
 from toolkit.documents import Document, Entity
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -44,8 +44,10 @@ class CorpusDamaged(CorpusError):
 
 @dataclass(frozen=True)
 class BadRecord:
-    """A record that could not be read: where it is and why. ``id`` when the record had a usable one.
-    ``line`` is a line number, or the record's number in the file for XML (``unit="record"``)."""
+    """A record that could not be read: where it is and why. ``id``: the id it gave (a string, or a
+    number as text), usable or not (a control character, blank), None without one; the intake
+    decides which id its row is stored under. ``line`` is a line number, or the record's number in
+    the file for XML (``unit="record"``)."""
 
     source: str
     line: int
@@ -64,7 +66,7 @@ Record = Document | BadRecord
 def display_name(path: Path | str) -> str:
     """A path as text that can be printed and stored (undecodable bytes of a file name escaped)."""
     return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") \
-        if _has_surrogates(str(path)) else str(path)
+        if has_surrogates(str(path)) else str(path)
 
 
 def file_stem(path: Path) -> str:
@@ -72,30 +74,17 @@ def file_stem(path: Path) -> str:
     return Path(path.stem).stem if path.suffix == ".gz" else path.stem
 
 
-def _has_surrogates(text: str) -> bool:
-    return any("\ud800" <= c <= "\udfff" for c in text)
-
-
-def key_problem(key: str) -> str | None:
-    """What makes ``key`` unusable as an id or a name (an unpaired surrogate, a control character),
-    phrased to follow "id has", or None."""
-    for i, c in enumerate(key):
-        if "\ud800" <= c <= "\udfff":
-            return f"an unpaired surrogate (U+{ord(c):04X}) at position {i}"
-        if unicodedata.category(c) == "Cc":
-            return f"a control character (U+{ord(c):04X}) at position {i}"
-    return None
-
-
 def _document(source: str, line: int, doc_id: object, text: object, unit: str = "line", **extra: Any) -> Record:
-    def bad(reason: str, usable_id: str | None = None) -> BadRecord:
-        return BadRecord(source, line, reason, usable_id, unit)
+    def bad(reason: str, given_id: str | None = None) -> BadRecord:
+        return BadRecord(source, line, reason, given_id, unit)
 
-    if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or str(doc_id).strip() == "":
-        return bad(f"missing or invalid id ({doc_id!r})")
+    if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)) or doc_id == "":
+        return bad(f"missing or invalid id ({quoted(doc_id) if isinstance(doc_id, str) else _json_shown(doc_id)})")
     doc_id = str(doc_id)
+    if not doc_id.strip():
+        return bad(f"id {quoted(doc_id)} is blank", doc_id)
     if problem := key_problem(doc_id):
-        return bad(f"id has {problem}")
+        return bad(f"id {quoted(doc_id)} has {problem}", doc_id)
     if text is None:
         return bad("no 'text'", doc_id)
     if not isinstance(text, str):
@@ -104,13 +93,19 @@ def _document(source: str, line: int, doc_id: object, text: object, unit: str = 
         return bad("empty text", doc_id)
     if "\x00" in text:
         return bad("text contains NUL bytes (binary content?)", doc_id)
-    if _has_surrogates(text):
+    if has_surrogates(text):
         at = next(i for i, c in enumerate(text) if "\ud800" <= c <= "\udfff")
         return bad(f"text has an unpaired surrogate (U+{ord(text[at]):04X}) at character {at}", doc_id)
     title = extra.get("title")
-    if isinstance(title, str) and _has_surrogates(title):
+    if isinstance(title, str) and has_surrogates(title):
         extra["title"] = None
     return Document(doc_id, text, **extra)
+
+
+def _json_shown(value: object) -> str:
+    """A JSON value that is not a usable id, as written (cut to 60 characters)."""
+    text = json.dumps(value, ensure_ascii=True, default=repr)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # ----------------------------------------------------------------------------------- streams
@@ -219,7 +214,7 @@ def pubtator_records(stream: BinaryIO, source: str) -> Iterator[tuple[Document, 
             return
         text = f"{title.pop(current, '')} {abstract.pop(current, '')}".strip()
         if problem is not None:
-            yield BadRecord(source, start_line, problem, current if not key_problem(current) else None)
+            yield BadRecord(source, start_line, problem, current)
             return
         item = _document(source, start_line, current, text)
         yield item if isinstance(item, BadRecord) else (item, list(mentions))

@@ -3,7 +3,10 @@
 The schema is written once with placeholder types (``{str:N}``, ``{text}``, ``{int}``, ``{float}``)
 that each dialect renders. IRIS: every VARCHAR has a length (enforced: a longer value is an insert
 error, so :func:`column_chars` tells validation the limits), there is no BOOLEAN (flags are
-INTEGER), ``CREATE TABLE IF NOT EXISTS`` is missing on older servers (they answer SQLCODE -201,
+INTEGER), a string column's default collation (SQLUPPER) ignores case and trailing spaces, so ids
+``d1``, ``D1`` and ``d1 `` would be one key (every VARCHAR is ``COLLATE %EXACT`` instead: ids compare
+as SQLite compares them; tables made before keep their collation), ``CREATE TABLE IF NOT EXISTS`` is
+missing on older servers (they answer SQLCODE -201,
 "table already exists", which :meth:`Dialect.is_already_exists` recognises), and unqualified
 tables land in schema ``SQLUser`` (``schema`` qualifies them; only a plain identifier is accepted).
 A table made by an older version gains the columns added since (:meth:`Dialect.add_column`),
@@ -99,6 +102,7 @@ class Dialect:
     float_type: str
     if_not_exists: bool = True
     schema: str | None = None
+    collate: str = ""  # appended to every VARCHAR: how its values compare
 
     def __post_init__(self) -> None:
         if self.schema is not None and not _IDENTIFIER.fullmatch(self.schema):
@@ -109,7 +113,7 @@ class Dialect:
         return f"{self.schema}.{name}" if self.schema else name
 
     def render(self, spec: str) -> str:
-        out = _LENGTH.sub(r"VARCHAR(\1)", spec)
+        out = _LENGTH.sub(rf"VARCHAR(\1){self.collate}", spec)
         return out.replace("{text}", self.text_type).replace("{int}", "INTEGER").replace("{float}", self.float_type)
 
     def create_statements(self) -> list[str]:
@@ -135,4 +139,4 @@ SQLITE = Dialect("sqlite", text_type="TEXT", float_type="REAL")
 
 def iris_dialect(schema: str | None = None, if_not_exists: bool = True) -> Dialect:
     return Dialect("iris", text_type="VARCHAR(32000)", float_type="DOUBLE", if_not_exists=if_not_exists,
-                   schema=schema)
+                   schema=schema, collate=" COLLATE %EXACT")
