@@ -112,6 +112,14 @@ def test_pubmed_xml_streams_citations_and_reports_empty_ones(tmp_path):
     assert isinstance(c, BadRecord) and c.id == "333" and "empty text" in c.message()
 
 
+def test_an_indented_pubmed_xml_keeps_its_pmids(tmp_path):
+    from toolkit.corpora import iter_records
+
+    path = tmp_path / "pretty.xml"
+    path.write_text(PUBMED_XML.replace('<PMID Version="1">111</PMID>', '<PMID Version="1">\n   111\n  </PMID>'))
+    assert [r.id for r in iter_records(path)] == ["111", "222", "333"]
+
+
 def test_corpus_manifests_are_complete():
     from toolkit.corpora import list_corpora, manifests
 

@@ -345,6 +345,7 @@ def pubmed_records(stream: BinaryIO, source: str) -> Iterator[Record]:
             continue
         count += 1
         pmid = elem.findtext("MedlineCitation/PMID")
+        pmid = pmid.strip() if pmid else pmid  # the line breaks of an indented file are not the id's
         article = elem.find("MedlineCitation/Article")
         heading = article.find("ArticleTitle") if article is not None else None
         title = "".join(heading.itertext()).strip() if heading is not None else ""
