@@ -103,3 +103,14 @@ def test_split_userinfo_reads_or_refuses_without_quoting() -> None:
 def test_known_secrets_are_redacted_whatever_their_shape() -> None:
     assert redact("login failed for pw x/y#z", "x/y#z", None, "") == f"login failed for pw {MARK}"
     assert redact("a b c", "b") == "a b c"  # under 3 characters: ordinary text, left alone
+
+
+@pytest.mark.parametrize("unit", ["!a:", "!a:b", "a://", "!a:b@", "x@", "http://a", "a:b@"])
+def test_redaction_takes_linear_time_on_hostile_text(unit: str) -> None:
+    """A provider echoing a large body is redacted in one pass, not one scan per ``user:`` or ``://``."""
+    import time
+
+    text = unit * (200_000 // len(unit))
+    start = time.perf_counter()
+    redact(text)
+    assert time.perf_counter() - start < 1.0  # about 0.05 s; a quadratic scan takes 10 s here

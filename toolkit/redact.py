@@ -26,9 +26,11 @@ _MIN_KNOWN_SECRET = 3
 ENCODE_HINT = ("the user or password in the URL holds a character that ends a URL's host part (/, ? or #): "
                "percent-encode it (/ as %2F, ? as %3F, # as %23, @ as %40, % as %25; in Python "
                "urllib.parse.quote(password, safe=''))")
+_SPACES = re.compile(r"(\s+)")
+_SCHEME = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]*://(?!/)")  # scheme://, then a user part (not a path: sqlite:///)
+_USER = re.compile(r"(?<![\w/:@.\-])[\w.~%+\-]+:(?!//)")  # user: of user:password@host
+_HOST_START = re.compile(r"[\w\[]")
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)(?!/)\S+@"), rf"\1{MARK}@"),  # scheme://USERINFO@ (to the last @)
-    (re.compile(r"(?<![\w/:@.\-])([\w.~%+\-]+):(?!//)\S+@(?=[\w\[])"), rf"\1:{MARK}@"),  # user:pass@host
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]{6,}"), rf"\1 {MARK}"),
     (re.compile(r"(?i)\b((?:x-)?api[_\-]?key|apikey|access[_\-]?token|auth[_\-]?token|secret|password|passwd|"
                 r"authorization|token)(\"?'?\s*[:=]\s*\"?'?)([^\s\"'&,;}]+)"), rf"\1\2{MARK}"),
@@ -51,9 +53,28 @@ def redact(text: str | None, *known: str | None) -> str | None:
         text = text.replace(secret, MARK)
     for secret in _env_secrets():
         text = text.replace(secret, MARK)
+    if "@" in text:
+        text = "".join(_without_userinfo(word) for word in _SPACES.split(text))
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def _without_userinfo(word: str) -> str:
+    """``word`` (text between spaces) with the user part of a URL in it redacted: ``scheme://`` to
+    the last ``@``, else ``user:`` to the last ``@`` before a host; one scan of the word (linear time)."""
+    at = word.rfind("@")
+    if at < 0:
+        return word
+    scheme = _SCHEME.search(word, 0, at)
+    if scheme is not None and scheme.end() < at:
+        return word[:scheme.end()] + MARK + word[at:]
+    while at >= 0 and not _HOST_START.match(word, at + 1):
+        at = word.rfind("@", 0, at)
+    user = _USER.search(word, 0, at) if at > 0 else None
+    if user is not None and user.end() < at:
+        return word[:user.end()] + MARK + word[at:]
+    return word
 
 
 def split_userinfo(url: str) -> tuple[str | None, str | None, str]:
