@@ -38,6 +38,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
+    if args.mode == "batch-api":
+        return _batch_api_chaos(args)
     from toolkit.chaos import FakeProvider, Faults, default_policy, run_chaos
 
     if args.fault:
@@ -56,6 +58,18 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         print(f"error: run stopped: {stopped}", file=sys.stderr)
         return 3
     return 0 if summary["lost"] == 0 and summary["duplicated"] == 0 else 1
+
+
+def _batch_api_chaos(args: argparse.Namespace) -> int:
+    """``chaos --mode batch-api``: the main job killed and resumed (see :mod:`toolkit.batchapi.chaos`)."""
+    from toolkit.batchapi.chaos import run_batch_chaos
+
+    if args.kill_after < 1 or args.kills < 0 or args.docs < 1:
+        raise ValueError("--kill-after and --docs must be at least 1, --kills at least 0")
+    log = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
+    figures = run_batch_chaos(args.docs, args.kill_after, args.kills, args.seed, max_docs=args.max_docs, log=log)
+    print_report(figures, args.json)
+    return 0 if figures["ok"] else 1
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -156,7 +170,13 @@ def register(sub: Any) -> None:
     pack.add_argument("--json", action="store_true", help="print one JSON object")
     pack.set_defaults(func=cmd_pack)
 
-    chaos = sub.add_parser("chaos", help="run the executor against a fault-injecting fake provider (virtual time)")
+    chaos = sub.add_parser("chaos", help="run the executor against a fault-injecting fake provider (virtual time), "
+                                         "or the main job in batch-API mode, killed and resumed (--mode batch-api)")
+    chaos.add_argument("--mode", choices=("sync", "batch-api"), default="sync",
+                       help="sync: the executor against a fake provider; batch-api: extract killed and resumed")
+    chaos.add_argument("--kill-after", type=int, default=6, metavar="N",
+                       help="batch-api: kill each session at a provider call drawn from 1..N")
+    chaos.add_argument("--kills", type=int, default=8, help="batch-api: sessions killed before one runs to its end")
     chaos.add_argument("--docs", type=int, default=10_000)
     chaos.add_argument("--fault-rate", type=float, help="share of calls that fail (default 0.2, or 1.0 with --fault)")
     chaos.add_argument("--fault", help="inject only this fault (401, 429, 500, timeout, malformed, ...)")
