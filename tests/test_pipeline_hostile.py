@@ -187,6 +187,21 @@ def test_a_bad_corpus_path_is_one_line_and_leaves_no_run(tmp_path: Path, capsys,
     assert not db.exists() or run_statuses(db) == []
 
 
+@pytest.mark.parametrize("extra, needle", [
+    (("--lm", "openai/x", "--api-base", "http://bob:hun/ter2pass@127.0.0.1:1/v1"), "percent-encode"),
+    (("--lm", "ollama_chat/llama3", "--mode", "batch-api"), "batch API"),
+    (("--mode", "batch-api", "--engine", "ray"), "local engine"),
+], ids=["api-base-password", "no-batch-api", "batch-api-on-ray"])
+def test_options_are_refused_before_the_run_is_written(tmp_path: Path, capsys, extra: tuple, needle: str) -> None:
+    """Every option is checked before a run row exists (a refused run would show as abandoned and be
+    what --resume picks), in one line that quotes no part of a password."""
+    db = tmp_path / "opts.db"
+    code, _, err = extract(capsys, write(tmp_path / "c.jsonl", lines(3)), db, *extra)
+    assert code == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err
+    assert "hun" not in err and "ter2pass" not in err
+    assert not db.exists() or run_statuses(db) == []
+
+
 def test_a_budget_above_the_tokens_per_minute_limit_is_refused_before_the_run(tmp_path: Path, capsys) -> None:
     db = tmp_path / "tpm.db"
     code, _, err = extract(capsys, write(tmp_path / "c.jsonl", lines(3)), db, "--budget", "500000")

