@@ -40,11 +40,16 @@ def test_missing_model_gives_the_fetch_command(tmp_path: Path, monkeypatch: pyte
 
 
 def test_a_corrupted_cached_file_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from toolkit.lm.catalog import list_runnable
+
     monkeypatch.setenv("BATCHX_MODEL_DIR", str(tmp_path))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     (tmp_path / "smollm2-135m.gguf").write_bytes(b"not a model")
     assert weights.cached_path("smollm2-135m") is None
-    rows = {r["name"]: r for r in weights.list_models()}
-    assert rows["smollm2-135m"]["cached"] and rows[weights.DEFAULT_MODEL]["default"]
+    rows = {r["name"]: r for r in list_runnable()}
+    assert set(rows) == set(weights.MODELS)  # the registered file's name is not listed as a file of its own
+    assert not rows["smollm2-135m"]["cached"] and rows["smollm2-135m"]["exact_layout"] is None
+    assert rows[weights.DEFAULT_MODEL]["default"]
 
 
 def test_fetch_refuses_weights_whose_hash_does_not_match(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,10 +62,15 @@ def test_fetch_refuses_weights_whose_hash_does_not_match(tmp_path: Path, monkeyp
     assert not list(tmp_path.glob("*.gguf"))  # nothing unverified left in the cache
 
 
-def test_models_list_cli(capsys: pytest.CaptureFixture[str]) -> None:
+def test_models_list_cli(capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCHX_MODEL_DIR", str(tmp_path))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     assert main(["models", "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert {m["name"] for m in listed["models"]} == set(weights.MODELS)
+    assert {m["name"] for m in listed["models"]} == set(weights.MODELS) and listed["hf_cache"] == str(tmp_path / "hf" / "hub")
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert f"local:{weights.DEFAULT_MODEL} (default) (not cached: models fetch {weights.DEFAULT_MODEL})" in out
 
 
 # ------------------------------------------------------------------------------------ profiles
