@@ -1,27 +1,33 @@
 """Scale-out on Ray (a local Ray started by the tests with num_cpus=2): the same entities as the local
-engine, one global rate limit across workers, a killed worker's chunk redone, nothing twice."""
+engine under one global rate limit; workers killed every few seconds, a worker killed mid-call at
+concurrency 1, a chunk that kills every worker it meets, a cluster where no worker can start and a
+stop: nothing lost, nothing written twice, no answer paid twice, every paid call recorded, no hang."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 import toolkit
 from toolkit.corpora import synthetic_documents
+from toolkit.documents import Document
 from toolkit.metrics import max_in_window
 from toolkit.pipeline import RunSettings
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (extra 'ray')")
 pytestmark = pytest.mark.slow
 LM = "emulated:hosted-api@100"  # the hosted-api profile, 100 times faster, in real time
+HTTP_LM = "openai/gpt-4o-mini"  # through LiteLLM to the test's own server (ChatServer)
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +38,103 @@ def local_ray():
     ray.shutdown()
 
 
+def write_corpus(path: Path, documents: list[Document]) -> Path:
+    path.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n" for d in documents))
+    return path
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ray") / "c.jsonl"
-    path.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n" for d in synthetic_documents(2000, seed=11)))
-    return path
+    return write_corpus(tmp_path_factory.mktemp("ray") / "c.jsonl", synthetic_documents(2000, seed=11))
+
+
+def _worker_pids() -> list[int]:
+    out = subprocess.run(["pgrep", "-f", "ray::Worker"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _kill_workers() -> None:
+    for pid in _worker_pids():
+        os.kill(pid, signal.SIGKILL)
+
+
+class ChatServer(ThreadingHTTPServer):
+    """OpenAI's chat completions on 127.0.0.1, answered by the emulated provider's extractor after
+    ``delay`` seconds; every reply is counted (``answered``: when each request came and was
+    answered). A request with ``poison`` in its prompt gets no answer: the Ray workers are killed
+    (SIGKILL, half a second later), ``kills`` times at most."""
+
+    daemon_threads = True
+
+    def __init__(self, delay: float = 0.0, poison: str | None = None, kills: int = 0) -> None:
+        from toolkit.lm.emulated import EmulatedEngine, load_profile
+
+        super().__init__(("127.0.0.1", 0), _ChatHandler)
+        self.engine = EmulatedEngine(load_profile("hosted-api"))
+        self.delay, self.poison, self.kills_left = delay, poison, kills
+        self.lock = threading.Lock()
+        self.received: list[float] = []
+        self.answered: list[tuple[float, float]] = []
+        self.kills = 0
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def poisoned(self, body: dict) -> bool:
+        with self.lock:
+            hit = self.poison is not None and self.kills_left > 0 and self.poison in json.dumps(body["messages"])
+            self.kills_left -= hit
+            return hit
+
+
+class _ChatHandler(BaseHTTPRequestHandler):
+    server: ChatServer
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+        pass
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        from toolkit.batchapi.emulated import answer
+
+        came = time.time()
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with self.server.lock:
+            self.server.received.append(came)
+        if self.server.poisoned(body):
+            time.sleep(0.5)  # the calls it answered before have reached the driver
+            _kill_workers()
+            self.server.kills += 1
+            return
+        time.sleep(self.server.delay)
+        data = json.dumps(answer(self.server.engine, body)).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        with self.server.lock:
+            self.server.answered.append((came, time.time()))
+
+
+@pytest.fixture
+def chat_server():
+    servers: list[ChatServer] = []
+
+    def start(**kwargs) -> ChatServer:  # noqa: ANN003
+        servers.append(ChatServer(**kwargs))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _store_rows(db: Path) -> tuple[int, int]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT COUNT(*), COUNT(DISTINCT doc_id) FROM batchx_documents").fetchone()
 
 
 def entities_by_document(db: Path, run_id: str) -> dict[str, list[tuple[str, str]]]:
@@ -63,52 +161,139 @@ def test_two_workers_find_what_the_local_engine_finds_under_one_global_rate_limi
     local, remote = (entities_by_document(tmp_path / f"{e}.db", e) for e in ("local", "ray"))
     assert remote == local and len(remote) > 1500
     attempts = runs["ray"].attempts
-    assert attempts["n_docs"].sum() == attempts.filter(attempts["outcome"] == "ok")["n_docs"].sum() + attempts.filter(
-        attempts["outcome"] != "ok")["n_docs"].sum()
     profile = load_profile(LM.partition(":")[2])
     times, tokens = attempts["at"].to_list(), attempts["budget_tokens"].to_list()
     assert max_in_window(times, [1] * len(times), profile.window) <= profile.requests_per_minute
     assert max_in_window(times, tokens, profile.window) <= profile.tokens_per_minute
-    with sqlite3.connect(tmp_path / "ray.db") as conn:
-        assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT doc_id) FROM batchx_documents").fetchone() == (2000, 2000)
+    assert _store_rows(tmp_path / "ray.db") == (2000, 2000)
 
 
-def _worker_pids() -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "ray::_Worker"], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+def test_workers_killed_every_few_seconds_lose_nothing_and_no_answer_is_paid_twice(local_ray, tmp_path: Path) -> None:
+    """kill_workers_every beside a run: every document once in the store, none failed or lost, and
+    the recorded calls answered each document once (what a dead worker had decided was kept)."""
+    from toolkit.scaleout import kill_workers_every
+
+    corpus = write_corpus(tmp_path / "c.jsonl", synthetic_documents(1000, seed=12))
+    stop, killed = threading.Event(), []
+    chaos = threading.Thread(target=lambda: killed.extend(kill_workers_every(3.0, stop, run_id="chaos")))
+    chaos.start()
+    try:
+        result = toolkit.run(corpus, lm=LM, store=f"sqlite:///{tmp_path / 'k.db'}", run_name="chaos", engine="ray",
+                             workers=2, settings=RunSettings(max_docs=10), progress=False)
+    finally:
+        stop.set()
+        chaos.join()
+    summary = result.summary
+    assert len(killed) >= 2 and summary["workers_replaced"] >= 1, (killed, summary)
+    assert (summary["extracted"], summary["failed"], summary["lost"]) == (1000, 0, 0), summary
+    assert _store_rows(tmp_path / "k.db") == (1000, 1000)
+    assert result.attempts["documents_ok"].sum() == 1000  # each document answered by one recorded call
 
 
-def test_a_killed_worker_s_chunk_is_redone_and_every_document_is_stored_once(local_ray, corpus: Path,
-                                                                             tmp_path: Path) -> None:
-    db = tmp_path / "kill.db"
+def test_a_chunk_that_kills_every_worker_fails_with_the_reason_and_no_slot_leaks(local_ray, chat_server,
+                                                                                 tmp_path: Path) -> None:
+    """Concurrency 1, one worker, a document whose call kills the worker mid-call (holding the only
+    slot of the global gate, its other calls queued for it): the slot comes back each time, what
+    is left of the chunk is sent again until its workers died three times in a row with nothing of
+    it decided, then those documents fail with the reason; the run finishes, nothing lost, every
+    call the server answered is recorded."""
+    server = chat_server(poison="POISON-PILL", kills=10)
+    documents = synthetic_documents(80, seed=5)
+    documents[20] = Document(documents[20].id, documents[20].text + " POISON-PILL")
+    corpus = write_corpus(tmp_path / "p.jsonl", documents)
     done: dict[str, object] = {}
-    killed: list[int] = []
 
     def work() -> None:
-        done["result"] = toolkit.run(corpus, lm=LM, store=f"sqlite:///{db}", run_name="kill", engine="ray", workers=2,
-                                     settings=RunSettings(max_docs=10), progress=False)
+        done["result"] = toolkit.run(corpus, lm=HTTP_LM, api_base=server.url, store=f"sqlite:///{tmp_path / 'p.db'}",
+                                     run_name="poison", engine="ray", workers=1, progress=False,
+                                     settings=RunSettings(max_docs=5, concurrency="1"))
 
-    thread = threading.Thread(target=work)
+    thread = threading.Thread(target=work, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 120
-    while not killed and time.monotonic() < deadline and thread.is_alive():
-        time.sleep(0.2)
-        try:
-            with sqlite3.connect(db) as conn:
-                extracted = conn.execute("SELECT COUNT(*) FROM batchx_documents WHERE status = 'extracted'").fetchone()[0]
-        except sqlite3.OperationalError:
-            continue
-        pids = _worker_pids()
-        if extracted >= 300 and pids:
-            os.kill(pids[0], signal.SIGKILL)
-            killed.append(pids[0])
     thread.join(timeout=300)
-    assert killed, "no worker was killed: the run ended first"
-    summary = done["result"].summary  # type: ignore[attr-defined]
-    assert summary["lost"] == 0 and summary["extracted"] == 2000
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT doc_id) FROM batchx_documents").fetchone() == (2000, 2000)
-        assert conn.execute("SELECT COUNT(*) FROM batchx_documents WHERE status != 'extracted'").fetchone()[0] == 0
+    assert not thread.is_alive(), f"the run hangs after {server.kills} kills"
+    result = done["result"]
+    summary = result.summary  # type: ignore[attr-defined]
+    assert 3 <= server.kills < 10 and summary["lost"] == 0 and summary["extracted"] + summary["failed"] == 80
+    rows = {r["doc_id"]: r for r in result.documents.to_dicts()}  # type: ignore[attr-defined]
+    failed = {i for i, r in rows.items() if r["status"] == "failed"}
+    assert documents[20].id in failed and len(failed) <= 5 and failed <= {d.id for d in documents[:50]}
+    assert all(rows[i]["reason"].startswith("worker died 3 times on this chunk: ") for i in failed), rows
+    assert _store_rows(tmp_path / "p.db") == (80, 80)
+    attempts = result.attempts  # type: ignore[attr-defined]
+    assert attempts.filter(attempts["outcome"] == "ok").height == len(server.answered)
+
+
+def test_a_stop_sends_nothing_more_and_records_every_call_the_server_answered(local_ray, chat_server) -> None:
+    """RayEngine(stop=...): once set, no chunk is sent and no call starts; calls in flight finish,
+    are recorded and their answers kept; the engine ends with the stop's reason."""
+    from toolkit.calls import STOP_REQUESTED
+    from toolkit.engines import Chunk
+    from toolkit.scaleout import RayEngine
+    from toolkit.service import ExtractionService
+    from toolkit.tokens import get_counter
+
+    server = chat_server(delay=0.3)
+    service = ExtractionService(HTTP_LM, api_base=server.url)
+    stop, stopped_at = threading.Event(), []
+    engine = RayEngine(service, workers=2, stop=stop)
+    packing = service.packing_settings(8192, max_docs=5)
+    counter = get_counter(packing.model)
+    documents = synthetic_documents(400, seed=3)
+    kept, recorded, results = [], [], []
+
+    def decided(outcome) -> None:  # noqa: ANN001
+        kept.append(outcome)
+        if len(kept) >= 20 and not stop.is_set():
+            stopped_at.append(time.time())
+            stop.set()
+
+    try:
+        for start in range(0, 400, 50):
+            part = documents[start:start + 50]
+            results += engine.submit(Chunk(part, [counter.count(d.text) for d in part], packing), decided,
+                                     recorded.extend)
+            if any(r.stopped for r in results):
+                break
+        else:
+            results += engine.drain(decided, recorded.extend)
+    finally:
+        engine.close()
+    assert results[-1].stopped == STOP_REQUESTED and stopped_at
+    time.sleep(0.5)
+    assert max(server.received) < stopped_at[0] + 0.5, "a call started after the stop"
+    assert len(recorded) == len(server.answered) == len(server.received) < 80
+    answers = sum(a.counts.documents_ok for a in recorded)
+    assert answers == len(kept) == sum(o.status == "extracted" for o in kept) < 400  # every paid answer kept
+
+
+def test_when_no_worker_can_start_the_run_says_why_in_one_line(local_ray, corpus: Path, tmp_path: Path) -> None:
+    """A worker's start fails (the profile, like a model file, is missing on the cluster): before
+    the run, the engine refuses in one line; during a run (workers killed once the file is gone),
+    the run stops with that line, nothing lost."""
+    from toolkit.lm.emulated import PROFILE_DIR
+    from toolkit.scaleout import RayEngine
+    from toolkit.service import ExtractionService
+
+    profile = tmp_path / "profile.json"
+    shutil.copy(PROFILE_DIR / "hosted-api.json", profile)
+    service = ExtractionService(f"emulated:{profile}@100")
+    profile.unlink()
+    with pytest.raises(ValueError, match=r"^no Ray worker can start: ValueError: unknown emulated profile [^\n]*$"):
+        RayEngine(service, workers=2)
+    shutil.copy(PROFILE_DIR / "hosted-api.json", profile)
+
+    def break_the_cluster(tally: dict) -> None:
+        if tally["documents"] == 100 and profile.exists():
+            profile.unlink()
+            _kill_workers()
+
+    result = toolkit.run(corpus, lm=f"emulated:{profile}@100", store=f"sqlite:///{tmp_path / 'n.db'}", engine="ray",
+                         settings=RunSettings(max_docs=10), progress=break_the_cluster, limit=600)
+    summary = result.summary
+    assert summary["stop_reason"].startswith("no Ray worker can start: ValueError: unknown emulated profile")
+    assert summary["lost"] == summary["failed"] == 0 and summary["extracted"] >= 100
+    assert summary["extracted"] + summary["pending"] == summary["documents"] < 600
 
 
 def test_virtual_time_cannot_be_shared_across_workers(local_ray, corpus: Path, tmp_path: Path) -> None:
@@ -119,8 +304,8 @@ def test_virtual_time_cannot_be_shared_across_workers(local_ray, corpus: Path, t
 
 def test_without_ray_the_engine_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch, corpus: Path,
                                                        tmp_path: Path) -> None:
-    import toolkit.scaleout
+    import toolkit.scaleout.engine
 
-    monkeypatch.setattr(toolkit.scaleout, "ray", None)
+    monkeypatch.setattr(toolkit.scaleout.engine, "ray", None)
     with pytest.raises(ValueError, match=r"pip install -e '\.\[ray\]'"):
         toolkit.run(corpus, lm=LM, store=f"sqlite:///{tmp_path / 'n.db'}", engine="ray", progress=False)

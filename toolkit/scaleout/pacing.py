@@ -1,0 +1,196 @@
+"""The global pace of a run's Ray workers: one named async actor (:class:`Pacing`) holds the
+concurrency gate and the rate-limit window; each worker sees them through :class:`RemoteGate` and
+:class:`RemoteWindow`, the interfaces of :class:`~toolkit.limits.ConcurrencyGate` and
+:class:`~toolkit.limits.SlidingWindowLimiter` the executor uses.
+
+Slots are owned: a worker (its ``owner`` name) asks for slot ``request`` and gives it back by the
+same key. When the driver learns that a worker died it calls :meth:`Pacing.release_owner`: the
+worker's slots come back and its queued waits (slots and window) are dropped, so a worker killed
+mid-call leaks nothing. A wait that was cancelled in the worker (the run halted) is withdrawn
+(:meth:`Pacing.abandon`), so a slot is never granted to a caller that has gone. Every wait for a
+slot is bounded: when no slot comes free for ``patience`` seconds (no call ended, no pause ran
+out) the worker gets :class:`GateStuck` instead of waiting for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+from toolkit.limits import Admission, ConcurrencyGate, SlidingWindowLimiter
+from toolkit.policies import ExecutionPolicy
+
+
+class GateStuck(Exception):
+    """No slot of the global concurrency gate came free for the engine's patience."""
+
+
+class Pacing:
+    """The global pace's state: a gate and a window on the actor's clock, slots by owner."""
+
+    def __init__(self, policy: ExecutionPolicy, patience: float) -> None:
+        self.gate = ConcurrencyGate(policy.concurrency)
+        self.window = SlidingWindowLimiter(policy.rate)
+        self.patience = patience
+        self.held: dict[str, dict[int, float]] = {}  # owner -> {request: the gate's start time}
+        self.waits: dict[tuple[str, int], asyncio.Task[Any]] = {}  # queued acquires, by (owner, request)
+        self.gone: set[str] = set()  # owners the driver saw die
+        self.abandoned: set[tuple[str, int]] = set()  # requests withdrawn before they were granted
+        self.moved = 0.0  # loop time the gate last moved: a slot came back, or a pause runs out
+        self._tokens = itertools.count()
+
+    async def acquire_slot(self, owner: str, request: int) -> float | None:
+        """The gate's start time of slot ``request``; None when refused (no slot came free for
+        ``patience`` seconds, or the owner has gone)."""
+        key = (owner, request)
+        if owner in self.gone or key in self.abandoned:
+            self.abandoned.discard(key)
+            return None
+        loop = asyncio.get_running_loop()
+        since = loop.time()
+        task = self.waits[key] = asyncio.ensure_future(self.gate.acquire())
+        try:
+            while not task.done():
+                quiet = loop.time() - max(self.moved, since)
+                if quiet >= self.patience:
+                    task.cancel()
+                    break
+                await asyncio.wait({task}, timeout=self.patience - quiet)
+            started = await task
+        except asyncio.CancelledError:
+            return None
+        finally:
+            if not task.done():
+                task.cancel()  # our own caller was cancelled: the gate takes the wait back
+            self.waits.pop(key, None)
+        if owner in self.gone or key in self.abandoned:  # died or withdrew while it waited
+            self.abandoned.discard(key)
+            self._release(started, "error")
+            return None
+        self.held.setdefault(owner, {})[request] = started
+        return started
+
+    async def release_slot(self, owner: str, request: int, outcome: str) -> None:
+        started = self.held.get(owner, {}).pop(request, None)
+        if started is not None:  # else already given back for a dead owner
+            self._release(started, outcome)
+
+    async def abandon(self, owner: str, request: int) -> None:
+        """Withdraw slot ``request``: its caller stopped waiting (granted or not, it comes back)."""
+        if request in self.held.get(owner, {}):
+            await self.release_slot(owner, request, "error")
+            return
+        self.abandoned.add((owner, request))
+        if (task := self.waits.get((owner, request))) is not None:
+            task.cancel()
+
+    async def release_owner(self, owner: str) -> int:
+        """``owner`` died: its slots come back, its queued waits are dropped; the slots returned."""
+        self.gone.add(owner)
+        slots = self.held.pop(owner, {})
+        for started in slots.values():
+            self._release(started, "error")
+        for (who, _), task in list(self.waits.items()):
+            if who == owner:
+                task.cancel()
+        return len(slots)
+
+    def _release(self, started: float, outcome: str) -> None:
+        self.gate.release(started, outcome)
+        self.moved = max(self.moved, asyncio.get_running_loop().time())
+
+    async def pause(self, seconds: float) -> None:
+        until = asyncio.get_running_loop().time() + seconds
+        self.gate.pause_until(until)
+        self.moved = max(self.moved, until)
+
+    async def half_open(self) -> None:
+        self.gate.half_open()
+
+    async def acquire_tokens(self, owner: str, tokens: int) -> Admission | None:
+        """Room for ``tokens`` in the window; None when the owner has gone."""
+        key = (owner, -1 - next(self._tokens))
+        if owner in self.gone:
+            return None
+        task = self.waits[key] = asyncio.ensure_future(self.window.acquire(tokens))
+        try:
+            return await task
+        except asyncio.CancelledError:
+            return None
+        finally:
+            if not task.done():
+                task.cancel()
+            self.waits.pop(key, None)
+
+    async def stats(self) -> dict[str, Any]:
+        return {"in_flight": self.gate.in_flight, "max_in_flight": self.gate.max_seen, "limit": self.gate.limit,
+                "history": self.gate.history, "held": {o: len(s) for o, s in self.held.items() if s}}
+
+
+class RemoteGate:
+    """A worker's view of the global gate; ``started`` times are the worker's loop time, the gate's
+    own stay on the actor."""
+
+    def __init__(self, actor: Any, owner: str, patience: float, stuck: Any) -> None:
+        self.actor, self.owner, self.patience = actor, owner, patience
+        self.stuck = stuck  # called with the reason when the gate gave no slot in time
+        self.in_flight = self.max_seen = 0
+        self.history: list[tuple[float, int]] = []
+        self._requests = itertools.count()
+
+    def slot(self) -> _RemoteSlot:
+        return _RemoteSlot(self, next(self._requests))
+
+    def pause_until(self, when: float) -> None:
+        self.actor.pause.remote(max(0.0, when - asyncio.get_running_loop().time()))
+
+    def half_open(self) -> None:
+        self.actor.half_open.remote()
+
+
+class _RemoteSlot:
+    """One slot of the global gate, held with ``async with`` (``outcome`` set before it goes back)."""
+
+    def __init__(self, gate: RemoteGate, request: int) -> None:
+        self.gate, self.request = gate, request
+        self.started = 0.0
+        self.outcome = "error"
+
+    async def __aenter__(self) -> _RemoteSlot:
+        gate = self.gate
+        try:
+            granted = await gate.actor.acquire_slot.remote(gate.owner, self.request)
+        except asyncio.CancelledError:  # the run halted while this waited: the actor must not keep it
+            gate.actor.abandon.remote(gate.owner, self.request)
+            raise
+        if granted is None:
+            reason = (f"no slot of the global concurrency gate came free in {gate.patience:g} s "
+                      "(calls in flight never ended): stopping; unfinished documents stay pending")
+            gate.stuck(reason)
+            raise GateStuck(reason)
+        gate.in_flight += 1
+        gate.max_seen = max(gate.max_seen, gate.in_flight)
+        self.started = asyncio.get_running_loop().time()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.gate.in_flight -= 1  # the release goes without waiting for its reply: one round trip less
+        self.gate.actor.release_slot.remote(self.gate.owner, self.request, self.outcome)
+
+
+class RemoteWindow:
+    """A worker's view of the global rate-limit window."""
+
+    def __init__(self, actor: Any, owner: str, policy: ExecutionPolicy) -> None:
+        self.actor, self.owner = actor, owner
+        self.local = SlidingWindowLimiter(policy.rate)
+
+    def check(self, tokens: int) -> None:
+        self.local.check(tokens)
+
+    async def acquire(self, tokens: int) -> Admission:
+        admitted = await self.actor.acquire_tokens.remote(self.owner, tokens)
+        if admitted is None:
+            raise GateStuck("the global rate-limit window refused a worker it had seen die")
+        return admitted
