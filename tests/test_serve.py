@@ -87,8 +87,9 @@ def test_the_window_refuses_what_does_not_fit_and_says_when_it_will() -> None:
     assert window.admit(10, 20, now=0).admitted and window.admit(10, 20, now=1).admitted
     refused = window.admit(1, 1, now=2)
     assert refused.refused.name == "requests" and refused.wait == pytest.approx(8) and refused.requested == 1
-    state = window.state(2)
-    assert (state["requests"].remaining, state["tokens"].remaining, state["output-tokens"].remaining) == (0, 40, 10)
+    state = window.state(2)  # said per minute, as providers say limits: a 10-second window's 100 tokens are 600
+    assert (state["requests"].remaining, state["tokens"].remaining, state["output-tokens"].remaining) == (0, 240, 60)
+    assert (state["requests"].limit, state["tokens"].limit, state["output-tokens"].used) == (12, 600, 240)
     assert state["requests"].reset == pytest.approx(9)  # the last charge leaves at 11
     over = window.admit(1, 31, now=10.5)  # the call at 0 has left: 20 + 31 output tokens > 50
     assert over.refused.name == "output-tokens" and over.wait == pytest.approx(0.5)
@@ -150,7 +151,7 @@ def test_litellm_sees_openais_headers_counting_down_and_charged_at_admission() -
 def test_a_burst_above_the_limit_gets_openais_429s_with_headers_and_no_retry_after() -> None:
     import litellm
 
-    with serve_in_thread(PROFILE, rpm=3, window=30) as server:
+    with serve_in_thread(PROFILE, rpm=3, window=60) as server:
         with ThreadPoolExecutor(6) as pool:
             outcomes = list(pool.map(lambda _: _catch(lambda: _litellm(server.url)), range(6)))
         stats = server.stats()
@@ -163,7 +164,7 @@ def test_a_burst_above_the_limit_gets_openais_429s_with_headers_and_no_retry_aft
         error = exc.response.json()["error"]
         found = re.fullmatch(r"Rate limit reached for gpt-4o-mini in organization org-emulated on requests per min "
                              r"\(RPM\): Limit 3, Used 3, Requested 1\. Please try again in (\S+)\. Visit .*", error["message"])
-        assert found and 0 < parse_duration(found.group(1)) <= 30
+        assert found and 0 < parse_duration(found.group(1)) <= 60
         assert (error["type"], error["code"], error["param"]) == ("requests", "rate_limit_exceeded", None)
         assert isinstance(classify(exc), RateLimited)
 
@@ -177,17 +178,17 @@ def _catch(call: Any) -> Any:
 
 @pytest.mark.parametrize("option", ["retry_after", "retry_after_ms"])
 def test_retry_after_is_sent_only_when_asked(option: str) -> None:
-    with serve_in_thread(PROFILE, rpm=1, window=20, **{option: True}) as server:
+    with serve_in_thread(PROFILE, rpm=1, window=60, **{option: True}) as server:
         _litellm(server.url)
         exc = _catch(lambda: _litellm(server.url))
     headers = exc.response.headers
     said = float(headers["retry-after"]) if option == "retry_after" else int(headers["retry-after-ms"]) / 1000
-    assert ("retry-after" in headers) == (option == "retry_after") and 0 < said <= 20
+    assert ("retry-after" in headers) == (option == "retry_after") and 0 < said <= 60
     assert classify(exc).retry_after == pytest.approx(said, abs=1.0)
 
 
 def test_the_token_limit_refuses_by_tokens_and_a_request_larger_than_the_window() -> None:
-    with serve_in_thread(PROFILE, tpm=1000, window=30) as server:
+    with serve_in_thread(PROFILE, tpm=1000, window=60) as server:
         url = f"{server.url}/chat/completions"
         body = {"model": "gpt-4o-mini", "messages": _messages(), "max_tokens": 600}
         first, second = httpx.post(url, json=body), httpx.post(url, json=body)
@@ -252,14 +253,10 @@ def test_the_toolkit_path_extracts_every_document_as_the_in_process_emulation_do
 
 
 # ------------------------------------------------------------------------------------ faults
-_LITELLM_DROP = "LiteLLM reports a dropped connection as InternalServerError('Connection error.'), classified ServerError"
-_DSPY_STATUS = "classify does not read the status of DSPy's LMServerError (503/529 are Overloaded)"
-_DSPY_TIMEOUT = "DSPy's client raises LMTransportError('read timed out'), classified ConnectionFailed"
 _FAULTS = [("server_error", ServerError), ("overloaded", Overloaded), ("timeout", CallTimeout),
            ("malformed_body", ServerError), ("drop", ConnectionFailed), ("unauthorized", AuthenticationFailed),
            ("context_length", ContextLengthExceeded), ("rate_limit", RateLimited), ("rate_limit_retry_after", RateLimited)]
-_GAPS = {("litellm", "drop"): _LITELLM_DROP, ("dspy", "overloaded"): _DSPY_STATUS, ("anthropic", "overloaded"): _DSPY_STATUS,
-         ("dspy", "timeout"): _DSPY_TIMEOUT, ("anthropic", "timeout"): _DSPY_TIMEOUT}
+
 
 
 @pytest.fixture(scope="module")
@@ -270,8 +267,7 @@ def fault_server():  # noqa: ANN201
 
 
 @pytest.mark.parametrize(("client", "kind", "expected"), [
-    pytest.param(client, kind, expected, id=f"{client}-{kind}",
-                 marks=[pytest.mark.xfail(strict=True, reason=_GAPS[client, kind])] if (client, kind) in _GAPS else [])
+    pytest.param(client, kind, expected, id=f"{client}-{kind}")
     for client in ("dspy", "litellm", "anthropic") for kind, expected in _FAULTS])
 def test_each_fault_reaches_the_client_as_its_error_class(fault_server, client: str, kind: str, expected: type) -> None:  # noqa: ANN001
     fault_server.reset()
@@ -305,7 +301,7 @@ def _post(url: str, **body: Any) -> httpx.Response:
 
 
 def test_the_admin_endpoints_reset_refuse_unknown_faults_and_routes_answer_404() -> None:
-    with serve_in_thread(PROFILE, rpm=2, window=30) as server:
+    with serve_in_thread(PROFILE, rpm=2, window=60) as server:
         _post(server.url), _post(server.url)
         assert _post(server.url).status_code == 429
         server.reset()
@@ -323,7 +319,7 @@ def test_the_admin_endpoints_reset_refuse_unknown_faults_and_routes_answer_404()
 
 # --------------------------------------------------------------------------------- Anthropic
 def test_anthropic_messages_answer_dspys_client_with_headers_and_429s() -> None:
-    with serve_in_thread(PROFILE, rpm=2, window=30) as server:
+    with serve_in_thread(PROFILE, rpm=2, window=60) as server:
         lm = _dspy(server.url, "anthropic/claude-3-5-haiku-latest")
         reply = _ask(lm, _messages())
         raw = httpx.post(f"{server.url}/messages", json={"model": "claude", "max_tokens": 200, "system": "Extract.",
@@ -340,11 +336,11 @@ def test_anthropic_messages_answer_dspys_client_with_headers_and_429s() -> None:
     assert body["usage"]["input_tokens"] + body["usage"]["cache_read_input_tokens"] > 0
     for name in ("requests", "tokens", "input-tokens", "output-tokens"):
         reset = datetime.fromisoformat(raw.headers[f"anthropic-ratelimit-{name}-reset"]).timestamp()
-        assert raw.headers[f"anthropic-ratelimit-{name}-limit"] and 0 < reset - wall <= 30
+        assert raw.headers[f"anthropic-ratelimit-{name}-limit"] and 0 < reset - wall <= 60
     assert raw.headers["anthropic-ratelimit-requests-remaining"] == "0" and raw.headers["request-id"]
     assert parse_rate_headers(raw.headers).source == "anthropic"
-    assert isinstance(classify(refused), RateLimited) and 0 < classify(refused).retry_after <= 30
-    assert throttled.status_code == 429 and 0 < int(throttled.headers["retry-after"]) <= 30
+    assert isinstance(classify(refused), RateLimited) and 0 < classify(refused).retry_after <= 60
+    assert throttled.status_code == 429 and 0 < int(throttled.headers["retry-after"]) <= 60
     assert throttled.json()["error"]["type"] == "rate_limit_error" and throttled.json()["type"] == "error"
     assert "of 2 requests per minute" in throttled.json()["error"]["message"]
 
@@ -359,7 +355,8 @@ def test_the_serve_command_answers_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         line = process.stdout.readline()
         url = re.search(r"http://127\.0\.0\.1:\d+/v1", line).group(0)
         reply = _post(url)
-        assert reply.status_code == 200 and reply.headers["x-ratelimit-limit-requests"] == "7"
+        # --rpm is per window (a minute at the profile's 100x: 0.6 s); the headers say it per minute
+        assert reply.status_code == 200 and reply.headers["x-ratelimit-limit-requests"] == "700"
         assert httpx.post(f"{url}/files", files={"file": ("a.jsonl", b"{}")}).json()["object"] == "file"
     finally:
         process.send_signal(signal.SIGINT)

@@ -183,6 +183,16 @@ def _seconds(value: Any) -> float | None:
     return seconds if 0 <= seconds < float("inf") else None
 
 
+def _status(exc: BaseException) -> int | None:
+    """The HTTP status an exception carries: ``status_code`` (litellm, openai, httpx), DSPy's
+    ``status``, or its response's."""
+    for value in (getattr(exc, "status_code", None), getattr(exc, "status", None),
+                  getattr(getattr(exc, "response", None), "status_code", None)):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
 def classify(exc: BaseException) -> ExtractionError:
     """Map any exception to one of the classes above (an :class:`ExtractionError` is returned as is).
 
@@ -201,13 +211,18 @@ def classify(exc: BaseException) -> ExtractionError:
     name = type(exc).__name__.lower()
     if "contextwindow" in name or any(h in str(exc).lower() for h in _CONTEXT_HINTS):
         return ContextLengthExceeded(message)
-    status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
+    status = _status(exc)
     if status in (402, 429) or "ratelimit" in name or "billing" in name:
         if status == 402 or any(h in str(exc).lower() for h in _QUOTA_HINTS):
             return QuotaExhausted(message)
     if isinstance(exc, UnicodeError):  # a document's text cannot be encoded into the request
         return Unsendable(message)
     dspy_kind = _DSPY_NAMES.get(type(exc).__name__)
+    lowered = str(exc).lower()
+    if dspy_kind is ConnectionFailed and "timed out" in lowered:  # DSPy reports a read timeout as a transport error
+        return CallTimeout(message)
+    if status in (None, 500) and "connection error" in lowered:  # LiteLLM: a dropped connection is a 500
+        return ConnectionFailed(message)
     if dspy_kind is not None and not isinstance(status, int):
         return rate_limited(exc, message) if dspy_kind is RateLimited else dspy_kind(message)
     if isinstance(status, int):

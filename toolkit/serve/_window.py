@@ -103,9 +103,14 @@ class Window:
             self._used = [u - a for u, a in zip(self._used, amounts, strict=True)]
 
     def _limit(self, i: int, limit: int, now: float) -> Limit:
+        """Limit ``i`` as the headers and messages say it: per minute of the caller's clock, as
+        providers state their limits (a server at ``@10`` has windows of 6 s: 500 requests a window
+        are 5,000 a minute, enforced over 6-second windows, as OpenAI quantizes its per-minute limits
+        over shorter periods); ``reset`` in the caller's seconds."""
         last = next((t for t, amounts in reversed(self._charges) if amounts[i] > 0), None)
         reset = 0.0 if last is None else max(0.0, last + self.limits.window - now)
-        return Limit(DIMENSIONS[i], limit, self._used[i], reset)
+        scale = 60.0 / self.limits.window
+        return Limit(DIMENSIONS[i], round(limit * scale), round(self._used[i] * scale), reset)
 
     def _wait(self, i: int, limit: int, amount: int, now: float) -> float | None:
         """Seconds until enough of dimension ``i`` has left the window for ``amount``."""
