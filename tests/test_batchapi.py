@@ -32,7 +32,7 @@ def _requests(n: int = 30, max_docs: int = 5):
     service = ExtractionService(LM)
     docs = synthetic_documents(n)
     pack = Packer(service.packing_settings(max_docs=max_docs)).pack(docs)
-    return service, pack, build_requests(service.extractor, pack.batches, "run-1", "gpt-4o-mini", service.allowance)
+    return service, pack, build_requests(service.extractor, pack.batches, "gpt-4o-mini", service.allowance)
 
 
 # ------------------------------------------------------------------------------------ requests
@@ -54,7 +54,7 @@ def test_request_lines_carry_what_the_synchronous_calls_send() -> None:
     assert sorted(json.dumps(b["messages"]) for b in bodies) == sorted(json.dumps(m) for m in sent)
     for request, body in zip(requests, bodies):
         line = json.loads(request.line)
-        assert line["custom_id"] == f"run-1:{request.batch.batch_id}" and line["url"] == "/v1/chat/completions"
+        assert line["custom_id"] == request.batch.batch_id and line["url"] == "/v1/chat/completions"
         assert line["method"] == "POST" and body["model"] == "gpt-4o-mini"
         ids = body["response_format"]["json_schema"]["schema"]["properties"]["results"]["items"]["properties"]["id"]
         assert ids["enum"] == request.batch.document_ids

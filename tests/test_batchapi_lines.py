@@ -29,7 +29,7 @@ def _two_requests() -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
     """A service, two requests of three documents and a good output line for each."""
     service = ExtractionService(LM)
     pack = Packer(service.packing_settings(max_docs=3)).pack(synthetic_documents(6))
-    requests = build_requests(service.extractor, pack.batches, "run-1", "gpt-4o-mini", service.allowance)
+    requests = build_requests(service.extractor, pack.batches, "gpt-4o-mini", service.allowance)
     engine = resolve_lm(LM).engine
     lines = [{"id": f"req-{n}", "custom_id": r.custom_id, "error": None,
               "response": {"status_code": 200, "body": answer(engine, json.loads(r.line)["body"])}}
@@ -106,7 +106,7 @@ def test_odd_usage_is_read_as_counts_never_a_crash(usage: Any) -> None:
 
 def test_a_line_for_a_request_never_sent_and_a_duplicate_line_change_nothing() -> None:
     service, requests, lines = _two_requests()
-    stranger = {**lines[0], "custom_id": "run-1:b999999"}
+    stranger = {**lines[0], "custom_id": "b999999"}
     output = b"\n".join(_raw(x) for x in (lines[0], stranger, lines[1], lines[1]))
     settled = settle_job(service.extractor, requests, output, b"\xff\xfe garbage\n", "completed", 0.0)
     assert not settled.retry and len(settled.outcomes) == 6 and len(settled.attempts) == 2

@@ -9,6 +9,8 @@ restarted server still knows its files and batches. :class:`LineFaults` injects 
 APIs do: failed lines (error file), cut-off replies, an expired or failed batch, and lines no reader
 expects (not JSON, not an object, an error as text, no body, a null choice, a non-text reply). A
 batch or file it does not know raises :class:`~toolkit.batchapi.providers.NotAtProvider`.
+:class:`EmulatedMessageBatches` also speaks Anthropic's Message Batches (requests inline, results
+as JSONL), the transport of :class:`~toolkit.batchapi.anthropic.AnthropicBatches` in process.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from toolkit.batchapi.anthropic import COUNTS
 from toolkit.batchapi.providers import BatchInfo, NotAtProvider, find_batch
 from toolkit.batchapi.requests import ENDPOINT
 
@@ -155,7 +158,7 @@ class EmulatedBatches:
         ``after``, at most ``limit``."""
         with self._lock:
             self.calls["list"] += 1
-            ids = list(reversed(self.batches))
+            ids = [i for i in reversed(self.batches) if self.batches[i].get("object") == "batch"]
             start = ids.index(after) + 1 if after in ids else 0
             page = [_public(self.batches[i]) for i in ids[start:start + max(1, min(limit, 100))]]
             return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
@@ -277,3 +280,102 @@ def emulated_provider(resolved: Any, faults: LineFaults | None = None, turnaroun
     return EmulatedBatches(resolved.engine, faults=faults, turnaround=turnaround)
 
 
+def _text(content: Any) -> str:
+    """A Messages API content (a string or blocks) as text."""
+    if isinstance(content, str):
+        return content
+    return "".join(b.get("text", "") for b in content if isinstance(b, dict))
+
+
+def answer_message(engine: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """An Anthropic message answering ``params`` (Messages API) from the emulated provider's
+    extractor, as :func:`answer` answers a chat completion."""
+    messages = [{"role": m["role"], "content": _text(m["content"])} for m in params["messages"]]
+    if params.get("system"):
+        messages.insert(0, {"role": "system", "content": _text(params["system"])})
+    schema = ((params.get("output_config") or {}).get("format") or params.get("output_format") or {}).get("schema")
+    body = answer(engine, {"model": params.get("model"), "messages": messages, "max_tokens": params.get("max_tokens"),
+                           "response_format": {"type": "json_schema", "json_schema": {"schema": schema}} if schema else None})
+    choice, usage = body["choices"][0], body["usage"]
+    return {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": params.get("model"),
+            "content": [{"type": "text", "text": choice["message"]["content"]}], "stop_sequence": None,
+            "stop_reason": "max_tokens" if choice["finish_reason"] == "length" else "end_turn",
+            "usage": {"input_tokens": usage["prompt_tokens"], "output_tokens": usage["completion_tokens"],
+                      "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}}
+
+
+class EmulatedMessageBatches(EmulatedBatches):
+    """:class:`EmulatedBatches` that also answers Anthropic's Message Batches: ``create_message_batch``
+    (requests inline), ``retrieve_message_batch``, ``message_batch_results`` (JSONL) and
+    ``list_message_batches``, with the same clock, state and :class:`LineFaults` (a failed line is
+    ``errored``, an expired batch's second half ``expired``, a poison line cut mid-way)."""
+
+    def create_message_batch(self, requests: list[dict[str, Any]]) -> dict[str, Any]:
+        with self._lock:
+            self.calls["create"] += 1
+            lines, seconds, f = [], 0.0, self.faults
+            half = len(requests) // 2 if f.expire else len(requests)
+            for n, request in enumerate(requests, 1):
+                result: dict[str, Any] = {"type": "expired"} if n > half else {"type": "errored", "error": {
+                    "type": "error", "error": {"type": "api_error", "message": "api_error (emulated)"}}}
+                if n <= half and not f.fail_batch and not (f.fail_every and n % f.fail_every == 0):
+                    message = answer_message(self.engine, request["params"])
+                    if f.cut_every and n % f.cut_every == 0:
+                        block = message["content"][0]
+                        block["text"], message["stop_reason"] = block["text"][: len(block["text"]) // 2], "max_tokens"
+                    usage = message["usage"]
+                    seconds += self.engine.profile.call_seconds(usage["input_tokens"], usage["output_tokens"]) \
+                        * self.engine.profile.speed
+                    result = {"type": "succeeded", "message": message}
+                line = json.dumps({"custom_id": request.get("custom_id"), "result": result})
+                lines.append(line[:50] if f.poison_every and n % f.poison_every == 0 else line)
+            created = self.now()
+            turnaround = self.turnaround if self.turnaround is not None else \
+                QUEUE_SECONDS + seconds / PARALLEL_REQUESTS / self.engine.profile.speed
+            batch = {"id": f"msgbatch_{uuid.uuid4().hex[:24]}", "type": "message_batch",
+                     "processing_status": "in_progress", "request_counts": {k: 0 for k in COUNTS},
+                     "ended_at": None, "created_at": _stamp(created), "expires_at": _stamp(created + 86400),
+                     "archived_at": None, "cancel_initiated_at": None, "results_url": None,
+                     "_done_at": created + turnaround, "_results": lines}
+            batch["request_counts"]["processing"] = len(requests)
+            self.batches[batch["id"]] = batch
+            self._save()
+            return _public(batch)
+
+    def retrieve_message_batch(self, batch_id: str) -> dict[str, Any]:
+        """The batch now: ``in_progress`` until its turnaround has passed, then ``ended``."""
+        with self._lock:
+            self.calls["retrieve"] += 1
+            batch = self._batch(batch_id)
+            if batch["processing_status"] == "in_progress" and self.now() >= batch["_done_at"]:
+                kinds = Counter(json.loads(x)["result"]["type"] if x.endswith("}") else "errored"
+                                for x in batch["_results"])
+                batch["request_counts"] = {k: kinds.get(k, 0) for k in COUNTS}
+                batch.update(processing_status="ended", ended_at=_stamp(self.now()),
+                             results_url=f"/v1/messages/batches/{batch_id}/results")
+                self._save()
+            return _public(batch)
+
+    def message_batch_results(self, batch_id: str) -> bytes:
+        with self._lock:
+            self.calls["content"] += 1
+            batch = self._batch(batch_id)
+            if batch["processing_status"] != "ended":
+                raise ValueError(f"batch {batch_id} has not ended")
+            return "\n".join(batch["_results"]).encode() + b"\n"
+
+    def list_message_batches(self, after_id: str | None = None, limit: int = 20) -> dict[str, Any]:
+        with self._lock:
+            ids = [i for i in reversed(self.batches) if self.batches[i].get("type") == "message_batch"]
+            start = ids.index(after_id) + 1 if after_id in ids else 0
+            page = [_public(self.batches[i]) for i in ids[start:start + max(1, min(limit, 1000))]]
+            return {"data": page, "has_more": start + len(page) < len(ids),
+                    "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None}
+
+
+
+def _stamp(seconds: float) -> str:
+    """An RFC 3339 time, as Anthropic writes them."""
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")

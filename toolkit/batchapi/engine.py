@@ -64,10 +64,15 @@ class BatchApiSettings:
 
 
 def batch_provider(resolved: Any, api_base: str | None = None) -> BatchProvider:
-    """The batch API of ``resolved``: the server at ``api_base`` (OpenAI-compatible), the in-process
-    emulated one for ``emulated:PROFILE``, OpenAI's for ``openai/MODEL``."""
+    """The batch API of ``resolved``: Anthropic's Message Batches for ``anthropic/MODEL`` (at
+    ``api_base`` if given), the OpenAI-compatible server at ``api_base``, the in-process emulated
+    one for ``emulated:PROFILE``, OpenAI's for ``openai/MODEL``; any other LM has none (one line)."""
     from toolkit.batchapi.providers import LiteLLMBatches
 
+    if resolved.spec.startswith("anthropic/"):
+        from toolkit.batchapi.anthropic import AnthropicBatches, AnthropicHTTP
+
+        return AnthropicBatches(AnthropicHTTP(api_base), getattr(resolved.lm, "kwargs", {}).get("prompt_cache"))
     if api_base:
         return LiteLLMBatches(api_base)
     if resolved.emulated:
@@ -76,13 +81,14 @@ def batch_provider(resolved: Any, api_base: str | None = None) -> BatchProvider:
         return emulated_provider(resolved)
     if resolved.spec.startswith("openai/"):
         return LiteLLMBatches()
-    raise ValueError(f"--mode batch-api needs a batch API: {resolved.spec} has none here (use openai/MODEL, "
-                     "an OpenAI-compatible --api-base, or emulated:PROFILE)")
+    raise ValueError(f"--mode batch-api needs a provider's batch API: {resolved.spec} has none (use openai/MODEL, "
+                     "anthropic/MODEL, an OpenAI-compatible --api-base, or emulated:PROFILE)")
 
 
 def request_model(resolved: Any) -> str:
     """The ``model`` a request line names (a provider's own name, without LiteLLM's prefix)."""
-    return resolved.model_id.split("/", 1)[1] if resolved.model_id.startswith("openai/") else resolved.model_id
+    return resolved.model_id.split("/", 1)[1] if resolved.model_id.startswith(("openai/", "anthropic/")) \
+        else resolved.model_id
 
 
 class BatchApiEngine:
@@ -144,8 +150,8 @@ class BatchApiEngine:
             return []
         pack = Packer(self._packing or self.service.packing_settings()).pack(
             documents, token_counts=[self._tokens.get(d.id, 0) for d in documents])
-        requests = build_requests(self.service.extractor, pack.batches, self.run_id,
-                                  request_model(self.service.resolved), self.service.allowance)
+        requests = build_requests(self.service.extractor, pack.batches, request_model(self.service.resolved),
+                                  self.service.allowance)
         sent = []
         for part in split_files(requests, self.settings.limits):
             if self._stopped():

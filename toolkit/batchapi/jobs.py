@@ -50,7 +50,7 @@ class Job:
 
     def attach(self, document: Document, custom_id: str, tokens: int) -> None:
         """A document of this job read again: its answer comes from the job's batch."""
-        batch = self.requests.setdefault(custom_id, DocumentBatch(batch_id=custom_id.rpartition(":")[2]))
+        batch = self.requests.setdefault(custom_id, DocumentBatch(batch_id=custom_id.rpartition(":")[2]))  # old: run:id
         batch.add_document(document, tokens)
 
 

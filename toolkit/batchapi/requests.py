@@ -3,7 +3,9 @@ files split to stay within a provider's limits.
 
 A line carries exactly what the synchronous path sends for that batch: the messages and config of
 :meth:`toolkit.extraction.BatchExtractor.messages` (instructions, worked example, documents; the
-output cap, temperature and per-batch JSON schema). Its ``custom_id`` names the run and the batch.
+output cap, temperature and per-batch JSON schema). Its ``custom_id`` is the packed batch's id
+(unique in its file, and a valid id for every provider's format: Anthropic's allows letters,
+digits, ``-`` and ``_`` only); the batch itself carries the run and the job in its metadata.
 """
 
 from __future__ import annotations
@@ -43,11 +45,6 @@ class Request:
         return list(self.batch.document_ids)
 
 
-def custom_id(run_id: str, batch_id: str) -> str:
-    """The ``custom_id`` of a run's batch: ``<run>:<batch id>``."""
-    return f"{run_id}:{batch_id}"
-
-
 def request_line(cid: str, model: str, messages: list[dict[str, Any]], config: dict[str, Any]) -> bytes:
     """The JSONL line of one chat-completions request (OpenAI Batch format)."""
     body: dict[str, Any] = {"model": model, "messages": messages}
@@ -58,16 +55,14 @@ def request_line(cid: str, model: str, messages: list[dict[str, Any]], config: d
     return json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
-def build_requests(extractor: Any, batches: Iterable[DocumentBatch], run_id: str, model: str,
-                   allowance: Any) -> list[Request]:
+def build_requests(extractor: Any, batches: Iterable[DocumentBatch], model: str, allowance: Any) -> list[Request]:
     """One :class:`Request` per packed batch. ``extractor``: the run's
     :class:`~toolkit.extraction.BatchExtractor` (its messages and config, as a synchronous call
     sends them); ``allowance(batch)``: the batch's ``max_tokens`` (the service's)."""
     out = []
     for batch in batches:
         messages, config = extractor.messages(list(batch.documents), allowance(batch))
-        cid = custom_id(run_id, batch.batch_id)
-        out.append(Request(cid, batch, request_line(cid, model, messages, config)))
+        out.append(Request(batch.batch_id, batch, request_line(batch.batch_id, model, messages, config)))
     return out
 
 

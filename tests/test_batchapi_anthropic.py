@@ -1,0 +1,187 @@
+"""Anthropic's Message Batches behind the batch engine (issue 24, item 11): a batch request carries
+exactly what a synchronous ``anthropic/`` call sends (system blocks with the cache mark, the JSON
+schema, the output cap), results come back through the same settling code, and a run finishes
+through them in process (the emulated provider speaking Anthropic's format) and over HTTP (a local
+server answering Anthropic's routes from the same emulator, and its ``/v1/messages`` for the
+synchronous fallback), billed at batch prices."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from toolkit.batchapi import BatchApiSettings
+from toolkit.batchapi.anthropic import AnthropicBatches, openai_line
+from toolkit.batchapi.emulated import EmulatedMessageBatches, LineFaults, answer_message
+from toolkit.batchapi.replies import settle_job
+from toolkit.batchapi.requests import build_requests
+from toolkit.corpora import synthetic_documents
+from toolkit.lm import resolve_lm
+from toolkit.packer import Packer
+from toolkit.service import ExtractionService
+
+from test_batchapi_resume import LM, RUN, _batch_rows, _interrupt, _killed, _paid_once, _session, _status_counts, \
+    _store, _sync_rows
+
+CLAUDE = "anthropic/claude-haiku-4-5"  # priced, batch prices included, in LiteLLM's map
+
+
+class AnthropicServer:
+    """Anthropic's API on 127.0.0.1 (Starlette under uvicorn, in a thread), answered by the
+    emulated provider: ``POST /v1/messages`` (each body kept in ``bodies``) and the Message
+    Batches routes over ``batches`` (an :class:`EmulatedMessageBatches` on the wall clock)."""
+
+    def __init__(self, faults: LineFaults | None = None) -> None:
+        import uvicorn
+        from starlette.applications import Starlette
+        from starlette.responses import JSONResponse, Response
+        from starlette.routing import Route
+
+        engine = resolve_lm(LM).engine
+        self.batches = EmulatedMessageBatches(engine, turnaround=0.2, faults=faults, wall_clock=True)
+        self.bodies: list[dict[str, Any]] = []
+
+        async def messages(request: Any) -> Response:
+            body = await request.json()
+            self.bodies.append(body)
+            return JSONResponse(answer_message(engine, body))
+
+        async def create(request: Any) -> Response:
+            return JSONResponse(self.batches.create_message_batch((await request.json())["requests"]))
+
+        async def retrieve(request: Any) -> Response:
+            return JSONResponse(self.batches.retrieve_message_batch(request.path_params["id"]))
+
+        async def results(request: Any) -> Response:
+            return Response(self.batches.message_batch_results(request.path_params["id"]),
+                            media_type="application/binary")
+
+        app = Starlette(routes=[Route("/v1/messages", messages, methods=["POST"]),
+                                Route("/v1/messages/batches", create, methods=["POST"]),
+                                Route("/v1/messages/batches/{id}", retrieve, methods=["GET"]),
+                                Route("/v1/messages/batches/{id}/results", results, methods=["GET"])])
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            threading.Event().wait(0.01)
+        self.url = f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}/v1"
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def anthropic(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    servers: list[AnthropicServer] = []
+
+    def start(faults: LineFaults | None = None) -> AnthropicServer:
+        servers.append(AnthropicServer(faults))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.mark.filterwarnings("ignore:Passing OpenAI-style message:DeprecationWarning")
+def test_a_batch_request_carries_what_a_synchronous_anthropic_call_sends(anthropic) -> None:  # noqa: ANN001
+    server = anthropic()
+    service = ExtractionService(CLAUDE, api_base=server.url)
+    pack = Packer(service.packing_settings(max_docs=3)).pack(synthetic_documents(6))
+    requests = build_requests(service.extractor, pack.batches, "claude-haiku-4-5", service.allowance)
+    provider = AnthropicBatches(server.batches, service.resolved.lm.kwargs["prompt_cache"])
+    sent = provider._requests[provider.upload("f.jsonl", b"".join(r.line for r in requests))]
+    service.execute(pack, 6, progress=False)  # the same batches, synchronously
+    synchronous = {tuple(b["output_config"]["format"]["schema"]["properties"]["results"]["items"]["properties"]["id"]
+                         ["enum"]): {k: v for k, v in b.items() if k != "stream"} for b in server.bodies}
+    assert len(sent) == len(synchronous) == 2
+    for request, batch in zip(sent, pack.batches):
+        assert request["custom_id"] == batch.batch_id and "stream" not in request["params"]
+        assert request["params"] == synchronous[tuple(batch.document_ids)]
+    assert sent[0]["params"]["system"][0]["cache_control"] == {"type": "ephemeral"}
+
+
+RESULTS = {
+    "succeeded": {"type": "succeeded", "message": {"content": [{"type": "text", "text": "{}"}],
+                                                   "stop_reason": "max_tokens", "usage": {
+                                                       "input_tokens": 7, "cache_read_input_tokens": 30,
+                                                       "cache_creation_input_tokens": 3, "output_tokens": 5}}},
+    "errored": {"type": "errored", "error": {"type": "error", "error": {"type": "overloaded_error", "message": "x"}}},
+    "expired": {"type": "expired"}, "canceled": {"type": "canceled"},
+}
+
+
+def test_result_lines_read_as_output_lines() -> None:
+    line = openai_line({"custom_id": "b1", "result": RESULTS["succeeded"]})
+    body = line["response"]["body"]
+    assert line["response"]["status_code"] == 200 and body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"] == {"prompt_tokens": 40, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 30}}
+    assert openai_line({"custom_id": "b1", "result": RESULTS["errored"]})["error"]["error"]["type"] == "overloaded_error"
+    assert openai_line({"custom_id": "b1", "result": RESULTS["expired"]})["error"]["code"] == "expired"
+    assert openai_line(["b1"]) == ["b1"]  # not a result line: left for the settling to refuse
+
+
+@pytest.mark.parametrize("result", [None, "text", {"type": "succeeded", "message": None},
+                                    {"type": "succeeded", "message": {"content": "plain"}},
+                                    {"type": "succeeded", "message": {"content": [None, 3]}},
+                                    {"type": "errored", "error": "text"}, {"type": "mystery"}])
+def test_an_odd_result_sends_its_documents_back(result: Any) -> None:
+    service = ExtractionService(LM)
+    pack = Packer(service.packing_settings(max_docs=3)).pack(synthetic_documents(3))
+    [batch] = pack.batches
+    output = json.dumps(openai_line({"custom_id": batch.batch_id, "result": result})).encode()
+    settled = settle_job(service.extractor, {batch.batch_id: batch}, output, None, "completed", 0.0)
+    assert set(settled.retry) == set(batch.document_ids) and not settled.outcomes
+
+
+# ------------------------------------------------------------------------------------ in process
+def _claude_like(**kwargs: Any) -> AnthropicBatches:
+    return AnthropicBatches(EmulatedMessageBatches(resolve_lm(LM).engine, **kwargs))
+
+
+def test_a_run_through_emulated_message_batches_extracts_everything(tmp_path: Path) -> None:
+    # 4 requests: answered, cut off, errored, unreadable
+    db, provider = _store(tmp_path), _claude_like(faults=LineFaults(cut_every=2, fail_every=3, poison_every=4))
+    _session(db, provider)
+    assert _status_counts(db) == {"extracted": 20} and _sync_rows(db)  # what the batch did not answer: synchronously
+    assert provider.transport.calls["create"] == 1
+    assert [a["outcome"] for a in _batch_rows(db)] == ["ok", "ok", "error"]  # the unreadable line names no request
+    _paid_once(db)
+
+
+def test_an_anthropic_job_resumes_by_polling_and_a_forgotten_one_is_sent_again(tmp_path: Path) -> None:
+    db, provider = _store(tmp_path), _claude_like()
+    _killed(db, provider, on_submitted=_interrupt)
+    provider = AnthropicBatches(provider.transport)  # a new process: the same provider
+    _session(db, provider)
+    assert _status_counts(db) == {"extracted": 20} and provider.transport.calls["create"] == 1
+    db2 = _store(tmp_path / "again")
+    _killed(db2, _claude_like(), on_submitted=_interrupt)
+    restarted = _claude_like()  # the provider forgot the batch
+    _session(db2, restarted)
+    assert _status_counts(db2) == {"extracted": 20} and restarted.transport.calls["create"] == 1
+    assert [j["status"] for j in db2.batch_jobs(RUN)] == ["lost", "completed"]
+
+
+# ----------------------------------------------------------------------------------- over HTTP
+@pytest.mark.filterwarnings("ignore:Passing OpenAI-style message:DeprecationWarning")
+def test_a_run_over_http_through_message_batches_at_batch_prices(anthropic, tmp_path: Path) -> None:  # noqa: ANN001
+    import toolkit
+
+    server = anthropic(LineFaults(fail_every=2))  # 3 requests: the second fails
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n" for d in synthetic_documents(30)))
+    result = toolkit.run(corpus, lm=CLAUDE, store=f"sqlite:///{tmp_path / 'runs.db'}", run_name="c", progress=False,
+                         api_base=server.url, mode="batch-api", batch=BatchApiSettings(poll_seconds=0.1))
+    s = result.summary
+    assert (s["extracted"], s["lost"], s["pending"]) == (30, 0, 0) and s["mode"] == "batch-api"
+    assert server.batches.calls["create"] == s["batch_api_jobs"] == 1 and s["batch_api_failed_lines"] >= 1
+    assert 0 < s["batch_api_calls"] < s["calls"] and server.bodies  # failed lines went to /v1/messages
+    assert s["cost_usd"] > 0 and [j["status"] for j in result.store.batch_jobs("c")] == ["completed"]
