@@ -185,3 +185,17 @@ def test_a_run_over_http_through_message_batches_at_batch_prices(anthropic, tmp_
     assert server.batches.calls["create"] == s["batch_api_jobs"] == 1 and s["batch_api_failed_lines"] >= 1
     assert 0 < s["batch_api_calls"] < s["calls"] and server.bodies  # failed lines went to /v1/messages
     assert s["cost_usd"] > 0 and [j["status"] for j in result.store.batch_jobs("c")] == ["completed"]
+
+
+def test_an_anthropic_job_never_created_before_a_crash_is_sent_again(tmp_path: Path) -> None:
+    db, provider = _store(tmp_path), _claude_like()
+
+    def crash_before_create(input_file_id: str, metadata: dict[str, str]) -> str:
+        raise KeyboardInterrupt  # the requests lived in this process only
+
+    provider.create = crash_before_create  # type: ignore[method-assign]
+    _killed(db, provider)
+    resumed = AnthropicBatches(provider.transport)  # a new process: the same provider, the requests gone
+    _session(db, resumed)
+    assert _status_counts(db) == {"extracted": 20} and len(resumed.transport.batches) == 1
+    assert [j["status"] for j in db.batch_jobs(RUN)] == ["lost", "completed"] and not _sync_rows(db)

@@ -167,3 +167,19 @@ def test_an_unknown_batch_is_reported_and_its_documents_sent_again_once(tmp_path
     assert [j["status"] for j in db.batch_jobs(RUN)] == ["lost", "lost"]
     assert sum(a["n_docs"] for a in _sync_rows(db) if a["outcome"] == "ok") == len(DOCS)
     assert sum(r.batches for r in results) >= 1
+
+
+def test_a_job_whose_file_the_provider_forgot_before_its_batch_was_created_is_sent_again(tmp_path: Path) -> None:
+    db, provider = _store(tmp_path), _provider()
+
+    def crash_before_create(input_file_id: str, metadata: dict[str, str]) -> str:
+        raise KeyboardInterrupt  # killed with the file uploaded and the create not sent
+
+    provider.create = crash_before_create  # type: ignore[method-assign]
+    _killed(db, provider)
+    assert [j["status"] for j in db.batch_jobs(RUN)] == ["creating"]
+    restarted = _provider()  # knows neither the file nor any batch
+    _session(db, restarted)
+    assert _status_counts(db) == {"extracted": 20} and len(restarted.batches) == 1  # the create it refused made none
+    assert [j["status"] for j in db.batch_jobs(RUN)] == ["lost", "completed"]
+    _paid_once(db)

@@ -193,9 +193,6 @@ class BatchApiEngine:
         self._resumed.clear()
         if not self.jobs and not self._sync:
             return
-        for job in [j for j in self.jobs if j.batch_id is None]:  # uploaded before a crash or Stop
-            if not self._stopped():
-                self._ready(job)
         settled, stopped = self._poll(decided, record) if not self._stopped() else (Settled(), STOP_REQUESTED)
         retry = {**self._sync, **settled.retry}
         stopped = stopped or (STOP_REQUESTED if self._stopped() and retry else None)
@@ -211,9 +208,10 @@ class BatchApiEngine:
         self.jobs, self._sync = [], {}
 
     def _poll(self, decided: OutcomeSink, record: CallSink) -> tuple[Settled, str | None]:
-        """Every created job polled until settled (a lost one's documents sent again); the
-        settlements, and why polling stopped early (None: it did not)."""
-        waiting = [j for j in self.jobs if j.batch_id is not None]
+        """Every job polled until settled (one uploaded before a crash or Stop created or adopted
+        first; a lost one's documents sent again); the settlements, and why polling stopped early
+        (None: it did not)."""
+        waiting = list(self.jobs)
         total = Settled()
         bar = _bar(sum(len(j.requests) for j in waiting)) if self.progress else None
         try:
@@ -222,6 +220,8 @@ class BatchApiEngine:
                     if self._stopped():
                         return total, STOP_REQUESTED
                     try:
+                        if job.batch_id is None:
+                            self._ready(job)
                         job.info = self.provider.retrieve(job.batch_id)
                         if job.info.done:
                             self._settle(job, total, decided, record)
