@@ -3,6 +3,7 @@ on emulated profiles run faster in real time (their latencies and rate-limit win
 their speed), on the same synthetic documents.
 
     python benchmarks/scaleout.py [--docs 2000] [--speeds local-cpu=100,hosted-api=10:6000] [--out DIR]
+    python benchmarks/scaleout.py --kill-worker-every 3 [--docs 2000] [--lm emulated:hosted-api@100] [--out DIR]
 
 ``PROFILE=SPEED[:DOCS]``: a profile's speed and, when given, its own number of documents.
 
@@ -16,6 +17,13 @@ a smaller share of a longer run). Each emulated worker also emulates its own ser
 process all calls meet one server-side window and its 429s, with two they meet two: the global
 limit is checked on the client side, from the recorded attempt times of all workers together.
 Prints a table and writes ``results.json``.
+
+``--kill-worker-every S``: chaos instead. The same documents run on 2 Ray workers twice, once
+undisturbed and once with a worker killed every ``S`` seconds
+(:func:`toolkit.scaleout.kill_workers_every`); for each: documents in the store and distinct ones,
+extracted, failed, lost, calls, answers per extracted document (each recorded call's answered
+documents, summed: 1.0 when no document was answered twice), kills and workers replaced. Writes
+``chaos.json``.
 """
 
 from __future__ import annotations
@@ -23,7 +31,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sqlite3
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -65,14 +75,59 @@ def run(corpus: Path, lm: str, engine: str, workers: int, store: str) -> dict:
             "requests_per_window": profile.requests_per_minute, "tokens_per_window": profile.tokens_per_minute}
 
 
+def chaos_run(corpus: Path, lm: str, db: Path, every: float | None) -> dict:
+    """One Ray run of ``corpus`` with a worker killed every ``every`` seconds (None: undisturbed)."""
+    from toolkit.scaleout import kill_workers_every
+
+    name, stop, killed = f"chaos-{time.time_ns()}", threading.Event(), []
+    killer = threading.Thread(target=lambda: killed.extend(kill_workers_every(every, stop, run_id=name)))
+    if every:
+        killer.start()
+    start = time.perf_counter()
+    try:
+        result = toolkit.run(corpus, lm=lm, store=f"sqlite:///{db}", run_name=name, engine="ray", workers=2,
+                             settings=RunSettings(max_docs=10), progress=False)
+    finally:
+        stop.set()
+        if every:
+            killer.join()
+    summary, attempts = result.summary, result.attempts
+    with sqlite3.connect(db) as conn:
+        rows, distinct = conn.execute("SELECT COUNT(*), COUNT(DISTINCT doc_id) FROM batchx_documents WHERE run_id = ?",
+                                      (name,)).fetchone()
+    return {"kill_worker_every": every, "seconds": time.perf_counter() - start, "documents": summary["documents"],
+            "rows": rows, "distinct_rows": distinct, "extracted": summary["extracted"], "failed": summary["failed"],
+            "lost": summary["lost"], "pending": summary["pending"], "calls": summary["calls"],
+            "failed_calls": int((attempts["outcome"] != "ok").sum()),
+            "answers_per_document": attempts["documents_ok"].sum() / max(1, summary["extracted"]),
+            "kills": len(killed), "workers_replaced": summary["workers_replaced"], "stop_reason": summary["stop_reason"]}
+
+
+def chaos(args: argparse.Namespace, folder: Path) -> None:
+    corpus = folder / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n"
+                              for d in synthetic_documents(args.docs, seed=21)))
+    rows = [chaos_run(corpus, args.lm, folder / "chaos.db", every) for every in (None, args.kill_worker_every)]
+    for row in rows:
+        print(json.dumps(row))
+    result = {"kind": "scaleout-chaos", "lm": args.lm, "workers": 2, "machine": platform.platform(), "rows": rows}
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "chaos.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=2000)
     parser.add_argument("--speeds", default="local-cpu=100,hosted-api=10:6000", help="profile=speed[:docs],...")
+    parser.add_argument("--kill-worker-every", type=float, metavar="S", help="chaos: kill a Ray worker every S seconds")
+    parser.add_argument("--lm", default="emulated:hosted-api@100", help="the LM of the chaos runs")
     parser.add_argument("--out")
     args = parser.parse_args()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     folder = Path(tempfile.mkdtemp(prefix="batchx-scaleout-"))
+    if args.kill_worker_every:
+        return chaos(args, folder)
     rows = []
     speeds = dict(item.split("=") for item in args.speeds.split(","))
     for profile, setting in speeds.items():

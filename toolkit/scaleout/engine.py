@@ -178,7 +178,8 @@ class RayEngine:
         ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=self.tick)
         if not ready:
             return
-        dispatch = self.pending[ready[0]]
+        dispatch = self.pending.pop(ready[0])
+        self.pending[dispatch.stream] = dispatch  # to the back: every worker's events are read in turn
         try:
             event = ray.get(next(dispatch.stream))
         except StopIteration:

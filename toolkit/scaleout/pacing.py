@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 from toolkit.limits import Admission, ConcurrencyGate, SlidingWindowLimiter
@@ -132,9 +133,9 @@ class RemoteGate:
     """A worker's view of the global gate; ``started`` times are the worker's loop time, the gate's
     own stay on the actor."""
 
-    def __init__(self, actor: Any, owner: str, patience: float, stuck: Any) -> None:
+    def __init__(self, actor: Any, owner: str, patience: float, stuck: Callable[[str], None]) -> None:
         self.actor, self.owner, self.patience = actor, owner, patience
-        self.stuck = stuck  # called with the reason when the gate gave no slot in time
+        self.stuck = stuck  # told why when the gate gives no slot (in time, or at all)
         self.in_flight = self.max_seen = 0
         self.history: list[tuple[float, int]] = []
         self._requests = itertools.count()
@@ -164,11 +165,11 @@ class _RemoteSlot:
         except asyncio.CancelledError:  # the run halted while this waited: the actor must not keep it
             gate.actor.abandon.remote(gate.owner, self.request)
             raise
+        except Exception as exc:  # noqa: BLE001 - the pace's actor is gone: no call may go without it
+            raise _stuck(gate.stuck, exc) from exc
         if granted is None:
-            reason = (f"no slot of the global concurrency gate came free in {gate.patience:g} s "
-                      "(calls in flight never ended): stopping; unfinished documents stay pending")
-            gate.stuck(reason)
-            raise GateStuck(reason)
+            raise _stuck(gate.stuck, f"no slot of the global concurrency gate came free in {gate.patience:g} s "
+                                     "(calls in flight never ended)")
         gate.in_flight += 1
         gate.max_seen = max(gate.max_seen, gate.in_flight)
         self.started = asyncio.get_running_loop().time()
@@ -182,15 +183,27 @@ class _RemoteSlot:
 class RemoteWindow:
     """A worker's view of the global rate-limit window."""
 
-    def __init__(self, actor: Any, owner: str, policy: ExecutionPolicy) -> None:
-        self.actor, self.owner = actor, owner
+    def __init__(self, actor: Any, owner: str, policy: ExecutionPolicy, stuck: Callable[[str], None]) -> None:
+        self.actor, self.owner, self.stuck = actor, owner, stuck
         self.local = SlidingWindowLimiter(policy.rate)
 
     def check(self, tokens: int) -> None:
         self.local.check(tokens)
 
     async def acquire(self, tokens: int) -> Admission:
-        admitted = await self.actor.acquire_tokens.remote(self.owner, tokens)
+        try:
+            admitted = await self.actor.acquire_tokens.remote(self.owner, tokens)
+        except Exception as exc:  # noqa: BLE001 - as for a slot
+            raise _stuck(self.stuck, exc) from exc
         if admitted is None:
-            raise GateStuck("the global rate-limit window refused a worker it had seen die")
+            raise _stuck(self.stuck, "the global rate-limit window refused a worker it had seen die")
         return admitted
+
+
+def _stuck(report: Callable[[str], None], why: str | BaseException) -> GateStuck:
+    """The worker's pace failed (``why``): reported to the worker (which stops), as an exception."""
+    if isinstance(why, BaseException):
+        why = f"the global pace (a Ray actor) stopped answering: {type(why).__name__}"
+    reason = f"{why}: stopping; unfinished documents stay pending"
+    report(reason)
+    return GateStuck(reason)

@@ -56,7 +56,7 @@ class Worker:
         self.service = ExtractionService(lm, settings, policy=policy, api_base=api_base)
         self.service.metrics = self.relay
         self.service.pacing = lambda _: (RemoteGate(actor, owner, patience, self._stuck),
-                                         RemoteWindow(actor, owner, policy))
+                                         RemoteWindow(actor, owner, policy, self._stuck))
 
     def pid(self) -> int:
         return os.getpid()
