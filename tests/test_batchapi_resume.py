@@ -32,6 +32,11 @@ RUN = "r"
 DOCS = synthetic_documents(20)
 
 
+class Killed(BaseException):
+    """The process killed where a KeyboardInterrupt would be raised inside an asyncio task (that
+    one upsets CPython 3.11's recursion counter, and a later ``ast.parse`` in the process fails)."""
+
+
 def _store(tmp_path: Path) -> Any:
     db = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
     db.start_run(RUN, LM, "m", {})
@@ -67,7 +72,7 @@ def _session(db: Any, provider: Any, docs: Sequence[Document] = DOCS, *, stop: t
 
 
 def _killed(*args: Any, **kwargs: Any) -> None:
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises((KeyboardInterrupt, Killed)):
         _session(*args, **kwargs)
 
 
@@ -180,24 +185,38 @@ def test_stop_set_before_a_run_sends_no_batch(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------ resume
 def test_a_kill_during_the_fallback_records_no_line_twice(tmp_path: Path) -> None:
-    db, provider = _store(tmp_path), _provider(faults=LineFaults(fail_every=2))
-    service = ExtractionService(LM)
-    execute = service.execute
+    import multiprocessing
+    import os
 
-    def dies_after_one(pack: Any, documents: int, on_outcome: Any = None, **kwargs: Any) -> Any:
-        def keep_then_die(outcome: Any) -> None:
-            on_outcome(outcome)
-            raise KeyboardInterrupt  # the process is killed once the fallback's first answer is kept
+    state = tmp_path / "provider"  # the provider keeps its files and batches there: it outlives the process
+    faults = LineFaults(fail_every=2)
 
-        return execute(pack, documents, on_outcome=keep_then_die, **kwargs)
+    def session_killed_in_the_fallback() -> None:
+        db, service = open_store(f"sqlite:///{tmp_path / 'runs.db'}"), ExtractionService(LM)
+        db.start_run(RUN, LM, "m", {})
+        execute = service.execute
 
-    service.execute = dies_after_one
-    _killed(db, provider, service=service)
+        def dies_after_one(pack: Any, documents: int, on_outcome: Any = None, **kwargs: Any) -> Any:
+            def keep_then_die(outcome: Any) -> None:
+                on_outcome(outcome)
+                os._exit(9)  # killed once the fallback's first answer is kept
+
+            return execute(pack, documents, on_outcome=keep_then_die, **kwargs)
+
+        service.execute = dies_after_one
+        _session(db, _provider(faults=faults, state_dir=state), service=service)
+
+    child = multiprocessing.get_context("fork").Process(target=session_killed_in_the_fallback)
+    child.start()
+    child.join(120)
+    db = _store(tmp_path)
     lines = len(_batch_rows(db))
-    assert lines == 4 and [j["status"] for j in db.batch_jobs(RUN)] == ["settled"]
+    assert child.exitcode == 9 and lines == 4 and [j["status"] for j in db.batch_jobs(RUN)] == ["settled"]
+    assert _status_counts(db) == {"extracted": 11, "pending": 9}  # 10 from the batch, 1 from the fallback
+    provider = _provider(faults=faults, state_dir=state)
     _session(db, provider)
     assert _status_counts(db) == {"extracted": 20} and len(_batch_rows(db)) == lines
-    assert provider.calls["create"] == 1 and [j["status"] for j in db.batch_jobs(RUN)] == ["completed"]
+    assert len(provider.batches) == 1 and [j["status"] for j in db.batch_jobs(RUN)] == ["completed"]
     _paid_once(db)
 
 

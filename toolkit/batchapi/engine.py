@@ -269,8 +269,9 @@ class BatchApiEngine:
         """A job whose batch (or output) the provider no longer knows: reported, its documents sent
         again once (those sent again before go to the synchronous executor); the new jobs."""
         documents = job.documents
-        _warn(f"the provider does not know {exc.args[0] if exc.args else job.batch_id} (job {job.key}, batch "
-              f"{job.batch_id}): its {len(documents)} documents here are sent again")
+        where = f"batch {job.batch_id}" if job.batch_id else "its batch never created"
+        _warn(f"the provider does not know {exc.args[0] if exc.args else job.batch_id} (job {job.key}, {where}): "
+              f"its {len(documents)} documents here are sent again")
         self.lost += 1
         self.book.update(job, status="lost")
         again = [d for d in documents if d.id not in self.book.sent_again]
