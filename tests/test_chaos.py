@@ -22,6 +22,7 @@ def test_the_main_job_killed_at_provider_calls_ends_with_every_document_once(
     assert code == 0 and figures["ok"] and figures["kills"] == 2 and figures["sessions"] == 3
     assert (figures["in_store"], figures["extracted"], figures["lost"]) == (80, 80, 0)
     assert figures["batch_lines_recorded_twice"] == 0 and figures["batch_line_docs_per_document"] <= 1.0
+    assert 0 < figures["batch_answers_per_document"] <= figures["batch_line_docs_per_document"]
     assert figures["provider_batches_per_file_max"] == 1 and figures["provider_docs_sent_twice"] == 0
     assert figures["sync_calls"] > 0  # failed, cut and unreadable lines went through the fallback
 

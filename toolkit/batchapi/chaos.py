@@ -11,8 +11,9 @@ batch accepted, a status or a result read) and before the client hears the reply
 between a provider's step and the store's record of it. Every later session runs to its end.
 
 The report counts from both sides: the store (documents, batch lines recorded more than once,
-answered batch-line documents per document: at most 1.0) and the provider (batches created per
-uploaded file, documents sent in more than one batch).
+documents in answered batch lines per document, and documents those lines answered per document:
+each at most 1.0) and the provider (batches created per uploaded file, documents sent in more than
+one batch).
 """
 
 from __future__ import annotations
@@ -173,7 +174,8 @@ def chaos_figures(db: Any, batches: KillingBatches, documents: int) -> dict[str,
     statuses = db.statuses(RUN)
     attempts = db.attempts(RUN)
     lines = [a for a in attempts if a["batch_id"].startswith(BATCH_PREFIX)]
-    answered = sum(a["n_docs"] for a in lines if a["outcome"] == "ok")
+    answered = sum(a["n_docs"] for a in lines if a["outcome"] == "ok")  # documents in lines with a reply
+    kept = sum(a["documents_ok"] for a in lines if a["outcome"] == "ok")  # documents those replies answered
     per_file = Counter(b["input_file_id"] for b in batches.batches.values())
     done = sum(1 for s in statuses.values() if s in ("extracted", "failed"))
     return {
@@ -184,6 +186,7 @@ def chaos_figures(db: Any, batches: KillingBatches, documents: int) -> dict[str,
         "batch_lines": len(lines), "batch_lines_recorded_twice": sum(n - 1 for n in Counter(
             a["batch_id"] for a in lines).values()),
         "batch_line_docs_per_document": round(answered / documents, 4) if documents else 0.0,
+        "batch_answers_per_document": round(kept / documents, 4) if documents else 0.0,
         "sync_calls": len(attempts) - len(lines),
         "provider_files": sum(1 for f in batches.files.values() if f["purpose"] == "batch"),
         "provider_batches": len(batches.batches), "provider_batches_per_file_max": max(per_file.values(), default=0),
@@ -242,5 +245,6 @@ def run_batch_chaos(docs: int = 2000, kill_after: int = 6, kills: int = 8, seed:
                    faults={k: v for k, v in vars(faults).items() if v}, real_seconds=round(time.monotonic() - start, 1))
     figures["ok"] = (last["exit"] == 0 and figures["lost"] == 0 and figures["in_store"] == docs
                      and figures["batch_lines_recorded_twice"] == 0 and figures["batch_line_docs_per_document"] <= 1.0
+                     and figures["batch_answers_per_document"] <= 1.0
                      and figures["provider_batches_per_file_max"] <= 1 and figures["provider_docs_sent_twice"] == 0)
     return figures
