@@ -225,23 +225,35 @@ def test_a_chunk_that_kills_every_worker_fails_with_the_reason_and_no_slot_leaks
     assert attempts.filter(attempts["outcome"] == "ok").height == len(server.answered)
 
 
+def _drive(engine, decided, record, documents: list[Document], packing) -> list:  # noqa: ANN001
+    """Chunks of 50 of ``documents`` through ``engine`` as the pipeline gives them; its results."""
+    from toolkit.engines import Chunk
+    from toolkit.tokens import get_counter
+
+    counter, results = get_counter(packing.model), []
+    try:
+        for start in range(0, len(documents), 50):
+            part = documents[start:start + 50]
+            results += engine.submit(Chunk(part, [counter.count(d.text) for d in part], packing), decided, record)
+            if any(r.stopped for r in results):
+                return results
+        return results + list(engine.drain(decided, record))
+    finally:
+        engine.close()
+
+
 def test_a_stop_sends_nothing_more_and_records_every_call_the_server_answered(local_ray, chat_server) -> None:
     """RayEngine(stop=...): once set, no chunk is sent and no call starts; calls in flight finish,
     are recorded and their answers kept; the engine ends with the stop's reason."""
     from toolkit.calls import STOP_REQUESTED
-    from toolkit.engines import Chunk
     from toolkit.scaleout import RayEngine
     from toolkit.service import ExtractionService
-    from toolkit.tokens import get_counter
 
     server = chat_server(delay=0.3)
     service = ExtractionService(HTTP_LM, api_base=server.url)
     stop, stopped_at = threading.Event(), []
     engine = RayEngine(service, workers=2, stop=stop)
-    packing = service.packing_settings(8192, max_docs=5)
-    counter = get_counter(packing.model)
-    documents = synthetic_documents(400, seed=3)
-    kept, recorded, results = [], [], []
+    kept, recorded = [], []
 
     def decided(outcome) -> None:  # noqa: ANN001
         kept.append(outcome)
@@ -249,23 +261,30 @@ def test_a_stop_sends_nothing_more_and_records_every_call_the_server_answered(lo
             stopped_at.append(time.time())
             stop.set()
 
-    try:
-        for start in range(0, 400, 50):
-            part = documents[start:start + 50]
-            results += engine.submit(Chunk(part, [counter.count(d.text) for d in part], packing), decided,
-                                     recorded.extend)
-            if any(r.stopped for r in results):
-                break
-        else:
-            results += engine.drain(decided, recorded.extend)
-    finally:
-        engine.close()
+    results = _drive(engine, decided, recorded.extend, synthetic_documents(400, seed=3),
+                     service.packing_settings(8192, max_docs=5))
     assert results[-1].stopped == STOP_REQUESTED and stopped_at
     time.sleep(0.5)
     assert max(server.received) < stopped_at[0] + 0.5, "a call started after the stop"
     assert len(recorded) == len(server.answered) == len(server.received) < 80
     answers = sum(a.counts.documents_ok for a in recorded)
     assert answers == len(kept) == sum(o.status == "extracted" for o in kept) < 400  # every paid answer kept
+
+
+def test_a_worker_waits_for_a_slot_no_longer_than_its_patience(local_ray, chat_server) -> None:
+    """The only slot (the first call of a run goes alone) held longer than the engine's patience:
+    the waiting calls give up, the run stops saying so, in bounded time."""
+    from toolkit.scaleout import RayEngine
+    from toolkit.service import ExtractionService
+
+    server = chat_server(delay=3.0)
+    service = ExtractionService(HTTP_LM, api_base=server.url)
+    engine = RayEngine(service, workers=1, patience=1.0)
+    start = time.monotonic()
+    results = _drive(engine, lambda outcome: None, lambda records: None, synthetic_documents(50, seed=4),
+                     service.packing_settings(8192, max_docs=5))
+    assert results[-1].stopped.startswith("no slot of the global concurrency gate came free in 1 s")
+    assert time.monotonic() - start < 30 and len(server.received) == 1
 
 
 def test_when_no_worker_can_start_the_run_says_why_in_one_line(local_ray, corpus: Path, tmp_path: Path) -> None:

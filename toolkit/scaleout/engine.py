@@ -260,9 +260,11 @@ class RayEngine:
 
 def _why(exc: BaseException) -> str:
     """What Ray says of a death or failure, in one line: its last line (the exception, for a worker
-    whose start failed)."""
+    whose start failed), from its exit detail on, without Ray's list of common causes."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return redact(lines[-1] if lines else type(exc).__name__)[:300]
+    why = (lines[-1] if lines else type(exc).__name__).partition(" Some common causes include")[0]
+    before, marked, detail = why.partition("Worker exit detail: ")
+    return redact(detail if marked else before)[:300]
 
 
 def _quiet(sink: Callable[[Any], None]) -> Callable[[Any], None]:

@@ -96,7 +96,7 @@ class Worker:
             batches = len(run.pack.batches) if run.pack is not None else 0
             put(ChunkResult(take(), [], batches, run.report.seconds, self.stuck or run.stopped))
         except Exception as exc:  # noqa: BLE001 - the driver stops the run with it, in one line
-            put(ChunkResult(take(), [], 0, 0.0, f"a Ray worker failed: {one_line(exc)}"))
+            put(ChunkResult(take(), [], 0, 0.0, self.stuck or f"a Ray worker failed: {one_line(exc)}"))
         finally:
             self.relay.sink = None
             put(None)
