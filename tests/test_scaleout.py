@@ -60,18 +60,19 @@ def _kill_workers() -> None:
 
 class ChatServer(ThreadingHTTPServer):
     """OpenAI's chat completions on 127.0.0.1, answered by the emulated provider's extractor after
-    ``delay`` seconds; every reply is counted (``answered``: when each request came and was
-    answered). A request with ``poison`` in its prompt gets no answer: the Ray workers are killed
+    ``delay`` seconds, with ``headers``; every reply is counted (``answered``: when each request came
+    and was answered). A request with ``poison`` in its prompt gets no answer: the Ray workers are killed
     (SIGKILL, half a second later), ``kills`` times at most."""
 
     daemon_threads = True
 
-    def __init__(self, delay: float = 0.0, poison: str | None = None, kills: int = 0) -> None:
+    def __init__(self, delay: float = 0.0, poison: str | None = None, kills: int = 0,
+                 headers: dict[str, str] | None = None) -> None:
         from toolkit.lm.emulated import EmulatedEngine, load_profile
 
         super().__init__(("127.0.0.1", 0), _ChatHandler)
         self.engine = EmulatedEngine(load_profile("hosted-api"))
-        self.delay, self.poison, self.kills_left = delay, poison, kills
+        self.delay, self.poison, self.kills_left, self.headers = delay, poison, kills, headers or {}
         self.lock = threading.Lock()
         self.received: list[float] = []
         self.answered: list[tuple[float, float]] = []
@@ -112,6 +113,8 @@ class _ChatHandler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in self.server.headers.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
         with self.server.lock:
@@ -244,12 +247,14 @@ def _drive(engine, decided, record, documents: list[Document], packing) -> list:
 
 def test_a_stop_sends_nothing_more_and_records_every_call_the_server_answered(local_ray, chat_server) -> None:
     """RayEngine(stop=...): once set, no chunk is sent and no call starts; calls in flight finish,
-    are recorded and their answers kept; the engine ends with the stop's reason."""
+    are recorded and their answers kept; the engine ends with the stop's reason. (The limits the
+    provider's replies said are learned by the global pace.)"""
     from toolkit.calls import STOP_REQUESTED
     from toolkit.scaleout import RayEngine
     from toolkit.service import ExtractionService
 
-    server = chat_server(delay=0.3)
+    server = chat_server(delay=0.3, headers={"x-ratelimit-limit-requests": "5000",
+                                             "x-ratelimit-limit-tokens": "4000000"})
     service = ExtractionService(HTTP_LM, api_base=server.url)
     stop, stopped_at = threading.Event(), []
     engine = RayEngine(service, workers=2, stop=stop)
@@ -269,6 +274,8 @@ def test_a_stop_sends_nothing_more_and_records_every_call_the_server_answered(lo
     assert len(recorded) == len(server.answered) == len(server.received) < 80
     answers = sum(a.counts.documents_ok for a in recorded)
     assert answers == len(kept) == sum(o.status == "extracted" for o in kept) < 400  # every paid answer kept
+    limits = engine.summary()["rate_limits"]
+    assert (limits["rpm"], limits["tpm"], limits["source"]) == (5000, 4000000, "learned"), limits
 
 
 def test_a_worker_waits_for_a_slot_no_longer_than_its_patience(local_ray, chat_server) -> None:

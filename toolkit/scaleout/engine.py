@@ -102,6 +102,7 @@ class RayEngine:
         self.deadline = float("inf")  # when a stop gives up waiting for calls in flight
         self._keys = itertools.count()
         self._sinks: tuple[OutcomeSink, CallSink] | None = None  # the run's, for close()
+        self._limits: dict[str, Any] | None = None  # the limits the run paced by (from the pace, at close)
         try:
             for _ in range(workers):
                 self._start_worker()
@@ -238,7 +239,7 @@ class RayEngine:
         self._dispatch(dispatch.key, rest)
 
     def summary(self) -> dict[str, Any]:
-        return {"mode": "sync", "workers_replaced": self.replaced}
+        return {"mode": "sync", "rate_limits": self._limits, "workers_replaced": self.replaced}
 
     def close(self) -> None:
         """Kill the workers, once every chunk in hand has come back and what its calls did is
@@ -253,6 +254,11 @@ class RayEngine:
             self._kill()
 
     def _kill(self) -> None:
+        try:  # the limits the run paced by, kept for its summary
+            limits = ray.get(self.pacing.stats.remote(), timeout=10)["limits"]
+            self._limits = limits if limits["rpm"] or limits["tpm"] else None
+        except ray.exceptions.RayError:
+            pass
         for actor in (*self.workers.values(), self.pacing):
             ray.kill(actor)
         self.workers, self.pending = {}, {}

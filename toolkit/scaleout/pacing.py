@@ -109,6 +109,15 @@ class Pacing:
     async def half_open(self) -> None:
         self.gate.half_open()
 
+    async def paced(self) -> None:
+        self.gate.paced()
+
+    async def learn(self, rpm: int | None, tpm: int | None) -> None:
+        self.window.learn(rpm, tpm)
+
+    async def throttled(self) -> None:
+        self.window.throttled()
+
     async def acquire_tokens(self, owner: str, tokens: int) -> Admission | None:
         """Room for ``tokens`` in the window; None when the owner has gone."""
         key = (owner, -1 - next(self._tokens))
@@ -126,7 +135,8 @@ class Pacing:
 
     async def stats(self) -> dict[str, Any]:
         return {"in_flight": self.gate.in_flight, "max_in_flight": self.gate.max_seen, "limit": self.gate.limit,
-                "history": self.gate.history, "held": {o: len(s) for o, s in self.held.items() if s}}
+                "history": self.gate.history, "held": {o: len(s) for o, s in self.held.items() if s},
+                "limits": self.window.limits}
 
 
 class RemoteGate:
@@ -139,6 +149,7 @@ class RemoteGate:
         self.in_flight = self.max_seen = 0
         self.history: list[tuple[float, int]] = []
         self._requests = itertools.count()
+        self._paced = False
 
     def slot(self) -> _RemoteSlot:
         return _RemoteSlot(self, next(self._requests))
@@ -148,6 +159,12 @@ class RemoteGate:
 
     def half_open(self) -> None:
         self.actor.half_open.remote()
+
+    def paced(self) -> None:
+        """The window knows the account's limits: the gate may open fully (once per worker)."""
+        if not self._paced:
+            self._paced = True
+            self.actor.paced.remote()
 
 
 class _RemoteSlot:
@@ -181,14 +198,34 @@ class _RemoteSlot:
 
 
 class RemoteWindow:
-    """A worker's view of the global rate-limit window."""
+    """A worker's view of the global rate-limit window (``local``: its limits as this worker knows
+    them, the policy's and those the provider's replies said; what it learns goes to the actor)."""
 
     def __init__(self, actor: Any, owner: str, policy: ExecutionPolicy, stuck: Callable[[str], None]) -> None:
         self.actor, self.owner, self.stuck = actor, owner, stuck
         self.local = SlidingWindowLimiter(policy.rate)
 
+    @property
+    def rpm(self) -> int | None:
+        return self.local.rpm
+
+    @property
+    def tpm(self) -> int | None:
+        return self.local.tpm
+
+    @property
+    def limits(self) -> dict[str, Any]:
+        return self.local.limits
+
     def check(self, tokens: int) -> None:
         self.local.check(tokens)
+
+    def learn(self, rpm: int | None, tpm: int | None) -> None:
+        self.local.learn(rpm, tpm)
+        self.actor.learn.remote(rpm, tpm)
+
+    def throttled(self) -> None:
+        self.actor.throttled.remote()
 
     async def acquire(self, tokens: int) -> Admission:
         try:
