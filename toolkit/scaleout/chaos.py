@@ -10,8 +10,11 @@ from toolkit.scaleout.engine import actor_prefix, require_ray
 
 
 def worker_names(run_id: str | None = None) -> list[str]:
-    """The live Ray workers of run ``run_id`` (of every run: None), by actor name."""
+    """The live Ray workers of run ``run_id`` (of every run: None), by actor name (none before
+    this process has joined Ray: the run starts it)."""
     ray = require_ray()
+    if not ray.is_initialized():
+        return []
     start = re.escape(actor_prefix(run_id)) if run_id is not None else r"batchx-.+-"
     pattern = re.compile(start + r"\d+-worker-\d+")
     return sorted(n for n in ray.util.list_named_actors() if pattern.fullmatch(n))
