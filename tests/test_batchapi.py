@@ -141,7 +141,7 @@ def _run(tmp_path: Path, url: str, **kwargs):  # noqa: ANN202
     import toolkit
 
     return toolkit.run(_corpus(tmp_path), lm=LM, store=f"sqlite:///{tmp_path / 'runs.db'}", run_name="b1",
-                       api_base=url, progress=False, mode="batch-api",
+                       api_base=url, progress=False, mode=kwargs.pop("mode", "batch-api"),
                        batch=BatchApiSettings(poll_seconds=0.1, **kwargs.pop("batch", {})), **kwargs)
 
 
@@ -176,6 +176,8 @@ def test_a_run_stopped_after_submission_resumes_by_polling_the_same_batch(tmp_pa
     assert stopped["pending"] == 50 and stopped["stop_reason"] and stopped["lost"] == 0
     db = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
     [job] = db.batch_jobs("b1", open_only=True)
+    with pytest.raises(ValueError, match="still open at the provider"):  # in sync mode it would pay twice
+        _run(tmp_path, first.url, resume=True, mode="sync")
     first.stop()
     second = server()  # restarted on the same state, another port
     resumed = _run(tmp_path, second.url, resume=True).summary

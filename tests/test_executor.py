@@ -367,7 +367,9 @@ def test_documents_a_reply_never_names_fail_with_what_happened():
     assert "no attempt made" not in failed["d0002"]
 
 
-def test_an_outcome_that_cannot_be_kept_stops_the_run_and_leaves_the_document_pending():
+def test_an_outcome_that_cannot_be_kept_ends_the_run_with_that_error_and_leaves_the_document_pending():
+    """The store failing is not the provider's fault, nor a stop: nothing more is sent and the run
+    ends with the store's error (the main job marks its run failed with it)."""
     _, batches = make_batches(6, 2)
     kept: list[str] = []
 
@@ -376,10 +378,11 @@ def test_an_outcome_that_cannot_be_kept_stops_the_run_and_leaves_the_document_pe
             raise OSError("disk full")
         kept.append(outcome.id)
 
-    with pytest.raises(RunStopped, match="disk full") as stopped:
-        Executor(Scripted(), policy(), progress=False, on_outcome=keep).run(batches, virtual=True)
-    report = stopped.value.report
-    assert report.extracted == 3 and report.pending == 3 and report.failed == 0
+    executor = Executor(Scripted(), policy(), progress=False, on_outcome=keep)
+    with pytest.raises(OSError, match="disk full"):
+        executor.run(batches, virtual=True)
+    report = executor.report
+    assert report.extracted == 3 and report.pending == 3 and report.failed == 0 and report.calls == 2
 
 
 def test_an_unsendable_document_fails_alone_and_the_batch_goes_on():
@@ -447,3 +450,19 @@ def test_one_executor_runs_twice_at_once():
     a, b = run_virtual(both())
     assert (a.extracted, b.extracted) == (20, 12) and (a.calls, b.calls) == (5, 4)
     assert {o.id for o in a.outcomes}.isdisjoint({o.id for o in b.outcomes})
+
+
+def test_an_unexpected_error_in_a_batch_fails_the_run_instead_of_vanishing():
+    """What no policy handles (a bug in an outcome sink, say) is not swallowed with its batch's
+    documents left undecided: the run ends with it."""
+    class Bug(BaseException):
+        pass
+
+    _, batches = make_batches(8, 4)
+
+    def sink(outcome):
+        raise Bug("a sink that breaks")
+
+    executor = Executor(Scripted(), policy(), progress=False, on_outcome=sink)
+    with pytest.raises(Bug):
+        executor.run(batches, virtual=True)

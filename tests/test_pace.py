@@ -59,9 +59,11 @@ def test_chunk_boundaries_keep_the_window_and_the_learned_concurrency(tmp_path: 
     assert most_calls <= rpm and most_tokens <= tpm
     assert summary["rate_limits"]["tpm"] == tpm and summary["rate_limits"]["source"] == "backend"
     first_call: dict[int, tuple[float, int]] = {}  # chunk -> (time, calls in flight) of its first call
-    assert summary["batches"] == 60  # 6 batches of 5 a chunk, numbered across the run
-    for row in attempts.sort("at").iter_rows(named=True):
-        chunk = (int(row["batch_id"].removeprefix("b").split(".")[0]) - 1) // 6
+    attempts = attempts.sort("at")
+    assert summary["batches"] == 60  # 6 batches of 5 a chunk, numbered on (from where the process is)
+    number = [int(b.removeprefix("b").split(".")[0]) for b in attempts["batch_id"]]
+    for row, n in zip(attempts.iter_rows(named=True), number):
+        chunk = (n - min(number)) // 6
         first_call.setdefault(chunk, (row["at"], row["in_flight"]))
     assert sorted(first_call) == list(range(10))
     assert all(first_call[k][1] >= 2 for k in range(1, 10)), first_call
@@ -79,3 +81,75 @@ def test_a_virtual_run_in_chunks_takes_the_time_of_one_chunk(tmp_path: Path) -> 
         assert result.summary["extracted"] == 3000 and result.summary["lost"] == 0
         seconds[chunk] = result.summary["virtual_seconds"]
     assert abs(seconds[300] / seconds[3000] - 1) <= 0.02, seconds
+
+
+# ------------------------------------------------- what a provider's replies say, adopted by the pace
+from test_ratelimits import Provider, _anthropic_headers, provider  # noqa: E402,F401 - a server the test starts
+
+from toolkit.extraction import ExtractionSettings  # noqa: E402
+from toolkit.service import ExtractionService  # noqa: E402
+
+OPENAI_LIMITS = {"x-ratelimit-limit-requests": "600", "x-ratelimit-limit-tokens": "150000",
+                 "x-ratelimit-remaining-requests": "599", "x-ratelimit-remaining-tokens": "149000",
+                 "x-ratelimit-reset-requests": "100ms", "x-ratelimit-reset-tokens": "400ms"}
+
+
+def _served(provider: Provider, spec: str = "openai/served-model", docs: int = 24, **policy: str):
+    """A run of ``docs`` documents, 4 a call, against ``provider`` over HTTP; (service, run)."""
+    service = ExtractionService(spec, ExtractionSettings(relationships=False), api_base=provider.url)
+    try:
+        run = service.run(synthetic_documents(docs, seed=2), progress=False, max_docs=4)
+        return service, run
+    finally:
+        service.close()
+
+
+def test_the_pace_adopts_the_limits_openai_headers_say(provider: Provider) -> None:
+    provider.headers = OPENAI_LIMITS
+    service, run = _served(provider)
+    assert run.report.extracted == 24 and run.counts.rate_limited == 0 and 0 < run.report.seconds < 60
+    said = service.rate_limits()
+    assert (said["rpm"], said["tpm"], said["window"], said["source"]) == (600, 150_000, 60.0, "learned")
+
+
+def test_the_pace_adopts_the_limits_anthropic_headers_say(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the project's emulator speaking Anthropic's Messages API (its windows of 30 requests and
+    60,000 tokens last 0.6 s at 100x: 3,000 and 6,000,000 a minute, as its headers say)."""
+    from toolkit.serve import serve_in_thread
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    with serve_in_thread("hosted-api@100", rpm=30, tpm=60_000) as server:
+        service = ExtractionService("anthropic/claude-3-5-haiku-latest", ExtractionSettings(relationships=False),
+                                    api_base=server.url)
+        try:
+            run = service.run(synthetic_documents(24, seed=2), progress=False, max_docs=4)
+        finally:
+            service.close()
+        stats = server.stats()
+    assert run.report.extracted == 24 and stats["within_limits"]
+    said = service.rate_limits()
+    assert (said["rpm"], said["tpm"], said["window"], said["source"]) == (3000, 6_000_000, 60.0, "learned")
+
+
+@pytest.mark.parametrize("headers, message, seconds", [
+    ({"retry-after-ms": "700"}, "Rate limit reached.", 0.7),
+    ({}, "Rate limit reached for served-model on requests per min (RPM): Limit 3, Used 3, Requested 1. "
+         "Please try again in 650ms. Visit https://platform.openai.com/account/rate-limits.", 0.65),
+    ({"retry-after": "1"}, "Rate limit reached.", 1.0),
+], ids=["retry-after-ms", "message", "retry-after"])
+def test_a_429_waits_what_the_provider_said_and_is_not_the_batch_s_fault(provider: Provider, headers: dict,
+                                                                        message: str, seconds: float) -> None:
+    provider.headers = OPENAI_LIMITS
+    provider.script.append((429, {**OPENAI_LIMITS, **headers}, message))
+    service, run = _served(provider)
+    rejected = run.attempts[0]
+    retried = next(a for a in run.attempts[1:] if a.batch_id == rejected.batch_id)
+    assert rejected.error_class == "rate_limited"
+    assert retried.delay_before >= seconds and retried.attempt == 1  # the 429 was not an attempt
+    assert run.report.extracted == 24 and run.counts.rate_limited == 1 and run.counts.splits == 0
+
+
+def test_a_provider_that_says_nothing_is_paced_by_adaptive_concurrency(provider: Provider) -> None:
+    service, run = _served(provider, docs=64)
+    assert run.report.extracted == 64 and service.rate_limits() is None
+    assert run.report.max_concurrency_seen > 1 and run.attempts[0].in_flight == 1  # the first call went alone

@@ -74,6 +74,7 @@ class BatchLoop:
     stop: threading.Event | None
     stopping: BaseException | None
     rng: random.Random
+    crashed: BaseException | None
     pool: concurrent.futures.ThreadPoolExecutor | None
     t0: float | None
 
@@ -135,7 +136,11 @@ class BatchLoop:
         if error is None:
             asked = set(batch.document_ids)
             extra = sum(1 for i in result.per_document_entities if i not in asked)
-            missing = self._keep(lambda: self.book.absorb(batch, result))
+            try:
+                missing = self._keep(lambda: self.book.absorb(batch, result))
+            except _Stop:
+                self._record(record)  # the call was made (and paid for) though its answer was not kept
+                raise
             state = state.replied(missing, result.error_message)
         else:
             free = is_free(state, error, self.policy)
@@ -190,6 +195,8 @@ class BatchLoop:
                 if not result.success_status and not result.per_document_entities:
                     raise MalformedReply(result.error_message or "extractor reported failure")
                 slot.outcome = "ok"
+                if getattr(self.limiter, "rpm", None) or getattr(self.limiter, "tpm", None):
+                    getattr(self.gate, "paced", lambda: None)()
             except asyncio.CancelledError:  # sent, so paid for: recorded before it goes
                 self._record(self._attempt_record(batch, prepared, None, None, attempt, started, queued, waited,
                                                   rate_wait, at, in_flight, outcome="cancelled"))
@@ -229,11 +236,13 @@ class BatchLoop:
             error=None if error is None else describe(error)[:500], counts=call_counts(prepared, result))
 
     def _keep(self, decide: Callable[[], Any]) -> Any:
-        """``decide()`` (outcomes handed to the book); an outcome that cannot be kept halts the run."""
+        """``decide()`` (outcomes handed to the book); an outcome that cannot be kept (the store
+        failed) halts the run, which then ends with that error (it is not the provider's)."""
         try:
             return decide()
         except OutcomeNotKept as exc:
             self.stopping = exc.error
+            self.crashed = self.crashed or exc.error
             raise _Stop(exc.error) from exc
 
     async def _invoke(self, batch: DocumentBatch) -> BatchExtractionResult:

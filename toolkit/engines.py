@@ -74,7 +74,6 @@ class LocalEngine:
         self.stop = stop
         self._record: CallSink | None = None
         self._recorded = 0  # the service's attempts handed to the store so far
-        self._limits: dict[str, Any] | None = None  # the limits the run paced by, kept when it ends
 
     @property
     def failed_calls(self) -> int:
@@ -103,11 +102,10 @@ class LocalEngine:
         self._recorded = len(attempts)
 
     def summary(self) -> dict[str, Any]:
-        return {"mode": "sync", "rate_limits": self._limits or self.service.rate_limits()}
+        return {"mode": "sync", "rate_limits": self.service.rate_limits()}
 
     def close(self) -> None:
         """Ends the service's run; calls it cancels are recorded."""
-        self._limits = self.service.rate_limits()
         try:
             self.service.close()
         finally:

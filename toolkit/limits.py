@@ -238,6 +238,15 @@ class ConcurrencyGate:
         """Let only one call through until one succeeds (after a breaker trip)."""
         self._probed = False
 
+    def paced(self) -> None:
+        """The rate limiter knows the account's limits and spaces the calls itself: no need to find
+        the concurrency from 1 upwards (a slow start costs a round trip per doubling); the limit
+        goes to its maximum, and 429s or overloads still bring it down."""
+        if self.policy.mode == "adaptive" and self._slow_start and self.limit < self.policy.max:
+            self._slow_start = False
+            self._set_limit(self.policy.max)
+            self._wake()
+
     def pause_until(self, when: float) -> None:
         """No call starts before loop time ``when`` (a provider's Retry-After, a breaker cooldown)."""
         self._resume_at = max(self._resume_at, when)

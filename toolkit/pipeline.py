@@ -231,6 +231,8 @@ def run(corpus: str | Path = DEFAULT_CORPUS, *, lm: str | ResolvedLM = "local", 
         engine = BatchApiEngine(service, db, run_id, batch_provider(service.resolved, api_base), batch,
                                 progress=progress is None or progress is True, stop=stop)
     else:
+        if db.batch_jobs(run_id, open_only=True):  # their answers would come back to nobody and be paid twice
+            raise ValueError(f"run {run_id!r} has batches still open at the provider: resume it with --mode batch-api")
         engine = open_engine(engine_name, service, workers, ray_address, run_id, stop)
     records = iter_records(path, fmt)
     try:
@@ -260,7 +262,7 @@ def open_engine(name: str, service: ExtractionService, workers: int, address: st
     if name == "ray":
         from toolkit.scaleout import RayEngine
 
-        return RayEngine(service, workers=workers, address=address, run_id=run_id)
+        return RayEngine(service, workers=workers, address=address, run_id=run_id, stop=stop)
     raise ValueError(f"unknown engine {name!r}: local or ray")
 
 

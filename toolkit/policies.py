@@ -78,7 +78,7 @@ class RateLimitPolicy:
     window: float = 60.0
     guard: float = 0.0
     smooth: bool = False
-    headroom: float = 0.02
+    headroom: float = 0.01
     max_headroom: float = 0.10
     source: str = "none"
 

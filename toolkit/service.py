@@ -127,6 +127,7 @@ class ExtractionService:
         self._run: ExecutionStream | None = None
         self._sink: Callable[[DocumentOutcome], None] | None = None
         self._unsubscribe: Callable[[], None] = lambda: None
+        self._limits: dict[str, Any] | None = None  # the limits its last run paced by, once it ended
         self._cut: set[str] = set()  # ids of documents whose reply was cut off by max_tokens
         self.cache_seen = False  # a reply reported prompt tokens read from the provider's cache
 
@@ -200,7 +201,8 @@ class ExtractionService:
         (calls already sent finish and are kept); the run ends stopped. Ctrl-C cancels the run."""
         stream = self._stream(progress, stop)
         self._sink = on_outcome  # the run's outcomes go here until the next call names another sink
-        seen, counts, clock = len(self.metrics.attempts), stream.report.counts, self._host.time()
+        seen, counts = len(self.metrics.attempts), stream.report.counts
+        before = self._host.time() - stream.t0 if stream.t0 is not None else 0.0  # the run's seconds so far
         batches = pack.batches if pack is not None else []
         try:
             self._host.run(self._advance(stream, batches, low_water))
@@ -209,7 +211,7 @@ class ExtractionService:
             raise
         whole = stream.snapshot(self._host.time())
         mine = [stream.outcomes[i] for b in batches for i in b.document_ids]
-        report = dataclasses.replace(whole, outcomes=mine, counts=whole.counts - counts, seconds=self._host.time() - clock)
+        report = dataclasses.replace(whole, outcomes=mine, counts=whole.counts - counts, seconds=whole.seconds - before)
         return ServiceRun(pack, report, self.metrics.attempts[seen:], documents, whole.stop_reason)
 
     @staticmethod
@@ -239,7 +241,9 @@ class ExtractionService:
     def rate_limits(self) -> dict[str, Any] | None:
         """The limits this service's run paced by (``{rpm, tpm, window, source}``: said, a profile's,
         or learned from the provider's replies); None before its first call or without a window."""
-        limits = getattr(self._run.limiter, "limits", None) if self._run is not None else None
+        if self._run is None:
+            return self._limits
+        limits = getattr(self._run.limiter, "limits", None)
         return limits if limits and (limits["rpm"] or limits["tpm"]) else None
 
     def _outcome(self, outcome: DocumentOutcome) -> None:
@@ -249,6 +253,7 @@ class ExtractionService:
     def close(self) -> None:
         """End this service's run: calls still in flight are cancelled (and recorded), its loop closed."""
         self._unsubscribe()
+        self._limits = self.rate_limits()
         run, self._run = self._run, None
         if run is not None:
             self._host.run(run.abort())

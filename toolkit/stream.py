@@ -49,6 +49,7 @@ class ExecutionStream(BatchLoop):
         self.unstarted = 0  # root batches whose first call has not got a slot yet
         self.t0: float | None = None
         self._changed: asyncio.Event | None = None
+        self.crashed: BaseException | None = None  # what a batch's task raised that no policy handles
         self._watcher: asyncio.Task[None] | None = None
 
     def add(self, batches: Sequence[DocumentBatch]) -> None:
@@ -78,6 +79,9 @@ class ExecutionStream(BatchLoop):
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._started(self.tasks.pop(task))
+        if not task.cancelled() and task.exception() is not None and self.crashed is None:
+            self.crashed = task.exception()  # a bug, not a provider's error: the run fails with it
+            self.halt(self.crashed)
         self._notify()
 
     def _started(self, budget: Budget) -> None:
@@ -93,14 +97,16 @@ class ExecutionStream(BatchLoop):
 
     async def settle(self, low_water: int = 0) -> None:
         """Wait until every batch is done, or (``low_water`` > 0) fewer than ``low_water`` batches
-        wait for their first call: time to add more. Returns at once when the run has halted and
-        nothing is in flight."""
-        while self.tasks and not (0 < low_water and self.unstarted < low_water):
+        wait for their first call: time to add more. Once the run has halted, until the calls in
+        flight are over (their answers kept, their records written)."""
+        while self.tasks and (self.stopping is not None or not 0 < low_water or self.unstarted >= low_water):
             if self.stop is not None and self.stop.is_set():
                 self.halt(StopRequested(STOP_REQUESTED))
             assert self._changed is not None
             self._changed.clear()
             await self._changed.wait()
+        if self.crashed is not None:
+            raise self.crashed
 
     async def _watch_stop(self) -> None:
         assert self.stop is not None
