@@ -69,6 +69,46 @@ def test_chunk_boundaries_keep_the_window_and_the_learned_concurrency(tmp_path: 
     assert all(first_call[k][1] >= 2 for k in range(1, 10)), first_call
 
 
+def test_the_batch_api_fallback_keeps_one_pace_across_its_jobs(tmp_path: Path) -> None:
+    """Every second line of every batch fails: each job's documents go through the synchronous
+    fallback, job after job, on one pace (one window, one gate) for the whole run."""
+    from toolkit.batchapi import BatchApiSettings, BatchLimits, run_batch_api
+    from toolkit.batchapi.emulated import EmulatedBatches, LineFaults
+
+    rpm, tpm = 40, 24_000
+    service = ExtractionService(f"emulated:{tight_profile(tmp_path, rpm, tpm)}@100",
+                                ExtractionSettings(relationships=False))
+    try:
+        provider = EmulatedBatches(service.resolved.engine, faults=LineFaults(fail_every=2), turnaround=0.05)
+        run = run_batch_api(service, synthetic_documents(120, seed=6), provider=provider, max_docs=5,
+                            settings=BatchApiSettings(poll_seconds=0.02, limits=BatchLimits(max_requests=4)))
+        gate = service._run.gate
+    finally:
+        service.close()
+    assert run.report.extracted == 120
+    sync = [a for a in run.attempts if not a.batch_id.startswith("batch-api:")]
+    assert len(sync) >= 12 and len({a.batch_id for a in sync}) == len(sync)
+    times = [a.at for a in sync]
+    assert max_in_window(times, [1] * len(sync), 0.6) <= rpm
+    assert max_in_window(times, [a.counts.budget_tokens for a in sync], 0.6) <= tpm
+    assert [limit for _, limit in gate.history].count(1) == 1  # the gate started once, never reset by a job
+
+
+@pytest.mark.slow
+def test_ray_workers_keep_one_pace_across_chunks(tmp_path: Path) -> None:
+    """300 documents in Ray's chunks of 50 on 2 workers, real time at 100x: every window of the
+    calls of both workers within both limits (one global pace, whatever the chunk)."""
+    pytest.importorskip("ray")
+    rpm, tpm = 40, 24_000
+    corpus = write_jsonl(tmp_path / "c.jsonl", synthetic_documents(300, seed=3))
+    result = toolkit.run(str(corpus), lm=f"emulated:{tight_profile(tmp_path, rpm, tpm)}@100", engine="ray",
+                         workers=2, store=f"sqlite:///{tmp_path / 'r.db'}", settings=RunSettings(max_docs=5),
+                         progress=False)
+    assert result.summary["extracted"] == 300 and result.summary["lost"] == 0
+    most_calls, most_tokens = windows_within(result.attempts, 60.0 / 100)
+    assert most_calls <= rpm and most_tokens <= tpm
+
+
 def test_a_virtual_run_in_chunks_takes_the_time_of_one_chunk(tmp_path: Path) -> None:
     """3,000 documents in chunks of 300 on the virtual clock: within 2% of the same run in one
     chunk (each chunk on a clock of its own restarted at 0 while the provider's window kept its

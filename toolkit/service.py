@@ -86,9 +86,12 @@ def default_policy(resolved: ResolvedLM, concurrency: str | int | None = None, r
     if rpm is not None or tpm is not None:
         rate = RateLimitPolicy.said(rpm or rate.requests_per_minute, tpm or rate.tokens_per_minute)
     elif rate.limited:
-        # in real time a call reaches the provider a little after the client let it through
+        # in real time a call reaches the provider a little after the client let it through; paced
+        # smoothly, a run's cost per document does not depend on its length (a window's allowance
+        # spent at once makes a short run look faster than the limits' rate)
         guard = rate.guard if caps.virtual_time or rate.guard else network_guard(rate.window)
-        rate = dataclasses.replace(rate, guard=guard, source="backend" if rate.source == "none" else rate.source)
+        rate = dataclasses.replace(rate, guard=guard, smooth=True,
+                                   source="backend" if rate.source == "none" else rate.source)
     return ExecutionPolicy(concurrency=policy, rate=rate, call_timeout=caps.call_timeout).faster(caps.time_scale)
 
 
