@@ -30,7 +30,6 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 from toolkit.batchapi.emulated import EmulatedBatches, LineFaults
 from toolkit.batchapi.replies import BATCH_PREFIX
@@ -102,49 +101,6 @@ class KillingBatches(EmulatedBatches):
         return out
 
 
-def _listing(app: Any, batches: KillingBatches) -> Any:
-    """``app`` that also answers ``GET /v1/batches`` (a page of batches, newest first: what a
-    resumed run looks a batch up in), until the project's server does."""
-    from starlette.concurrency import run_in_threadpool
-    from starlette.responses import JSONResponse
-
-    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] not in ("/batches", "/v1/batches"):
-            return await app(scope, receive, send)
-        args = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
-        page = await run_in_threadpool(batches.list_batches, args.get("after"), int(args.get("limit", 20)))
-        await JSONResponse(page)(scope, receive, send)
-
-    return asgi
-
-
-def _serve(batches: KillingBatches) -> tuple[str, Callable[[], None]]:
-    """The project's provider emulator (:mod:`toolkit.serve`) over ``batches`` on 127.0.0.1, in a
-    thread: its ``/v1`` URL and how to stop it."""
-    import threading
-
-    import uvicorn
-
-    from toolkit.serve import ServeSettings, build_app
-
-    app = _listing(build_app(ServeSettings(profile=batches.engine.profile), batches), batches)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="critical",
-                                           access_log=False, timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=server.run, name="chaos-provider", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise OSError("the emulated provider could not serve on 127.0.0.1")
-        time.sleep(0.01)
-
-    def stop() -> None:
-        server.should_exit = True
-        thread.join(10)
-
-    return f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/v1", stop
-
-
 def _session(command: list[str], batches: KillingBatches, at: int | None, timeout: float) -> dict[str, Any]:
     """One process of the main job (killed at its ``at``-th provider call, if given)."""
     start = time.monotonic()
@@ -203,6 +159,7 @@ def run_batch_chaos(docs: int = 2000, kill_after: int = 6, kills: int = 8, seed:
     its figures, with ``ok``: every document once, none lost, nothing recorded or paid twice."""
     from toolkit.corpora import synthetic_documents
     from toolkit.lm import resolve_lm
+    from toolkit.serve import EmulatorServer, ServeSettings
     from toolkit.store import open_store
 
     rng = random.Random(seed)
@@ -214,10 +171,10 @@ def run_batch_chaos(docs: int = 2000, kill_after: int = 6, kills: int = 8, seed:
         corpus.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n"
                                   for d in synthetic_documents(docs, seed=seed)))
         batches = KillingBatches(resolve_lm(LM).engine, root / "provider", turnaround, faults)
-        url, stop = _serve(batches)
+        server = EmulatorServer(ServeSettings(profile=batches.engine.profile), batches).start()
         db_url = f"sqlite:///{root / 'chaos.db'}"
         command = [sys.executable, "-m", "toolkit", "extract", "--corpus", str(corpus), "--lm", LM,
-                   "--mode", "batch-api", "--api-base", url, "--poll-seconds", str(poll_seconds),
+                   "--mode", "batch-api", "--api-base", server.url, "--poll-seconds", str(poll_seconds),
                    "--max-docs", str(max_docs), "--db", db_url, "--run", RUN, "--show", "0", "--json"]
         sessions: list[dict[str, Any]] = []
         try:
@@ -232,7 +189,7 @@ def run_batch_chaos(docs: int = 2000, kill_after: int = 6, kills: int = 8, seed:
                 if sessions[-1]["exit"] == 0 or sessions[-1]["exit"] not in (3, -signal.SIGKILL):
                     break
         finally:
-            stop()
+            server.stop()
         db = open_store(db_url)
         try:
             figures = chaos_figures(db, batches, docs)

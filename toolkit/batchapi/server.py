@@ -1,8 +1,10 @@
-"""OpenAI's files and batches API on a local server, answered by the emulated provider.
+"""OpenAI's files and batches API and Anthropic's Message Batches on a local server, answered by
+the emulated provider.
 
 The server is the project's provider emulator (:mod:`toolkit.serve`), which speaks chat
-completions too; here it is given an :class:`~toolkit.batchapi.emulated.EmulatedBatches` on the
-wall clock, its state in a directory (a restarted server knows its files and batches). Point
+completions and messages too; here it is given an
+:class:`~toolkit.batchapi.emulated.EmulatedMessageBatches` (both formats) on the wall clock, its
+state in a directory (a restarted server knows its files and batches). Point
 ``extract --mode batch-api --api-base http://127.0.0.1:PORT/v1`` at it for a demo; ``python -m
 toolkit serve --state DIR`` starts the same from the command line.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from toolkit.batchapi.emulated import EmulatedBatches, LineFaults
+from toolkit.batchapi.emulated import EmulatedMessageBatches, LineFaults
 from toolkit.serve import EmulatorServer, ServeSettings
 
 
@@ -24,7 +26,7 @@ def start_server(state_dir: str | Path, lm: str = "emulated:hosted-api", turnaro
     from toolkit.lm import resolve_lm
 
     engine = resolve_lm(lm).engine
-    batches = EmulatedBatches(engine, state_dir, turnaround, faults, wall_clock=True)
+    batches = EmulatedMessageBatches(engine, state_dir, turnaround, faults, wall_clock=True)
     return EmulatorServer(ServeSettings(profile=engine.profile), batches, port).start()
 
 

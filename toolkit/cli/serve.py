@@ -17,7 +17,7 @@ def _rate(text: str) -> tuple[str, float]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from toolkit.batchapi.emulated import EmulatedBatches
+        from toolkit.batchapi.emulated import EmulatedMessageBatches
         from toolkit.lm.emulated import EmulatedEngine
         from toolkit.serve import EmulatorServer, ServeSettings
     except ImportError as exc:
@@ -29,11 +29,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              faults=dict(args.fault_rate), hold_seconds=args.hold, prompt_cache=not args.no_prompt_cache,
                              seed=args.seed)
     profile = settings.load()
-    batches = EmulatedBatches(EmulatedEngine(profile, seed=args.seed), args.state, args.turnaround, wall_clock=True)
+    batches = EmulatedMessageBatches(EmulatedEngine(profile, seed=args.seed), args.state, args.turnaround,
+                                     wall_clock=True)
     server = EmulatorServer(settings, batches, args.port).start()
     limits = settings.limits(profile)
-    print(f"emulated {profile.name} at speed {profile.speed:g} on {server.url}: chat/completions, messages, files, "
-          f"batches; limits {limits.rpm} requests and {limits.tpm} tokens per {limits.window:g} s; "
+    print(f"emulated {profile.name} at speed {profile.speed:g} on {server.url}: chat/completions, files, batches "
+          f"(OpenAI), messages, messages/batches (Anthropic); limits {limits.rpm} requests and {limits.tpm} tokens "
+          f"per {limits.window:g} s; "
           f"stats at http://127.0.0.1:{server.port}/_admin/stats; Ctrl-C stops", flush=True)
     try:
         server.wait()
@@ -45,7 +47,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Add ``serve`` to the ``python -m toolkit`` subparsers ``sub``."""
     serve = sub.add_parser("serve", help="an emulated provider over HTTP: OpenAI chat completions, files and batches, "
-                                         "Anthropic messages, with rate limits, their headers and faults")
+                                         "Anthropic messages and message batches, with rate limits, their headers and "
+                                         "faults")
     serve.add_argument("--profile", default="hosted-api", help="emulated profile NAME[@SPEED] or a profile JSON")
     serve.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0: a free one)")
     serve.add_argument("--rpm", type=int, help="requests per window (default: the profile's)")
@@ -60,7 +63,7 @@ def register(sub: Any) -> None:
                             "timeout, malformed_body, drop, rate_limit, rate_limit_retry_after, unauthorized, "
                             "context_length, malformed, truncated, missing_ids, extra_ids")
     serve.add_argument("--hold", type=float, help="seconds a timeout fault holds a call (default 60 at the speed)")
-    serve.add_argument("--state", help="directory keeping the files and batches (default: in memory)")
+    serve.add_argument("--state", help="directory keeping the files and batches of both formats (default: in memory)")
     serve.add_argument("--turnaround", type=float, default=5.0, help="seconds until a batch completes")
     serve.add_argument("--no-prompt-cache", action="store_true", help="bypass the profile's prompt cache")
     serve.add_argument("--seed", type=int, default=0)

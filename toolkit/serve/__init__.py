@@ -1,5 +1,6 @@
 """A provider emulator over HTTP: OpenAI's chat completions (and its files and batches) and
-Anthropic's messages, answered by an emulated profile (:mod:`toolkit.lm.emulated`) in real time.
+Anthropic's messages (and its message batches), answered by an emulated profile
+(:mod:`toolkit.lm.emulated`) in real time.
 
 The server keeps its own sliding windows of requests and tokens (charged at admission with the
 prompt plus the output cap, as OpenAI does), sends the providers' rate-limit headers on every
@@ -9,7 +10,8 @@ from the command line with ``python -m toolkit serve``.
 
 Modules: ``_window`` (the limits and windows), ``_faults`` (fault kinds, rates and queue),
 ``_wire``/``_openai``/``_anthropic`` (the formats), ``_emulator`` (one call), ``_stats`` (the log),
-``_files`` (files and batches), ``_app`` (routes), ``_thread`` (the running server).
+``_files`` (files and batches), ``_message_batches`` (Anthropic's batches), ``_app`` (routes),
+``_thread`` (the running server).
 """
 
 from toolkit.serve._app import build_app

@@ -1,5 +1,6 @@
-"""The Starlette app: chat completions (OpenAI), messages (Anthropic), files and batches, each
-with or without the ``/v1`` prefix, and the admin endpoints a test or a bench drives:
+"""The Starlette app: chat completions, files and batches (OpenAI), messages and message batches
+(Anthropic), each with or without the ``/v1`` prefix, and the admin endpoints a test or a bench
+drives:
 
 * ``GET /_admin/stats``: the log and its figures (:meth:`~toolkit.serve._stats.Stats.summary`);
 * ``POST /_admin/reset``: a fresh server (no log, empty windows and cache, no queued fault);
@@ -23,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from toolkit.serve._anthropic import AnthropicWire
 from toolkit.serve._emulator import Emulator, ServeSettings, dumps
 from toolkit.serve._files import Files, not_found
+from toolkit.serve._message_batches import MessageBatches
 from toolkit.serve._openai import OpenAIWire
 from toolkit.serve._wire import Wire
 
@@ -53,8 +55,8 @@ async def _drop(request: Request) -> Response:
 
 
 def build_app(settings: ServeSettings | None = None, batches: Any | None = None) -> ASGIApp:
-    """The server's ASGI app for ``settings``; ``batches``: the store behind the files and batches
-    endpoints (None: they answer 404)."""
+    """The server's ASGI app for ``settings``; ``batches``: the store behind OpenAI's files and
+    batches endpoints and, where it has them, Anthropic's Message Batches (None: they answer 404)."""
     emulator = Emulator(settings or ServeSettings())
 
     def chat(wire: Wire) -> Any:
@@ -91,7 +93,8 @@ def build_app(settings: ServeSettings | None = None, batches: Any | None = None)
         return not_found(f"no route {request.method} {request.url.path}")
 
     api = [Route("/chat/completions", chat(OpenAIWire()), methods=["POST"]),
-           Route("/messages", chat(AnthropicWire()), methods=["POST"]), *Files(batches).routes()]
+           Route("/messages", chat(AnthropicWire()), methods=["POST"]), *Files(batches).routes(),
+           *MessageBatches(batches).routes()]
     admin = [Route("/_admin/stats", stats, methods=["GET"]), Route("/_admin/reset", reset, methods=["POST"]),
              Route("/_admin/faults", faults, methods=["GET", "POST"])]
     app = Starlette(routes=[*api, *admin, Mount("/v1", routes=api)], exception_handlers={404: missing, 405: missing})

@@ -30,7 +30,8 @@ class ServeSettings:
     ``faults``: rates by kind on top of the profile's (see :mod:`~toolkit.serve._faults`);
     ``hold_seconds``: how long a ``timeout`` fault holds a call (default a minute at the speed);
     ``default_max_tokens``: the output charged when a request sets no cap; ``prompt_cache``
-    False bypasses the profile's cache."""
+    False bypasses the profile's cache; ``keep_bodies``: each call's request body kept in the log
+    (what a client really sent, for a test: it costs memory on a long run)."""
 
     profile: str | Profile = "hosted-api"
     rpm: int | None = None
@@ -45,6 +46,7 @@ class ServeSettings:
     default_max_tokens: int = DEFAULT_MAX_TOKENS
     prompt_cache: bool = True
     seed: int = 0
+    keep_bodies: bool = False
 
     def load(self) -> Profile:
         return self.profile if isinstance(self.profile, Profile) else load_profile(self.profile)
@@ -101,7 +103,7 @@ class Emulator:
             return Reply(400, wire.error(400, f"invalid request: {exc}"), {wire.id_header: rid})
         prompt = self.engine.read(call.messages, now)
         entry = Entry(wall, wire.route, 0, False, self.engine.counted(prompt), call.max_tokens, prompt.tokens,
-                      prompt.cached, request_id=rid)
+                      prompt.cached, request_id=rid, body=body if self.settings.keep_bodies else None)
         if self.engine.too_long(prompt, call.max_tokens):
             return self._log(entry, Reply(400, wire.error(400, self._too_long(prompt.tokens + call.max_tokens),
                                                            "context_length_exceeded")), wire, now)

@@ -17,7 +17,8 @@ class Entry:
     """One call: ``at`` the wall-clock time it was admitted or refused; ``admitted`` whether the
     window charged it ``input`` + ``output`` tokens (prompt tokens as the cache rules count them,
     plus the output cap); ``status`` the HTTP status answered (0: the connection was dropped);
-    ``fault`` the injected fault, if any."""
+    ``fault`` the injected fault, if any; ``body`` the request as sent (kept only when the server
+    is asked to: :attr:`~toolkit.serve.ServeSettings.keep_bodies`)."""
 
     at: float
     route: str
@@ -30,6 +31,7 @@ class Entry:
     completion_tokens: int = 0
     fault: str | None = None
     request_id: str = ""
+    body: dict[str, Any] | None = None
 
 
 class Stats:
