@@ -1,14 +1,13 @@
 """Anthropic's Message Batches behind the batch engine (issue 24, item 11): a batch request carries
 exactly what a synchronous ``anthropic/`` call sends (system blocks with the cache mark, the JSON
 schema, the output cap), results come back through the same settling code, and a run finishes
-through them in process (the emulated provider speaking Anthropic's format) and over HTTP (a local
-server answering Anthropic's routes from the same emulator, and its ``/v1/messages`` for the
-synchronous fallback), billed at batch prices."""
+through them in process (the emulated provider speaking Anthropic's format) and over HTTP (the
+project's emulator, :mod:`toolkit.serve`, answering Anthropic's Message Batches routes and its
+``/v1/messages`` for the synchronous fallback), billed at batch prices."""
 
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,13 @@ import pytest
 
 from toolkit.batchapi import BatchApiSettings
 from toolkit.batchapi.anthropic import AnthropicBatches, openai_line
-from toolkit.batchapi.emulated import EmulatedMessageBatches, LineFaults, answer_message
+from toolkit.batchapi.emulated import EmulatedMessageBatches, LineFaults
 from toolkit.batchapi.replies import settle_job
 from toolkit.batchapi.requests import build_requests
 from toolkit.corpora import synthetic_documents
 from toolkit.lm import resolve_lm
 from toolkit.packer import Packer
+from toolkit.serve import EmulatorServer, ServeSettings
 from toolkit.service import ExtractionService
 
 from test_batchapi_resume import LM, RUN, _batch_rows, _interrupt, _killed, _paid_once, _session, _status_counts, \
@@ -30,64 +30,31 @@ from test_batchapi_resume import LM, RUN, _batch_rows, _interrupt, _killed, _pai
 CLAUDE = "anthropic/claude-haiku-4-5"  # priced, batch prices included, in LiteLLM's map
 
 
-class AnthropicServer:
-    """Anthropic's API on 127.0.0.1 (Starlette under uvicorn, in a thread), answered by the
-    emulated provider: ``POST /v1/messages`` (each body kept in ``bodies``) and the Message
-    Batches routes over ``batches`` (an :class:`EmulatedMessageBatches` on the wall clock)."""
+def _server(faults: LineFaults | None = None) -> EmulatorServer:
+    """The project's emulator (:mod:`toolkit.serve`) on 127.0.0.1: ``/v1/messages`` at 100 times
+    the profile's speed (each request body kept in its log), and the Message Batches routes over an
+    :class:`EmulatedMessageBatches` on the wall clock (``server.batches``)."""
+    batches = EmulatedMessageBatches(resolve_lm(LM).engine, turnaround=0.2, faults=faults, wall_clock=True)
+    return EmulatorServer(ServeSettings(profile="hosted-api@100", keep_bodies=True), batches).start()
 
-    def __init__(self, faults: LineFaults | None = None) -> None:
-        import uvicorn
-        from starlette.applications import Starlette
-        from starlette.responses import JSONResponse, Response
-        from starlette.routing import Route
 
-        engine = resolve_lm(LM).engine
-        self.batches = EmulatedMessageBatches(engine, turnaround=0.2, faults=faults, wall_clock=True)
-        self.bodies: list[dict[str, Any]] = []
-
-        async def messages(request: Any) -> Response:
-            body = await request.json()
-            self.bodies.append(body)
-            return JSONResponse(answer_message(engine, body))
-
-        async def create(request: Any) -> Response:
-            return JSONResponse(self.batches.create_message_batch((await request.json())["requests"]))
-
-        async def retrieve(request: Any) -> Response:
-            return JSONResponse(self.batches.retrieve_message_batch(request.path_params["id"]))
-
-        async def results(request: Any) -> Response:
-            return Response(self.batches.message_batch_results(request.path_params["id"]),
-                            media_type="application/binary")
-
-        app = Starlette(routes=[Route("/v1/messages", messages, methods=["POST"]),
-                                Route("/v1/messages/batches", create, methods=["POST"]),
-                                Route("/v1/messages/batches/{id}", retrieve, methods=["GET"]),
-                                Route("/v1/messages/batches/{id}/results", results, methods=["GET"])])
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        while not self.server.started:
-            threading.Event().wait(0.01)
-        self.url = f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}/v1"
-
-    def close(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+def _bodies(server: EmulatorServer) -> list[dict[str, Any]]:
+    """What the server was sent at ``/v1/messages``, in order."""
+    return [e["body"] for e in server.stats()["log"] if e["route"] == "messages"]
 
 
 @pytest.fixture
 def anthropic(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
-    servers: list[AnthropicServer] = []
+    servers: list[EmulatorServer] = []
 
-    def start(faults: LineFaults | None = None) -> AnthropicServer:
-        servers.append(AnthropicServer(faults))
+    def start(faults: LineFaults | None = None) -> EmulatorServer:
+        servers.append(_server(faults))
         return servers[-1]
 
     yield start
     for server in servers:
-        server.close()
+        server.stop()
 
 
 @pytest.mark.filterwarnings("ignore:Passing OpenAI-style message:DeprecationWarning")
@@ -100,7 +67,7 @@ def test_a_batch_request_carries_what_a_synchronous_anthropic_call_sends(anthrop
     sent = provider._requests[provider.upload("f.jsonl", b"".join(r.line for r in requests))]
     service.execute(pack, 6, progress=False)  # the same batches, synchronously
     synchronous = {tuple(b["output_config"]["format"]["schema"]["properties"]["results"]["items"]["properties"]["id"]
-                         ["enum"]): {k: v for k, v in b.items() if k != "stream"} for b in server.bodies}
+                         ["enum"]): {k: v for k, v in b.items() if k != "stream"} for b in _bodies(server)}
     assert len(sent) == len(synchronous) == 2
     for request, batch in zip(sent, pack.batches):
         assert request["custom_id"] == batch.batch_id and "stream" not in request["params"]
@@ -183,7 +150,7 @@ def test_a_run_over_http_through_message_batches_at_batch_prices(anthropic, tmp_
     s = result.summary
     assert (s["extracted"], s["lost"], s["pending"]) == (30, 0, 0) and s["mode"] == "batch-api"
     assert server.batches.calls["create"] == s["batch_api_jobs"] == 1 and s["batch_api_failed_lines"] >= 1
-    assert 0 < s["batch_api_calls"] < s["calls"] and server.bodies  # failed lines went to /v1/messages
+    assert 0 < s["batch_api_calls"] < s["calls"] and _bodies(server)  # failed lines went to /v1/messages
     assert s["cost_usd"] > 0 and [j["status"] for j in result.store.batch_jobs("c")] == ["completed"]
 
 

@@ -3,7 +3,8 @@ real client stacks: DSPy's own client (lm15) for ``openai/`` and ``anthropic/`` 
 and the toolkit's resolve path driven by the extraction service. Replies, usage and cached tokens,
 the rate-limit headers (read back with the client's own parser), 429s in OpenAI's and Anthropic's
 words, every fault kind as the client sees it, and every sliding window of admitted calls checked
-from the server's log. The files and batches endpoints are tested by tests/test_batchapi.py."""
+from the server's log. The files and batches endpoints are tested by tests/test_batchapi.py and
+tests/test_serve_batches.py."""
 
 from __future__ import annotations
 
@@ -358,6 +359,9 @@ def test_the_serve_command_answers_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         # --rpm is per window (a minute at the profile's 100x: 0.6 s); the headers say it per minute
         assert reply.status_code == 200 and reply.headers["x-ratelimit-limit-requests"] == "700"
         assert httpx.post(f"{url}/files", files={"file": ("a.jsonl", b"{}")}).json()["object"] == "file"
+        assert httpx.get(f"{url}/batches").json()["object"] == "list"  # and Anthropic's Message Batches:
+        assert httpx.get(f"{url}/messages/batches").json() == {"data": [], "has_more": False, "first_id": None,
+                                                                "last_id": None}
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(20) == 0
