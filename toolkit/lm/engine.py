@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events
@@ -43,11 +44,23 @@ def make_response(model: str, text: str, finish_reason: str, tokens_in: int, tok
     )
 
 
-def cached_tokens(usage: dict[str, Any]) -> int:
+def token_count(value: Any) -> int:
+    """``value`` as a count of tokens: a non-negative whole number, anything else 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0 or value == float("inf"):
+        return 0
+    return int(value)
+
+
+def cached_tokens(usage: Any) -> int:
     """Prompt tokens a provider read from its prompt cache, from a usage dict as DSPy reports it
-    (OpenAI's ``prompt_tokens_details.cached_tokens``; Anthropic's ``cache_read_input_tokens``)."""
-    details = usage.get("prompt_tokens_details") or {}
-    return int(details.get("cached_tokens") or usage.get("cache_read_input_tokens") or 0)
+    (OpenAI's ``prompt_tokens_details.cached_tokens``, a dict or an object; Anthropic's
+    ``cache_read_input_tokens``); whatever is not a count of tokens (a usage that is not a dict,
+    details that are text, a count that is not a number) is 0."""
+    if not isinstance(usage, Mapping):
+        return 0
+    details = usage.get("prompt_tokens_details")
+    found = details.get("cached_tokens") if isinstance(details, Mapping) else getattr(details, "cached_tokens", None)
+    return token_count(found) or token_count(usage.get("cache_read_input_tokens"))
 
 
 class SyncEngineMixin:
