@@ -19,6 +19,7 @@ from toolkit.lm.replies import litellm_metadata
 from toolkit.ratelimits import RateFeed
 
 PLACEHOLDER_KEY = "no-key"  # the key sent to an OpenAI-compatible server when the environment has none
+BATCH_APIS = ("openai/", "anthropic/")  # OpenAI's (or a compatible server's) batches, Anthropic's Message Batches
 
 
 def resolve(spec: str, rest: str, *, api_base: str | None = None, prompt_cache: bool = True,
@@ -38,7 +39,7 @@ def resolve(spec: str, rest: str, *, api_base: str | None = None, prompt_cache: 
     rules = None if api_base else cache_rules(spec)  # a compatible server's cache is its own
     capabilities = Capabilities(tokenizer=spec.split("/", 1)[1], prompt_cache=rules is not None,
                                 cache=rules if prompt_cache else None,
-                                batch_api=spec.startswith("openai/"))  # OpenAI's, or a compatible server's
+                                batch_api=spec.startswith(BATCH_APIS))
     rates = RateFeed()
     where = {"api_base": api_base} if api_base else {}
     if native_provider(spec) is None or _gateway_in_environment(spec, api_base):  # DSPy's route: LiteLLM
