@@ -18,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -192,3 +193,50 @@ def test_extract_through_a_keyless_local_server_that_restarts_mid_run(server: Se
     assert (attempts["error_class"] == "connection").any(), attempts  # the outage was met, and retried
     answered = re.findall(r'"POST /v1/chat/completions HTTP/1.1" (\d+)', server.log.read_text(errors="replace"))
     assert len(answered) == len(DOCUMENTS) and set(answered) == {"200"}  # no request refused (json_schema: 4xx)
+
+
+# ------------------------------------------------------------------------------ llama-server
+@pytest.fixture
+def llama_server(tmp_path: Path) -> Iterator[Any]:
+    """llama.cpp's ``llama-server`` (built by ``bash scripts/build-llama-server``) with 4 slots on
+    qwen2.5-0.5b, one thread (a busy machine's cores are not all free), started by the repository's
+    helper and stopped after the test."""
+    from toolkit.lm.llamaserver import LlamaServer, binary
+    from toolkit.lm.weights import WeightsError
+
+    try:
+        binary()
+    except WeightsError as exc:
+        pytest.skip(str(exc))
+    if weights.cached_path("qwen2.5-0.5b") is None:
+        pytest.skip("qwen2.5-0.5b is not cached: run `python -m toolkit models fetch qwen2.5-0.5b`")
+    server = LlamaServer("qwen2.5-0.5b", parallel=4, threads=1, log=tmp_path / "llama-server.log")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.mark.local_model
+@pytest.mark.slow
+def test_bench_reaches_llama_server_with_slots(llama_server: Any, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bench's client path (``--lm openai/NAME --api-base URL``, no key in the environment)
+    against ``llama-server --parallel 4``: one document per call (A), packed (B), packed and
+    concurrent (C) and one per call concurrent (D) on two documents, every request answered by the
+    server with its slots, none lost."""
+    from toolkit.bench import bench
+    from toolkit.benchplan import BENCH_PLAN
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in list(DOCUMENTS.items())[:2]))
+    result = bench(f"openai/{llama_server.alias}", str(corpus), 2, max_docs=2, types=["DISEASE"], settle=0,
+                   api_base=llama_server.url, plan=[c for c in BENCH_PLAN if c.mode == "sync"])
+    configs = {c["config"]: c for c in result["configs"]}
+    assert {"A", "B", "C", "D"} <= set(configs) and result["lost"] == 0, result
+    assert configs["A"]["calls"] >= 2 and configs["B"]["calls"] >= 1
+    log = llama_server.log.read_text(errors="replace")
+    assert "n_slots = 4" in log and "kv_unified = 'true'" in log
+    assert len(re.findall(r"slot launch_slot_: id +\d", log)) >= sum(c["calls"] for c in configs.values())
+    assert result["speedup_c_vs_d"] is not None

@@ -76,11 +76,6 @@ class LlamaEngine(SyncEngineMixin):
     def name(self) -> str:
         return f"local/{self.weights.name}"
 
-    @property
-    def model_id(self) -> str:
-        """The weights' name and sha256, ``+fast`` without exact decoding."""
-        return self.weights.model_id + ("" if self.exact else "+fast")
-
     def _load(self) -> Any:
         if self._llama is None:
             self._llama = open_llama(
@@ -138,7 +133,7 @@ _ENGINES_LOCK = threading.Lock()
 
 def shared_engine(model: str | weights.Weights | None = None, prompt_cache: bool = True,
                   exact: bool = True) -> LlamaEngine:
-    """One engine per (weights, cache setting, exactness asked for) per process. A model that
+    """One engine per (weights' sha256, cache setting, exactness asked for) per process. A model that
     cannot run exactly says why, once, on stderr (:meth:`~toolkit.lm.exactness.Verdict.note`)."""
     found = model if isinstance(model, weights.Weights) else weights.locate(model)
     key = (found.sha256, prompt_cache, exact)
@@ -191,9 +186,11 @@ def resolve(spec: str, model: str, *, prompt_cache: bool = True, **_: Any) -> An
     from toolkit.tokens import register_tokenizer
 
     source, fast = parse_model(model)
-    engine = shared_engine(source, prompt_cache=prompt_cache, exact=not fast)
+    found = weights.locate(source)
+    engine = shared_engine(found, prompt_cache=prompt_cache, exact=not fast)  # one per file's content
     register_tokenizer(engine.name, local_tokenizer(str(engine.model_path)))
     lm = dspy.LM(engine.name, engine=engine, async_engine=ThreadedAsyncEngine(engine), cache=False, num_retries=0)
     capabilities = Capabilities(tokenizer=engine.name, concurrency="1", layouts=("parallel", "packed"),
                                 prompt_cache=True, long_prompts_cost_more=True)
-    return ResolvedLM(spec, lm, engine.model_id, capabilities, engine)
+    model_id = found.model_id + ("" if engine.exact else "+fast")  # named as this spec names the file
+    return ResolvedLM(spec, lm, model_id, capabilities, engine)
