@@ -6,12 +6,16 @@ Files here are small GGUF headers written by the test (:func:`write_gguf`); the 
 
 from __future__ import annotations
 
+import hashlib
+import http.server
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +252,68 @@ def test_models_list_shows_cache_files_hub_downloads_and_named_files(caches: Pat
     assert main(["models", "list", str(named)]) == 0
     text = capsys.readouterr().out
     assert "321 / 45.6" in text and "local:hf:acme/moe-GGUF/moe.gguf: no exact parallel layout (a mixture" in text
+
+
+class _Hub(http.server.BaseHTTPRequestHandler):
+    """The hub's file route (``/ORG/REPO/resolve/REVISION/FILE``) as huggingface_hub reads it: on
+    HEAD the commit, the ETag (a git LFS file's sha256) and the size; on GET the bytes (a Range
+    from an offset, for a resumed download). ``files``: path -> (bytes, the ETag to give)."""
+
+    files: dict[str, tuple[bytes, str]] = {}
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+
+    def _file(self) -> tuple[bytes, str] | None:
+        match = re.fullmatch(r"/([^/]+/[^/]+)/resolve/[^/]+/(.+)", self.path.split("?")[0])
+        return self.files.get(f"{match.group(1)}/{match.group(2)}") if match else None
+
+    def do_HEAD(self) -> None:  # noqa: N802 - http.server's name
+        found = self._file()
+        if found is None:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("X-Repo-Commit", self.commit)
+        self.send_header("ETag", f'"{found[1]}"')
+        self.send_header("Content-Length", str(len(found[0])))
+        self.end_headers()
+
+    def do_GET(self) -> None:  # noqa: N802
+        found = self._file()
+        start = int(re.match(r"bytes=(\d+)-", self.headers.get("Range", "bytes=0-")).group(1))
+        body = found[0][start:] if found else b""
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_hub_file_is_downloaded_from_an_endpoint_and_checked_against_the_hubs_sha256(
+        caches: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real download path (``hf_hub_download`` against a local endpoint, ``HF_ENDPOINT``):
+    into an empty cache, the blob named by the sha256 the hub gave; a file whose bytes are not
+    that sha256 is refused in one line."""
+    good = write_gguf(tmp_path / "good.gguf", **llama_like()).read_bytes()
+    bad = good[:-1] + b"!"
+    _Hub.files = {"acme/tiny-GGUF/tiny.gguf": (good, hashlib.sha256(good).hexdigest()),
+                  "acme/tiny-GGUF/bad.gguf": (bad, hashlib.sha256(b"what the hub stored").hexdigest())}
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    try:
+        found = weights.locate("hf:acme/tiny-GGUF/tiny.gguf")
+        assert found.sha256 == hashlib.sha256(good).hexdigest() == found.path.resolve().name
+        assert found.path.read_bytes() == good and found.name == "tiny"
+        assert found.path == caches / "hf" / "hub" / "models--acme--tiny-GGUF" / "snapshots" / _Hub.commit / "tiny.gguf"
+        with pytest.raises(weights.WeightsError, match="bad.gguf: sha256 mismatch: the hub says") as caught:
+            weights.locate("hf:acme/tiny-GGUF/bad.gguf")
+        assert "\n" not in str(caught.value)
+        with pytest.raises(weights.WeightsError, match="no file none.gguf in acme/tiny-GGUF"):
+            weights.locate("hf:acme/tiny-GGUF/none.gguf")
+    finally:
+        server.shutdown()
+        server.server_close()

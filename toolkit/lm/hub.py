@@ -2,10 +2,11 @@
 
 ``hf_hub_download`` does the work as every Hugging Face tool does it: its cache (``HF_HOME``,
 ``HF_HUB_CACHE``), a token from ``HF_TOKEN`` (or ``hf auth login``) for gated and private
-repositories, offline mode (``HF_HUB_OFFLINE=1``: the cache only), resumable downloads and a
-pinned revision (a branch, tag or commit; default ``main``). The environment is read at each call
-(huggingface_hub reads it once, at import). A GGUF file is stored with git LFS, so the cache names
-its blob by the sha256 the hub gave for it: the file is checked against that name before use.
+repositories, offline mode (``HF_HUB_OFFLINE=1``: the cache only), another endpoint
+(``HF_ENDPOINT``: a mirror), resumable downloads and a pinned revision (a branch, tag or commit;
+default ``main``). The environment is read at each call (huggingface_hub reads it once, at import).
+A GGUF file is stored with git LFS, so the hub gives its sha256 (the ETag) and the cache names its
+blob by it: the file is checked against that name before use.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def download(text: str) -> Path:
     try:
         with _as_now():
             path = Path(hf_hub_download(file.repo, file.filename, revision=file.revision, cache_dir=cache_dir(),
-                                        local_files_only=offline()))
+                                        local_files_only=offline(), endpoint=os.environ.get("HF_ENDPOINT")))
     except errors.LocalEntryNotFoundError:
         why = "HF_HUB_OFFLINE is set" if offline() else "the hub cannot be reached"
         raise WeightsError(f"{file} is not in {where} and {why}: fetch it where the hub is reachable, "
