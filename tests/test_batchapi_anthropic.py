@@ -178,8 +178,6 @@ def test_claude_models_have_a_batch_api_so_bench_plans_its_configuration() -> No
     assert "batch_api" not in [c.name for c in plan_for(resolve_lm("gemini/gemini-2.0-flash").capabilities)]
 
 
-@pytest.mark.xfail(strict=True, reason="bench's run_config (toolkit/experiments.py) builds its service without the "
-                                       "api_base: the batch_api configuration is sent to the provider's own host")
 @pytest.mark.filterwarnings("ignore:Passing OpenAI-style message:DeprecationWarning")
 def test_bench_runs_the_batch_api_configuration_of_a_claude_model_against_the_emulator(
         anthropic, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001

@@ -68,7 +68,7 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
             if config.cache == "warm":  # warm the prefix cache with a call outside the measurement
                 run_config(resolved, settings, part[:1], "warm-up", 1, budget)
             parts[config.name].append(run_config(resolved, settings, part, config.name, m, budget, conc,
-                                                 config.mode, rpm, tpm))
+                                                 config.mode, rpm, tpm, api_base))
     configs = [{**priced(config_figures(runs), prices), "prompt_cache": cache_on[name]}
                for name, runs in parts.items()]
     for config in configs:

@@ -137,10 +137,12 @@ def prompt_digest(settings: ExtractionSettings, layout: str) -> str:
 
 def run_config(resolved: ResolvedLM, settings: ExtractionSettings, documents: Sequence[Document], name: str,
                max_docs: int, budget: int = 8192, concurrency: str = "1", mode: str = "sync",
-               rpm: int | None = None, tpm: int | None = None) -> ConfigRun:
+               rpm: int | None = None, tpm: int | None = None, api_base: str | None = None) -> ConfigRun:
     """Pack ``documents`` with ``max_docs`` and ``budget`` and run them (DSPy cache off), call by
-    call or (``mode="batch-api"``) through the backend's batch API; ``rpm``/``tpm``: the account's."""
-    service = ExtractionService(resolved, settings, policy=default_policy(resolved, concurrency, rpm, tpm))
+    call or (``mode="batch-api"``) through the backend's batch API (at ``api_base``, the server
+    ``resolved`` was resolved for); ``rpm``/``tpm``: the account's."""
+    service = ExtractionService(resolved, settings, policy=default_policy(resolved, concurrency, rpm, tpm),
+                                api_base=api_base)
     try:
         if mode == "batch-api":
             run = run_batch_api(service, documents, budget, max_docs=max_docs)
@@ -240,7 +242,8 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
     runs: list[ConfigRun | Reference] = [cached] if cached else []
     for m, b in grid[len(runs):]:
         resolved = resolve_lm(lm, prompt_cache=prompt_cache, api_base=api_base)
-        runs.append(run_config(resolved, settings, documents, f"max_docs={m},budget={b}", m, b, rpm=rpm, tpm=tpm))
+        runs.append(run_config(resolved, settings, documents, f"max_docs={m},budget={b}", m, b, rpm=rpm, tpm=tpm,
+                               api_base=api_base))
     reference = runs[0]
     stored = path is not None and isinstance(reference, ConfigRun) and not reference.run.stopped \
         and reference.figures["lost"] == 0
