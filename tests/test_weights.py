@@ -182,6 +182,10 @@ def test_local_specs_parse() -> None:
     assert parse_model("hf:org/repo/sub/x.gguf@v1.0:fast") == ("hf:org/repo/sub/x.gguf@v1.0", True)
     assert hub.parse("org/repo/sub/x.gguf@v1.0") == hub.HubFile("org/repo", "sub/x.gguf", "v1.0")
     assert str(hub.parse("//org/repo/x.gguf")) == "hf:org/repo/x.gguf"
+    from toolkit.lm import resolve_lm
+
+    with pytest.raises(ValueError, match="a GGUF file runs on the local model: --lm local:/m/x.gguf"):
+        resolve_lm("/m/x.gguf")
 
 
 # -------------------------------------------------------------------------- the Hugging Face cache

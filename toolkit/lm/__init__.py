@@ -3,6 +3,8 @@
 ``resolve_lm(spec)`` understands:
 
 * ``local`` or ``local:MODEL``: llama.cpp in process on weights fetched by ``toolkit models fetch``;
+  ``local:PATH.gguf``, ``local:hf:ORG/REPO/FILE.gguf[@REVISION]`` or ``hf://ORG/REPO/FILE.gguf``: on
+  any GGUF file, or one from the Hugging Face Hub (:mod:`toolkit.lm.weights`, :mod:`toolkit.lm.hub`);
 * ``emulated:PROFILE``: a latency/rate-limit model of a provider with a deterministic extractor,
   for what-if runs in virtual time (its output is labelled emulated);
 * anything else: a provider model name that DSPy/LiteLLM reaches (``openai/gpt-4o-mini``,
@@ -38,6 +40,8 @@ def resolve_lm(spec: str = "local", api_base: str | None = None, prompt_cache: b
     options = {"api_base": api_base, "prompt_cache": prompt_cache, "seed": seed}
     if backend is not None:
         return backend.resolve(spec, rest, **options)
+    if spec.lower().endswith(".gguf"):
+        raise ValueError(f"a GGUF file runs on the local model: --lm local:{spec}")
     if "/" not in spec:
         raise ValueError(
             f"unknown LM {spec!r}: use 'local', 'local:MODEL', 'emulated:PROFILE' or a provider/model name"
