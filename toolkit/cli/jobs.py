@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -12,6 +13,8 @@ from toolkit.corpora import FORMATS, dedupe, load_corpus, synthetic_documents
 from toolkit.packer import STRATEGIES, Packer, PackingSettings
 
 from toolkit.cli.common import add_extraction_args, add_price_arg, add_rate_args, extraction_settings, print_report
+
+RAY_CHAOS_LM = "emulated:hosted-api@100"  # chaos --engine ray: the hosted API's profile, 100 times faster
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
@@ -38,6 +41,10 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
+    if args.kill_worker_every is not None and args.engine != "ray":
+        raise ValueError("--kill-worker-every kills Ray workers: give --engine ray")
+    if args.engine == "ray":
+        return _ray_chaos(args)
     if args.mode == "batch-api":
         return _batch_api_chaos(args)
     from toolkit.chaos import FakeProvider, Faults, default_policy, run_chaos
@@ -69,6 +76,42 @@ def _batch_api_chaos(args: argparse.Namespace) -> int:
     log = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
     figures = run_batch_chaos(args.docs, args.kill_after, args.kills, args.seed, max_docs=args.max_docs, log=log)
     print_report(figures, args.json)
+    return 0 if figures["ok"] else 1
+
+
+def _ray_chaos(args: argparse.Namespace) -> int:
+    """``chaos --engine ray``: the main job on Ray with a worker killed every few seconds (see
+    :mod:`toolkit.scaleout.chaos`), on the emulated hosted API at 100x, its store in a temporary file."""
+    import tempfile
+    from pathlib import Path
+
+    from toolkit.pipeline import RunSettings, run
+    from toolkit.scaleout.chaos import ray_chaos
+    from toolkit.scaleout.console import ray_output_to_stderr
+
+    every = 3.0 if args.kill_worker_every is None else args.kill_worker_every
+    if args.mode != "sync" or every <= 0 or args.docs < 1:
+        raise ValueError("chaos --engine ray runs the main job in sync mode, with --kill-worker-every S > 0 and "
+                         "--docs N >= 1")
+    with tempfile.TemporaryDirectory(prefix="batchx-ray-chaos-") as scratch:
+        corpus = Path(scratch) / "corpus.jsonl"
+        corpus.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n"
+                                  for d in synthetic_documents(args.docs, seed=args.seed)))
+        results = []
+
+        def chaos_run() -> Any:
+            results.append(run(corpus, lm=RAY_CHAOS_LM, store=f"sqlite:///{Path(scratch) / 'chaos.db'}",
+                               run_name="chaos", engine="ray", workers=2, progress=False,
+                               settings=RunSettings(max_docs=args.max_docs)))
+            return results[-1]
+
+        try:
+            with ray_output_to_stderr():
+                figures = ray_chaos(chaos_run, every, "chaos", args.seed)
+        finally:
+            for result in results:
+                result.store.close()
+    print_report({"lm": RAY_CHAOS_LM, "workers": 2, **figures}, args.json)
     return 0 if figures["ok"] else 1
 
 
@@ -121,9 +164,15 @@ def cmd_extract(args: argparse.Namespace) -> int:
         from toolkit.batchapi import BatchApiSettings
 
         batch = BatchApiSettings(poll_seconds=args.poll_seconds)
-    result = run(args.corpus, lm=args.lm, settings=settings, store=args.db, run_name=args.run, resume=args.resume,
-                 limit=args.limit, api_base=args.api_base, progress=False if args.json else None, fmt=args.format,
-                 engine=args.engine, workers=args.workers, ray_address=args.ray_address, batch=batch)
+    console = contextlib.nullcontext()
+    if args.engine == "ray":  # Ray's driver prints a dead worker's report on stdout, where the results go
+        from toolkit.scaleout.console import ray_output_to_stderr
+
+        console = ray_output_to_stderr()
+    with console:
+        result = run(args.corpus, lm=args.lm, settings=settings, store=args.db, run_name=args.run, resume=args.resume,
+                     limit=args.limit, api_base=args.api_base, progress=False if args.json else None, fmt=args.format,
+                     engine=args.engine, workers=args.workers, ray_address=args.ray_address, batch=batch)
     summary = result.summary
     rows = result.store.documents(result.run_id) if summary["documents"] <= args.show else []
     by_doc: dict[str, list] = {}
@@ -187,9 +236,15 @@ def register(sub: Any) -> None:
     pack.set_defaults(func=cmd_pack)
 
     chaos = sub.add_parser("chaos", help="run the executor against a fault-injecting fake provider (virtual time), "
-                                         "or the main job in batch-API mode, killed and resumed (--mode batch-api)")
+                                         "the main job in batch-API mode, killed and resumed (--mode batch-api), "
+                                         "or on Ray with workers killed (--engine ray)")
     chaos.add_argument("--mode", choices=("sync", "batch-api"), default="sync",
                        help="sync: the executor against a fake provider; batch-api: extract killed and resumed")
+    chaos.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="ray: the main job on 2 Ray workers (emulated:hosted-api@100), a worker killed every "
+                            "--kill-worker-every seconds")
+    chaos.add_argument("--kill-worker-every", type=float, metavar="S", help="--engine ray: seconds between kills "
+                                                                              "(default 3)")
     chaos.add_argument("--kill-after", type=int, default=6, metavar="N",
                        help="batch-api: kill each session at a provider call drawn from 1..N")
     chaos.add_argument("--kills", type=int, default=8, help="batch-api: sessions killed before one runs to its end")
