@@ -14,6 +14,7 @@ import re
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -84,18 +85,21 @@ def ray_chaos(run: Callable[[], Any], every: float, run_id: str, seed: int = 0) 
 
 def chaos_figures(result: Any, killed: list[str], every: float, seconds: float) -> dict[str, Any]:
     """What a run's store says after it: rows and distinct rows (each the number of documents),
-    extracted, failed, lost, calls, workers replaced and killed, and answers per extracted document
-    (the documents each recorded call answered, summed: 1.0 when none was answered twice); ``ok``
+    extracted, failed (and why: ``failed_reasons``), lost, calls, workers replaced and killed, and
+    answers per extracted document (the documents each recorded call answered, summed: 1.0 when none
+    was answered twice); ``ok``
     when every document is there once, none is lost or pending, and none was answered twice."""
     summary, store = result.summary, result.store
-    ids = [row["doc_id"] for row in store.documents(result.run_id)]
+    rows = store.documents(result.run_id)
+    ids = [row["doc_id"] for row in rows]
     attempts = store.attempts(result.run_id)
     answered = sum(a["documents_ok"] for a in attempts)
     figures = {key: summary[key] for key in ("documents", "extracted", "failed", "pending", "lost", "calls",
                                              "workers_replaced", "stop_reason")}
     figures.update(rows=len(ids), distinct_rows=len(set(ids)), failed_calls=sum(a["outcome"] != "ok" for a in attempts),
                    answers_per_document=round(answered / max(1, figures["extracted"]), 4), kills=len(killed),
-                   kill_worker_every=every, seconds=round(seconds, 1))
+                   kill_worker_every=every, seconds=round(seconds, 1),
+                   failed_reasons=dict(Counter(row["reason"] for row in rows if row["status"] == "failed")))
     figures["ok"] = (figures["rows"] == figures["distinct_rows"] == figures["documents"] and figures["lost"] == 0
                      and figures["pending"] == 0 and answered == figures["extracted"] and not figures["stop_reason"])
     return figures
