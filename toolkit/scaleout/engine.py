@@ -70,7 +70,8 @@ class RayEngine:
     seconds a stop waits for calls in flight); default twice the call timeout (600 s without one)."""
 
     chunk_docs = 50  # small chunks spread the work evenly to the end and limit what a dying worker takes with it
-    max_deaths = 3  # deaths in a row of a chunk's workers, with nothing of it decided, before it fails
+    max_deaths = 3  # deaths in a row of a chunk's workers, with nothing of it decided, before it is halved
+    # (a document alone whose workers died that often fails: it is what kills them)
     tick = 0.5  # seconds between looks at the stop event while waiting for the workers
     startup_seconds = 180.0
 
@@ -214,8 +215,10 @@ class RayEngine:
 
     def _died(self, dispatch: _Dispatch, exc: BaseException, decided: OutcomeSink) -> None:
         """A worker died with ``dispatch``: its slots come back, it is replaced, and what is left of
-        the chunk goes to the pool again, unless its workers died :attr:`max_deaths` times in a row
-        with nothing of it decided (then it fails), or no worker can start (then the run stops)."""
+        the chunk goes to the pool again; after :attr:`max_deaths` deaths in a row with nothing of it
+        decided, as two halves (so one document that kills its workers fails alone, and workers
+        killed from outside only make the chunks smaller); a single document that died that often
+        fails with the reason. No worker can start: the run stops."""
         why = _why(exc)
         self.pacing.release_owner.remote(dispatch.owner)
         if (worker := self.workers.pop(dispatch.owner, None)) is not None:  # the first of its chunks back
@@ -232,8 +235,15 @@ class RayEngine:
         deaths = 0 if dispatch.done else self.fruitless.get(dispatch.key, 0) + int(dispatch.began)
         if deaths >= self.max_deaths:
             self.fruitless.pop(dispatch.key, None)
+            if len(rest.documents) > 1:  # halves, each on its own: the document that kills sets the other free
+                half = len(rest.documents) // 2
+                for part in (slice(None, half), slice(half, None)):
+                    self._dispatch(next(self._keys), Chunk(rest.documents[part], rest.token_counts[part],
+                                                           rest.packing))
+                return
             for document in rest.documents:
-                decided(DocumentOutcome(document.id, "failed", reason=f"worker died {deaths} times on this chunk: {why}"))
+                decided(DocumentOutcome(document.id, "failed",
+                                        reason=f"worker died {deaths} times in a row on this document alone: {why}"))
             return
         self.fruitless[dispatch.key] = deaths
         self._dispatch(dispatch.key, rest)
