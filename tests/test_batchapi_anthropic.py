@@ -185,7 +185,7 @@ def test_bench_runs_the_batch_api_configuration_of_a_claude_model_against_the_em
 
     server = anthropic(turnaround=0.0)  # done when first polled: no wait of bench's 30 s between polls
     code = main(["bench", "--lm", CLAUDE, "--api-base", server.url, "--corpus", "synthetic", "--docs", "6",
-                 "--settle", "0", "--json"])
+                 "--settle", "0", "--batch-api", "--json"])  # a server at --api-base runs it when asked
     configs = {c["config"]: c for c in json.loads(capsys.readouterr().out)["configs"]}
     batch = configs["batch_api"]
     assert code == 0 and (batch["extracted"], batch["lost"], batch["batch_api_calls"]) == (6, 0, 1)

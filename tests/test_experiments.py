@@ -136,7 +136,7 @@ def test_bench_on_the_emulated_profile_reports_speedups_and_the_rate_limit_bound
     assert r["speedup_b_vs_a"] == pytest.approx(a["seconds"] / b["seconds"])
     assert r["speedup_c_vs_a"] > r["speedup_b_vs_a"] > 1 and r["speedup_d_vs_a"] > 1
     assert not configs["A"]["prompt_cache"] and configs["A_warm"]["prompt_cache"] and configs["D"]["prompt_cache"]
-    # the bound is the limits' rate; a sliding window lets its first window's allowance go at once,
-    # so a short run (600 documents: a few windows) can beat the rate by part of one window
-    assert 0.9 < r["bound_share"] <= 1.0 + 1 / 3 and r["rate_limit_bound_docs_per_min"] > 0
+    # the bound is the limits' rate; paced smoothly, a short run (600 documents: two minutes) loses
+    # the first call's round trip and the last's to it
+    assert 0.7 < r["bound_share"] <= 1.0 and r["rate_limit_bound_docs_per_min"] > 0
     assert (tmp_path / "bench.png").exists() and not no_network

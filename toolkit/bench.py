@@ -33,7 +33,7 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
           types: Sequence[str] | None = None, layout: str = "auto", demos: str | None = None,
           shots: int = 2, price: str | None = None, plan: Sequence[BenchConfig] = BENCH_PLAN,
           api_base: str | None = None, rpm: int | None = None, tpm: int | None = None,
-          settle: float | None = None) -> dict[str, Any]:
+          settle: float | None = None, batch_api: bool | None = None) -> dict[str, Any]:
     """The configurations of ``plan`` (:data:`toolkit.benchplan.BENCH_PLAN`) the backend can run,
     on the same documents: (A) one document per call, sequential, cold cache; (A') the same with
     the prompt cache warm (backends that have one); (B) packed, sequential; (C) packed, adaptive
@@ -43,7 +43,10 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
     ``rpm``/``tpm``: the account's limits per minute (else the backend's, or learned from replies).
     How they run: the module docstring (``interleave``: a local model's chunk, default
     ``4 x max_docs``; ``settle``: seconds between configurations of a rate-limited backend,
-    default the limits' window, a minute where they are learned)."""
+    default the limits' window, a minute where a provider's limits are learned, 0 for a server at
+    ``api_base`` without said limits). ``batch_api``: run the batch-API configuration (default:
+    where the backend has one, but not at ``api_base``: llama-server and vLLM have none; True for a
+    server that has, such as the project's emulator)."""
     documents = first_documents(corpus, docs)
     probe = resolve_lm(lm, api_base=api_base)
     prices = resolve_prices(probe.priced_as, price)
@@ -51,11 +54,13 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
                                   **({"entity_types": tuple(types)} if types else {}),
                                   **({"output_tokens_per_doc": output_tokens_per_doc} if output_tokens_per_doc else {}))
     caps = probe.capabilities
-    configs_run = plan_for(caps, plan)
+    configs_run = [c for c in plan_for(caps, plan)
+                   if c.mode != "batch-api" or (batch_api if batch_api is not None else not api_base)]
     limited = not caps.virtual_time and (bool(rpm or tpm) or caps.rate.limited or caps.concurrency != "1")
     whole = caps.virtual_time or limited
     chunk = len(documents) if whole else (interleave or 4 * max_docs)
-    pause = settle if settle is not None else (caps.rate.window if caps.rate.limited and not (rpm or tpm) else 60.0)
+    pause = settle if settle is not None else (caps.rate.window if caps.rate.limited and not (rpm or tpm)
+                                               else 0.0 if api_base and not (rpm or tpm) else 60.0)
     chunks = [documents[i:i + chunk] for i in range(0, len(documents), chunk)]
     parts: dict[str, list[ConfigRun]] = {c.name: [] for c in configs_run}
     cache_on = {c.name: c.cache_on(caps) for c in configs_run}

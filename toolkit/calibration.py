@@ -188,6 +188,10 @@ def calibrate(lm: str = "local", corpus: str | None = None, docs: int = 8, batch
                          description=f"fitted by `toolkit calibrate --lm {lm}` on {len(documents)} documents of {corpus}",
                          quadratic=quadratic)
     result["run_seconds"] = time.perf_counter() - start
+    from toolkit.lm.catalog import remember_calibration
+
+    if lm.startswith("local"):  # a model file's measured speed: `models list` shows its tokens/s
+        result["remembered"] = str(remember_calibration(result["profile"]))
     if out is not None:
         Path(out).write_text(json.dumps(result["profile"], indent=2) + "\n")
         result["written"] = str(out)

@@ -49,7 +49,8 @@ def extraction_settings(args: argparse.Namespace):
 
 def add_extraction_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lm", default="local",
-                        help="local | local:MODEL | emulated:PROFILE | provider/model (e.g. openai/gpt-4o-mini)")
+                        help="local | local:MODEL | local:PATH.gguf | local:hf:ORG/REPO/FILE.gguf | emulated:PROFILE | "
+                             "provider/model (e.g. openai/gpt-4o-mini)")
     parser.add_argument("--api-base", help="base URL of an OpenAI-compatible server (with --lm openai/NAME)")
     add_settings_args(parser)
 

@@ -40,7 +40,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                    concurrency=args.concurrency, output_tokens_per_doc=args.output_reserve,
                    types=[t.strip().upper() for t in args.types.split(",")] if args.types else None,
                    layout=args.layout, demos=args.demos, shots=args.shots, price=args.price,
-                   api_base=args.api_base, rpm=args.rpm, tpm=args.tpm, settle=args.settle)
+                   api_base=args.api_base, rpm=args.rpm, tpm=args.tpm, settle=args.settle,
+                   batch_api=args.batch_api)
     if not _write_and_print_json(result, args):
         print_table(bench_table(result))
         print_report({k: v for k, v in result.items() if k.startswith(("speedup", "rate_limit", "bound", "lost"))},
@@ -117,6 +118,8 @@ def register(sub: Any) -> None:
     add_rate_args(be)
     be.add_argument("--settle", type=float, help="seconds between configurations of a rate-limited backend, so each "
                     "starts with the provider's window empty (default: the limits' window; 60 where learned)")
+    be.add_argument("--batch-api", action=argparse.BooleanOptionalAction, default=None,
+                    help="run the batch-API configuration (default: where the backend has one, not at --api-base)")
     be.add_argument("--corpus", default="ncbi-disease", help="corpus name or file, or 'synthetic'")
     be.add_argument("--docs", type=int, default=40)
     be.add_argument("--max-docs", type=int, default=10)

@@ -70,8 +70,7 @@ class RayEngine:
     seconds a stop waits for calls in flight); default twice the call timeout (600 s without one)."""
 
     chunk_docs = 50  # small chunks spread the work evenly to the end and limit what a dying worker takes with it
-    max_deaths = 3  # deaths in a row of a chunk's workers, with nothing of it decided, before it is halved
-    # (a document alone whose workers died that often fails: it is what kills them)
+    max_deaths = 3  # deaths in a row with nothing of a chunk decided before it is halved (one document: it fails)
     tick = 0.5  # seconds between looks at the stop event while waiting for the workers
     startup_seconds = 180.0
 
@@ -214,11 +213,9 @@ class RayEngine:
             self._halt(event.stopped)
 
     def _died(self, dispatch: _Dispatch, exc: BaseException, decided: OutcomeSink) -> None:
-        """A worker died with ``dispatch``: its slots come back, it is replaced, and what is left of
-        the chunk goes to the pool again; after :attr:`max_deaths` deaths in a row with nothing of it
-        decided, as two halves (so one document that kills its workers fails alone, and workers
-        killed from outside only make the chunks smaller); a single document that died that often
-        fails with the reason. No worker can start: the run stops."""
+        """A worker died with ``dispatch``: its slots come back, it is replaced, and the rest of the
+        chunk goes to the pool again, halved after :attr:`max_deaths` deaths in a row with nothing
+        decided; a document alone that died that often fails. No worker can start: the run stops."""
         why = _why(exc)
         self.pacing.release_owner.remote(dispatch.owner)
         if (worker := self.workers.pop(dispatch.owner, None)) is not None:  # the first of its chunks back
@@ -233,20 +230,16 @@ class RayEngine:
             self._halt(f"no Ray worker can start: {why}; unfinished documents stay pending")
             return
         deaths = 0 if dispatch.done else self.fruitless.get(dispatch.key, 0) + int(dispatch.began)
-        if deaths >= self.max_deaths:
-            self.fruitless.pop(dispatch.key, None)
-            if len(rest.documents) > 1:  # halves, each on its own: the document that kills sets the other free
-                half = len(rest.documents) // 2
-                for part in (slice(None, half), slice(half, None)):
-                    self._dispatch(next(self._keys), Chunk(rest.documents[part], rest.token_counts[part],
-                                                           rest.packing))
-                return
-            for document in rest.documents:
-                decided(DocumentOutcome(document.id, "failed",
-                                        reason=f"worker died {deaths} times in a row on this document alone: {why}"))
+        if deaths < self.max_deaths:
+            self.fruitless[dispatch.key] = deaths
+            self._dispatch(dispatch.key, rest)
             return
-        self.fruitless[dispatch.key] = deaths
-        self._dispatch(dispatch.key, rest)
+        self.fruitless.pop(dispatch.key, None)
+        for part in _halves(rest):  # each on its own: the document that kills sets the others free
+            self._dispatch(next(self._keys), part)
+        if len(rest.documents) == 1:
+            decided(DocumentOutcome(rest.documents[0].id, "failed",
+                                    reason=f"worker died {deaths} times in a row on this document alone: {why}"))
 
     def summary(self) -> dict[str, Any]:
         return {"mode": "sync", "rate_limits": self._limits, "workers_replaced": self.replaced}
@@ -264,11 +257,7 @@ class RayEngine:
             self._kill()
 
     def _kill(self) -> None:
-        try:  # the limits the run paced by, kept for its summary
-            limits = ray.get(self.pacing.stats.remote(), timeout=10)["limits"]
-            self._limits = limits if limits["rpm"] or limits["tpm"] else None
-        except ray.exceptions.RayError:
-            pass
+        self._limits = _final_limits(self.pacing)  # the limits the run paced by, kept for its summary
         for actor in (*self.workers.values(), self.pacing):
             ray.kill(actor)
         self.workers, self.pending = {}, {}
@@ -295,3 +284,21 @@ def _quiet(sink: Callable[[Any], None]) -> Callable[[Any], None]:
                 failed.append(exc)
 
     return call
+
+
+def _halves(chunk: Chunk) -> list[Chunk]:
+    """``chunk`` in two halves (none for a single document: it is the one that kills)."""
+    if len(chunk.documents) < 2:
+        return []
+    half = len(chunk.documents) // 2
+    return [Chunk(chunk.documents[part], chunk.token_counts[part], chunk.packing)
+            for part in (slice(None, half), slice(half, None))]
+
+
+def _final_limits(pacing: Any) -> dict[str, Any] | None:
+    """The limits the global pace ended with (None: none, or the pace is gone)."""
+    try:
+        limits = ray.get(pacing.stats.remote(), timeout=10)["limits"]
+    except ray.exceptions.RayError:
+        return None
+    return limits if limits["rpm"] or limits["tpm"] else None
