@@ -4,13 +4,15 @@ project's provider emulator (``toolkit.serve``), through the client stack a user
 
     python benchmarks/hosted_http.py [--docs 3000] [--speed 10] [--window-docs 1000] [--out DIR]
 
+The emulator runs as ``python -m toolkit serve`` in a process of its own, as a provider does.
+
 1. ``hosted-api@SPEED`` (500 requests and 200,000 tokens a window of 60/SPEED seconds: a minute's
    limits enforced over short windows, as OpenAI quantizes them): A, C and D on ``--docs`` synthetic
    documents, limits learned from the replies' headers only; then C again with the limits said
    (``--rpm``/``--tpm``). Each configuration starts on a fresh server (empty window), and the
    server's own log gives the 429s it sent and whether every window held.
-2. A minute-long window (60 requests and 100,000 tokens a minute, real time): C on
-   ``--window-docs`` documents, limits learned.
+2. A minute-long window (60 requests and 100,000 tokens a minute, real time; the latencies of
+   ``hosted-api@SPEED``): C on ``--window-docs`` documents, limits learned.
 
 Prints and writes ``results.json``: per run, seconds, documents per minute, the share of the
 limits' bound (from the tokens the client was charged), the 429s seen by the client and sent by
@@ -21,24 +23,45 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from toolkit.bench import bench
 from toolkit.benchplan import BENCH_PLAN
-from toolkit.serve import serve_in_thread
 
 KEYS = ("config", "seconds", "extracted", "failed", "lost", "calls", "rate_limited", "splits", "bound_share",
         "docs_per_min_while_calling", "rate_limit_bound_docs_per_min", "cost_per_1k_docs")
 
 
+@contextmanager
+def emulator(profile: str, **limits: Any) -> Iterator[str]:
+    """``python -m toolkit serve`` in a process of its own (as a provider is), on a free port; its URL."""
+    options = [f"--{k}={v}" for k, v in limits.items()]
+    process = subprocess.Popen([sys.executable, "-m", "toolkit", "serve", "--profile", profile, "--port", "0",
+                                *options], stdout=subprocess.PIPE, text=True)
+    try:
+        url = re.search(r"http://127\.0\.0\.1:\d+/v1", process.stdout.readline()).group(0)
+        yield url
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+
+
 def run(profile: str, config: str, docs: int, server: dict[str, Any], **said: Any) -> dict[str, Any]:
     """One configuration on a fresh server; its figures and the server's account of it."""
     plan = [c for c in BENCH_PLAN if c.name == config]
-    with serve_in_thread(profile, **server) as emulator:
-        result = bench("openai/gpt-4o-mini", "synthetic", docs, api_base=emulator.url, plan=plan, settle=0, **said)
-        stats = emulator.stats()
+    with emulator(profile, **server) as url:
+        result = bench("openai/gpt-4o-mini", "synthetic", docs, api_base=url, plan=plan, settle=0, **said)
+        stats = httpx.get(url.removesuffix("/v1") + "/_admin/stats").json()
     [row] = result["configs"]
     out = {k: row.get(k) for k in KEYS}
     out.update(docs_per_min=row["extracted"] / row["seconds"] * 60, rate_limits=row["rate_limits"],
@@ -62,7 +85,7 @@ def main() -> None:
     runs["C_said"] = run(profile, "C", args.docs, {}, **per_minute)
     minute = {"rpm": 60, "tpm": 100_000, "window": 60.0}
     if args.window_docs:
-        runs["C_minute"] = run("hosted-api", "C", args.window_docs, minute)
+        runs["C_minute"] = run(profile, "C", args.window_docs, minute)
     a, c, d = (runs[k]["seconds"] for k in "ACD")
     result = {
         "kind": "bench-http", "profile": profile, "documents": args.docs, "runs": runs,

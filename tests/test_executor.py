@@ -448,7 +448,7 @@ def test_one_executor_runs_twice_at_once():
         return await asyncio.gather(executor.run_async(first), executor.run_async(second))
 
     a, b = run_virtual(both())
-    assert (a.extracted, b.extracted) == (20, 12) and (a.calls, b.calls) == (5, 4)
+    assert (a.extracted, b.extracted) == (20, 12) and (a.calls, b.calls) == (6, 5)  # each run's first call: one doc
     assert {o.id for o in a.outcomes}.isdisjoint({o.id for o in b.outcomes})
 
 
@@ -466,3 +466,14 @@ def test_an_unexpected_error_in_a_batch_fails_the_run_instead_of_vanishing():
     executor = Executor(Scripted(), policy(), progress=False, on_outcome=sink)
     with pytest.raises(Bug):
         executor.run(batches, virtual=True)
+
+
+def test_the_first_call_of_a_concurrent_run_carries_one_document_and_goes_alone():
+    _, batches = make_batches(40, 8)
+    provider = Scripted(latency=1.0)
+    report = Executor(provider, policy(concurrency=ConcurrencyPolicy(max=4)), progress=False).run(batches, virtual=True)
+    first, second = provider.calls[0], provider.calls[1]
+    assert len(first[1]) == 1 and second[0] >= first[0] + 1.0  # the others waited for it, a short call
+    assert report.extracted == 40 and report.calls == 6
+    one = Scripted(latency=1.0)  # one call at a time: no probe, nothing to wait for
+    assert Executor(one, policy(), progress=False).run(make_batches(16, 8)[1], virtual=True).calls == 2

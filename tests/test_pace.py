@@ -193,3 +193,31 @@ def test_a_provider_that_says_nothing_is_paced_by_adaptive_concurrency(provider:
     service, run = _served(provider, docs=64)
     assert run.report.extracted == 64 and service.rate_limits() is None
     assert run.report.max_concurrency_seen > 1 and run.attempts[0].in_flight == 1  # the first call went alone
+
+
+def test_the_first_reply_tells_the_window_the_provider_counts_over() -> None:
+    """A reply to the probe (alone in the provider's window) that says the window is empty again in
+    6 s as the provider took the call in: the pace keeps a 6-second sliding window of the
+    per-minute limits (its allowance free within a quarter of it); a reset of a fraction of a
+    second (a provider that refills continuously) says nothing of a window: a minute, spaced."""
+    from toolkit.limits import SlidingWindowLimiter
+    from toolkit.policies import RateLimitPolicy
+    from toolkit.vclock import run_virtual
+
+    def probed(policy: RateLimitPolicy, reset: float) -> SlidingWindowLimiter:
+        limiter = SlidingWindowLimiter(policy)
+
+        async def probe() -> None:
+            await limiter.acquire(6_000)
+            limiter.learn(5_000, 2_000_000, reset=reset, processing=0.5, received=0.7)
+
+        run_virtual(probe())
+        return limiter
+
+    quantized = probed(RateLimitPolicy(), 6.0)
+    assert (quantized.window, quantized.rpm, quantized.tpm, quantized.learned_window) == (6.0, 500, 200_000, 6.0)
+    assert quantized.limits["source"] == "learned" and quantized._admitted[0][0] == pytest.approx(0.2)
+    refilling = probed(RateLimitPolicy(), 0.2)
+    assert (refilling.window, refilling.rpm, refilling.tpm, refilling.learned_window) == (60.0, 5_000, 2_000_000, None)
+    said = probed(RateLimitPolicy.said(3_000, 2_500_000), 6.0)  # the tighter per minute, over the window
+    assert (said.window, said.rpm, said.tpm, said.limits["source"]) == (6.0, 300, 200_000, "said+learned")

@@ -94,8 +94,10 @@ def rate_limit_bound(caps: Capabilities, config: dict[str, Any]) -> dict[str, fl
 def limit_bound(limits: dict[str, Any] | None, per_call: float, per_doc: float | None, done: int,
                 seconds: float | None) -> dict[str, float | None]:
     """``bound``: the documents per minute ``limits`` (``rpm``, ``tpm`` per ``window`` seconds) allow
-    at ``per_call`` documents a call and ``per_doc`` tokens charged a document; ``reached``: ``done``
-    documents in ``seconds``; ``share``: reached / bound (None where unknown)."""
+    at ``per_call`` documents a call and ``per_doc`` tokens charged a document (the budget tokens of
+    the calls that were answered, over the documents extracted: what the provider charged, since a
+    429 is not charged); ``reached``: ``done`` documents in ``seconds``; ``share``: reached / bound
+    (None where unknown). One formula for the main job and the bench."""
     limits = limits or {}
     per_minute = 60.0 / (limits.get("window") or 60.0)
     rpm, tpm = limits.get("rpm"), limits.get("tpm")

@@ -110,12 +110,12 @@ class BatchLoop:
                 state, queued_wait = state.after_wait(), action.seconds
             elif isinstance(action, Call):
                 budget.left -= 1
-                state = await self._attempt(_sub_batch(batch, list(action.ids)), state.called(), budget, queued_wait)
+                state = await self._attempt(sub_batch(batch, list(action.ids)), state.called(), budget, queued_wait)
                 queued_wait = 0.0
             elif isinstance(action, Split):
                 half = len(action.ids) // 2
                 halves = (action.ids[:half], ".1"), (action.ids[half:], ".2")
-                ends = await asyncio.gather(*(self._process(_sub_batch(batch, list(ids), suffix), budget,
+                ends = await asyncio.gather(*(self._process(sub_batch(batch, list(ids), suffix), budget,
                                                             BatchState(ids, last_error=state.last_error))
                                               for ids, suffix in halves), return_exceptions=True)
                 for end in ends:  # both halves are over (a call of one may have been in flight)
@@ -259,8 +259,9 @@ def learn_limits(limiter: Any, info: RateInfo) -> None:
     """Hand ``limiter`` the per-minute limits a provider's reply said (tokens: the overall limit,
     else the input tokens', as Anthropic splits them)."""
     tokens = info.tokens.limit or info.input_tokens.limit
+    resets = [b.reset for b in (info.requests, info.tokens, info.input_tokens) if b.reset is not None]
     if info.requests.limit or tokens:
-        limiter.learn(info.requests.limit, tokens)
+        limiter.learn(info.requests.limit, tokens, max(resets) if resets else None, info.processing, info.received)
 
 
 def call_counts(batch: DocumentBatch, result: BatchExtractionResult | None) -> Counts:
@@ -276,7 +277,7 @@ def call_counts(batch: DocumentBatch, result: BatchExtractionResult | None) -> C
                    entities=sum(len(v) for v in result.per_document_entities.values()))
 
 
-def _sub_batch(parent: DocumentBatch, ids: list[str], suffix: str = "") -> DocumentBatch:
+def sub_batch(parent: DocumentBatch, ids: list[str], suffix: str = "") -> DocumentBatch:
     if ids == parent.document_ids and not suffix:
         return parent
     child = DocumentBatch(batch_id=parent.batch_id + suffix, base_reserve=parent.base_reserve,

@@ -22,6 +22,12 @@ from toolkit.errors import InvalidConfiguration
 from toolkit.policies import BreakerPolicy, ConcurrencyPolicy, RateLimitPolicy, network_guard
 
 _EPS = 1e-9
+MIN_LEARNED_WINDOW = 5.0  # seconds: a shorter reset says nothing of a provider's window (see learn)
+# A provider's known window lets its whole allowance go at once; spread over a quarter of it instead,
+# the calls reach the provider in the order and at about the time they were let through (let through
+# together, each waits for the client to prepare the ones before it, and reaches the provider late
+# enough that the client's window, emptying earlier, lets the next window's calls go too soon: 429s).
+SPREAD = 4.0
 
 
 def _now() -> float:
@@ -44,6 +50,7 @@ class SlidingWindowLimiter:
         self.headroom = policy.headroom
         self.source = policy.source
         self.learned: dict[str, int] = {}
+        self.learned_window: float | None = None  # the provider's window, from its first reply (see learn)
         self._admitted: deque[tuple[float, int]] = deque()
         self._tokens_in_window = 0
         self._paced = [0.0, 0.0]  # loop time the paced requests and tokens are due (smooth)
@@ -55,27 +62,38 @@ class SlidingWindowLimiter:
         return {"rpm": self.rpm, "tpm": self.tpm, "window": self.window if self.rpm or self.tpm else None,
                 "source": self.source, **({"learned": dict(self.learned)} if self.learned else {})}
 
-    def learn(self, rpm: int | None, tpm: int | None) -> None:
+    def learn(self, rpm: int | None, tpm: int | None, reset: float | None = None, processing: float | None = None,
+              received: float | None = None) -> None:
         """A provider said its limits per minute: pace by them where tighter than what was said (or
-        where nothing was); the window becomes a minute, spaced smoothly, across a network."""
+        where nothing was), calls spaced smoothly across a network. The first reply (its call went
+        alone: the only one in the provider's window) also tells the window the provider counts
+        over: its ``reset``, seconds until that window is empty again as the provider took the call
+        in (``processing`` seconds before the reply was ``received``). A window of 5 to 60 seconds
+        (the project's emulator at 10x: 6) is then kept as the provider keeps it, a sliding window of
+        the per-minute limits scaled to it, its allowance free within a quarter of it at the start
+        (:data:`SPREAD`); a shorter reset says nothing of a window (a provider that refills
+        continuously, as OpenAI's resets read)."""
         said = self.policy
-        changed = False
-        for key, value, mine in (("rpm", rpm, said.requests_per_minute), ("tpm", tpm, said.tokens_per_minute)):
+        changed, first = False, not self.learned
+        for key, value in (("rpm", rpm), ("tpm", tpm)):
             if value is None or value < 1 or self.learned.get(key) == value:
                 continue
             self.learned[key] = value
             changed = True
         if not changed:
             return
-        scale = said.window / 60.0 if said.limited else 1.0  # said limits keep their window
-        if not said.limited:
-            self.window, self.guard, self.smooth = 60.0, network_guard(60.0), True
-        for key in ("rpm", "tpm"):
-            learned = self.learned.get(key)
-            if learned is not None:
-                own = said.requests_per_minute if key == "rpm" else said.tokens_per_minute
-                value = max(1, int(learned * scale))
-                setattr(self, key, value if own is None else min(own, value))
+        if first and reset is not None and processing is not None and len(self._admitted) == 1 \
+                and MIN_LEARNED_WINDOW <= reset <= 60.0:
+            self.learned_window = reset  # said as the provider took the call in: its whole window ahead
+            if received is not None:  # the probe is in the provider's window from when it took it in
+                self._admitted[0] = (received - processing, self._admitted[0][1])
+        window = self.learned_window or (said.window if said.limited else 60.0)
+        self.window, self.guard = window, network_guard(window)
+        self.smooth = True  # a known window: its allowance spread over a quarter of it (see SPREAD)
+        for key, own in (("rpm", said.requests_per_minute), ("tpm", said.tokens_per_minute)):
+            per_minute = [v for v in (self.learned.get(key), own and own * 60.0 / said.window) if v]
+            if per_minute:
+                setattr(self, key, max(1, int(min(per_minute) * window / 60.0)))
         self.source = "learned" if not said.limited else f"{said.source}+learned"
 
     def throttled(self) -> None:
@@ -121,7 +139,7 @@ class SlidingWindowLimiter:
             self._admitted.append((now, tokens))
             self._tokens_in_window += tokens
             if self.smooth:
-                pace = (1.0 - self.headroom) / self.window
+                pace = SPREAD / self.window if self.learned_window else (1.0 - self.headroom) / self.window
                 for i, (limit, amount) in enumerate(((self.rpm, 1), (self.tpm, tokens))):
                     if limit is not None:
                         self._paced[i] = max(self._paced[i], now) + amount / (limit * pace)
@@ -130,7 +148,11 @@ class SlidingWindowLimiter:
     async def acquire(self, tokens: int) -> Admission:
         """Wait until admitted. A call charged more than the whole window allows (a document re-sent
         with a doubled output ceiling) waits for an empty window."""
-        if self.rpm is None and self.tpm is None:
+        if self.rpm is None and self.tpm is None:  # kept all the same: limits learned later count it
+            now = _now()
+            self._expire(now)
+            self._admitted.append((now, tokens))
+            self._tokens_in_window += tokens
             return Admission(0.0, time.time())
         if self.tpm is not None:
             tokens = min(tokens, self.tpm)

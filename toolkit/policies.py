@@ -101,9 +101,10 @@ class RateLimitPolicy:
 
 
 def network_guard(window: float) -> float:
-    """The margin a call stays in a client's window for a provider across a network (1.5% of it,
-    at least 50 ms): more than the jitter of a call's way to the server on a loaded machine."""
-    return max(0.05, 0.015 * window)
+    """The margin a call stays in a client's window for a provider across a network (0.5% of it,
+    at least 50 ms: 0.3 s of a minute): more than the jitter of a call's way to the server on a
+    loaded machine (tens of milliseconds here)."""
+    return max(0.05, 0.005 * window)
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ class RateInfo:
     output_tokens: Budget = field(default_factory=Budget)
     retry_after: float | None = None  # seconds to wait before the next call, when the reply said
     received: float | None = None  # time.monotonic() when the reply arrived (set by RateFeed)
+    processing: float | None = None  # seconds the provider spent on the call (OpenAI's openai-processing-ms)
 
 
 def parse_duration(text: Any) -> float | None:
@@ -100,11 +101,13 @@ def parse_rate_headers(headers: Any, now: float | None = None) -> RateInfo | Non
                               _seconds_until(values.get(f"anthropic-ratelimit-{name}-reset"), now))
                  for kind, name in zip(KINDS, ("requests", "tokens", "input-tokens", "output-tokens"))}
     retry = _retry_after(values, now)
+    processing = _count(values.get("openai-processing-ms"))
     empty = Budget()
     if any(b != empty for b in anthropic.values()):
         return RateInfo("anthropic", retry_after=retry, **anthropic)
     if any(b != empty for b in openai.values()):
-        return RateInfo("openai", retry_after=retry, **openai)
+        return RateInfo("openai", retry_after=retry, processing=processing / 1000 if processing is not None else None,
+                        **openai)
     return RateInfo("retry-after", retry_after=retry) if retry is not None else None
 
 

@@ -36,8 +36,8 @@ def run_summary(run_id: str, db: Store, gate: Intake, expected: set[str], runs: 
     batch = batch_api_counts(a for r in runs for a in r.attempts)  # billed at batch prices
     extra = engine.summary()
     per_call = done_now / sum(r.batches for r in runs) if done_now and any(r.batches for r in runs) else 1.0
-    bound = limit_bound(extra.get("rate_limits"), per_call, counts.budget_tokens / done_now if done_now else None,
-                        done_now, seconds)
+    charged = sum(a.counts.budget_tokens for r in runs for a in r.attempts if a.outcome == "ok")  # as bench counts
+    bound = limit_bound(extra.get("rate_limits"), per_call, charged / done_now if done_now else None, done_now, seconds)
     return {
         "run": run_id, "store": db.url, "lm": resolved.spec, "model_id": resolved.model_id,
         "emulated": emulated, "documents": len(statuses), "read": gate.read, "extracted": len(extracted),

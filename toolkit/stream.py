@@ -19,7 +19,7 @@ import random
 import threading
 from collections.abc import Sequence
 
-from toolkit.calls import STOP_REQUESTED, BatchLoop, ExecutorView, Budget
+from toolkit.calls import STOP_REQUESTED, BatchLoop, Budget, ExecutorView, sub_batch
 from toolkit.errors import StopRequested
 from toolkit.limits import CircuitBreaker
 from toolkit.models import DocumentBatch
@@ -65,6 +65,7 @@ class ExecutionStream(BatchLoop):
             self.t0 = loop.time()
             self.metrics.start()
             self._changed = asyncio.Event()
+            batches = _probe_first(batches, self.policy.concurrency.max)
         self.book.add(ids)
         if self.stopping is not None:
             return  # a halted run sends nothing more: the new documents stay pending
@@ -172,6 +173,18 @@ class ExecutionStream(BatchLoop):
         if report.stop_reason is not None:
             raise RunStopped(report.stop_reason, report)
         return report
+
+def _probe_first(batches: Sequence[DocumentBatch], concurrency: int) -> Sequence[DocumentBatch]:
+    """The run's first call goes alone (a bad key costs one call, and a provider's first reply says
+    its limits): where calls then go concurrently, it carries one document, not a whole batch, so
+    the others wait a short call's time for it, not a long one's (its batch's other documents follow
+    as a batch of their own)."""
+    if concurrency < 2 or not batches or batches[0].batch_size < 2:
+        return batches
+    first = batches[0]
+    ids = first.document_ids
+    return [sub_batch(first, ids[:1], ".probe"), sub_batch(first, ids[1:], ".rest"), *batches[1:]]
+
 
 def _virtual(loop: asyncio.AbstractEventLoop) -> bool:
     from toolkit.vclock import VirtualTimeLoop

@@ -220,7 +220,10 @@ class RemoteWindow:
     def check(self, tokens: int) -> None:
         self.local.check(tokens)
 
-    def learn(self, rpm: int | None, tpm: int | None) -> None:
+    def learn(self, rpm: int | None, tpm: int | None, reset: float | None = None, processing: float | None = None,
+              received: float | None = None) -> None:
+        """The limits a reply said, to the global pace (a window is not learned across processes:
+        a worker's clock is not the pace's)."""
         self.local.learn(rpm, tpm)
         self.actor.learn.remote(rpm, tpm)
 

@@ -127,6 +127,8 @@ class Emulator:
         admission, on the loop's clock)."""
         self.stats.record(replace(entry, status=0 if reply.drop else reply.status))
         headers = wire.headers(self.window.state(now), now + (self._epoch or 0.0))
+        if wire.route == "chat":  # as OpenAI says it: the time from the call's admission to its reply
+            headers["openai-processing-ms"] = str(round(1000 * (asyncio.get_running_loop().time() - now)))
         return replace(reply, headers={**headers, wire.id_header: entry.request_id, **reply.headers})
 
     def _retry_headers(self) -> tuple[bool, bool]:
