@@ -15,7 +15,7 @@ from toolkit.lm.emulated import EmulatedEngine, Profile, load_profile
 from toolkit.lm.prefixcache import PrefixCache
 from toolkit.serve._faults import CONTENT_FAULTS, Fault, FaultPlan
 from toolkit.serve._stats import Entry, Stats
-from toolkit.serve._window import Limits, Window
+from toolkit.serve._window import Limit, Limits, Window
 from toolkit.serve._wire import Throttle, Wire, request_id
 
 DEFAULT_MAX_TOKENS = 16_384  # charged when a request sets no output cap: gpt-4o-mini's largest output
@@ -112,21 +112,22 @@ class Emulator:
             body, headers = wire.throttled(call.model, Throttle(verdict, verdict.wait, *self._retry_headers()))
             return self._log(entry, Reply(429, body, headers), wire, now)
         entry = replace(entry, admitted=True)
+        state = self.window.state(now)  # as the call was taken in (later calls not yet in the window)
         fault = self.faults.next()
         kind = fault.kind if fault else None
         if kind is not None and kind not in CONTENT_FAULTS:
             return self._log(replace(entry, fault=kind), await self._fault(wire, call.model, fault, prompt.tokens),
-                             wire, now)
+                             wire, now, state)
         answer = self.engine.answer(call.messages, call.schema, call.max_tokens, kind)
         await self.engine.process(prompt, answer.output_tokens)
         entry = replace(entry, completion_tokens=answer.output_tokens, fault=kind)
-        return self._log(entry, Reply(200, wire.reply(call, prompt, answer)), wire, now)
+        return self._log(entry, Reply(200, wire.reply(call, prompt, answer)), wire, now, state)
 
-    def _log(self, entry: Entry, reply: Reply, wire: Wire, now: float) -> Reply:
+    def _log(self, entry: Entry, reply: Reply, wire: Wire, now: float, state: dict[str, Limit] | None = None) -> Reply:
         """Record ``reply`` and give it the rate-limit headers of the windows at ``now`` (the call's
-        admission, on the loop's clock)."""
+        admission, on the loop's clock; ``state``: the windows as they were then)."""
         self.stats.record(replace(entry, status=0 if reply.drop else reply.status))
-        headers = wire.headers(self.window.state(now), now + (self._epoch or 0.0))
+        headers = wire.headers(state if state is not None else self.window.state(now), now + (self._epoch or 0.0))
         if wire.route == "chat":  # as OpenAI says it: the time from the call's admission to its reply
             headers["openai-processing-ms"] = str(round(1000 * (asyncio.get_running_loop().time() - now)))
         return replace(reply, headers={**headers, wire.id_header: entry.request_id, **reply.headers})
