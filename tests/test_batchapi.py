@@ -7,6 +7,7 @@ failed with a reason; nothing is lost and nothing is submitted twice."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,10 @@ from toolkit.batchapi import BatchApiSettings, BatchLimits, is_batch_priced, run
 from toolkit.batchapi.emulated import EmulatedBatches, LineFaults
 from toolkit.batchapi.requests import build_requests
 from toolkit.corpora import synthetic_documents
+from toolkit.lm import resolve_lm
 from toolkit.packer import Packer
-from toolkit.service import ExtractionService
+from toolkit.policies import ConcurrencyPolicy
+from toolkit.service import ExtractionService, default_policy
 from toolkit.store import open_store
 
 LM = "emulated:hosted-api"
@@ -29,7 +32,8 @@ def _corpus(tmp_path: Path, n: int = 50) -> Path:
 
 
 def _requests(n: int = 30, max_docs: int = 5):
-    service = ExtractionService(LM)
+    # one call at a time: a concurrent run's first call carries one document (see stream._probe_first)
+    service = ExtractionService(LM, policy=replace(default_policy(resolve_lm(LM)), concurrency=ConcurrencyPolicy(max=1)))
     docs = synthetic_documents(n)
     pack = Packer(service.packing_settings(max_docs=max_docs)).pack(docs)
     return service, pack, build_requests(service.extractor, pack.batches, "gpt-4o-mini", service.allowance)

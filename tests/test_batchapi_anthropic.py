@@ -8,6 +8,7 @@ project's emulator, :mod:`toolkit.serve`, answering Anthropic's Message Batches 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from toolkit.corpora import synthetic_documents
 from toolkit.lm import resolve_lm
 from toolkit.packer import Packer
 from toolkit.serve import EmulatorServer, ServeSettings
-from toolkit.service import ExtractionService
+from toolkit.policies import ConcurrencyPolicy
+from toolkit.service import ExtractionService, default_policy
 
 from test_batchapi_resume import LM, RUN, _batch_rows, _interrupt, _killed, _paid_once, _session, _status_counts, \
     _store, _sync_rows
@@ -61,7 +63,8 @@ def anthropic(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
 @pytest.mark.filterwarnings("ignore:Passing OpenAI-style message:DeprecationWarning")
 def test_a_batch_request_carries_what_a_synchronous_anthropic_call_sends(anthropic) -> None:  # noqa: ANN001
     server = anthropic()
-    service = ExtractionService(CLAUDE, api_base=server.url)
+    one_at_a_time = replace(default_policy(resolve_lm(CLAUDE, api_base=server.url)), concurrency=ConcurrencyPolicy(max=1))
+    service = ExtractionService(CLAUDE, api_base=server.url, policy=one_at_a_time)  # no one-document first call
     pack = Packer(service.packing_settings(max_docs=3)).pack(synthetic_documents(6))
     requests = build_requests(service.extractor, pack.batches, "claude-haiku-4-5", service.allowance)
     provider = AnthropicBatches(server.batches, service.resolved.lm.kwargs["prompt_cache"])
