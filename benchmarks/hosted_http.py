@@ -1,5 +1,5 @@
 """The hosted path for real: the bench's configurations over HTTP, in real time, against the
-project's provider emulator (``toolkit.serve``), through the client stack a user's
+project's provider emulator (``toolkit.testing.serve``), through the client stack a user's
 ``--lm openai/gpt-4o-mini --api-base URL`` takes.
 
     python benchmarks/hosted_http.py [--docs 3000] [--speed 10] [--window-docs 1000] [--out DIR]
@@ -35,8 +35,7 @@ from typing import Any
 
 import httpx
 
-from toolkit.bench import bench
-from toolkit.benchplan import BENCH_PLAN
+from toolkit.measure import BENCH_PLAN, bench
 
 KEYS = ("config", "seconds", "extracted", "failed", "lost", "calls", "rate_limited", "splits", "bound_share",
         "docs_per_min_while_calling", "rate_limit_bound_docs_per_min", "cost_per_1k_docs")

@@ -13,10 +13,10 @@ import json
 import time
 
 from toolkit.corpora import iter_gold
-from toolkit.evaluation import score
 from toolkit.extraction import ExtractionSettings
-from toolkit.lm import weights
-from toolkit.service import ExtractionService
+from toolkit.jobs import ExtractionService
+from toolkit.lm import _weights as weights
+from toolkit.measure import score
 
 
 def measure(model: str, docs: int, sizes: list[int]) -> dict:

@@ -20,7 +20,7 @@ Prints a table and writes ``results.json``.
 
 ``--kill-worker-every S``: chaos instead. The same documents run on 2 Ray workers twice, once
 undisturbed and once with a worker killed every ``S`` seconds
-(:func:`toolkit.scaleout.kill_workers_every`); for each: documents in the store and distinct ones,
+(:func:`toolkit.jobs.scaleout.kill_workers_every`); for each: documents in the store and distinct ones,
 extracted, failed, lost, calls, answers per extracted document (each recorded call's answered
 documents, summed: 1.0 when no document was answered twice), kills and workers replaced. Writes
 ``chaos.json``.
@@ -41,9 +41,9 @@ import ray
 
 import toolkit
 from toolkit.corpora import synthetic_documents
-from toolkit.lm.emulated import load_profile
-from toolkit.metrics import max_in_window
-from toolkit.pipeline import RunSettings
+from toolkit.execution import max_in_window
+from toolkit.jobs import RunSettings
+from toolkit.lm import load_profile
 
 
 def run(corpus: Path, lm: str, engine: str, workers: int, store: str) -> dict:
@@ -77,7 +77,7 @@ def run(corpus: Path, lm: str, engine: str, workers: int, store: str) -> dict:
 
 def chaos_run(corpus: Path, lm: str, db: Path, every: float | None) -> dict:
     """One Ray run of ``corpus`` with a worker killed every ``every`` seconds (None: undisturbed)."""
-    from toolkit.scaleout import kill_workers_every
+    from toolkit.jobs.scaleout import kill_workers_every
 
     name, stop, killed = f"chaos-{time.time_ns()}", threading.Event(), []
     killer = threading.Thread(target=lambda: killed.extend(kill_workers_every(every, stop, run_id=name)))

@@ -12,14 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.batchapi import BatchApiSettings, BatchLimits, is_batch_priced, run_batch_api, split_files
-from toolkit.batchapi.emulated import EmulatedBatches, LineFaults
-from toolkit.batchapi.requests import build_requests
 from toolkit.corpora import synthetic_documents
+from toolkit.execution import ConcurrencyPolicy
+from toolkit.jobs import ExtractionService, default_policy
+from toolkit.jobs.batchapi import (
+    BatchApiSettings,
+    BatchLimits,
+    build_requests,
+    is_batch_priced,
+    run_batch_api,
+    split_files,
+)
+from toolkit.jobs.batchapi._emulated import EmulatedBatches, LineFaults
 from toolkit.lm import resolve_lm
-from toolkit.packer import Packer
-from toolkit.policies import ConcurrencyPolicy
-from toolkit.service import ExtractionService, default_policy
+from toolkit.packing import Packer
 from toolkit.store import open_store
 
 LM = "emulated:hosted-api"
@@ -47,7 +53,7 @@ def test_request_lines_carry_what_the_synchronous_calls_send() -> None:
     original = engine.complete
 
     async def spy(request):  # noqa: ANN001, ANN202 - records what the sync path sends, then answers
-        from toolkit.lm.engine import request_messages
+        from toolkit.lm._engine import request_messages
 
         sent.append(request_messages(request))
         return await original(request)
@@ -128,7 +134,7 @@ def test_what_a_batch_did_not_answer_goes_through_the_synchronous_executor(fault
 # ----------------------------------------------------------------------------------- over HTTP
 @pytest.fixture
 def server(tmp_path: Path):
-    from toolkit.batchapi.server import start_server
+    from toolkit.jobs.batchapi.server import start_server
 
     servers = []
 
@@ -193,7 +199,7 @@ def test_a_run_stopped_after_submission_resumes_by_polling_the_same_batch(tmp_pa
 
 
 def test_batch_job_tables_in_the_iris_dialect_have_bounded_columns() -> None:
-    from toolkit.store.dialect import iris_dialect
+    from toolkit.store._dialect import iris_dialect
 
     ddl = [s for s in iris_dialect().create_statements() if "batchx_batch_" in s]
     assert len(ddl) == 2 and all("VARCHAR(32000)" not in s and "TEXT" not in s for s in ddl)

@@ -2,7 +2,7 @@
 exactly what a synchronous ``anthropic/`` call sends (system blocks with the cache mark, the JSON
 schema, the output cap), results come back through the same settling code, and a run finishes
 through them in process (the emulated provider speaking Anthropic's format) and over HTTP (the
-project's emulator, :mod:`toolkit.serve`, answering Anthropic's Message Batches routes and its
+project's emulator, :mod:`toolkit.testing.serve`, answering Anthropic's Message Batches routes and its
 ``/v1/messages`` for the synchronous fallback), billed at batch prices."""
 
 from __future__ import annotations
@@ -13,27 +13,35 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_batchapi_resume import (
+    LM,
+    RUN,
+    _batch_rows,
+    _interrupt,
+    _killed,
+    _paid_once,
+    _session,
+    _status_counts,
+    _store,
+    _sync_rows,
+)
 
-from toolkit.batchapi import BatchApiSettings
-from toolkit.batchapi.anthropic import AnthropicBatches, openai_line
-from toolkit.batchapi.emulated import EmulatedMessageBatches, LineFaults
-from toolkit.batchapi.replies import settle_job
-from toolkit.batchapi.requests import build_requests
 from toolkit.corpora import synthetic_documents
+from toolkit.execution import ConcurrencyPolicy
+from toolkit.jobs import ExtractionService, default_policy
+from toolkit.jobs.batchapi import BatchApiSettings, build_requests
+from toolkit.jobs.batchapi._anthropic import AnthropicBatches, openai_line
+from toolkit.jobs.batchapi._emulated import EmulatedMessageBatches, LineFaults
+from toolkit.jobs.batchapi._replies import settle_job
 from toolkit.lm import resolve_lm
-from toolkit.packer import Packer
-from toolkit.serve import EmulatorServer, ServeSettings
-from toolkit.policies import ConcurrencyPolicy
-from toolkit.service import ExtractionService, default_policy
-
-from test_batchapi_resume import LM, RUN, _batch_rows, _interrupt, _killed, _paid_once, _session, _status_counts, \
-    _store, _sync_rows
+from toolkit.packing import Packer
+from toolkit.testing.serve import EmulatorServer, ServeSettings
 
 CLAUDE = "anthropic/claude-haiku-4-5"  # priced, batch prices included, in LiteLLM's map
 
 
 def _server(faults: LineFaults | None = None, turnaround: float = 0.2) -> EmulatorServer:
-    """The project's emulator (:mod:`toolkit.serve`) on 127.0.0.1: ``/v1/messages`` at 100 times
+    """The project's emulator (:mod:`toolkit.testing.serve`) on 127.0.0.1: ``/v1/messages`` at 100 times
     the profile's speed (each request body kept in its log), and the Message Batches routes over an
     :class:`EmulatedMessageBatches` on the wall clock (``server.batches``)."""
     batches = EmulatedMessageBatches(resolve_lm(LM).engine, turnaround=turnaround, faults=faults, wall_clock=True)
@@ -174,7 +182,7 @@ def test_an_anthropic_job_never_created_before_a_crash_is_sent_again(tmp_path: P
 
 # ----------------------------------------------------------------------------------- the bench
 def test_claude_models_have_a_batch_api_so_bench_plans_its_configuration() -> None:
-    from toolkit.benchplan import plan_for
+    from toolkit.measure._configs import plan_for
 
     caps = resolve_lm(CLAUDE).capabilities
     assert caps.batch_api and "batch_api" in [c.name for c in plan_for(caps)]

@@ -12,17 +12,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_batchapi_resume import (
+    DOCS,
+    LM,
+    RUN,
+    _batch_rows,
+    _interrupt,
+    _killed,
+    _paid_once,
+    _provider,
+    _session,
+    _status_counts,
+    _store,
+    _sync_rows,
+)
 
-from toolkit.batchapi.emulated import EmulatedBatches, LineFaults, answer
-from toolkit.batchapi.replies import settle_job
-from toolkit.batchapi.requests import build_requests
 from toolkit.corpora import synthetic_documents
+from toolkit.jobs import ExtractionService
+from toolkit.jobs.batchapi import build_requests
+from toolkit.jobs.batchapi._emulated import EmulatedBatches, LineFaults, answer
+from toolkit.jobs.batchapi._replies import settle_job
 from toolkit.lm import resolve_lm
-from toolkit.packer import Packer
-from toolkit.service import ExtractionService
-
-from test_batchapi_resume import DOCS, LM, RUN, _batch_rows, _interrupt, _killed, _paid_once, _provider, _session, \
-    _status_counts, _store, _sync_rows
+from toolkit.packing import Packer
 
 
 def _two_requests() -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:

@@ -17,15 +17,15 @@ from typing import Any
 
 import pytest
 
-from toolkit.batchapi import BatchApiEngine, BatchApiSettings, BatchLimits
-from toolkit.batchapi.emulated import EmulatedBatches, LineFaults
+from toolkit.core import Document
 from toolkit.corpora import synthetic_documents
-from toolkit.documents import Document
-from toolkit.engines import Chunk, ChunkResult
+from toolkit.jobs import ExtractionService
+from toolkit.jobs._runners import Chunk, ChunkResult
+from toolkit.jobs.batchapi import BatchApiRunner, BatchApiSettings, BatchLimits
+from toolkit.jobs.batchapi._emulated import EmulatedBatches, LineFaults
 from toolkit.lm import resolve_lm
-from toolkit.service import ExtractionService
+from toolkit.packing import get_counter
 from toolkit.store import open_store
-from toolkit.tokens import get_counter
 
 LM = "emulated:hosted-api"
 RUN = "r"
@@ -53,7 +53,7 @@ def _session(db: Any, provider: Any, docs: Sequence[Document] = DOCS, *, stop: t
     """One process's run: the documents not yet final, in one chunk, submitted then drained."""
     service = service or ExtractionService(LM)
     settings.setdefault("poll_seconds", 60)
-    engine = BatchApiEngine(service, db, RUN, provider, BatchApiSettings(**settings), progress=False, stop=stop)
+    engine = BatchApiRunner(service, db, RUN, provider, BatchApiSettings(**settings), progress=False, stop=stop)
     statuses = db.statuses(RUN)
     todo = [d for d in docs if statuses.get(d.id) not in ("extracted", "failed")]
     packing = service.packing_settings(max_docs=5)

@@ -14,13 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from toolkit.batchapi import BatchLimits
-from toolkit.batchapi.anthropic import AnthropicBatches
-from toolkit.batchapi.emulated import EmulatedBatches, EmulatedMessageBatches, LineFaults
-from toolkit.lm import resolve_lm
-
 from test_batchapi_resume import DOCS, LM, Killed, _batch_rows, _session, _status_counts, _store
+
+from toolkit.jobs.batchapi import AnthropicBatches, BatchLimits
+from toolkit.jobs.batchapi._emulated import EmulatedBatches, EmulatedMessageBatches, LineFaults
+from toolkit.lm import resolve_lm
 
 CALLS = ("upload", "create", "find", "retrieve", "content")
 

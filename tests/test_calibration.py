@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.calibration import calibrate, fit_latency
 from toolkit.cli import main
-from toolkit.lm.emulated import (load_profile)
+from toolkit.lm._emulated import load_profile
+from toolkit.measure._calibration import calibrate, fit_latency
 
 
 def test_fit_recovers_known_coefficients_and_reports_error() -> None:
@@ -43,7 +43,7 @@ def test_calibrate_times_the_prompt_it_is_given(capsys: pytest.CaptureFixture[st
 
 
 def test_a_profile_is_fitted_on_the_cold_calls_a_real_run_recorded(tmp_path: Path) -> None:
-    from toolkit.planner import _profile
+    from toolkit.plan._planner import _profile
 
     def call(p: int, o: int, seconds: float, warm: bool = False) -> dict:
         return {"config": "A_warm" if warm else "B", "prompt_cache": warm, "batch_id": "b", "attempt": 1,
@@ -52,7 +52,7 @@ def test_a_profile_is_fitted_on_the_cold_calls_a_real_run_recorded(tmp_path: Pat
     calls = [call(p, o, 2 + p * p * 2e-6 + o / 14) for p, o in [(800, 40), (1200, 90), (2000, 60), (3100, 20), (4000, 150)]]
     calls.append(call(4000, 150, 1.0, warm=True))  # a warm-cache call would spoil the fit: left out
     path = tmp_path / "results.json"
-    from toolkit.lm.backend import Capabilities
+    from toolkit.lm import Capabilities
 
     local = Capabilities(tokenizer="local/qwen", concurrency="1", layouts=("parallel", "packed"), prompt_cache=True,
                          long_prompts_cost_more=True).to_dict()

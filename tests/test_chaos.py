@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.batchapi.emulated import LineFaults
+from toolkit.jobs.batchapi._emulated import LineFaults
 
 
 @pytest.mark.slow
@@ -37,7 +37,7 @@ def test_the_main_job_killed_at_provider_calls_ends_with_every_document_once(
 
 @pytest.mark.slow
 def test_a_kill_right_after_a_create_adopts_the_batch(tmp_path) -> None:  # noqa: ANN001
-    from toolkit.batchapi.chaos import run_batch_chaos
+    from toolkit.jobs.batchapi import run_batch_chaos
 
     figures = run_batch_chaos(docs=30, kill_after=2, kills=1, seed=0, faults=LineFaults(), workdir=tmp_path)
     assert figures["kills_after"] == {"create": 1}  # the batch accepted, its id never stored
@@ -58,7 +58,7 @@ def test_the_chaos_command_refuses_a_kill_schedule_it_cannot_run(capsys: pytest.
 
 # ------------------------------------------------------------------------------------------ Ray
 def test_what_is_written_to_stdout_during_a_ray_run_goes_to_stderr(capfd: pytest.CaptureFixture[str]) -> None:
-    from toolkit.scaleout.console import ray_output_to_stderr
+    from toolkit.jobs.scaleout import ray_output_to_stderr
 
     print("before", flush=True)
     with ray_output_to_stderr():
@@ -89,7 +89,7 @@ def test_extract_on_ray_with_a_worker_killed_prints_clean_json(tmp_path: Path,
     pytest.importorskip("ray", reason="Ray is not installed (extra 'ray')")
     from toolkit.cli import main
     from toolkit.corpora import synthetic_documents
-    from toolkit.scaleout import kill_workers_every
+    from toolkit.jobs.scaleout import kill_workers_every
 
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n" for d in synthetic_documents(200)))

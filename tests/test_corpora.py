@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from toolkit.core import Document
 from toolkit.corpora import CorpusError, dedupe, iter_pubtator, load_corpus, read_jsonl, synthetic_documents
-from toolkit.documents import Document
 
 
 def test_bundled_sample_loads():
@@ -60,7 +60,7 @@ def test_synthetic_documents_are_varied_and_deterministic():
 
 
 def test_synthetic_documents_cost_as_many_tokens_per_word_as_real_abstracts(ncbi_devel):
-    from toolkit.tokens import count_tokens
+    from toolkit.packing import count_tokens
 
     def per_word(texts: list[str]) -> float:
         return sum(count_tokens(texts, "gpt-4o-mini")) / sum(len(t.split()) for t in texts)
@@ -248,7 +248,7 @@ def test_unusable_ids_and_texts_are_bad_records_that_keep_the_id_given(tmp_path,
 
 
 def test_ids_are_escaped_for_printing():
-    from toolkit.corpora.keys import escaped
+    from toolkit.corpora import escaped
 
     assert escaped("d1 é") == "d1 é"
     assert escaped("a\tb\nc\x01\ud800\u2028") == "a\\tb\\nc\\x01\\ud800\\u2028"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.counts import FIELDS, Counts
+from toolkit.core import FIELDS, Counts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ def test_counts_add_up_and_derive_their_rates() -> None:
 PROBE = '''
 import json, sqlite3, sys
 import toolkit
-from toolkit.experiments import evaluate
+from toolkit.measure import evaluate
 corpus, gold, db = sys.argv[1:4]
 result = toolkit.run(corpus, lm="emulated:hosted-api", store=f"sqlite:///{db}", run_name="probe", progress=False)
 columns = [d[0] for d in sqlite3.connect(db).execute("SELECT * FROM batchx_attempts").description]
@@ -39,7 +39,7 @@ print(json.dumps({"summary": result.summary, "columns": columns, "frame": frame,
 
 @pytest.mark.slow
 def test_a_new_counter_is_a_one_file_change(tmp_path: Path) -> None:
-    """A field added to Counts, in toolkit/counts.py alone, becomes a column of the attempts table
+    """A field added to Counts, in toolkit/core/_counts.py alone, becomes a column of the attempts table
     and frame, a key of the run summary and of every evaluation configuration."""
     copy = tmp_path / "repo"
     shutil.copytree(REPO / "toolkit", copy / "toolkit", ignore=shutil.ignore_patterns("__pycache__"))

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from toolkit.decisions import BatchState, Call, Done, Fail, Split, Wait, next_action
-from toolkit.errors import ContextLengthExceeded, MalformedReply, RateLimited, ServerError, Unsendable
-from toolkit.policies import ExecutionPolicy, RetryPolicy
+from toolkit.execution import ExecutionPolicy, RetryPolicy
+from toolkit.execution._decisions import BatchState, Call, Done, Fail, Split, Wait, next_action
+from toolkit.execution._errors import ContextLengthExceeded, MalformedReply, RateLimited, ServerError, Unsendable
 
 POLICY = ExecutionPolicy(retry=RetryPolicy(max_attempts=3, delays=(2.0, 4.0), jitter=0.0))
 RNG = random.Random(0)

@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 
 from toolkit.cli import main
-from toolkit.demos import gold_demos
-from toolkit.documents import Document
-from toolkit.experiments import evaluate
-from toolkit.extraction import BatchExtractor, ExtractionSettings
-from toolkit.service import demos_for
+from toolkit.core import Document
+from toolkit.extraction import BatchExtractor, ExtractionSettings, gold_demos
+from toolkit.jobs import demos_for
+from toolkit.measure import evaluate
 
 # ten hand-made abstracts: d0-d6 short and annotated, d7 long and annotated, d8 and d9 without mentions
 TEXTS = {f"d{i}": f"Patients with ataxia type {i} and anemia were seen." for i in range(7)}

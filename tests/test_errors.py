@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.errors import (
+from toolkit.execution._errors import (
     AuthenticationFailed,
     BadRequest,
     CallTimeout,
@@ -60,7 +60,7 @@ def test_builtin_errors_and_messages():
     (400, "Your credit balance is too low to access the Anthropic API."),
 ])
 def test_an_exhausted_quota_is_fatal_not_a_rate_limit(status: int, message: str) -> None:
-    from toolkit.errors import QuotaExhausted
+    from toolkit.execution._errors import QuotaExhausted
 
     assert isinstance(classify(_http(status, message)), QuotaExhausted if status != 400 else BadRequest)
 
@@ -70,14 +70,14 @@ def test_a_plain_429_stays_a_rate_limit() -> None:
 
 
 def test_dspy_billing_errors_are_quota_errors() -> None:
-    from toolkit.errors import QuotaExhausted
+    from toolkit.execution._errors import QuotaExhausted
 
     billing = type("LMBillingError", (Exception,), {})
     assert isinstance(classify(billing("no credits")), QuotaExhausted)
 
 
 def test_a_request_that_cannot_be_encoded_is_unsendable_not_a_provider_fault() -> None:
-    from toolkit.errors import Unsendable
+    from toolkit.execution._errors import Unsendable
 
     try:
         "\ud800".encode("utf-8")

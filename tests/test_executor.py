@@ -8,9 +8,9 @@ import time
 import pytest
 
 from toolkit import BatchExtractionResult, Document, Entity, Packer, PackingSettings
-from toolkit.chaos import FakeProvider, Faults, default_policy, run_chaos
 from toolkit.corpora import synthetic_documents
-from toolkit.errors import (
+from toolkit.execution import Executor, RunMetrics, RunStopped, extract_batch_with_retry, max_in_window
+from toolkit.execution._errors import (
     AuthenticationFailed,
     ContextLengthExceeded,
     MalformedReply,
@@ -18,15 +18,14 @@ from toolkit.errors import (
     ServerError,
     TruncatedReply,
 )
-from toolkit.executor import Executor, RunStopped, extract_batch_with_retry
-from toolkit.metrics import RunMetrics, max_in_window
-from toolkit.policies import (
+from toolkit.execution._policies import (
     BreakerPolicy,
     ConcurrencyPolicy,
     ExecutionPolicy,
     RateLimitPolicy,
 )
-from toolkit.vclock import run_virtual
+from toolkit.execution._vclock import run_virtual
+from toolkit.testing import FakeProvider, Faults, default_policy, run_chaos
 
 
 def make_batches(n_docs: int, per_batch: int, tokens: int = 100):
@@ -156,7 +155,7 @@ def test_truncated_and_malformed_replies_are_retried():
 
 
 def test_each_call_records_its_reply_validation_counts():
-    from toolkit.counts import Counts
+    from toolkit.core import Counts
 
     _, batches = make_batches(2, 2)
 
@@ -386,7 +385,7 @@ def test_an_outcome_that_cannot_be_kept_ends_the_run_with_that_error_and_leaves_
 
 
 def test_an_unsendable_document_fails_alone_and_the_batch_goes_on():
-    from toolkit.errors import Unsendable
+    from toolkit.execution._errors import Unsendable
 
     _, batches = make_batches(8, 8)
 

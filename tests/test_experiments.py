@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from toolkit.cli import main
-from toolkit.documents import Document
-from toolkit.evalcache import load_reference, reference_key
+from toolkit.core import Document
+from toolkit.measure._evalcache import load_reference, reference_key
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +53,7 @@ def test_eval_measures_quality_and_speedup_against_one_document_per_call(tmp_pat
 
 def _runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     """(documents per call, calls) of every configuration eval runs from now on."""
-    import toolkit.experiments as experiments
+    import toolkit.measure._experiments as experiments
 
     runs, real = [], experiments.run_config
 
@@ -109,8 +109,8 @@ def test_the_reference_key_covers_model_settings_and_every_document(tmp_path: Pa
     assert reference_key(docs, **{**fields, "budget": 4096}) != key
     assert reference_key([docs[0], Document("b", "No disease here!")], **fields) != key  # text digest
     assert reference_key(docs[::-1], **fields) != key and reference_key(docs[:1], **fields) != key
-    from toolkit.experiments import prompt_digest
     from toolkit.extraction import ExtractionSettings
+    from toolkit.measure._experiments import prompt_digest
 
     plain = ExtractionSettings(entity_types=("DISEASE",), relationships=False)
     assert prompt_digest(plain, "packed") == prompt_digest(ExtractionSettings(entity_types=("DISEASE",),

@@ -11,8 +11,8 @@ import dspy
 import pytest
 from dspy.utils.dummies import DummyLM
 
-from toolkit.documents import Document
-from toolkit.errors import MalformedReply, classify
+from toolkit.core import Document
+from toolkit.execution._errors import MalformedReply, classify
 from toolkit.extraction import (
     BatchExtractor,
     ExtractionSettings,
@@ -23,7 +23,7 @@ from toolkit.extraction import (
     response_schema,
     validate_reply,
 )
-from toolkit.lm.parallel import Generated
+from toolkit.lm._parallel import Generated
 
 DOCS = [
     Document("d1", "Cystic fibrosis is caused by mutations in CFTR."),
@@ -274,7 +274,7 @@ def test_a_failed_first_call_fails_the_batch_a_later_one_keeps_the_answers() -> 
 
 
 def test_layouts_resolve_by_lm_kind() -> None:
-    from toolkit.lm.backend import Capabilities
+    from toolkit.lm import Capabilities
 
     local = Capabilities(tokenizer="x", layouts=("parallel", "packed"))
     provider = Capabilities(tokenizer="x")
@@ -361,8 +361,8 @@ def test_what_validation_drops_is_kept_per_document_with_where_a_leak_came_from(
     assert [e.text for e in out.entities["d1"]] == ["Cystic fibrosis"]
     assert [(d.text, d.why, d.found_in) for d in out.dropped["d1"]] == [
         ("Huntington disease", "leak", "d2"), ("scurvy", "ungrounded", None)]
+    from toolkit.core import DocumentBatch
     from toolkit.extraction import to_result
-    from toolkit.models import DocumentBatch
 
     result = to_result(DocumentBatch(), out, (None, None, None))
     assert result.per_document_dropped == out.dropped

@@ -10,16 +10,14 @@ from pathlib import Path
 import pytest
 
 from toolkit.cli import main
+from toolkit.core import normalise
 from toolkit.corpora import synthetic_documents
-from toolkit.errors import AuthenticationFailed, RateLimited, classify
-from toolkit.documents import normalise
+from toolkit.execution import RateLimitPolicy
+from toolkit.execution._errors import AuthenticationFailed, RateLimited, classify
 from toolkit.extraction import ExtractionSettings
-from toolkit.lm import resolve_lm, weights
-from toolkit.lm.prefixcache import CacheRules
-from toolkit.lm.emulated import (EmulatedEngine, Gazetteer, Profile, available_profiles, default_gazetteer,
-                                 load_profile)
-from toolkit.policies import RateLimitPolicy
-from toolkit.service import ExtractionService, default_policy, measure_reserves
+from toolkit.jobs import ExtractionService, default_policy, measure_reserves
+from toolkit.lm import CacheRules, _weights as weights, resolve_lm
+from toolkit.lm._emulated import EmulatedEngine, Gazetteer, Profile, available_profiles, default_gazetteer, load_profile
 
 
 # ------------------------------------------------------------------------------------- weights
@@ -40,7 +38,7 @@ def test_missing_model_gives_the_fetch_command(tmp_path: Path, monkeypatch: pyte
 
 
 def test_a_corrupted_cached_file_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from toolkit.lm.catalog import list_runnable
+    from toolkit.lm import list_runnable
 
     monkeypatch.setenv("BATCHX_MODEL_DIR", str(tmp_path))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -115,7 +113,7 @@ def test_emulated_run_is_virtual_labelled_and_loses_nothing(no_network: list) ->
 def test_emulated_faults_are_recovered_by_the_executor(no_network: list) -> None:
     profile = dataclasses.replace(load_profile("hosted-api"), faults={
         "missing_ids": 0.1, "malformed": 0.1, "truncated": 0.1, "server_error": 0.1, "rate_limit_retry_after": 0.05})
-    from toolkit.lm.emulated import from_profile
+    from toolkit.lm._emulated import from_profile
 
     resolved = from_profile(profile, seed=3)
     engine = resolved.engine
@@ -160,7 +158,7 @@ def test_emulated_server_limits_are_enforced() -> None:
         await engine.complete(request)
         await engine.complete(request)
 
-    from toolkit.vclock import run_virtual
+    from toolkit.execution._vclock import run_virtual
 
     with pytest.raises(RateLimited):
         run_virtual(three_calls())

@@ -7,10 +7,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
-from toolkit.lm.engine import cached_tokens
+from toolkit.lm import cached_tokens
 
 
 @pytest.mark.parametrize(("usage", "expected"), [

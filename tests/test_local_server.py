@@ -24,7 +24,7 @@ import pytest
 
 import toolkit
 from toolkit.extraction import ExtractionSettings
-from toolkit.lm import weights
+from toolkit.lm import _weights as weights
 
 ALIAS = "batchx-local"  # the server's name for its model (``--lm openai/ALIAS``)
 DOCUMENTS = {
@@ -128,10 +128,9 @@ def test_an_openai_compatible_server_gets_a_key_the_schema_as_json_object_and_ma
     the ``json_object`` form the server accepts (DSPy drops it for an unknown model, and spells it
     ``json_schema``, which the server refuses) and ``max_tokens`` (the server ignores
     ``max_completion_tokens``)."""
-    from toolkit.documents import Document
-    from toolkit.lm import resolve_lm
-    from toolkit.lm.provider import PLACEHOLDER_KEY
-    from toolkit.service import ExtractionService
+    from toolkit.core import Document
+    from toolkit.jobs import ExtractionService
+    from toolkit.lm import PLACEHOLDER_KEY, resolve_lm
 
     if key is None:
         monkeypatch.delenv("OPENAI_API_KEY", raising=False)
@@ -167,7 +166,7 @@ def test_extract_through_a_keyless_local_server_that_restarts_mid_run(server: Se
     server is killed once the first document is stored and started again at once (one thread: the
     machine may be busy): the next calls fail to connect and are retried until it is back, and
     every document ends extracted, none lost."""
-    from toolkit.pipeline import RunSettings
+    from toolkit.jobs import RunSettings
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     corpus = tmp_path / "docs.jsonl"
@@ -201,8 +200,8 @@ def llama_server(tmp_path: Path) -> Iterator[Any]:
     """llama.cpp's ``llama-server`` (built by ``bash scripts/build-llama-server``) with 4 slots on
     qwen2.5-0.5b, one thread (a busy machine's cores are not all free), started by the repository's
     helper and stopped after the test."""
+    from toolkit.lm import WeightsError
     from toolkit.lm.llamaserver import LlamaServer, binary
-    from toolkit.lm.weights import WeightsError
 
     try:
         binary()
@@ -225,8 +224,7 @@ def test_bench_reaches_llama_server_with_slots(llama_server: Any, tmp_path: Path
     against ``llama-server --parallel 4``: one document per call (A), packed (B), packed and
     concurrent (C) and one per call concurrent (D) on two documents, every request answered by the
     server with its slots, none lost."""
-    from toolkit.bench import bench
-    from toolkit.benchplan import BENCH_PLAN
+    from toolkit.measure import BENCH_PLAN, bench
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     corpus = tmp_path / "docs.jsonl"

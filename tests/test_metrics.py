@@ -3,7 +3,7 @@ from __future__ import annotations
 import threading
 
 from toolkit import AttemptRecord, BatchExtractionResult, BatchMetricsTracker, Entity, RunMetrics
-from toolkit.counts import Counts
+from toolkit.core import Counts
 
 
 def result(batch_id: str, docs: int, entities_each: int = 1) -> BatchExtractionResult:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.lm.prefixcache import CacheRules
-from toolkit.moneyplan import cost_per_document, parse_hours
-from toolkit.pricing import prices_for
+from toolkit.core._pricing import prices_for
+from toolkit.lm import CacheRules
+from toolkit.plan._money import cost_per_document, parse_hours
 
 
 def test_a_prefix_is_cached_from_the_minimum_in_increments() -> None:
@@ -39,7 +39,7 @@ def test_the_cost_per_document_is_the_price_map_times_the_tokens_of_a_call() -> 
 
 
 def test_the_plan_picks_the_cheapest_setting_in_time_and_the_fastest_within_budget(ncbi_devel: Path) -> None:
-    from toolkit.planner import plan
+    from toolkit.plan import plan
 
     tight = plan("hosted-api", str(ncbi_devel), documents=100_000, deadline="8h", budget_usd=60)
     money = tight["money"]
@@ -57,8 +57,8 @@ def test_the_plan_picks_the_cheapest_setting_in_time_and_the_fastest_within_budg
 
 
 def test_an_unpriced_model_plans_hours_but_no_money(ncbi_devel: Path) -> None:
-    from toolkit.lm import weights
-    from toolkit.planner import plan
+    from toolkit.lm import _weights as weights
+    from toolkit.plan import plan
 
     if weights.cached_path() is None:
         pytest.skip("default model not cached: run `python -m toolkit models fetch`")

@@ -21,8 +21,8 @@ import pytest
 import toolkit
 from toolkit.cli import main
 from toolkit.extraction import ExtractionSettings
-from toolkit.lm import weights
-from toolkit.pipeline import RunSettings
+from toolkit.jobs import RunSettings
+from toolkit.lm import _weights as weights
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_weights import fill_hub_cache  # noqa: E402 - the hub cache layout, shared with the fast tests
@@ -127,7 +127,7 @@ class Recorder:
     every step, as a digest of their bytes (the layout itself runs unchanged)."""
 
     def __init__(self, kv: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-        from toolkit.lm.kvlayout import ExactKV
+        from toolkit.lm._kvlayout import ExactKV
 
         assert isinstance(kv, ExactKV)
         self.logits: dict[int, list[str]] = {}
@@ -155,7 +155,7 @@ def test_answers_in_a_batch_equal_answers_alone_on_other_models(model: str, ncbi
     Q4_1 and Q8_0: the per-row and the tinyBLAS kernels). Four NCBI abstracts, each alone and the
     four together: every sequence's logits are the same bytes at every step, so its answer is the
     same, token for token."""
-    from toolkit.lm.local import LlamaEngine
+    from toolkit.lm._local import LlamaEngine
 
     registered(model)
     engine = LlamaEngine(model, prompt_cache=False)
@@ -182,9 +182,9 @@ def test_a_model_without_the_exact_layout_falls_back_to_fast_and_says_why(monkey
     ``+fast``, and the run works."""
     import platform
 
-    from toolkit.documents import Document
-    from toolkit.lm import local, resolve_lm
-    from toolkit.service import ExtractionService
+    from toolkit.core import Document
+    from toolkit.jobs import ExtractionService
+    from toolkit.lm import _local as local, resolve_lm
 
     registered("smollm2-135m")
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")

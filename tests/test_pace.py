@@ -16,9 +16,9 @@ import pytest
 
 import toolkit
 from toolkit.corpora import synthetic_documents
-from toolkit.lm.emulated import load_profile
-from toolkit.metrics import max_in_window
-from toolkit.pipeline import RunSettings
+from toolkit.execution import max_in_window
+from toolkit.jobs import RunSettings
+from toolkit.lm import load_profile
 
 
 def write_jsonl(path: Path, docs) -> Path:
@@ -72,8 +72,8 @@ def test_chunk_boundaries_keep_the_window_and_the_learned_concurrency(tmp_path: 
 def test_the_batch_api_fallback_keeps_one_pace_across_its_jobs(tmp_path: Path) -> None:
     """Every second line of every batch fails: each job's documents go through the synchronous
     fallback, job after job, on one pace (one window, one gate) for the whole run."""
-    from toolkit.batchapi import BatchApiSettings, BatchLimits, run_batch_api
-    from toolkit.batchapi.emulated import EmulatedBatches, LineFaults
+    from toolkit.jobs.batchapi import BatchApiSettings, BatchLimits, run_batch_api
+    from toolkit.jobs.batchapi._emulated import EmulatedBatches, LineFaults
 
     rpm, tpm = 40, 24_000
     service = ExtractionService(f"emulated:{tight_profile(tmp_path, rpm, tpm)}@100",
@@ -127,7 +127,7 @@ def test_a_virtual_run_in_chunks_takes_the_time_of_one_chunk(tmp_path: Path) -> 
 from test_ratelimits import Provider, _anthropic_headers, provider  # noqa: E402,F401 - a server the test starts
 
 from toolkit.extraction import ExtractionSettings  # noqa: E402
-from toolkit.service import ExtractionService  # noqa: E402
+from toolkit.jobs import ExtractionService  # noqa: E402
 
 OPENAI_LIMITS = {"x-ratelimit-limit-requests": "600", "x-ratelimit-limit-tokens": "150000",
                  "x-ratelimit-remaining-requests": "599", "x-ratelimit-remaining-tokens": "149000",
@@ -155,7 +155,7 @@ def test_the_pace_adopts_the_limits_openai_headers_say(provider: Provider) -> No
 def test_the_pace_adopts_the_limits_anthropic_headers_say(monkeypatch: pytest.MonkeyPatch) -> None:
     """On the project's emulator speaking Anthropic's Messages API (its windows of 30 requests and
     60,000 tokens last 0.6 s at 100x: 3,000 and 6,000,000 a minute, as its headers say)."""
-    from toolkit.serve import serve_in_thread
+    from toolkit.testing.serve import serve_in_thread
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
     with serve_in_thread("hosted-api@100", rpm=30, tpm=60_000) as server:
@@ -200,9 +200,8 @@ def test_the_first_reply_tells_the_window_the_provider_counts_over() -> None:
     6 s as the provider took the call in: the pace keeps a 6-second sliding window of the
     per-minute limits (its allowance free within a quarter of it); a reset of a fraction of a
     second (a provider that refills continuously) says nothing of a window: a minute, spaced."""
-    from toolkit.limits import SlidingWindowLimiter
-    from toolkit.policies import RateLimitPolicy
-    from toolkit.vclock import run_virtual
+    from toolkit.execution import RateLimitPolicy, SlidingWindowLimiter
+    from toolkit.execution._vclock import run_virtual
 
     def probed(policy: RateLimitPolicy, reset: float) -> SlidingWindowLimiter:
         limiter = SlidingWindowLimiter(policy)

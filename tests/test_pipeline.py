@@ -16,7 +16,7 @@ import pytest
 import toolkit
 from toolkit.cli import main
 from toolkit.corpora import CorpusError, synthetic_documents
-from toolkit.pipeline import RunSettings, run
+from toolkit.jobs import RunSettings, run
 
 REPO = Path(__file__).resolve().parents[1]
 LM = "emulated:hosted-api"
@@ -165,7 +165,7 @@ def test_the_public_api_is_typed_keyword_only_and_light() -> None:
 
 
 def test_extract_batch_keeps_one_service_per_lm() -> None:
-    from toolkit.service import default_service
+    from toolkit.jobs._service import default_service
 
     docs = synthetic_documents(6, seed=1)
     first = toolkit.extract_batch(docs[:3], lm=LM)

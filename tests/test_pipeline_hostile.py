@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from toolkit.cli import main
-from toolkit.errors import RunFailed
-from toolkit.pipeline import RunSettings, run
+from toolkit.execution import RunFailed
+from toolkit.jobs import RunSettings, run
 
 REPO = Path(__file__).resolve().parents[1]
 LM = "emulated:hosted-api"

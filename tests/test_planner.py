@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.cli import main
-from toolkit.lm import weights
+from toolkit.lm import _weights as weights
 
 
 @pytest.fixture(autouse=True)
@@ -19,7 +19,7 @@ def eval_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_planner_predicts_the_measured_emulated_speedups(tmp_path: Path, ncbi_devel: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    from toolkit.planner import plan
+    from toolkit.plan import plan
 
     assert main(["eval", "--gold", str(ncbi_devel), "--lm", "emulated:hosted-api", "--limit", "24",
                  "--max-docs", "4,8", "--out", str(tmp_path), "--json"]) == 0
@@ -35,7 +35,7 @@ def test_planner_predicts_the_measured_emulated_speedups(tmp_path: Path, ncbi_de
 
 
 def test_planner_excludes_settings_beyond_the_allowed_f1_drop(tmp_path: Path, ncbi_devel: Path) -> None:
-    from toolkit.planner import plan
+    from toolkit.plan import plan
 
     if weights.cached_path() is None:  # local-cpu counts tokens with the local model's tokenizer
         pytest.skip("default model not cached: run `python -m toolkit models fetch`")
@@ -52,7 +52,7 @@ def test_planner_excludes_settings_beyond_the_allowed_f1_drop(tmp_path: Path, nc
 
 def test_planner_recommends_a_warm_prompt_cache_when_a_bench_measured_it_faster(tmp_path: Path,
                                                                                  ncbi_devel: Path) -> None:
-    from toolkit.planner import plan
+    from toolkit.plan import plan
 
     evaluation = {"configs": [
         {"max_docs": 1, "budget": 8192, "strict_f1": 0.50, "speedup": 1.0, "tokens_out": 400, "extracted": 10},
@@ -77,7 +77,7 @@ def test_planner_recommends_a_warm_prompt_cache_when_a_bench_measured_it_faster(
 
 
 def test_planner_judges_the_allowed_f1_drop_against_the_interval(tmp_path: Path, ncbi_devel: Path) -> None:
-    from toolkit.planner import plan
+    from toolkit.plan import plan
 
     def row(m: int, f1: float, drop_ci: list[float] | None) -> dict:
         return {"max_docs": m, "budget": 8192, "strict_f1": f1, "f1_drop_ci": drop_ci, "speedup": m / 2,

@@ -9,12 +9,12 @@ import dataclasses
 import pytest
 from dspy.lm15 import Config, Message, Request
 
+from toolkit.core._pricing import prices_for
 from toolkit.corpora import synthetic_documents
-from toolkit.errors import RateLimited
-from toolkit.lm.emulated import EmulatedEngine, load_profile
-from toolkit.lm.prefixcache import ANTHROPIC, OPENAI, CacheRules, PrefixCache
-from toolkit.pricing import prices_for
-from toolkit.vclock import run_virtual
+from toolkit.execution import RateLimited
+from toolkit.execution._vclock import run_virtual
+from toolkit.lm import EmulatedEngine, load_profile
+from toolkit.lm._prefixcache import ANTHROPIC, OPENAI, CacheRules, PrefixCache
 
 
 def _request(shared_words: int, doc: str, marked_prefix: bool = False) -> Request:
@@ -84,8 +84,8 @@ def test_cached_tokens_count_towards_the_window_only_where_the_rules_say(counts:
 
 def test_a_cold_engine_bypasses_the_cache_and_the_client_discounts_only_what_the_rules_free() -> None:
     from toolkit.extraction import ExtractionSettings
+    from toolkit.jobs import ExtractionService
     from toolkit.lm import resolve_lm
-    from toolkit.service import ExtractionService
 
     assert _cached(EmulatedEngine(load_profile("hosted-api"), cache=False), [_request(1300, "a"), _request(1300, "b")]) == [0, 0]
     assert resolve_lm("emulated:hosted-api", prompt_cache=False).capabilities.cache is None
@@ -99,7 +99,7 @@ def test_a_cold_engine_bypasses_the_cache_and_the_client_discounts_only_what_the
 
 
 def test_bench_runs_d_and_a_warm_and_prices_each_configuration_from_its_tokens() -> None:
-    from toolkit.bench import bench, bench_table
+    from toolkit.measure import bench, bench_table
 
     r = bench("emulated:hosted-api", "synthetic", 1000)
     configs = {c["config"]: c for c in r["configs"]}
@@ -124,9 +124,9 @@ def test_bench_runs_d_and_a_warm_and_prices_each_configuration_from_its_tokens()
 
 
 def test_the_shared_prompt_comes_first_and_byte_identical_whatever_the_documents() -> None:
-    from toolkit.documents import Document
+    from toolkit.core import Document
     from toolkit.extraction import BatchExtractor, ExtractionSettings
-    from toolkit.service import demos_for
+    from toolkit.jobs import demos_for
 
     settings = ExtractionSettings(relationships=False)
     extractor = BatchExtractor(settings, "packed", demos_for(settings))

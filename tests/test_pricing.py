@@ -13,13 +13,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from toolkit.cli import main
-from toolkit.counts import Counts
-from toolkit.pricing import PRICE_KEYS, Prices, prices_for, resolve_prices
-from toolkit.report import cost_summary
+from toolkit.core import Counts
+from toolkit.core._pricing import PRICE_KEYS, Prices, prices_for, resolve_prices
+from toolkit.jobs import cost_summary
 
 LM = "emulated:hosted-api"
 TEXT = "Patients with cystic fibrosis and asthma, case {}."
@@ -68,8 +67,8 @@ class _CachedTooMuch(BaseHTTPRequestHandler):
     cached tokens than the prompt had (a provider's usage is data, not a promise)."""
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        from toolkit.batchapi.emulated import answer
-        from toolkit.lm.emulated import EmulatedEngine, load_profile
+        from toolkit.jobs.batchapi._emulated import answer
+        from toolkit.lm import EmulatedEngine, load_profile
 
         body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)))
         reply = answer(EmulatedEngine(load_profile("hosted-api")), body)

@@ -6,14 +6,13 @@ and to the classified error."""
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from toolkit.ratelimits import (
+from toolkit.execution._ratelimits import (
     Budget,
     RateFeed,
     RateInfo,
@@ -23,14 +22,14 @@ from toolkit.ratelimits import (
     retry_after_from_message,
 )
 
-NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc).timestamp()
+NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC).timestamp()
 OPENAI = {"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "59",
           "x-ratelimit-limit-tokens": "100000", "x-ratelimit-remaining-tokens": "98500",
           "x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "6m0s"}
 
 
 def _rfc3339(seconds_from_now: float) -> str:
-    return datetime.fromtimestamp(NOW + seconds_from_now, timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(NOW + seconds_from_now, UTC).isoformat().replace("+00:00", "Z")
 
 
 # ------------------------------------------------------------------------------------ parsers
@@ -87,7 +86,7 @@ def test_retry_headers(headers: dict[str, str], seconds: float | None) -> None:
 
 
 def test_retry_after_as_an_http_date() -> None:
-    when = format_datetime(datetime.fromtimestamp(NOW, timezone.utc) + timedelta(seconds=30), usegmt=True)
+    when = format_datetime(datetime.fromtimestamp(NOW, UTC) + timedelta(seconds=30), usegmt=True)
     info = parse_rate_headers({"Retry-After": when}, now=NOW)
     assert info is not None and info.retry_after == pytest.approx(30.0)
 
@@ -276,7 +275,7 @@ def provider(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
 
 
 def _anthropic_headers(seconds: float, remaining: int = 39) -> dict[str, str]:
-    reset = datetime.fromtimestamp(datetime.now(timezone.utc).timestamp() + seconds, timezone.utc).isoformat()
+    reset = datetime.fromtimestamp(datetime.now(UTC).timestamp() + seconds, UTC).isoformat()
     out = {}
     for name, limit in (("requests", 50), ("tokens", 90000), ("input-tokens", 80000), ("output-tokens", 10000)):
         out |= {f"anthropic-ratelimit-{name}-limit": str(limit), f"anthropic-ratelimit-{name}-remaining": str(remaining),
@@ -293,10 +292,10 @@ def _raised(call) -> Exception:  # noqa: ANN001
 def test_openai_headers_on_every_200_reach_rates_sync_async_and_through_the_service(provider: Provider) -> None:
     import asyncio
 
-    from toolkit.documents import Document
+    from toolkit.core import Document
     from toolkit.extraction import ExtractionSettings
+    from toolkit.jobs import ExtractionService
     from toolkit.lm import resolve_lm
-    from toolkit.service import ExtractionService
 
     resolved = resolve_lm("openai/served-model", api_base=provider.url)
     heard: list[RateInfo] = []
@@ -335,7 +334,7 @@ def test_anthropic_headers_on_a_200_reach_rates_and_the_cache_is_marked_and_coun
 
 
 def test_retry_after_on_an_anthropic_429(provider: Provider) -> None:
-    from toolkit.errors import RateLimited, classify
+    from toolkit.execution._errors import RateLimited, classify
     from toolkit.lm import resolve_lm
 
     resolved = resolve_lm("anthropic/claude-3-5-haiku-latest", api_base=provider.url)
@@ -348,7 +347,7 @@ def test_retry_after_on_an_anthropic_429(provider: Provider) -> None:
 
 
 def test_retry_after_ms_on_an_openai_429(provider: Provider) -> None:
-    from toolkit.errors import RateLimited, classify
+    from toolkit.execution._errors import RateLimited, classify
     from toolkit.lm import resolve_lm
 
     resolved = resolve_lm("openai/served-model", api_base=provider.url)
@@ -360,7 +359,7 @@ def test_retry_after_ms_on_an_openai_429(provider: Provider) -> None:
 
 
 def test_the_openai_429_message_with_no_retry_header(provider: Provider) -> None:
-    from toolkit.errors import RateLimited, classify
+    from toolkit.execution._errors import RateLimited, classify
     from toolkit.lm import resolve_lm
 
     resolved = resolve_lm("openai/served-model", api_base=provider.url)
@@ -383,7 +382,7 @@ def test_replies_through_litellm_reach_rates(provider: Provider, spec: str, env:
     import asyncio
     import time
 
-    from toolkit.errors import RateLimited, classify
+    from toolkit.execution._errors import RateLimited, classify
     from toolkit.lm import resolve_lm
 
     for name, value in env.items():
@@ -419,7 +418,7 @@ def test_replies_through_litellm_reach_rates(provider: Provider, spec: str, env:
 
 
 def test_a_provider_that_sends_no_rate_headers_publishes_nothing_and_works(provider: Provider) -> None:
-    from toolkit.errors import RateLimited, classify
+    from toolkit.execution._errors import RateLimited, classify
     from toolkit.lm import resolve_lm
 
     resolved = resolve_lm("openai/served-model", api_base=provider.url)
@@ -439,8 +438,8 @@ def test_provider_models_resolve_to_dspys_own_client_over_a_publishing_transport
     from dspy._vendor.lm15.transports import StdlibAsyncTransport, StdlibTransport  # noqa: F401
 
     from toolkit.lm import resolve_lm
-    from toolkit.lm.engine import AsyncNativeEngine, NativeEngine
-    from toolkit.lm.replies import PublishingAsyncTransport, PublishingTransport
+    from toolkit.lm._engine import AsyncNativeEngine, NativeEngine
+    from toolkit.lm._replies import PublishingAsyncTransport, PublishingTransport
 
     resolved = resolve_lm("openai/gpt-4o-mini")
     engine = resolved.lm.engine
@@ -462,9 +461,9 @@ def test_the_projects_emulator_is_learned_from_on_the_toolkits_path(monkeypatch:
     """The provider emulator (toolkit/serve) in both flavours: what its headers say of its limits
     arrives on ``rates`` from the main job's own calls (OpenAI) and from a plain call (Anthropic)."""
     from toolkit.corpora import synthetic_documents
+    from toolkit.jobs import ExtractionService
     from toolkit.lm import resolve_lm
-    from toolkit.serve import serve_in_thread
-    from toolkit.service import ExtractionService
+    from toolkit.testing.serve import serve_in_thread
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")

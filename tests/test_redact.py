@@ -5,10 +5,9 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from toolkit.redact import MARK, redact, split_userinfo
+from toolkit.core._redact import MARK, redact, split_userinfo
 
 
 @pytest.mark.parametrize("text, secret", [

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 import toolkit
+from toolkit.core import Document
 from toolkit.corpora import synthetic_documents
-from toolkit.documents import Document
-from toolkit.metrics import max_in_window
-from toolkit.pipeline import RunSettings
+from toolkit.execution import max_in_window
+from toolkit.jobs import RunSettings
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (extra 'ray')")
 pytestmark = pytest.mark.slow
@@ -68,7 +68,7 @@ class ChatServer(ThreadingHTTPServer):
 
     def __init__(self, delay: float = 0.0, poison: str | None = None, kills: int = 0,
                  headers: dict[str, str] | None = None) -> None:
-        from toolkit.lm.emulated import EmulatedEngine, load_profile
+        from toolkit.lm import EmulatedEngine, load_profile
 
         super().__init__(("127.0.0.1", 0), _ChatHandler)
         self.engine = EmulatedEngine(load_profile("hosted-api"))
@@ -97,7 +97,7 @@ class _ChatHandler(BaseHTTPRequestHandler):
         pass
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        from toolkit.batchapi.emulated import answer
+        from toolkit.jobs.batchapi._emulated import answer
 
         came = time.time()
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -152,7 +152,7 @@ def entities_by_document(db: Path, run_id: str) -> dict[str, list[tuple[str, str
 
 def test_two_workers_find_what_the_local_engine_finds_under_one_global_rate_limit(local_ray, corpus: Path,
                                                                                  tmp_path: Path) -> None:
-    from toolkit.lm.emulated import load_profile
+    from toolkit.lm import load_profile
 
     runs = {}
     for engine in ("local", "ray"):
@@ -174,7 +174,7 @@ def test_two_workers_find_what_the_local_engine_finds_under_one_global_rate_limi
 def test_workers_killed_every_few_seconds_lose_nothing_and_no_answer_is_paid_twice(local_ray, tmp_path: Path) -> None:
     """kill_workers_every beside a run: every document once in the store, none failed or lost, and
     the recorded calls answered each document once (what a dead worker had decided was kept)."""
-    from toolkit.scaleout import kill_workers_every
+    from toolkit.jobs.scaleout import kill_workers_every
 
     corpus = write_corpus(tmp_path / "c.jsonl", synthetic_documents(1000, seed=12))
     stop, killed = threading.Event(), []
@@ -230,8 +230,8 @@ def test_a_chunk_that_kills_every_worker_fails_with_the_reason_and_no_slot_leaks
 
 def _drive(engine, decided, record, documents: list[Document], packing) -> list:  # noqa: ANN001
     """Chunks of 50 of ``documents`` through ``engine`` as the pipeline gives them; its results."""
-    from toolkit.engines import Chunk
-    from toolkit.tokens import get_counter
+    from toolkit.jobs._runners import Chunk
+    from toolkit.packing import get_counter
 
     counter, results = get_counter(packing.model), []
     try:
@@ -246,18 +246,18 @@ def _drive(engine, decided, record, documents: list[Document], packing) -> list:
 
 
 def test_a_stop_sends_nothing_more_and_records_every_call_the_server_answered(local_ray, chat_server) -> None:
-    """RayEngine(stop=...): once set, no chunk is sent and no call starts; calls in flight finish,
+    """RayRunner(stop=...): once set, no chunk is sent and no call starts; calls in flight finish,
     are recorded and their answers kept; the engine ends with the stop's reason. (The limits the
     provider's replies said are learned by the global pace.)"""
-    from toolkit.calls import STOP_REQUESTED
-    from toolkit.scaleout import RayEngine
-    from toolkit.service import ExtractionService
+    from toolkit.execution import STOP_REQUESTED
+    from toolkit.jobs import ExtractionService
+    from toolkit.jobs.scaleout import RayRunner
 
     server = chat_server(delay=0.3, headers={"x-ratelimit-limit-requests": "5000",
                                              "x-ratelimit-limit-tokens": "4000000"})
     service = ExtractionService(HTTP_LM, api_base=server.url)
     stop, stopped_at = threading.Event(), []
-    engine = RayEngine(service, workers=2, stop=stop)
+    engine = RayRunner(service, workers=2, stop=stop)
     kept, recorded = [], []
 
     def decided(outcome) -> None:  # noqa: ANN001
@@ -281,12 +281,12 @@ def test_a_stop_sends_nothing_more_and_records_every_call_the_server_answered(lo
 def test_a_worker_waits_for_a_slot_no_longer_than_its_patience(local_ray, chat_server) -> None:
     """The only slot (the first call of a run goes alone) held longer than the engine's patience:
     the waiting calls give up, the run stops saying so, in bounded time."""
-    from toolkit.scaleout import RayEngine
-    from toolkit.service import ExtractionService
+    from toolkit.jobs import ExtractionService
+    from toolkit.jobs.scaleout import RayRunner
 
     server = chat_server(delay=3.0)
     service = ExtractionService(HTTP_LM, api_base=server.url)
-    engine = RayEngine(service, workers=1, patience=1.0)
+    engine = RayRunner(service, workers=1, patience=1.0)
     start = time.monotonic()
     results = _drive(engine, lambda outcome: None, lambda records: None, synthetic_documents(50, seed=4),
                      service.packing_settings(8192, max_docs=5))
@@ -298,16 +298,16 @@ def test_when_no_worker_can_start_the_run_says_why_in_one_line(local_ray, corpus
     """A worker's start fails (the profile, like a model file, is missing on the cluster): before
     the run, the engine refuses in one line; during a run (workers killed once the file is gone),
     the run stops with that line, nothing lost."""
-    from toolkit.lm.emulated import PROFILE_DIR
-    from toolkit.scaleout import RayEngine
-    from toolkit.service import ExtractionService
+    from toolkit.jobs import ExtractionService
+    from toolkit.jobs.scaleout import RayRunner
+    from toolkit.lm._emulated import PROFILE_DIR
 
     profile = tmp_path / "profile.json"
     shutil.copy(PROFILE_DIR / "hosted-api.json", profile)
     service = ExtractionService(f"emulated:{profile}@100")
     profile.unlink()
     with pytest.raises(ValueError, match=r"^no Ray worker can start: ValueError: unknown emulated profile [^\n]*$"):
-        RayEngine(service, workers=2)
+        RayRunner(service, workers=2)
     shutil.copy(PROFILE_DIR / "hosted-api.json", profile)
 
     def break_the_cluster(tally: dict) -> None:
@@ -348,8 +348,8 @@ def test_virtual_time_cannot_be_shared_across_workers(local_ray, corpus: Path, t
 
 def test_without_ray_the_engine_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch, corpus: Path,
                                                        tmp_path: Path) -> None:
-    import toolkit.scaleout.engine
+    import toolkit.jobs.scaleout._runner
 
-    monkeypatch.setattr(toolkit.scaleout.engine, "ray", None)
+    monkeypatch.setattr(toolkit.jobs.scaleout._runner, "ray", None)
     with pytest.raises(ValueError, match=r"pip install -e '\.\[ray\]'"):
         toolkit.run(corpus, lm=LM, store=f"sqlite:///{tmp_path / 'n.db'}", engine="ray", progress=False)

@@ -1,4 +1,4 @@
-"""The global pace of Ray workers (toolkit.scaleout.pacing.Pacing), run in this process without Ray:
+"""The global pace of Ray workers (toolkit.jobs.scaleout._pacing.Pacing), run in this process without Ray:
 slots owned by a worker come back when it dies, its queued waits are dropped, a withdrawn wait
 takes no slot, and no wait is endless."""
 
@@ -8,8 +8,8 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from toolkit.policies import ConcurrencyPolicy, ExecutionPolicy, RateLimitPolicy
-from toolkit.scaleout.pacing import Pacing
+from toolkit.execution import ConcurrencyPolicy, ExecutionPolicy, RateLimitPolicy
+from toolkit.jobs.scaleout._pacing import Pacing
 
 T = TypeVar("T")
 ONE_AT_A_TIME = ExecutionPolicy(concurrency=ConcurrencyPolicy.parse("1"))

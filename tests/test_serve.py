@@ -1,4 +1,4 @@
-"""The provider emulator over HTTP (toolkit.serve), in real time on 127.0.0.1, called through the
+"""The provider emulator over HTTP (toolkit.testing.serve), in real time on 127.0.0.1, called through the
 real client stacks: DSPy's own client (lm15) for ``openai/`` and ``anthropic/`` models, LiteLLM,
 and the toolkit's resolve path driven by the extraction service. Replies, usage and cached tokens,
 the rate-limit headers (read back with the client's own parser), 429s in OpenAI's and Anthropic's
@@ -25,13 +25,21 @@ from typing import Any
 import httpx
 import pytest
 
-from toolkit.errors import (AuthenticationFailed, CallTimeout, ConnectionFailed, ContextLengthExceeded, Overloaded,
-                            RateLimited, ServerError, classify)
-from toolkit.lm.emulated import TOKENIZER, Profile, default_gazetteer, load_profile
-from toolkit.ratelimits import parse_duration, parse_rate_headers
-from toolkit.serve import Limits, duration, serve_in_thread
-from toolkit.serve._window import Window
-from toolkit.tokens import get_counter
+from toolkit.execution._errors import (
+    AuthenticationFailed,
+    CallTimeout,
+    ConnectionFailed,
+    ContextLengthExceeded,
+    Overloaded,
+    RateLimited,
+    ServerError,
+    classify,
+)
+from toolkit.execution._ratelimits import parse_duration, parse_rate_headers
+from toolkit.lm._emulated import TOKENIZER, Profile, default_gazetteer, load_profile
+from toolkit.packing import get_counter
+from toolkit.testing.serve import Limits, duration, serve_in_thread
+from toolkit.testing.serve._window import Window
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 PROFILE = "hosted-api@100"  # a minute lasts 0.6 s
@@ -239,8 +247,8 @@ def test_every_window_of_admitted_calls_stays_within_both_limits() -> None:
 # -------------------------------------------------------------------------------- the toolkit
 def test_the_toolkit_path_extracts_every_document_as_the_in_process_emulation_does() -> None:
     from toolkit.corpora import synthetic_documents
+    from toolkit.jobs import ExtractionService
     from toolkit.lm import resolve_lm
-    from toolkit.service import ExtractionService
 
     docs = synthetic_documents(20, seed=4)
     with serve_in_thread("hosted-api@20") as server:

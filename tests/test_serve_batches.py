@@ -1,4 +1,4 @@
-"""The emulator's batch routes over HTTP (toolkit.serve): OpenAI's ``GET /v1/batches`` (its list
+"""The emulator's batch routes over HTTP (toolkit.testing.serve): OpenAI's ``GET /v1/batches`` (its list
 object, newest first, ``after`` and ``limit``), read by LiteLLM's ``list_batches`` when a run resumed
 in the crash window after a create adopts its batch; Anthropic's Message Batches routes (create,
 retrieve, results, list) and their error bodies; a store without them answers 404."""
@@ -10,13 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
-
-from toolkit.batchapi.emulated import EmulatedBatches, EmulatedMessageBatches
-from toolkit.batchapi.providers import LiteLLMBatches
-from toolkit.lm import resolve_lm
-from toolkit.serve import EmulatorServer, ServeSettings
-
 from test_batchapi_resume import LM, RUN, _killed, _paid_once, _session, _status_counts, _store
+
+from toolkit.jobs.batchapi import LiteLLMBatches
+from toolkit.jobs.batchapi._emulated import EmulatedBatches, EmulatedMessageBatches
+from toolkit.lm import resolve_lm
+from toolkit.testing.serve import EmulatorServer, ServeSettings
 
 PROFILE = "hosted-api@100"
 

@@ -8,8 +8,8 @@ import itertools
 import numpy as np
 import pytest
 
-from toolkit.evaluation import PRF
-from toolkit.stats import document_seconds, interval, micro_f1, ratio, resample_weights
+from toolkit.measure import PRF
+from toolkit.measure._stats import document_seconds, interval, micro_f1, ratio, resample_weights
 
 
 def _frequencies(values: np.ndarray) -> dict[float, float]:

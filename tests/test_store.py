@@ -10,15 +10,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from toolkit.documents import Entity, Relationship
-from toolkit.counts import Counts
-from toolkit.metrics import AttemptRecord
-from toolkit.pipeline import _Doc
+from toolkit.core import Counts, Entity, Relationship
+from toolkit.execution import AttemptRecord
+from toolkit.jobs._pipeline import _Doc
 from toolkit.store import IRIS_ENV, LeaseLost, RunBusy, StoreError, iris_settings, open_store
-from toolkit.store.dialect import SQLITE, iris_dialect
+from toolkit.store._dialect import SQLITE, iris_dialect
 
 
 def _iris_url() -> str | None:
@@ -132,7 +130,7 @@ def test_schema_creation_is_idempotent(tmp_path: Path) -> None:
 
 def test_an_outcome_keeps_what_mark_pending_recorded(store, run_id: str) -> None:
     """The executor's outcomes carry no token count or digest: saving one keeps the pending row's."""
-    from toolkit.executor import DocumentOutcome
+    from toolkit.execution import DocumentOutcome
 
     store.start_run(run_id, "lm", "m", {})
     store.mark_pending(run_id, [("a", 17, "file.jsonl:1", "d1g35t")])
@@ -359,8 +357,8 @@ def test_a_sqlite_path_that_is_a_directory_is_a_clear_error(tmp_path: Path) -> N
 
 
 def test_dropped_mentions_round_trip_and_are_replaced_with_their_document(store, run_id: str) -> None:
-    from toolkit.documents import Dropped
-    from toolkit.executor import DocumentOutcome
+    from toolkit.core import Dropped
+    from toolkit.execution import DocumentOutcome
 
     store.start_run(run_id, "lm", "m", {})
     leak = Dropped("Huntington disease", "DISEASE", "a", "leak", "b")

@@ -10,7 +10,7 @@ import tiktoken
 
 from toolkit import count_tokens, estimate_tokens, get_counter, register_tokenizer
 from toolkit.corpora import read_pubtator
-from toolkit.tokens import TIKTOKEN_FILES, seed_tiktoken_cache, tiktoken_cache_dir
+from toolkit.packing._tokens import TIKTOKEN_FILES, seed_tiktoken_cache, tiktoken_cache_dir
 
 SAMPLE = "Mutations in BRCA1 increase the risk of breast cancer; olaparib extends survival."
 
@@ -86,7 +86,7 @@ def test_offline_from_an_empty_cache_without_network(tmp_path):
         socket.create_connection = refuse
         socket.getaddrinfo = refuse
         import toolkit
-        from toolkit.tokens import tiktoken_cache_dir
+        from toolkit.packing._tokens import tiktoken_cache_dir
         assert toolkit.estimate_tokens("hello world", "gpt-4o") == 2
         assert toolkit.estimate_tokens("hello world", "gpt-3.5-turbo") == 2
         print(tiktoken_cache_dir())

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.corpora import synthetic_documents
-from toolkit.tuning import Setting, Tuner, TunerModel
+from toolkit.notebook._tuning import Setting, Tuner, TunerModel
 
 
 @pytest.fixture(scope="module")

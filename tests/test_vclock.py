@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from toolkit.vclock import VirtualTimeLoop, run_virtual
+from toolkit.execution._vclock import VirtualTimeLoop, run_virtual
 
 
 def test_sleeping_until_an_exact_time_terminates_where_floats_do_not_add_up() -> None:

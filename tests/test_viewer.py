@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from toolkit.documents import Dropped, Entity
-from toolkit.viewer import ORDERS, order, render_comparison, render_document, spans
+from toolkit.core import Dropped, Entity
+from toolkit.notebook._viewer import ORDERS, order, render_comparison, render_document, spans
 
 TEXT = "Cystic fibrosis (CF) is common; CF patients and asthma."
 

@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 
 from toolkit.cli import main
-from toolkit.lm import hub, weights
-from toolkit.lm.exactness import MEASURED_ON, exact_layout
-from toolkit.lm.gguf import GGUFError, read_header
-from toolkit.lm.local import parse_model
+from toolkit.lm import _hub as hub, _weights as weights
+from toolkit.lm._exactness import MEASURED_ON, exact_layout
+from toolkit.lm._gguf import GGUFError, read_header
+from toolkit.lm._local import parse_model
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
@@ -242,7 +242,7 @@ def test_models_list_shows_cache_files_hub_downloads_and_named_files(caches: Pat
     named = write_gguf(tmp_path / "named.gguf", **llama_like(types=("Q8_0", "MXFP4")))
     profile = {"prompt_tokens_per_second": 321.0, "output_tokens_per_second": 45.6, "overhead_seconds": 0.5,
                "fit": {"model_id": f"named@sha256:{weights.sha256_file(named)[:16]}"}}
-    from toolkit.lm.catalog import remember_calibration
+    from toolkit.lm import remember_calibration
 
     remember_calibration(profile)
     assert main(["models", "list", str(named), "--json"]) == 0

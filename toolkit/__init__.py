@@ -9,39 +9,49 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit.counts import Counts
-from toolkit.documents import Document, Entity, Relationship
-from toolkit.executor import (
-    DocumentOutcome,
-    ExecutionReport,
-    Executor,
-    RunStopped,
-    extract_batch_with_retry,
-)
-from toolkit.metrics import AttemptRecord, BatchMetricsTracker, RunMetrics
-from toolkit.models import (
+from toolkit.core import (
     Baseline,
     BatchExtractionResult,
     BatchStatus,
+    Counts,
+    Document,
     DocumentBatch,
+    Entity,
     ProcessingMetrics,
+    Relationship,
 )
-from toolkit.policies import (
+from toolkit.execution import (
+    AttemptRecord,
+    BatchMetricsTracker,
     BreakerPolicy,
     ConcurrencyPolicy,
+    DocumentOutcome,
     ExecutionPolicy,
+    ExecutionReport,
+    Executor,
     RateLimitPolicy,
     RetryPolicy,
+    RunMetrics,
+    RunStopped,
     SplitPolicy,
+    extract_batch_with_retry,
 )
-from toolkit.packer import BatchQueue, Packer, PackingSettings, PackResult, pack
-from toolkit.tokens import count_tokens, estimate_tokens, get_counter, register_tokenizer
+from toolkit.packing import (
+    BatchQueue,
+    Packer,
+    PackingSettings,
+    PackResult,
+    count_tokens,
+    estimate_tokens,
+    get_counter,
+    pack,
+    register_tokenizer,
+)
 
 if TYPE_CHECKING:
     from toolkit.extraction import ExtractionSettings
+    from toolkit.jobs import ExtractionService, RunResult, RunSettings
     from toolkit.lm import ResolvedLM, resolve_lm
-    from toolkit.pipeline import RunResult, RunSettings
-    from toolkit.service import ExtractionService
     from toolkit.store import Store, open_store
 
 __all__ = [
@@ -93,8 +103,8 @@ __version__ = "0.1.0"
 
 # Exported lazily (PEP 562): importing them loads DSPy, which ``import toolkit`` does not.
 _LAZY = {
-    "RunSettings": "toolkit.pipeline", "RunResult": "toolkit.pipeline", "ExtractionSettings": "toolkit.extraction",
-    "ExtractionService": "toolkit.service", "resolve_lm": "toolkit.lm", "open_store": "toolkit.store",
+    "RunSettings": "toolkit.jobs._pipeline", "RunResult": "toolkit.jobs._pipeline", "ExtractionSettings": "toolkit.extraction",
+    "ExtractionService": "toolkit.jobs._service", "resolve_lm": "toolkit.lm", "open_store": "toolkit.store",
 }
 
 
@@ -110,13 +120,12 @@ def run(corpus: str | Path = "pubmed-sample", *, lm: str | ResolvedLM = "local",
         progress: bool | Callable[[dict[str, Any]], None] | None = None, stop: threading.Event | None = None,
         engine: str = "local", workers: int = 2, ray_address: str | None = None, mode: str | None = None,
         batch: Any = None) -> RunResult:
-    """The main job from Python (see :func:`toolkit.pipeline.run`): extract ``corpus`` with ``lm``
+    """The main job from Python (see :func:`toolkit.jobs._pipeline.run`): extract ``corpus`` with ``lm``
     into ``store`` (default ``sqlite:///batchx.db``) under ``settings``, as run ``run_name``; once
     ``stop`` is set (from another thread) the run stops, resumable; ``engine="ray"`` runs it on
     ``workers`` Ray workers (``ray_address``: an existing cluster); ``mode="batch-api"``: through the
-    provider's batch API (``batch``: :class:`toolkit.batchapi.BatchApiSettings`)."""
-    from toolkit.pipeline import RunSettings
-    from toolkit.pipeline import run as _run
+    provider's batch API (``batch``: :class:`toolkit.jobs.batchapi.BatchApiSettings`)."""
+    from toolkit.jobs import RunSettings, run as _run
 
     if mode is not None:
         settings = dataclasses.replace(settings or RunSettings(), mode=mode)
@@ -127,14 +136,14 @@ def run(corpus: str | Path = "pubmed-sample", *, lm: str | ResolvedLM = "local",
 
 def extract_batch(documents: Sequence[Document], token_budget: int = 8192,
                   lm: str | ResolvedLM | None = None) -> BatchExtractionResult:
-    """The original API (see :func:`toolkit.service.extract_batch`)."""
-    from toolkit.service import extract_batch as _extract_batch
+    """The original API (see :func:`toolkit.jobs._service.extract_batch`)."""
+    from toolkit.jobs import extract_batch as _extract_batch
 
     return _extract_batch(documents, token_budget, lm)
 
 
 def get_batch_metrics() -> ProcessingMetrics:
-    """The original API (see :func:`toolkit.service.get_batch_metrics`)."""
-    from toolkit.service import get_batch_metrics as _get_batch_metrics
+    """The original API (see :func:`toolkit.jobs._service.get_batch_metrics`)."""
+    from toolkit.jobs import get_batch_metrics as _get_batch_metrics
 
     return _get_batch_metrics()

@@ -7,11 +7,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from toolkit.cli import jobs, measure, serve
+from toolkit.cli import _jobs as jobs, _measure as measure, _serve as serve
+from toolkit.core import redact
 from toolkit.corpora import CorpusError
-from toolkit.errors import RunFailed
-from toolkit.lm.weights import WeightsError
-from toolkit.redact import redact
+from toolkit.execution import RunFailed
+from toolkit.lm import WeightsError
 from toolkit.store import StoreError
 
 

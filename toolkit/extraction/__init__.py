@@ -7,17 +7,18 @@ validated: unknown ids dropped, missing ids left out (the executor re-sends them
 kept only if its text occurs in its own document. An entity found only in another document of the
 batch is a cross-document *leak*: counted, never stored under the wrong id.
 
-The pieces, each a module: :mod:`~toolkit.extraction.settings` (what to extract, presets),
-:mod:`~toolkit.extraction.sizing` (the output allowance), :mod:`~toolkit.extraction.prompt`
-(signature, worked example, response schema), :mod:`~toolkit.extraction.adapter` (formatting and
-reply parsing), :mod:`~toolkit.extraction.validation` (grounding, leaks, the executor's result)
-and :mod:`~toolkit.extraction.module` (the DSPy module).
+The pieces, each a module: :mod:`~toolkit.extraction._settings` (what to extract, presets),
+:mod:`~toolkit.extraction._sizing` (the output allowance), :mod:`~toolkit.extraction._prompt`
+(signature, worked example, response schema), :mod:`~toolkit.extraction._adapter` (formatting and
+reply parsing), :mod:`~toolkit.extraction._validation` (grounding, leaks, the executor's result)
+and :mod:`~toolkit.extraction._module` (the DSPy module).
 """
 
-from toolkit.documents import normalise
-from toolkit.extraction.adapter import BatchJSONAdapter, RawReply, ReplyParseError, end_repetition, parse_reply
-from toolkit.extraction.module import BatchExtractor
-from toolkit.extraction.prompt import (
+from toolkit.core import normalise
+from toolkit.extraction._adapter import BatchJSONAdapter, RawReply, ReplyParseError, end_repetition, parse_reply
+from toolkit.extraction._demos import demo_ids, gold_demos
+from toolkit.extraction._module import BatchExtractor, settle_reply
+from toolkit.extraction._prompt import (
     DEMO_DOCUMENTS,
     DEMO_ENTITIES,
     DEMO_RELATIONSHIPS,
@@ -29,14 +30,14 @@ from toolkit.extraction.prompt import (
     demo_example,
     response_schema,
 )
-from toolkit.extraction.settings import LAYOUTS, PRESETS, ExtractionSettings
-from toolkit.extraction.sizing import OutputSizer, output_allowance, output_per_document
-from toolkit.extraction.validation import ValidatedBatch, to_result, validate_reply
+from toolkit.extraction._settings import LAYOUTS, PRESETS, ExtractionSettings
+from toolkit.extraction._sizing import OutputSizer, output_allowance, output_per_document
+from toolkit.extraction._validation import ValidatedBatch, to_result, validate_reply
 
 __all__ = [
-    "DEMO_DOCUMENTS", "DEMO_ENTITIES", "DEMO_RELATIONSHIPS", "LAYOUTS", "PRESETS", "BatchExtraction",
-    "BatchExtractor", "BatchJSONAdapter", "DocumentIn", "DocumentOut", "EntityOut", "ExtractionSettings",
-    "OutputSizer", "RawReply", "RelationshipOut", "ReplyParseError", "ValidatedBatch", "demo_example",
-    "end_repetition", "normalise", "output_allowance", "output_per_document", "parse_reply", "response_schema",
-    "to_result", "validate_reply",
+    "BatchExtraction", "BatchExtractor", "BatchJSONAdapter", "DEMO_DOCUMENTS", "DEMO_ENTITIES",
+    "DEMO_RELATIONSHIPS", "DocumentIn", "DocumentOut", "EntityOut", "ExtractionSettings", "LAYOUTS", "OutputSizer",
+    "PRESETS", "RawReply", "RelationshipOut", "ReplyParseError", "ValidatedBatch", "demo_example", "demo_ids",
+    "end_repetition", "gold_demos", "normalise", "output_allowance", "output_per_document", "parse_reply", "settle_reply",
+    "response_schema", "to_result", "validate_reply",
 ]

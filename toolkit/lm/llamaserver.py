@@ -22,8 +22,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from toolkit.lm.weights import WeightsError, locate
-from toolkit.paths import cache_dir
+from toolkit.core import cache_dir
+from toolkit.lm._weights import WeightsError, locate
 
 
 def binary() -> Path:

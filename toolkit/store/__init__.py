@@ -9,8 +9,8 @@
   ``IRIS_USER`` and ``IRIS_PASSWORD`` from the environment (the password is never logged).
 
 Both speak one schema (runs, documents, entities, relationships, batch attempts) through one
-implementation, :class:`~toolkit.store.sql.SQLStore`; the SQL differences live in
-:mod:`toolkit.store.dialect`.
+implementation, :class:`~toolkit.store._sql.SQLStore`; the SQL differences live in
+:mod:`toolkit.store._dialect`.
 """
 
 from __future__ import annotations
@@ -22,12 +22,16 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from toolkit.redact import redact, split_userinfo
-from toolkit.store.dialect import SQLITE, iris_dialect
-from toolkit.store.sql import LeaseLost, RunBusy, SQLStore, StoreError
+from toolkit.core import redact, split_userinfo
+from toolkit.store._batches import OPEN
+from toolkit.store._dialect import MAX_ID_CHARS, MAX_MENTION_CHARS, MAX_RUN_CHARS, MAX_TYPE_CHARS, SQLITE, iris_dialect
+from toolkit.store._lease import LeaseKeeper
+from toolkit.store._sql import LeaseLost, RunBusy, SQLStore, StoreError
 
-__all__ = ["DEFAULT_URL", "IRIS_ENV", "LeaseLost", "RunBusy", "SQLStore", "Store", "StoreError", "iris_settings",
-           "open_store"]
+__all__ = [
+    "DEFAULT_URL", "IRIS_ENV", "LeaseKeeper", "LeaseLost", "MAX_ID_CHARS", "MAX_MENTION_CHARS", "MAX_RUN_CHARS",
+    "MAX_TYPE_CHARS", "OPEN", "RunBusy", "SQLStore", "Store", "StoreError", "iris_settings", "open_store",
+]
 
 DEFAULT_URL = "sqlite:///batchx.db"
 IRIS_ENV = ("IRIS_HOST", "IRIS_PORT", "IRIS_NAMESPACE", "IRIS_USER", "IRIS_PASSWORD")

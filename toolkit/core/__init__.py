@@ -1,0 +1,24 @@
+"""core"""
+
+from toolkit.core._batches import (
+    Baseline,
+    BatchExtractionResult,
+    BatchStatus,
+    DocumentBatch,
+    ProcessingMetrics,
+    check_token_count,
+)
+from toolkit.core._counts import FIELDS, Counts
+from toolkit.core._documents import Document, Dropped, Entity, Relationship, normalise
+from toolkit.core._faults import Faults
+from toolkit.core._paths import DATA_DIR, PACKAGE_DIR, cache_dir, shared_dir
+from toolkit.core._pricing import Prices, resolve_prices
+from toolkit.core._pypi import CHUNK, FetchError, download_wheels, sha256_file, wheel_member
+from toolkit.core._redact import redact, split_userinfo
+
+__all__ = [
+    "Baseline", "BatchExtractionResult", "BatchStatus", "CHUNK", "Counts", "DATA_DIR", "Document", "DocumentBatch",
+    "Dropped", "Entity", "FIELDS", "Faults", "FetchError", "PACKAGE_DIR", "Prices", "ProcessingMetrics",
+    "Relationship", "cache_dir", "check_token_count", "download_wheels", "normalise", "redact", "resolve_prices",
+    "sha256_file", "shared_dir", "split_userinfo", "wheel_member",
+]

@@ -1,0 +1,28 @@
+"""measure"""
+
+from toolkit.measure._bench import bench, bench_table
+from toolkit.measure._calibration import calibrate, profile_from_results
+from toolkit.measure._charts import (
+    batch_fill_chart,
+    bench_chart,
+    chaos_timeline_chart,
+    docs_per_batch_chart,
+    eval_chart,
+    frontier_chart,
+    png,
+    position_chart,
+    quality_curves_chart,
+    runs_chart,
+    speedup_curve_chart,
+    use_offline_renderer,
+)
+from toolkit.measure._configs import BENCH_PLAN
+from toolkit.measure._evaluation import PRF, score
+from toolkit.measure._experiments import eval_note, eval_table, evaluate, write_results
+
+__all__ = [
+    "BENCH_PLAN", "PRF", "batch_fill_chart", "bench", "bench_chart", "bench_table", "calibrate",
+    "chaos_timeline_chart", "docs_per_batch_chart", "eval_chart", "eval_note", "eval_table", "evaluate",
+    "frontier_chart", "png", "position_chart", "profile_from_results", "quality_curves_chart", "runs_chart",
+    "score", "speedup_curve_chart", "use_offline_renderer", "write_results",
+]

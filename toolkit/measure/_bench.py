@@ -1,0 +1,109 @@
+"""``bench``: the configurations of :data:`toolkit.measure._configs.BENCH_PLAN` on the same documents, side
+by side in one run: seconds, speed, cost, and for rate-limited backends the share of the limits'
+bound each reached.
+
+Emulated backends run in virtual time. A backend whose account has rate limits (said with
+``rpm``/``tpm``, its own, or a provider across a network, whose limits it learns from its replies)
+runs each configuration whole, one after another, pausing ``settle`` seconds between them so each
+starts with the provider's window empty (interleaved chunks would share one account's window and
+reset the pace at every chunk). A local model runs them in interleaved chunks, so drift of the
+machine does not favour one configuration.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from toolkit.core import resolve_prices
+from toolkit.corpora import first_documents
+from toolkit.extraction import ExtractionSettings
+from toolkit.jobs import configurations
+from toolkit.lm import resolve_lm
+from toolkit.measure._configs import BENCH_PLAN, BenchConfig, plan_for, rate_limit_bound, speedups
+from toolkit.measure._experiments import ConfigRun, config_figures, machine, priced, run_config
+
+BENCH_COLUMNS = ("config", "calls", "seconds", "docs_per_second", "extracted", "lost", "cached_tokens", "cost_usd",
+                 "cost_per_1k_docs")
+
+
+def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 8192, concurrency: str = "auto:16",
+          output_tokens_per_doc: int | None = None, interleave: int | None = None,
+          types: Sequence[str] | None = None, layout: str = "auto", demos: str | None = None,
+          shots: int = 2, price: str | None = None, plan: Sequence[BenchConfig] = BENCH_PLAN,
+          api_base: str | None = None, rpm: int | None = None, tpm: int | None = None,
+          settle: float | None = None, batch_api: bool | None = None) -> dict[str, Any]:
+    """The configurations of ``plan`` (:data:`toolkit.measure._configs.BENCH_PLAN`) the backend can run,
+    on the same documents: (A) one document per call, sequential, cold cache; (A') the same with
+    the prompt cache warm (backends that have one); (B) packed, sequential; (C) packed, adaptive
+    concurrency; (D) one document per call, adaptive concurrency, the same limiter (backends that
+    run calls concurrently). Each is priced from the tokens it recorded (``price``: see
+    :func:`~toolkit.measure._experiments.evaluate`). ``api_base``: an OpenAI-compatible server;
+    ``rpm``/``tpm``: the account's limits per minute (else the backend's, or learned from replies).
+    How they run: the module docstring (``interleave``: a local model's chunk, default
+    ``4 x max_docs``; ``settle``: seconds between configurations of a rate-limited backend,
+    default the limits' window, a minute where a provider's limits are learned, 0 for a server at
+    ``api_base`` without said limits). ``batch_api``: run the batch-API configuration (default:
+    where the backend has one, but not at ``api_base``: llama-server and vLLM have none; True for a
+    server that has, such as the project's emulator)."""
+    documents = first_documents(corpus, docs)
+    probe = resolve_lm(lm, api_base=api_base)
+    prices = resolve_prices(probe.priced_as, price)
+    settings = ExtractionSettings(relationships=False, layout=layout, demos=demos, shots=shots,
+                                  **({"entity_types": tuple(types)} if types else {}),
+                                  **({"output_tokens_per_doc": output_tokens_per_doc} if output_tokens_per_doc else {}))
+    caps = probe.capabilities
+    configs_run = [c for c in plan_for(caps, plan)
+                   if c.mode != "batch-api" or (batch_api if batch_api is not None else not api_base)]
+    limited = not caps.virtual_time and (bool(rpm or tpm) or caps.rate.limited or caps.concurrency != "1")
+    whole = caps.virtual_time or limited
+    chunk = len(documents) if whole else (interleave or 4 * max_docs)
+    pause = settle if settle is not None else (caps.rate.window if caps.rate.limited and not (rpm or tpm)
+                                               else 0.0 if api_base and not (rpm or tpm) else 60.0)
+    chunks = [documents[i:i + chunk] for i in range(0, len(documents), chunk)]
+    parts: dict[str, list[ConfigRun]] = {c.name: [] for c in configs_run}
+    cache_on = {c.name: c.cache_on(caps) for c in configs_run}
+    for n, part in enumerate(chunks):
+        for k, config in enumerate(configs_run[n % len(configs_run):] + configs_run[: n % len(configs_run)]):
+            if limited and k:  # the provider's window empties of the configuration before
+                time.sleep(pause)
+            m, conc = config.settings(max_docs, concurrency)
+            resolved = resolve_lm(lm, prompt_cache=cache_on[config.name], api_base=api_base)
+            if config.cache == "warm":  # warm the prefix cache with a call outside the measurement
+                run_config(resolved, settings, part[:1], "warm-up", 1, budget)
+            parts[config.name].append(run_config(resolved, settings, part, config.name, m, budget, conc,
+                                                 config.mode, rpm, tpm, api_base))
+    configs = [{**priced(config_figures(runs), prices), "prompt_cache": cache_on[name]}
+               for name, runs in parts.items()]
+    for config in configs:
+        bound = rate_limit_bound(caps, config)
+        config.update(rate_limit_bound_docs_per_min=bound["bound"], bound_share=bound["share"])
+    by_name = {c["config"]: c for c in configs}
+    out: dict[str, Any] = {
+        "kind": "bench", "lm": lm, "model_id": probe.model_id, "emulated": probe.emulated, "corpus": corpus,
+        "documents": len(documents), "max_docs": max_docs, "budget": budget, "concurrency": concurrency,
+        "interleaved_chunk": chunk, "layout": caps.layout(layout), "api_base": api_base, "rpm": rpm, "tpm": tpm,
+        "settle_seconds": pause if limited else None,
+        "prompt_cache_available": caps.prompt_cache, "capabilities": caps.to_dict(),
+        "settings": settings.to_dict(), "priced_as": prices.model if prices else None,
+        "prices": prices.to_dict() if prices else None, "machine": machine(), "configs": configs,
+        "calls": [] if probe.emulated else [c for name, runs in parts.items() for r in runs
+                                            for c in r.calls(cache_on[name])],
+        **speedups({k: v["seconds"] for k, v in by_name.items()}),
+        "lost": sum(v["lost"] for v in configs),
+    }
+    for key, name in (("", "C"), ("d_", "D")):
+        if by_name.get(name, {}).get("rate_limit_bound_docs_per_min"):
+            row = by_name[name]
+            out.update({f"{key}rate_limit_bound_docs_per_min": row["rate_limit_bound_docs_per_min"],
+                        f"{key or 'c_'}docs_per_min": row["extracted"] / row["seconds"] * 60 if row["seconds"] else None,
+                        f"{key}bound_share": row["bound_share"]})
+    if probe.emulated and probe.engine is not None:
+        out["profile"] = probe.engine.profile.to_dict()
+    return out
+
+
+def bench_table(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """A bench result's configurations as the CLI prints them (time, documents and cost)."""
+    return [{k: c.get(k) for k in BENCH_COLUMNS} for c in configurations(result)]
