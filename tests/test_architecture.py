@@ -1,5 +1,7 @@
-"""The layering and the size of the pieces, checked: import contracts (pyproject.toml, run by
-import-linter), no module over 400 lines, no class over 200 lines, no block of six lines twice."""
+"""The layering and the size of the pieces, checked: the folders are the layers (import contracts in
+pyproject.toml, run by import-linter), a package is entered through its ``__init__`` (no private
+submodule or ``_name`` imported across), no module over 400 lines, no class over 150 lines, no
+function over 60 lines, no block of six lines twice."""
 
 from __future__ import annotations
 
@@ -26,13 +28,85 @@ def test_the_import_contracts_hold() -> None:
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(REPO)))
-def test_modules_and_classes_stay_small(path: Path) -> None:
+def test_modules_classes_and_functions_stay_small(path: Path) -> None:
     source = path.read_text()
     assert source.count("\n") <= 400, f"{path.name}: {source.count(chr(10))} lines (at most 400)"
+    limits = {ast.ClassDef: ("class", 150), ast.FunctionDef: ("function", 60), ast.AsyncFunctionDef: ("function", 60)}
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ClassDef):
+        if type(node) in limits:
+            what, most = limits[type(node)]
             size = node.end_lineno - node.lineno + 1
-            assert size <= 200, f"{path.name}: class {node.name} has {size} lines (at most 200)"
+            assert size <= most, f"{path.name}: {what} {node.name} has {size} lines (at most {most})"
+
+
+def test_the_folders_are_the_layers() -> None:
+    """``ls toolkit`` shows the layers: a handful of packages, no loose modules but the entry points."""
+    entries = sorted(p.name for p in (REPO / "toolkit").iterdir() if p.name != "__pycache__")
+    assert len(entries) <= 16, entries
+    loose = [name for name in entries if name.endswith(".py") and name not in ("__init__.py", "__main__.py")]
+    assert not loose, f"modules outside a layer folder: {loose}"
+    for package in (p for p in (REPO / "toolkit").iterdir() if (p / "__init__.py").exists()):
+        public = [m.name for m in package.glob("*.py") if not m.name.startswith("_") and m.name not in RUNNABLE]
+        assert not public, f"{package.name}: public submodules {public} (make them private behind __init__)"
+
+
+RUNNABLE = ("llamaserver.py", "server.py")  # entry points for ``python -m``, imported by no other package
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _owner(module: str) -> str:
+    """The package a dotted module belongs to: everything before its first private part."""
+    parts = module.split(".")
+    private = next((i for i, part in enumerate(parts) if part.startswith("_") and part != "__init__"), len(parts))
+    return ".".join(parts[:private])
+
+
+def _private_imports(path: Path) -> list[str]:
+    """This module's imports of another package's private submodule, or of a ``_name`` defined in
+    another module (a private submodule of its own package, imported as a module, is fine)."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("toolkit")):
+            continue
+        targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names if a.name.startswith("_")
+                                   and (REPO / (f"{node.module}.{a.name}".replace(".", "/") + ".py")).exists()]
+        for target in targets:
+            owner = _owner(target)
+            if owner != target and owner != package and not package.startswith(owner + "."):
+                found.append(f"line {node.lineno}: {target} (private to {owner})")
+        for alias in node.names:
+            sub = REPO / (f"{node.module}.{alias.name}".replace(".", "/") + ".py")
+            if alias.name.startswith("_") and not alias.name.startswith("__") and not sub.exists():
+                found.append(f"line {node.lineno}: {alias.name} from {node.module}")
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(REPO)))
+def test_packages_are_entered_through_their_init(path: Path) -> None:
+    assert not _private_imports(path), f"{path.relative_to(REPO)}: " + "; ".join(_private_imports(path))
+
+
+def test_the_privacy_check_catches_what_it_forbids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check above is not vacuous: each forbidden import is caught, each allowed one is not."""
+    module = REPO / "toolkit" / "jobs" / "_probe_for_test.py"
+    cases = {"from toolkit.execution._stream import ExecutionStream": True,  # another package's private module
+             "from toolkit.plan._planner import predict": True,
+             "from toolkit.jobs._service import _helper": True,  # a _name across modules, same package
+             "from toolkit.jobs._service import ExtractionService": False,  # a sibling, by private path
+             "from toolkit.execution import ExecutionStream": False,  # through the package
+             "from toolkit.jobs.batchapi._runner import BatchApiRunner": True}  # a subpackage's private module
+    try:
+        for line, forbidden in cases.items():
+            module.write_text(line + "\n")
+            assert bool(_private_imports(module)) is forbidden, line
+    finally:
+        module.unlink(missing_ok=True)
 
 
 def _code_lines(path: Path) -> list[tuple[int, str]]:
