@@ -55,7 +55,7 @@ def emulator(profile: str, **limits: Any) -> Iterator[str]:
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:  # its figures are read already: do not lose the run over a slow exit
-            print(f"the emulator did not exit within 30 s of Ctrl-C: killed", file=sys.stderr, flush=True)
+            print("the emulator did not exit within 30 s of Ctrl-C: killed", file=sys.stderr, flush=True)
             process.kill()
             process.wait()
 
