@@ -10,8 +10,8 @@ each in run summaries and evaluation configurations. Adding a counter is adding 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 
 @dataclass(slots=True)
@@ -60,7 +60,7 @@ class Counts:
         return {name: getattr(self, name) for name in FIELDS}
 
     @classmethod
-    def total(cls, parts: Any) -> Counts:
+    def total(cls, parts: Iterable[Counts]) -> Counts:
         """The sum of ``parts`` (an empty sum is all zeros)."""
         return sum(parts, cls())
 

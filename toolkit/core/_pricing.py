@@ -51,23 +51,24 @@ class Prices:
         if batch:
             if self.batch_input is None or self.batch_output is None:
                 raise ValueError(f"{self.model}: no batch-API prices ({self.source})")
-            cache_price = min(self.batch_input, self.cached_input if self.cached_input is not None else self.batch_input)
+            cached_price = self.cached_input if self.cached_input is not None else self.batch_input
+            cache_price = min(self.batch_input, cached_price)
             return (tokens_in - cached) * self.batch_input + cached * cache_price + tokens_out * self.batch_output
         cache_price = self.cached_input if self.cached_input is not None else self.input
         return (tokens_in - cached) * self.input + cached * cache_price + tokens_out * self.output
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, float | str | None]:
         return asdict(self)
 
 
-def _from_entry(model: str, entry: Any, source: str) -> Prices | None:
+def _from_entry(model: str, entry: object, source: str) -> Prices | None:
     """``entry``'s prices (checked: see :func:`check_entry`); None without an input and an output price."""
     if not isinstance(entry, dict):
         return None
-    values = check_entry(entry, f"{source}: {model!r}")
-    if values[0] is None or values[1] is None:
+    input_price, output_price, cached, batch_input, batch_output = check_entry(entry, f"{source}: {model!r}")
+    if input_price is None or output_price is None:
         return None
-    return Prices(model, *values, source=source)
+    return Prices(model, input_price, output_price, cached, batch_input, batch_output, source=source)
 
 
 def check_entry(entry: dict[str, Any], where: str) -> list[float | None]:
@@ -83,12 +84,13 @@ def check_entry(entry: dict[str, Any], where: str) -> list[float | None]:
         except OverflowError:
             price = math.inf
         if price is not None and not (math.isfinite(price) and price >= 0):
-            raise ValueError(f"{where}: {key} must be a finite number of USD per token, 0 or more, not {_cut(str(value))}")
+            raise ValueError(f"{where}: {key} must be a finite number of USD per token, 0 or more, "
+                             f"not {_cut(str(value))}")
         out.append(price)
     return out
 
 
-def _shown(value: Any) -> str:
+def _shown(value: object) -> str:
     """A JSON value as a user wrote it, named by its JSON type."""
     kind = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(type(value), "a value")
     return f"{kind} ({_cut(json.dumps(value))})"

@@ -22,7 +22,7 @@ from toolkit.execution._executor import (
     call_counts,
     extract_batch_with_retry,
 )
-from toolkit.execution._limits import Admission, ConcurrencyGate, SlidingWindowLimiter
+from toolkit.execution._limits import Admission, ConcurrencyGate, Gate, HeldSlot, Pacing, SlidingWindowLimiter, Window
 from toolkit.execution._loophost import LoopHost
 from toolkit.execution._metrics import AttemptRecord, BatchMetricsTracker, RunMetrics, max_in_window
 from toolkit.execution._outcomes import DocumentOutcome
@@ -40,8 +40,10 @@ from toolkit.execution._ratelimits import RateFeed, format_duration
 __all__ = [
     "Admission", "AttemptRecord", "AuthenticationFailed", "BatchMetricsTracker", "BreakerPolicy", "CallTimeout",
     "ConcurrencyGate", "ConcurrencyPolicy", "ContextLengthExceeded", "DocumentOutcome", "ExecutionPolicy",
-    "ExecutionReport", "ExecutionStream", "Executor", "LoopHost", "MalformedReply", "ProgressFn", "RateFeed",
+    "ExecutionReport", "ExecutionStream", "Executor", "Gate", "HeldSlot", "LoopHost", "MalformedReply", "Pacing",
+    "ProgressFn", "RateFeed",
     "RateLimitPolicy", "RateLimited", "RetryPolicy", "RunFailed", "RunMetrics", "RunStopped", "STOP_REQUESTED",
     "ServerError", "SlidingWindowLimiter", "SplitPolicy", "StopRequested", "TruncatedReply", "call_counts",
     "extract_batch_with_retry", "format_duration", "learn_limits", "max_in_window", "network_guard", "reply_headers",
+    "Window",
 ]

@@ -12,7 +12,8 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from functools import partial
+from typing import Protocol, TypeVar, cast
 
 from toolkit.core import BatchExtractionResult, BatchStatus, Counts, DocumentBatch
 from toolkit.execution._decisions import (
@@ -36,9 +37,16 @@ from toolkit.execution._errors import (
     StopRequested,
     classify,
 )
-from toolkit.execution._limits import CircuitBreaker, ProviderDown
+from toolkit.execution._limits import CircuitBreaker, Gate, Pacing, ProviderDown, Window
 from toolkit.execution._metrics import AttemptRecord, RunMetrics
-from toolkit.execution._outcomes import ExecutionReport, OutcomeBook, OutcomeNotKept, result_from_outcomes
+from toolkit.execution._outcomes import (
+    DocumentOutcome,
+    ExecutionReport,
+    OutcomeBook,
+    OutcomeNotKept,
+    ProgressFn,
+    result_from_outcomes,
+)
 from toolkit.execution._policies import ExecutionPolicy
 from toolkit.execution._ratelimits import RateInfo
 
@@ -46,18 +54,22 @@ STOP_REQUESTED = "stop requested: unfinished documents stay pending; resume with
 _SCRATCH = random.Random(0)  # for looking ahead at the next action without using the run's jitter draws
 
 
+ExtractFn = Callable[[DocumentBatch], "BatchExtractionResult | Awaitable[BatchExtractionResult]"]
+PrepareFn = Callable[[DocumentBatch], DocumentBatch]
+T = TypeVar("T")
+
+
 class ExecutorView(Protocol):
     """What a stream reads of its :class:`~toolkit.execution._executor.Executor`."""
 
-    extract_fn: Callable[[DocumentBatch], Any]
+    extract_fn: ExtractFn
     is_async: bool
     policy: ExecutionPolicy
     metrics: RunMetrics
-    progress: Any
-    on_outcome: Callable[[Any], None] | None
-    prepare: Callable[[DocumentBatch], DocumentBatch]
-    pacing: Callable[[ExecutionPolicy], tuple[Any, Any]]
-
+    progress: ProgressFn | bool | None
+    on_outcome: Callable[[DocumentOutcome], None] | None
+    prepare: PrepareFn
+    pacing: Pacing
 
 
 class _Stop(Exception):
@@ -76,30 +88,135 @@ class Budget:
         self.sending = 0
 
 
-class BatchLoop:
-    """The call loop of one packed batch (its retries, splits and outcomes), over the run's state
-    that :class:`ExecutionStream` keeps."""
+class CallSender:
+    """One call of a (sub-)batch: slot, rate limit, invoke, classify, record; over the run's pace
+    (gate, window, breaker) and stop state that :class:`ExecutionStream` keeps."""
 
     policy: ExecutionPolicy
     metrics: RunMetrics
     executor: ExecutorView
-    book: OutcomeBook
-    outcomes: dict[str, Any]
+    outcomes: dict[str, DocumentOutcome]
     report: ExecutionReport
-    gate: Any
-    limiter: Any
+    gate: Gate
+    limiter: Window
     breaker: CircuitBreaker
     stop: threading.Event | None
     stopping: BaseException | None
-    rng: random.Random
-    crashed: BaseException | None
     pool: concurrent.futures.ThreadPoolExecutor | None
     t0: float | None
 
-    def halt(self, error: BaseException) -> None:
+    def _started(self, budget: Budget) -> None:
         raise NotImplementedError
 
-    def _started(self, budget: Budget) -> None:
+    def _throttled(self, seconds: float, error: ExtractionError | None) -> None:
+        """A provider's 429 said when to come back. Where the pace knows the account's limits, it
+        was a little ahead of the provider's count: only the rejected call waits, and the pace
+        slows a little; where it knows none, every call waits (no burst follows the pause)."""
+        limiter = self.limiter
+        info = getattr(error, "rate_info", None)
+        if info is not None:
+            learn_limits(limiter, info)
+        if limiter.rpm is not None or limiter.tpm is not None:
+            limiter.throttled()
+        else:
+            self.gate.pause_until(asyncio.get_running_loop().time() + seconds)
+
+    def _record(self, record: AttemptRecord) -> None:
+        self.metrics.record_attempt(record)
+        self.report.counts = self.report.counts + record.counts
+
+    async def _call(self, batch: DocumentBatch, attempt: int, waited: float, budget: Budget
+                    ) -> tuple[ExtractionError | None, BatchExtractionResult | None, AttemptRecord]:
+        """One call: slot, rate limit, invoke, classify. Fatal errors stop the run (recorded first)."""
+        loop = asyncio.get_running_loop()
+        queued = loop.time()
+        error: ExtractionError | None = None
+        result: BatchExtractionResult | None = None
+        rate_wait, at = 0.0, time.time()
+        prepared = batch
+        async with self.gate.slot() as slot:
+            self._started(budget)
+            started, in_flight = slot.started, self.gate.in_flight
+            if self.stop is not None and self.stop.is_set():
+                self.stopping = self.stopping or StopRequested(STOP_REQUESTED)
+            if self.stopping is not None:  # the run halted: send nothing more
+                raise _Stop(self.stopping)
+            prepared = self.executor.prepare(batch)
+            rate_wait, at = await self.limiter.acquire(prepared.call_tokens)
+            started = loop.time()
+            for i in batch.document_ids:
+                self.outcomes[i].calls += 1
+            budget.sending += 1
+            try:
+                result = await self._invoke(prepared)
+                if not result.success_status and not result.per_document_entities:
+                    raise MalformedReply(result.error_message or "extractor reported failure")
+                slot.outcome = "ok"
+                if self.limiter.rpm or self.limiter.tpm:
+                    self.gate.paced()
+            except asyncio.CancelledError:  # sent, so paid for: recorded before it goes
+                self._record(self._attempt_record(batch, prepared, None, None, attempt, started, queued, waited,
+                                                  rate_wait, at, in_flight, outcome="cancelled"))
+                raise
+            except Exception as exc:  # every provider error is classified
+                error, result = classify(exc), None
+                if isinstance(error, FatalError):
+                    self.stopping = error  # before the slot is released to the next call
+                slot.outcome = "throttled" if isinstance(error, (RateLimited, Overloaded)) else "error"
+            finally:
+                budget.sending -= 1
+        record = self._attempt_record(batch, prepared, error, result, attempt, started, queued, waited, rate_wait,
+                                      at, in_flight)
+        self._verdict(error, record, started)
+        return error, result, record
+
+    def _verdict(self, error: ExtractionError | None, record: AttemptRecord, started: float) -> None:
+        """A fatal error, or the breaker's last trip, stops the run (the call recorded first)."""
+        if isinstance(error, FatalError):
+            self._record(record)
+            raise _Stop(error)
+        fault = None if error is None else (getattr(error, "provider_fault", False) or None)
+        try:
+            self.breaker.record(False if error is None else fault, self.gate, started)
+        except ProviderDown as down:
+            self.stopping = down
+            self._record(record)
+            raise _Stop(down) from error
+
+    def _attempt_record(self, batch: DocumentBatch, prepared: DocumentBatch, error: ExtractionError | None,
+                        result: BatchExtractionResult | None, attempt: int, started: float, queued: float,
+                        waited: float, rate_wait: float, at: float, in_flight: int,
+                        outcome: str | None = None) -> AttemptRecord:
+        loop_now = asyncio.get_running_loop().time()
+        kind = "ok" if error is None else ("fatal" if isinstance(error, FatalError) else "error")
+        return AttemptRecord(
+            batch_id=batch.batch_id, document_ids=tuple(batch.document_ids), attempt=attempt,
+            outcome=outcome or kind, started=started - (self.t0 or 0.0), at=at, seconds=loop_now - started,
+            delay_before=waited + (started - queued), rate_wait=rate_wait, in_flight=in_flight,
+            error_class=None if error is None else error.kind,
+            error=None if error is None else describe(error)[:500], counts=call_counts(prepared, result))
+
+    async def _invoke(self, batch: DocumentBatch) -> BatchExtractionResult:
+        timeout = self.policy.call_timeout
+        fn = self.executor.extract_fn
+        call: Awaitable[BatchExtractionResult]
+        if self.pool is None:
+            call = cast(Awaitable[BatchExtractionResult], fn(batch))  # an async extract_fn (is_async)
+        else:  # in a worker thread, with the caller's context variables (dspy.context and the like)
+            sync = cast(Callable[[DocumentBatch], BatchExtractionResult], fn)
+            call = asyncio.get_running_loop().run_in_executor(self.pool, contextvars.copy_context().run, sync, batch)
+        return await (asyncio.wait_for(call, timeout) if timeout else call)
+
+
+class BatchLoop(CallSender):
+    """The call loop of one packed batch (its retries, splits and outcomes), over the run's state
+    that :class:`ExecutionStream` keeps."""
+
+    book: OutcomeBook
+    rng: random.Random
+    crashed: BaseException | None
+
+    def halt(self, error: BaseException) -> None:
         raise NotImplementedError
 
     async def _root(self, batch: DocumentBatch, budget: Budget) -> None:
@@ -112,7 +229,8 @@ class BatchLoop:
             self.halt(stop.error)
             return
         mine = [self.outcomes[i] for i in batch.document_ids]
-        result = result_from_outcomes(batch.batch_id, mine, loop.time() - start, max(0, budget.granted - budget.left - 1))
+        result = result_from_outcomes(batch.batch_id, mine, loop.time() - start,
+                                      max(0, budget.granted - budget.left - 1))
         batch.transition(BatchStatus.COMPLETED if result.success_status else BatchStatus.FAILED)
         self.metrics.update_with_batch(result, batch.batch_size)
 
@@ -141,7 +259,7 @@ class BatchLoop:
                         raise end
                 return
             elif isinstance(action, Fail):
-                self._keep(lambda: [self.book.finish(i, "failed", reason=action.reason) for i in action.ids])
+                self._keep(partial(self.book.fail, action.ids, action.reason))
                 return
             else:
                 assert isinstance(action, Done)
@@ -151,16 +269,17 @@ class BatchLoop:
         """One call on ``batch`` and what it leads to; the call's record carries the counts of both."""
         error, result, record = await self._call(batch, state.attempts, waited, budget)
         extra = 0
-        if error is None:
+        if result is not None:  # answered (no error)
             asked = set(batch.document_ids)
             extra = sum(1 for i in result.per_document_entities if i not in asked)
             try:
-                missing = self._keep(lambda: self.book.absorb(batch, result))
+                missing = self._keep(partial(self.book.absorb, batch, result))
             except _Stop:
                 self._record(record)  # the call was made (and paid for) though its answer was not kept
                 raise
             state = state.replied(missing, result.error_message)
         else:
+            assert error is not None
             free = is_free(state, error, self.policy)
             budget.left += int(free)  # a 429 is not billed: the batch's budget is not spent on it
             state = state.failed(error, free)
@@ -171,89 +290,7 @@ class BatchLoop:
         self._record(replace(record, counts=record.counts + decided))
         return state
 
-    def _throttled(self, seconds: float, error: ExtractionError | None) -> None:
-        """A provider's 429 said when to come back. Where the pace knows the account's limits, it
-        was a little ahead of the provider's count: only the rejected call waits, and the pace
-        slows a little; where it knows none, every call waits (no burst follows the pause)."""
-        limiter = self.limiter
-        info = getattr(error, "rate_info", None)
-        if info is not None and hasattr(limiter, "learn"):
-            learn_limits(limiter, info)
-        if getattr(limiter, "rpm", None) is not None or getattr(limiter, "tpm", None) is not None:
-            limiter.throttled()
-        else:
-            self.gate.pause_until(asyncio.get_running_loop().time() + seconds)
-
-    def _record(self, record: AttemptRecord) -> None:
-        self.metrics.record_attempt(record)
-        self.report.counts = self.report.counts + record.counts
-
-    async def _call(self, batch: DocumentBatch, attempt: int, waited: float, budget: Budget
-                    ) -> tuple[ExtractionError | None, BatchExtractionResult | None, AttemptRecord]:
-        """One call: slot, rate limit, invoke, classify. Fatal errors stop the run (recorded first)."""
-        loop = asyncio.get_running_loop()
-        queued = loop.time()
-        error, result, rate_wait, at = None, None, 0.0, time.time()
-        prepared = batch
-        async with self.gate.slot() as slot:
-            self._started(budget)
-            started, in_flight = slot.started, self.gate.in_flight
-            if self.stop is not None and self.stop.is_set():
-                self.stopping = self.stopping or StopRequested(STOP_REQUESTED)
-            if self.stopping is not None:  # the run halted: send nothing more
-                raise _Stop(self.stopping)
-            prepared = self.executor.prepare(batch)
-            rate_wait, at = await self.limiter.acquire(prepared.call_tokens)
-            started = loop.time()
-            for i in batch.document_ids:
-                self.outcomes[i].calls += 1
-            budget.sending += 1
-            try:
-                result = await self._invoke(prepared)
-                if not result.success_status and not result.per_document_entities:
-                    raise MalformedReply(result.error_message or "extractor reported failure")
-                slot.outcome = "ok"
-                if getattr(self.limiter, "rpm", None) or getattr(self.limiter, "tpm", None):
-                    getattr(self.gate, "paced", lambda: None)()
-            except asyncio.CancelledError:  # sent, so paid for: recorded before it goes
-                self._record(self._attempt_record(batch, prepared, None, None, attempt, started, queued, waited,
-                                                  rate_wait, at, in_flight, outcome="cancelled"))
-                raise
-            except Exception as exc:  # noqa: BLE001 - every provider error is classified
-                error, result = classify(exc), None
-                if isinstance(error, FatalError):
-                    self.stopping = error  # before the slot is released to the next call
-                slot.outcome = "throttled" if isinstance(error, (RateLimited, Overloaded)) else "error"
-            finally:
-                budget.sending -= 1
-        record = self._attempt_record(batch, prepared, error, result, attempt, started, queued, waited, rate_wait,
-                                      at, in_flight)
-        if isinstance(error, FatalError):
-            self._record(record)
-            raise _Stop(error)
-        fault = None if error is None else (getattr(error, "provider_fault", False) or None)
-        try:
-            self.breaker.record(False if error is None else fault, self.gate, started)
-        except ProviderDown as down:
-            self.stopping = down
-            self._record(record)
-            raise _Stop(down) from error
-        return error, result, record
-
-    def _attempt_record(self, batch: DocumentBatch, prepared: DocumentBatch, error: ExtractionError | None,
-                        result: BatchExtractionResult | None, attempt: int, started: float, queued: float,
-                        waited: float, rate_wait: float, at: float, in_flight: int,
-                        outcome: str | None = None) -> AttemptRecord:
-        loop_now = asyncio.get_running_loop().time()
-        kind = "ok" if error is None else ("fatal" if isinstance(error, FatalError) else "error")
-        return AttemptRecord(
-            batch_id=batch.batch_id, document_ids=tuple(batch.document_ids), attempt=attempt,
-            outcome=outcome or kind, started=started - (self.t0 or 0.0), at=at, seconds=loop_now - started,
-            delay_before=waited + (started - queued), rate_wait=rate_wait, in_flight=in_flight,
-            error_class=None if error is None else error.kind,
-            error=None if error is None else describe(error)[:500], counts=call_counts(prepared, result))
-
-    def _keep(self, decide: Callable[[], Any]) -> Any:
+    def _keep(self, decide: Callable[[], T]) -> T:
         """``decide()`` (outcomes handed to the book); an outcome that cannot be kept (the store
         failed) halts the run, which then ends with that error (it is not the provider's)."""
         try:
@@ -263,17 +300,8 @@ class BatchLoop:
             self.crashed = self.crashed or exc.error
             raise _Stop(exc.error) from exc
 
-    async def _invoke(self, batch: DocumentBatch) -> BatchExtractionResult:
-        timeout = self.policy.call_timeout
-        fn = self.executor.extract_fn
-        if self.pool is None:
-            call: Awaitable[BatchExtractionResult] = fn(batch)  # type: ignore[assignment]
-        else:  # in a worker thread, with the caller's context variables (dspy.context and the like)
-            call = asyncio.get_running_loop().run_in_executor(self.pool, contextvars.copy_context().run, fn, batch)
-        return await (asyncio.wait_for(call, timeout) if timeout else call)
 
-
-def learn_limits(limiter: Any, info: RateInfo) -> None:
+def learn_limits(limiter: Window, info: RateInfo) -> None:
     """Hand ``limiter`` the per-minute limits a provider's reply said (tokens: the overall limit,
     else the input tokens', as Anthropic splits them)."""
     tokens = info.tokens.limit or info.input_tokens.limit

@@ -35,7 +35,7 @@ class BatchState:
 
     def replied(self, missing: tuple[str, ...], detail: str | None) -> BatchState:
         """The next state after a reply that left ``missing`` out (``detail``: the reply's account)."""
-        last = self.last_error
+        last: str | None = self.last_error
         if missing:
             last = redact(f"missing from the reply of attempt {self.attempts}" + (f": {detail}" if detail else ""))
         return replace(self, remaining=missing, last_error=last or "", error=None, waited=True)

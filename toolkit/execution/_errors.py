@@ -141,18 +141,20 @@ _DSPY_NAMES: dict[str, type[ExtractionError]] = {  # dspy.utils.exceptions, by c
 }
 
 
-def reply_headers(exc: BaseException) -> list[tuple[Any, Any]]:
+def reply_headers(exc: BaseException) -> list[tuple[object, object]]:
     """The reply's headers an exception carries, from it and its causes: DSPy's (lm15's)
     ``rate_limit_headers``, ``response.headers`` (LiteLLM, httpx, openai), ``headers``."""
-    pairs: list[tuple[Any, Any]] = []
+    pairs: list[tuple[object, object]] = []
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        for headers in (getattr(current, "rate_limit_headers", None),
-                        getattr(getattr(current, "response", None), "headers", None), getattr(current, "headers", None)):
+        response = getattr(current, "response", None)
+        for headers in (getattr(current, "rate_limit_headers", None), getattr(response, "headers", None),
+                        getattr(current, "headers", None)):
+            items = getattr(headers, "items", None)
             try:
-                pairs.extend(headers.items() if hasattr(headers, "items") else headers or ())
+                pairs.extend(items() if items is not None else headers or ())
             except Exception:  # not headers: nothing to read there
                 continue
         current = current.__cause__ or current.__context__

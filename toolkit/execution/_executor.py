@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
 
 from toolkit.core import BatchExtractionResult, Document, DocumentBatch
-from toolkit.execution._calls import call_counts
-from toolkit.execution._limits import ConcurrencyGate, SlidingWindowLimiter
+from toolkit.execution._calls import ExtractFn, PrepareFn, call_counts
+from toolkit.execution._limits import ConcurrencyGate, Gate, Pacing, SlidingWindowLimiter, Window
 from toolkit.execution._loophost import LoopHost
 from toolkit.execution._metrics import RunMetrics
 from toolkit.execution._outcomes import (
@@ -46,12 +45,20 @@ from toolkit.execution._stream import ExecutionStream
 __all__ = ["DocumentOutcome", "ExecutionReport", "ExecutionStream", "Executor", "Progress", "RunStopped", "Status",
            "call_counts", "extract_batch_with_retry", "result_from_outcomes"]
 
-ExtractFn = Callable[[DocumentBatch], "BatchExtractionResult | Awaitable[BatchExtractionResult]"]
-PrepareFn = Callable[[DocumentBatch], DocumentBatch]
+
+def _is_async(fn: ExtractFn) -> bool:
+    """An ``async def`` function, or an object whose ``__call__`` is one."""
+    method = getattr(fn, "__call__", None)  # noqa: B004 - not a callable check: is its __call__ async?
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(method)
 
 
-def _is_async(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+def _own_pace(policy: ExecutionPolicy) -> tuple[Gate, Window]:
+    """A run's own gate and window (the default :data:`~toolkit.execution._limits.Pacing`)."""
+    return ConcurrencyGate(policy.concurrency), SlidingWindowLimiter(policy.rate)
+
+
+def _as_is(batch: DocumentBatch) -> DocumentBatch:
+    return batch
 
 
 class Executor:
@@ -77,16 +84,16 @@ class Executor:
         progress: ProgressFn | bool | None = None,
         on_outcome: Callable[[DocumentOutcome], None] | None = None,
         prepare: PrepareFn | None = None,
-        pacing: Callable[[ExecutionPolicy], tuple[Any, Any]] | None = None,
+        pacing: Pacing | None = None,
     ) -> None:
-        self.extract_fn = extract_fn
+        self.extract_fn: ExtractFn = extract_fn
         self.is_async = _is_async(extract_fn)
         self.policy = policy or ExecutionPolicy()
         self.metrics = metrics or RunMetrics()
         self.progress = progress
         self.on_outcome = on_outcome
-        self.prepare = prepare or (lambda batch: batch)
-        self.pacing = pacing or (lambda policy: (ConcurrencyGate(policy.concurrency), SlidingWindowLimiter(policy.rate)))
+        self.prepare: PrepareFn = prepare or _as_is
+        self.pacing: Pacing = pacing or _own_pace
         self.report: ExecutionReport | None = None  # the last run's, also after Ctrl-C
 
     def run(self, batches: Sequence[DocumentBatch], virtual: bool = False,

@@ -13,13 +13,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from toolkit.execution._errors import InvalidConfiguration
-from toolkit.execution._policies import BreakerPolicy, ConcurrencyPolicy, RateLimitPolicy, network_guard
+from toolkit.execution._policies import (
+    BreakerPolicy,
+    ConcurrencyPolicy,
+    ExecutionPolicy,
+    RateLimitPolicy,
+    network_guard,
+)
 
 _EPS = 1e-9
 MIN_LEARNED_WINDOW = 5.0  # seconds: a shorter reset says nothing of a provider's window (see learn)
@@ -182,6 +188,55 @@ class Slot:
         self.outcome = "error"
 
 
+class HeldSlot(Protocol):
+    """A slot held for one call: ``started`` (loop time), ``outcome`` set before it goes back."""
+
+    started: float
+    outcome: str
+
+
+class Gate(Protocol):
+    """A run's concurrency gate: :class:`ConcurrencyGate`, or a scale-out run's view of the global one."""
+
+    in_flight: int
+    max_seen: int
+    history: list[tuple[float, int]]
+
+    def slot(self) -> AbstractAsyncContextManager[HeldSlot]: ...
+
+    def pause_until(self, when: float) -> None: ...
+
+    def half_open(self) -> None: ...
+
+    def paced(self) -> None: ...
+
+
+class Window(Protocol):
+    """A run's rate-limit window: :class:`SlidingWindowLimiter`, or a scale-out run's view of the global one."""
+
+    @property
+    def rpm(self) -> int | None: ...
+
+    @property
+    def tpm(self) -> int | None: ...
+
+    @property
+    def limits(self) -> dict[str, Any]: ...
+
+    def check(self, tokens: int) -> None: ...
+
+    def learn(self, rpm: int | None, tpm: int | None, reset: float | None = None, processing: float | None = None,
+              received: float | None = None) -> None: ...
+
+    def throttled(self) -> None: ...
+
+    async def acquire(self, tokens: int) -> Admission: ...
+
+
+Pacing = Callable[[ExecutionPolicy], tuple[Gate, Window]]
+"""A run's gate and window for its policy (default: its own; a scale-out run shares global ones)."""
+
+
 class ConcurrencyGate:
     """Bounds calls in flight. Adaptive mode is AIMD with a slow start, as in TCP: after ``limit``
     successes the limit doubles until the first 429/overload, then grows by one; it is multiplied
@@ -316,7 +371,7 @@ class CircuitBreaker:
     half_open: bool = False
     opened_at: float = float("-inf")  # loop time of the last trip
 
-    def record(self, provider_fault: bool | None, gate: ConcurrencyGate, started: float | None = None) -> None:
+    def record(self, provider_fault: bool | None, gate: Gate, started: float | None = None) -> None:
         """``True`` for a provider failure, ``False`` for a success, ``None`` for neither (a 429 or a
         malformed reply says nothing about the provider being up or down). ``started``: the loop
         time the call started (None: now)."""

@@ -13,9 +13,14 @@ import time
 import typing
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from toolkit.core import FIELDS as COUNT_FIELDS, Baseline, BatchExtractionResult, Counts, ProcessingMetrics
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    PolarsType = pl.DataType | type[pl.DataType]  # a column's type: an instance (List(Utf8)) or a class (Int64)
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,7 @@ class AttemptRecord:
     error: str | None = None
     counts: Counts = field(default_factory=Counts)
 
-    def flat(self) -> dict[str, Any]:
+    def flat(self) -> dict[str, object]:
         """The record as one flat row: its fields, then one column per count."""
         row = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "counts"}
         return {**row, **self.counts.to_dict()}
@@ -92,7 +97,7 @@ class RunMetrics:
         snapshot.calculate_speedup(self.baseline)
         return snapshot
 
-    def to_polars(self):  # -> polars.DataFrame
+    def to_polars(self) -> pl.DataFrame:
         """One row per call, typed from :class:`AttemptRecord` (never inferred from the first rows)."""
         import polars as pl
 
@@ -100,13 +105,13 @@ class RunMetrics:
         return frame.with_columns(pl.lit(self.run_id).alias("run"))
 
 
-def attempts_schema() -> dict[str, Any]:
+def attempts_schema() -> dict[str, PolarsType]:
     """The polars schema of :meth:`AttemptRecord.flat` rows, from the field types (never inferred
     from the first rows: a rare error late in a run has its column typed all along)."""
     import polars as pl
 
     kinds = {str: pl.Utf8, int: pl.Int64, float: pl.Float64}
-    schema: dict[str, Any] = {}
+    schema: dict[str, PolarsType] = {}
     for name, hint in typing.get_type_hints(AttemptRecord).items():
         if name == "counts":
             schema.update(dict.fromkeys(COUNT_FIELDS, pl.Int64))

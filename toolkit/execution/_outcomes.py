@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from toolkit.core import BatchExtractionResult, Counts, DocumentBatch, Dropped, Entity, Relationship
 
@@ -139,6 +139,11 @@ class OutcomeBook:
                             dropped=result.per_document_dropped.get(doc_id, []))
         return tuple(i for i in batch.document_ids if self.outcomes[i].status == "pending")
 
+    def fail(self, ids: Sequence[str], reason: str | None) -> None:
+        """Decide ``ids`` failed, for ``reason``."""
+        for doc_id in ids:
+            self.finish(doc_id, "failed", reason=reason)
+
     def finish(self, doc_id: str, status: Status, **values: Any) -> None:
         """Decide ``doc_id`` (once: a second decision is counted as ``duplicated``, and ignored)."""
         outcome = self.outcomes[doc_id]
@@ -151,7 +156,7 @@ class OutcomeBook:
         if self.on_outcome is not None:
             try:
                 self.on_outcome(outcome)
-            except Exception as exc:  # noqa: BLE001 - handed to the run, which stops
+            except Exception as exc:  # any failure of the sink: handed to the run, which stops
                 outcome.status = "pending"  # not kept, so not decided: a resumed run does it again
                 raise OutcomeNotKept(exc) from exc
         report = self.report
@@ -165,9 +170,22 @@ class OutcomeBook:
             self.bar.close()
 
 
-def _make_bar(progress: ProgressFn | bool | None, total: int):  # noqa: ANN202 - a tqdm bar or None
+class _Bar(Protocol):
+    """The part of a tqdm progress bar the book uses."""
+
+    total: int
+
+    def update(self, n: int = 1) -> object: ...
+
+    def refresh(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _make_bar(progress: ProgressFn | bool | None, total: int) -> _Bar | None:
     if progress is None and total >= 200:
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, unit="doc", desc="extract", leave=False)
+        bar: _Bar = tqdm(total=total, unit="doc", desc="extract", leave=False)
+        return bar
     return None

@@ -23,11 +23,10 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
 
 _log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ class RateInfo:
     processing: float | None = None  # seconds the provider spent on the call (OpenAI's openai-processing-ms)
 
 
-def parse_duration(text: Any) -> float | None:
+def parse_duration(text: object) -> float | None:
     """Seconds in a Go-style duration (``1s``, ``6m0s``, ``20ms``, ``1h2m3.5s``) or a bare number
     of seconds; None when ``text`` is not one."""
     if not isinstance(text, str) or len(text) > 64:
@@ -87,7 +86,7 @@ def format_duration(seconds: float) -> str:
     return (f"{hours}h" if hours else "") + (f"{minutes}m" if hours or minutes else "") + f"{_plain(rest)}s"
 
 
-def parse_rate_headers(headers: Any, now: float | None = None) -> RateInfo | None:
+def parse_rate_headers(headers: object, now: float | None = None) -> RateInfo | None:
     """The :class:`RateInfo` in one reply's headers, or None when they say nothing about limits.
     ``now``: the reply's wall-clock time (``time.time()``), from which Anthropic's reset times and
     an HTTP-date ``retry-after`` are measured."""
@@ -105,14 +104,15 @@ def parse_rate_headers(headers: Any, now: float | None = None) -> RateInfo | Non
     processing = _count(values.get("openai-processing-ms"))
     empty = Budget()
     if any(b != empty for b in anthropic.values()):
-        return RateInfo("anthropic", retry_after=retry, **anthropic)
+        return RateInfo("anthropic", anthropic["requests"], anthropic["tokens"], anthropic["input_tokens"],
+                        anthropic["output_tokens"], retry_after=retry)
     if any(b != empty for b in openai.values()):
-        return RateInfo("openai", retry_after=retry, processing=processing / 1000 if processing is not None else None,
-                        **openai)
+        return RateInfo("openai", openai["requests"], openai["tokens"], retry_after=retry,
+                        processing=processing / 1000 if processing is not None else None)
     return RateInfo("retry-after", retry_after=retry) if retry is not None else None
 
 
-def retry_after_from_message(text: Any) -> float | None:
+def retry_after_from_message(text: object) -> float | None:
     """Seconds a 429's message asks to wait ("Please try again in 1.234s", "in 20ms", "in 6m0s";
     Azure's "retry after 20 seconds"), or None."""
     if not isinstance(text, str):
@@ -143,7 +143,7 @@ class RateFeed:
             except Exception:  # a subscriber's bug must not lose the reply it was told about
                 _log.exception("a rate-limit subscriber failed on %r", info)
 
-    def publish_headers(self, headers: Any) -> RateInfo | None:
+    def publish_headers(self, headers: object) -> RateInfo | None:
         """Publish what ``headers`` (a reply's, just received) say, stamped with its arrival; nothing
         when they say nothing about limits."""
         info = parse_rate_headers(headers)
@@ -169,11 +169,12 @@ class RateFeed:
         return unsubscribe
 
 
-def _header_values(headers: Any) -> dict[str, str]:
+def _header_values(headers: object) -> dict[str, str]:
     """Lower-cased name -> first value, LiteLLM's ``llm_provider-`` copies included; garbage skipped."""
     out: dict[str, str] = {}
     try:
-        pairs = list(headers.items()) if hasattr(headers, "items") else list(headers or ())
+        items = getattr(headers, "items", None)
+        pairs = list(items()) if items is not None else list(headers or ()) if isinstance(headers, Iterable) else []
         for pair in pairs:
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 continue

@@ -79,9 +79,10 @@ class ExecutionStream(BatchLoop):
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._started(self.tasks.pop(task))
-        if not task.cancelled() and task.exception() is not None and self.crashed is None:
-            self.crashed = task.exception()  # a bug, not a provider's error: the run fails with it
-            self.halt(self.crashed)
+        error = None if task.cancelled() else task.exception()
+        if error is not None and self.crashed is None:
+            self.crashed = error  # a bug, not a provider's error: the run fails with it
+            self.halt(error)
         self._notify()
 
     def _started(self, budget: Budget) -> None:
@@ -172,6 +173,7 @@ class ExecutionStream(BatchLoop):
         if report.stop_reason is not None:
             raise RunStopped(report.stop_reason, report)
         return report
+
 
 def _probe_first(batches: Sequence[DocumentBatch], concurrency: int) -> Sequence[DocumentBatch]:
     """The run's first call goes alone (a bad key costs one call, and a provider's first reply says

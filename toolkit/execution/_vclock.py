@@ -12,11 +12,14 @@ simulated must sleep with ``asyncio.sleep`` (the emulated provider does).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import selectors
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar, TypeVarTuple
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 class _InstantSelector(selectors.DefaultSelector):
@@ -26,7 +29,7 @@ class _InstantSelector(selectors.DefaultSelector):
         super().__init__()
         self._loop = loop
 
-    def select(self, timeout: float | None = None):
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready = super().select(0)
         if ready or timeout == 0:
             return ready
@@ -44,26 +47,28 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def time(self) -> float:
         return self._virtual_now
 
-    def run_in_executor(self, executor, func, *args):  # noqa: ANN001 - asyncio's signature
+    def run_in_executor(self, executor: concurrent.futures.Executor | None, func: Callable[[*Ts], T],
+                        *args: *Ts) -> asyncio.Future[T]:
         """Run ``func`` now, in this thread; its result or exception goes to the awaiting caller."""
-        future = self.create_future()
+        future: asyncio.Future[T] = self.create_future()
         try:
             future.set_result(func(*args))
-        except Exception as exc:  # noqa: BLE001 - delivered to the caller, as from a thread
+        except Exception as exc:  # any: delivered to the caller, as from a thread
             future.set_exception(exc)
         return future
 
     def advance(self, seconds: float) -> None:
         self._virtual_now += max(0.0, seconds)
 
-    def call_at(self, when, callback, *args, context=None):  # noqa: ANN001 - asyncio's signature
+    def call_at(self, when: float, callback: Callable[[*Ts], object], *args: *Ts,
+                context: contextvars.Context | None = None) -> asyncio.TimerHandle:
         """A timer that moves the clock to its own time when it fires. asyncio fires timers that
         are due within the clock's resolution (1 ns) a little early; on a real clock time moves on,
         on this one it would not, and a task that sleeps until ``loop.time() >= t`` would wake
         short of ``t`` and sleep again forever, the loop never idle enough to advance."""
         return super().call_at(when, self._fire, when, callback, args, context=context)
 
-    def _fire(self, when: float, callback: Any, args: tuple[Any, ...]) -> None:
+    def _fire(self, when: float, callback: Callable[..., object], args: tuple[object, ...]) -> None:
         self._virtual_now = max(self._virtual_now, when)
         callback(*args)
 

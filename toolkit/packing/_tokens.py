@@ -131,13 +131,16 @@ def _hf_counter(model: str) -> TokenCounter | None:
     lowered = model.lower()
     for prefix, (module, rel) in _PACKAGED_HF.items():
         if prefix in lowered and (base := _package_dir(module)) and (base / rel).exists():
-            from tokenizers import Tokenizer
-
-            tok = Tokenizer.from_file(str(base / rel))
-            return TokenCounter(
-                f"{prefix} (hf)", lambda text: len(tok.encode(text, add_special_tokens=False).ids), True
-            )
+            return _tokenizer_counter(f"{prefix} (hf)", base / rel)
     return None
+
+
+def _tokenizer_counter(label: str, path: Path) -> TokenCounter:
+    """An exact counter from a Hugging Face ``tokenizer.json`` (no special tokens counted)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    return TokenCounter(label, lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids), True)
 
 
 def _openai_encoding(model: str) -> str | None:
