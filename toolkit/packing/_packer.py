@@ -19,10 +19,13 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from toolkit.core import Document, DocumentBatch, check_token_count
 from toolkit.packing._tokens import get_counter
+
+if TYPE_CHECKING:
+    import polars as pl
 
 Strategy = Literal["fifo", "ffd"]
 STRATEGIES: tuple[Strategy, ...] = ("fifo", "ffd")
@@ -235,7 +238,7 @@ class PackResult:
             "settings": dataclasses.asdict(s),
         }
 
-    def to_polars(self):  # -> polars.DataFrame
+    def to_polars(self) -> pl.DataFrame:
         import polars as pl
 
         return pl.DataFrame(
@@ -266,12 +269,14 @@ class Packer:
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
             raise ValueError(f"duplicate document id {dup!r}: ids must be unique (see corpora.dedupe)")
-        counter = get_counter(self.settings.model) if token_counts is None else None  # loads once
-        start = time.perf_counter()
-        if counter is not None:
+        if token_counts is None:
+            counter = get_counter(self.settings.model)  # loads once, before the clock starts
+            start = time.perf_counter()
             token_counts = counter.count_many(d.text for d in documents)
-        elif len(token_counts) != len(documents):
-            raise ValueError(f"{len(token_counts)} token counts for {len(documents)} documents")
+        else:
+            start = time.perf_counter()
+            if len(token_counts) != len(documents):
+                raise ValueError(f"{len(token_counts)} token counts for {len(documents)} documents")
         count_seconds = time.perf_counter() - start
         items = list(zip(documents, token_counts))
         start = time.perf_counter()
