@@ -101,7 +101,7 @@ def fetch_corpus(name: str, progress: Callable[[str], None] | None = print) -> P
 
 
 def list_corpora() -> list[dict[str, object]]:
-    rows = []
+    rows: list[dict[str, object]] = []
     for m in manifests().values():
         path = m.cached_file
         rows.append({

@@ -151,10 +151,12 @@ def validate_reply(reply: RawReply, documents: Sequence[Document], settings: Ext
         names = {normalise(e.text) for e in kept}
         for raw in raw_rels if isinstance(raw_rels, list) else []:
             parts = [_as_str(raw.get(k)) if isinstance(raw, dict) else None for k in ("source", "target", "type")]
-            if None in parts or normalise(parts[0]) not in names or normalise(parts[1]) not in names:
+            source, target, kind = parts
+            if source is None or target is None or kind is None or normalise(source) not in names \
+                    or normalise(target) not in names:
                 counts.dropped_relationships += 1
                 continue
-            rels.append(Relationship(parts[0], parts[1], parts[2].upper()[:MAX_TYPE_CHARS], doc_id))
+            rels.append(Relationship(source, target, kind.upper()[:MAX_TYPE_CHARS], doc_id))
     out.settle(documents)
     return out
 

@@ -49,9 +49,10 @@ _LAZY = {  # names whose modules import DSPy: loaded when first used
 }
 
 __all__ = [
-    "DEFAULT_MODEL", "MODELS", "fetch_model", "hf_cache_dir", "locate_model", "model_dir", "Answer", "CacheRules", "Capabilities", "EmulatedEngine", "PLACEHOLDER_KEY", "PrefixCache", "Profile", "Prompt",
-    "ResolvedLM", "TOKENIZER", "available_profiles", "WeightsError", "cached_tokens", "documents_in_prompt", "list_runnable",
-    "load_profile", "names_backend", "remember_calibration", "resolve_lm", "schema_of",
+    "DEFAULT_MODEL", "MODELS", "fetch_model", "hf_cache_dir", "locate_model", "model_dir", "Answer", "CacheRules",
+    "Capabilities", "EmulatedEngine", "PLACEHOLDER_KEY", "PrefixCache", "Profile", "Prompt", "ResolvedLM", "TOKENIZER",
+    "available_profiles", "WeightsError", "cached_tokens", "documents_in_prompt", "list_runnable", "load_profile",
+    "names_backend", "remember_calibration", "resolve_lm", "schema_of",
 ]
 
 
@@ -64,9 +65,8 @@ def resolve_lm(spec: str = "local", api_base: str | None = None, prompt_cache: b
         raise ValueError("an LM name is required, e.g. 'local', 'emulated:hosted-api', 'openai/gpt-4o-mini'")
     name, _, rest = spec.partition(":")
     backend = _backend(name)
-    options = {"api_base": api_base, "prompt_cache": prompt_cache, "seed": seed}
     if backend is not None:
-        return backend.resolve(spec, rest, **options)
+        return backend.resolve(spec, rest, api_base=api_base, prompt_cache=prompt_cache, seed=seed)
     if spec.lower().endswith(".gguf"):
         raise ValueError(f"a GGUF file runs on the local model: --lm local:{spec}")
     if "/" not in spec:
@@ -75,7 +75,7 @@ def resolve_lm(spec: str = "local", api_base: str | None = None, prompt_cache: b
         )
     from toolkit.lm import _provider as provider
 
-    return provider.resolve(spec, spec, **options)
+    return provider.resolve(spec, spec, api_base=api_base, prompt_cache=prompt_cache, seed=seed)
 
 
 def names_backend(spec: str) -> bool:

@@ -44,8 +44,10 @@ class ChatTemplate:
         each stretch of text between them tokenised alone) is applied to the markup's control
         tokens only. Raises ValueError if the template alters contents (then they cannot be located)."""
         contents = [m["content"] for m in messages]
-        marked = self._format(messages=[{**m, "content": f"\ue000{i}\ue001"} for i, m in enumerate(messages)])
-        result = self._format(messages=messages)
+        # llama_cpp types messages as per-role TypedDicts; these are the same role/content dicts, untyped.
+        placeholders = [{**m, "content": f"\ue000{i}\ue001"} for i, m in enumerate(messages)]
+        marked = self._format(messages=placeholders)  # type: ignore[arg-type]
+        result = self._format(messages=messages)  # type: ignore[arg-type]
         parts = _MARK.split(marked.prompt)  # markup, message index, markup, ...
         if "".join(contents[int(p)] if i % 2 else p for i, p in enumerate(parts)) != result.prompt:
             raise ValueError("the chat template alters message contents: they cannot be told from its markup")

@@ -205,8 +205,8 @@ class CompatibleServerEngine(NativeEngine):
     """An OpenAI-compatible server (``openai/NAME`` at ``api_base``) through DSPy's own client,
     each request rewritten by :func:`server_request`."""
 
-    supports_response_schema = True  # type: ignore[assignment]
-    supported_params = frozenset({"response_format", "max_tokens", "temperature"})  # type: ignore[assignment]
+    supports_response_schema = True
+    supported_params = frozenset({"response_format", "max_tokens", "temperature"})
 
     def complete(self, request: Any) -> Response:
         return super().complete(server_request(request))

@@ -22,15 +22,18 @@ import json
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from toolkit.lm._kvlayout import ExactKV, SharedKV, common_prefix
 
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions
+
 # The worked example's JSON layout (json.dumps defaults): with no free whitespace the grammar
 # forces every key and separator, so they are fast-forwarded instead of sampled.
-JSON_LAYOUT = {"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": False}
+JSON_LAYOUT: JsonCompileOptions = {"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": False}
 
 
 @dataclass

@@ -71,7 +71,8 @@ def prefix_keys(token_ids: Sequence[int], lengths: Sequence[int]) -> list[tuple[
     """(length, key) of each prefix of ``token_ids`` of the given increasing ``lengths``: the key
     is a digest of the prefix's tokens (one pass over them)."""
     digest = hashlib.blake2b(digest_size=16)
-    keys, done = [], 0
+    keys: list[tuple[int, Hashable]] = []
+    done = 0
     for n in lengths:
         digest.update(array("I", token_ids[done:n]).tobytes())
         done = n

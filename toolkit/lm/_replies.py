@@ -120,7 +120,7 @@ def reply_logger_class() -> type:
     """:class:`ReplyLogger`'s class, made on first use (LiteLLM is imported only when a call needs it)."""
     from litellm.integrations.custom_logger import CustomLogger
 
-    class ReplyLogger(CustomLogger):  # type: ignore[misc]
+    class ReplyLogger(CustomLogger):
         """LiteLLM's callback: each reply's headers (success or failure) to its call's feed."""
 
         def log_success_event(self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any) -> None:

@@ -46,7 +46,7 @@ class AnthropicWire:
     def headers(self, state: dict[str, Limit], wall: float) -> dict[str, str]:
         """Each family where a limit applies; ``input-tokens`` (``output-tokens``) is the tighter of
         the input (output) limit and the limit on all tokens, ``tokens`` the tightest of them."""
-        out = {}
+        out: dict[str, str] = {}
         for name, limit in (("requests", state.get("requests")), ("tokens", tightest(state, _TOKENS)),
                             ("input-tokens", tightest(state, ("tokens", "input-tokens"))),
                             ("output-tokens", tightest(state, ("tokens", "output-tokens")))):

@@ -114,7 +114,7 @@ class Emulator:
         state = self.window.state(now)  # as the call was taken in (later calls not yet in the window)
         fault = self.faults.next()
         kind = fault.kind if fault else None
-        if kind is not None and kind not in CONTENT_FAULTS:
+        if fault is not None and kind is not None and kind not in CONTENT_FAULTS:
             return self._log(replace(entry, fault=kind), await self._fault(wire, call.model, fault, prompt.tokens),
                              wire, now, state)
         answer = self.engine.answer(call.messages, call.schema, call.max_tokens, kind)

@@ -44,7 +44,7 @@ class OpenAIWire:
                           "completion_tokens_details": {"reasoning_tokens": 0}}}
 
     def headers(self, state: dict[str, Limit], wall: float) -> dict[str, str]:
-        out = {}
+        out: dict[str, str] = {}
         for name, limit in (("requests", state.get("requests")),
                             ("tokens", tightest(state, ("tokens", "input-tokens", "output-tokens")))):
             if limit is not None:
@@ -76,7 +76,7 @@ class OpenAIWire:
                 message = (f"Rate limit reached {where}, Used {refused.used}, Requested {verdict.requested}. "
                            f"Please try again in {duration(wait)}. {_VISIT}")
         body = {"error": {"message": message, "type": kind, "param": None, "code": "rate_limit_exceeded"}}
-        headers = {}
+        headers: dict[str, str] = {}
         if wait is not None and throttle.retry_after:
             headers |= retry_after(wait)
         if wait is not None and throttle.retry_after_ms:

@@ -62,5 +62,5 @@ class Stats:
                 "faults": dict(Counter(e.fault for e in self.log if e.fault)),
                 "statuses": {str(k): v for k, v in sorted(Counter(e.status for e in self.log).items())},
                 "limits": asdict(limits), "peak": peak,
-                "within_limits": all(bounds[d] is None or peak[d] <= bounds[d] for d in DIMENSIONS),
+                "within_limits": all((bound := bounds[d]) is None or peak[d] <= bound for d in DIMENSIONS),
                 "log": [asdict(e) for e in self.log]}
