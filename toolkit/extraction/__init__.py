@@ -38,6 +38,6 @@ __all__ = [
     "BatchExtraction", "BatchExtractor", "BatchJSONAdapter", "DEMO_DOCUMENTS", "DEMO_ENTITIES",
     "DEMO_RELATIONSHIPS", "DocumentIn", "DocumentOut", "EntityOut", "ExtractionSettings", "LAYOUTS", "OutputSizer",
     "PRESETS", "RawReply", "RelationshipOut", "ReplyParseError", "ValidatedBatch", "demo_example", "demo_ids",
-    "end_repetition", "gold_demos", "normalise", "output_allowance", "output_per_document", "parse_reply", "settle_reply",
-    "response_schema", "to_result", "validate_reply",
+    "end_repetition", "gold_demos", "normalise", "output_allowance", "output_per_document", "parse_reply",
+    "settle_reply", "response_schema", "to_result", "validate_reply",
 ]

@@ -80,7 +80,7 @@ class BatchJSONAdapter(dspy.JSONAdapter):
         super().__init__()
         self.relationships = relationships
 
-    def format_system_message(self, signature) -> str:  # noqa: ANN001
+    def format_system_message(self, signature: type[dspy.Signature]) -> str:
         """The task and the reply's layout only: DSPy's field listing repeats what they say."""
         record = '{"id": "<document id>", "entities": [{"text": "<mention>", "type": "<entity type>"}]'
         task = textwrap.dedent(signature.instructions).strip()
@@ -94,27 +94,30 @@ class BatchJSONAdapter(dspy.JSONAdapter):
             "document, in input order."
         )
 
-    def user_message_output_requirements(self, signature) -> str:  # noqa: ANN001
+    def user_message_output_requirements(self, signature: type[dspy.Signature]) -> str:
         return 'Respond with one JSON object {"results": [...]}.'
 
-    def _prepare_response_format(self, lm, lm_kwargs, signature):  # noqa: ANN001
+    def _prepare_response_format(self, lm: dspy.BaseLM, lm_kwargs: dict[str, Any],
+                                 signature: type[dspy.Signature]) -> None:
         """Keep the caller's per-batch schema (dropped where the LM takes no response format);
         DSPy's own (the signature's schema) otherwise. DSPy 3.4 has no public hook for this step:
-        :meth:`dspy.JSONAdapter.__call__` calls this one before every call."""
+        :meth:`dspy.JSONAdapter.__call__` (and ``acall``) calls this one before every call; the
+        DSPy range is pinned and tests/test_dspy_seam.py fails if the hook goes."""
         if "response_format" in lm_kwargs:
             if "response_format" not in lm.supported_params:
                 lm_kwargs.pop("response_format")
             return
         super()._prepare_response_format(lm, lm_kwargs, signature)
 
-    def format_assistant_message_content(self, signature, outputs, missing_field_message=None) -> str:  # noqa: ANN001
+    def format_assistant_message_content(self, signature: type[dspy.Signature], outputs: dict[str, Any],
+                                         missing_field_message: str | None = None) -> str:
         """Demo answers as compact JSON (the model copies their layout: indentation costs tokens)."""
         exclude = None if self.relationships else {"relationships"}
         records = [r.model_dump(exclude=exclude) if isinstance(r, BaseModel) else r
                    for r in outputs.get("results") or []]
         return json.dumps({"results": records}, ensure_ascii=False)
 
-    def parse(self, signature, completion: str) -> dict[str, Any]:  # noqa: ANN001
+    def parse(self, signature: type[dspy.Signature], completion: str) -> dict[str, Any]:
         """The reply's raw records (:func:`parse_reply`): validated later, against the batch."""
         return {"results": parse_reply(completion)}
 
