@@ -66,9 +66,9 @@ def run(profile: str, config: str, docs: int, server: dict[str, Any], **said: An
     with emulator(profile, **server) as url:
         result = bench("openai/gpt-4o-mini", "synthetic", docs, api_base=url, plan=plan, settle=0, **said)
         stats = httpx.get(url.removesuffix("/v1") + "/_admin/stats").json()
-    [row] = result["configs"]
-    out = {k: row.get(k) for k in KEYS}
-    out.update(docs_per_min=row["extracted"] / row["seconds"] * 60, rate_limits=row["rate_limits"],
+    [figures] = result.configs
+    out = {k: figures.to_json().get(k) for k in KEYS}
+    out.update(docs_per_min=figures.extracted / figures.seconds * 60, rate_limits=figures.rate_limits,
                server_429s=stats["rate_limited"], server_calls=stats["calls"], windows_held=stats["within_limits"],
                server_limits=stats["limits"], said=said or None)
     print(json.dumps(out, default=str), flush=True)

@@ -43,13 +43,14 @@ def test_calibrate_times_the_prompt_it_is_given(capsys: pytest.CaptureFixture[st
 
 
 def test_a_profile_is_fitted_on_the_cold_calls_a_real_run_recorded(tmp_path: Path) -> None:
-    from toolkit.plan._planner import _profile
+    from toolkit.plan import resolve_profile
 
     def call(p: int, o: int, seconds: float, warm: bool = False) -> dict:
         return {"config": "A_warm" if warm else "B", "prompt_cache": warm, "batch_id": "b", "attempt": 1,
                 "outcome": "ok", "documents": 1, "documents_ok": 1, "seconds": seconds, "tokens_in": p, "tokens_out": o}
 
-    calls = [call(p, o, 2 + p * p * 2e-6 + o / 14) for p, o in [(800, 40), (1200, 90), (2000, 60), (3100, 20), (4000, 150)]]
+    sizes = [(800, 40), (1200, 90), (2000, 60), (3100, 20), (4000, 150)]
+    calls = [call(p, o, 2 + p * p * 2e-6 + o / 14) for p, o in sizes]
     calls.append(call(4000, 150, 1.0, warm=True))  # a warm-cache call would spoil the fit: left out
     path = tmp_path / "results.json"
     from toolkit.lm import Capabilities
@@ -58,7 +59,7 @@ def test_a_profile_is_fitted_on_the_cold_calls_a_real_run_recorded(tmp_path: Pat
                          long_prompts_cost_more=True).to_dict()
     path.write_text(json.dumps({"kind": "bench", "lm": "local", "model_id": "local/qwen@sha256:x", "calls": calls,
                                 "capabilities": local}))
-    profile = _profile(str(path))
+    profile = resolve_profile(str(path))
     assert profile.parallel_slots == 1 and profile.tokenizer == "local"
     assert profile.overhead_seconds == pytest.approx(2, rel=1e-3)
     assert profile.prompt_seconds_per_token_sq == pytest.approx(2e-6, rel=1e-3)

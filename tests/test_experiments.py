@@ -53,16 +53,16 @@ def test_eval_measures_quality_and_speedup_against_one_document_per_call(tmp_pat
 
 def _runs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     """(documents per call, calls) of every configuration eval runs from now on."""
-    import toolkit.measure._experiments as experiments
+    import toolkit.measure._evaluate as evaluation
 
-    runs, real = [], experiments.run_config
+    runs, real = [], evaluation.run_config
 
     def counting(*args, **kwargs):
         run = real(*args, **kwargs)
         runs.append((run.max_docs, run.run.report.calls))
         return run
 
-    monkeypatch.setattr(experiments, "run_config", counting)
+    monkeypatch.setattr(evaluation, "run_config", counting)
     return runs
 
 
@@ -110,13 +110,13 @@ def test_the_reference_key_covers_model_settings_and_every_document(tmp_path: Pa
     assert reference_key([docs[0], Document("b", "No disease here!")], **fields) != key  # text digest
     assert reference_key(docs[::-1], **fields) != key and reference_key(docs[:1], **fields) != key
     from toolkit.extraction import ExtractionSettings
-    from toolkit.measure._experiments import prompt_digest
+    from toolkit.measure._runs import prompt_digest
 
     plain = ExtractionSettings(entity_types=("DISEASE",), relationships=False)
     assert prompt_digest(plain, "packed") == prompt_digest(ExtractionSettings(entity_types=("DISEASE",),
                                                                               relationships=False), "packed")
-    assert prompt_digest(plain, "packed") != prompt_digest(ExtractionSettings(entity_types=("DISEASE",),
-                                                                              relationships=False, demo=False), "packed")
+    no_demo = ExtractionSettings(entity_types=("DISEASE",), relationships=False, demo=False)
+    assert prompt_digest(plain, "packed") != prompt_digest(no_demo, "packed")
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "old.json").write_text(json.dumps({"version": 0}))
     assert load_reference(tmp_path / "bad.json") is None and load_reference(tmp_path / "old.json") is None

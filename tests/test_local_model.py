@@ -117,10 +117,10 @@ def test_eval_on_the_local_model_two_configurations(local_model: str, devel_pair
 
     corpus = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "ncbi-disease" / "devel.pubtator"
     result = evaluate(str(corpus), lm=local_model, limit=3, max_docs=(3,), reference_cache=False)
-    one, packed = result["configs"]
+    one, packed = result.to_json()["configs"]
     assert (one["max_docs"], one["calls"], packed["max_docs"]) == (1, 3, 3) and packed["calls"] >= 1
     assert one["lost"] == packed["lost"] == 0 and one["speedup"] == 1.0 and packed["speedup"] > 0
-    assert 0.0 <= packed["strict_f1"] <= 1.0 and result["model_id"].startswith(weights.DEFAULT_MODEL)
+    assert 0.0 <= packed["strict_f1"] <= 1.0 and result.model_id.startswith(weights.DEFAULT_MODEL)
 
 
 def _well_formed(answer: Any, doc_id: str, max_tokens: int) -> None:

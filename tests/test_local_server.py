@@ -231,10 +231,10 @@ def test_bench_reaches_llama_server_with_slots(llama_server: Any, tmp_path: Path
     corpus.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in list(DOCUMENTS.items())[:2]))
     result = bench(f"openai/{llama_server.alias}", str(corpus), 2, max_docs=2, types=["DISEASE"], settle=0,
                    api_base=llama_server.url, plan=[c for c in BENCH_PLAN if c.mode == "sync"])
-    configs = {c["config"]: c for c in result["configs"]}
-    assert {"A", "B", "C", "D"} <= set(configs) and result["lost"] == 0, result
+    configs = {c.config: c.to_json() for c in result.configs}
+    assert {"A", "B", "C", "D"} <= set(configs) and result.lost == 0, result
     assert configs["A"]["calls"] >= 2 and configs["B"]["calls"] >= 1
     log = llama_server.log.read_text(errors="replace")
     assert "n_slots = 4" in log and "kv_unified = 'true'" in log
     assert len(re.findall(r"slot launch_slot_: id +\d", log)) >= sum(c["calls"] for c in configs.values())
-    assert result["speedup_c_vs_d"] is not None
+    assert result.speedups["speedup_c_vs_d"] is not None

@@ -42,17 +42,17 @@ def test_the_plan_picks_the_cheapest_setting_in_time_and_the_fastest_within_budg
     from toolkit.plan import plan
 
     tight = plan("hosted-api", str(ncbi_devel), documents=100_000, deadline="8h", budget_usd=60)
-    money = tight["money"]
+    money = tight.money
     assert money["prices"]["model"] == "gpt-4o-mini" and "batch-api" in money["modes"]
     cheapest, fastest = money["cheapest_within_deadline"], money["fastest_within_budget"]
-    in_time = [r for r in tight["grid"] if r["hours"] <= 8]
+    in_time = [r for r in tight.grid if r["hours"] <= 8]
     assert cheapest["mode"] != "batch-api" and cheapest["cost_usd"] == min(r["cost_usd"] for r in in_time)
-    assert fastest["cost_usd"] <= 60 and fastest["hours"] == min(r["hours"] for r in tight["grid"] if r["cost_usd"] <= 60)
-    relaxed = plan("hosted-api", str(ncbi_devel), documents=100_000, deadline="2d")["money"]
+    assert fastest["cost_usd"] <= 60 and fastest["hours"] == min(r["hours"] for r in tight.grid if r["cost_usd"] <= 60)
+    relaxed = plan("hosted-api", str(ncbi_devel), documents=100_000, deadline="2d").money
     batch = relaxed["cheapest_within_deadline"]
     assert batch["mode"] == "batch-api" and batch["hours"] == 24
     assert batch["cost_usd"] < 0.55 * cheapest["cost_usd"]  # half price, and the biggest batches
-    broke = plan("hosted-api", str(ncbi_devel), documents=100_000, budget_usd=0.01)["money"]
+    broke = plan("hosted-api", str(ncbi_devel), documents=100_000, budget_usd=0.01).money
     assert broke["fastest_within_budget"] is None
 
 
@@ -62,6 +62,6 @@ def test_an_unpriced_model_plans_hours_but_no_money(ncbi_devel: Path) -> None:
 
     if weights.cached_path() is None:
         pytest.skip("default model not cached: run `python -m toolkit models fetch`")
-    money = plan("local-cpu", str(ncbi_devel), deadline="8h", concurrency=(1,))["money"]
+    money = plan("local-cpu", str(ncbi_devel), deadline="8h", concurrency=(1,)).money
     assert money["prices"] is None and money["modes"] == ["sync"]
     assert money["cheapest_within_deadline"] is None and money["fastest_within_budget"] is not None

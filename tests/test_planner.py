@@ -25,13 +25,14 @@ def test_planner_predicts_the_measured_emulated_speedups(tmp_path: Path, ncbi_de
                  "--max-docs", "4,8", "--out", str(tmp_path), "--json"]) == 0
     capsys.readouterr()
     result = plan("hosted-api", str(ncbi_devel), eval_results=tmp_path / "results.json")
-    for row in result["predicted_vs_measured"]:
+    for row in result.predicted_vs_measured:
         assert abs(row["error"]) < 0.15, row
-    best = result["recommendation"]
-    assert best["allowed"] and best["docs_per_min"] == max(r["docs_per_min"] for r in result["grid"] if r["allowed"] and r["docs_per_min"])
+    best = result.recommendation
+    fastest = max(r["docs_per_min"] for r in result.grid if r["allowed"] and r["docs_per_min"])
+    assert best["allowed"] and best["docs_per_min"] == fastest
     assert best["bound_by"] == "tokens_per_minute"  # the hosted tier's TPM, not concurrency, binds at the top
     no_quality = plan("hosted-api", str(ncbi_devel))
-    assert no_quality["quality_source"].startswith("none") and "assumed" in no_quality["output_per_doc_source"]
+    assert no_quality.quality_source.startswith("none") and "assumed" in no_quality.output_per_doc_source
 
 
 def test_planner_excludes_settings_beyond_the_allowed_f1_drop(tmp_path: Path, ncbi_devel: Path) -> None:
@@ -46,8 +47,8 @@ def test_planner_excludes_settings_beyond_the_allowed_f1_drop(tmp_path: Path, nc
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results))
     result = plan("local-cpu", str(ncbi_devel), max_f1_drop=2.0, eval_results=path, concurrency=(1,))
-    assert result["recommendation"]["max_docs"] == 4  # 8 per call is faster but loses 10 F1 points
-    assert not any(r["allowed"] for r in result["grid"] if r["max_docs"] == 8)
+    assert result.recommendation["max_docs"] == 4  # 8 per call is faster but loses 10 F1 points
+    assert not any(r["allowed"] for r in result.grid if r["max_docs"] == 8)
 
 
 def test_planner_recommends_a_warm_prompt_cache_when_a_bench_measured_it_faster(tmp_path: Path,
@@ -68,11 +69,11 @@ def test_planner_recommends_a_warm_prompt_cache_when_a_bench_measured_it_faster(
     (tmp_path / "eval.json").write_text(json.dumps(evaluation))
     common = {"eval_results": tmp_path / "eval.json", "concurrency": (1,), "max_docs": (1, 4)}
     result = plan("hosted-api", str(ncbi_devel), bench_results=bench(0.16, 0.3), **common)
-    best = result["recommendation"]  # B is fastest but loses 10 F1 points; A' keeps A's quality
+    best = result.recommendation  # B is fastest but loses 10 F1 points; A' keeps A's quality
     assert (best["config"], best["source"], best["speedup"]) == ("A_warm", "measured (bench)", pytest.approx(1.6))
-    assert not next(r for r in result["measured"] if r["config"] == "B")["allowed"]
+    assert not next(r for r in result.measured if r["config"] == "B")["allowed"]
     slow_cache = plan("hosted-api", str(ncbi_devel), bench_results=bench(0.099, 0.3), **common)
-    best = slow_cache["recommendation"]  # a warm cache slower than A is not recommended: one document per call
+    best = slow_cache.recommendation  # a warm cache slower than A is not recommended: one document per call
     assert best["max_docs"] == 1 and not best["prompt_cache"] and best["speedup"] == pytest.approx(1.0)
 
 
@@ -89,12 +90,12 @@ def test_planner_judges_the_allowed_f1_drop_against_the_interval(tmp_path: Path,
     (tmp_path / "eval.json").write_text(json.dumps({"configs": rows}))
     common = {"eval_results": tmp_path / "eval.json", "concurrency": (1,), "max_docs": (1, 4, 8), "budgets": (8192,)}
     result = plan("hosted-api", str(ncbi_devel), max_f1_drop=2.0, **common)
-    allowed = {r["max_docs"]: r["allowed"] for r in result["grid"]}
-    assert allowed == {1: True, 4: False, 8: True} and "upper end" in result["quality_judgement"]
-    assert result["recommendation"]["max_docs"] == 8
-    assert next(r for r in result["grid"] if r["max_docs"] == 4)["f1_drop_ci"] == [-1.0, 3.5]
+    allowed = {r["max_docs"]: r["allowed"] for r in result.grid}
+    assert allowed == {1: True, 4: False, 8: True} and "upper end" in result.quality_judgement
+    assert result.recommendation["max_docs"] == 8
+    assert next(r for r in result.grid if r["max_docs"] == 4)["f1_drop_ci"] == [-1.0, 3.5]
     # a looser allowance admits 4 too; the same eval without intervals is judged on the points
-    assert all(r["allowed"] for r in plan("hosted-api", str(ncbi_devel), max_f1_drop=3.5, **common)["grid"])
+    assert all(r["allowed"] for r in plan("hosted-api", str(ncbi_devel), max_f1_drop=3.5, **common).grid)
     (tmp_path / "eval.json").write_text(json.dumps({"configs": [{**r, "f1_drop_ci": None} for r in rows]}))
     points = plan("hosted-api", str(ncbi_devel), max_f1_drop=2.0, **common)
-    assert all(r["allowed"] for r in points["grid"]) and "point" in points["quality_judgement"]
+    assert all(r["allowed"] for r in points.grid) and "point" in points.quality_judgement

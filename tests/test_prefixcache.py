@@ -101,7 +101,8 @@ def test_a_cold_engine_bypasses_the_cache_and_the_client_discounts_only_what_the
 def test_bench_runs_d_and_a_warm_and_prices_each_configuration_from_its_tokens() -> None:
     from toolkit.measure import bench, bench_table
 
-    r = bench("emulated:hosted-api", "synthetic", 1000)
+    result = bench("emulated:hosted-api", "synthetic", 1000)
+    r = result.to_json()
     configs = {c["config"]: c for c in r["configs"]}
     assert list(configs) == ["A", "A_warm", "B", "C", "D", "batch_api"] and r["lost"] == 0
     prices = prices_for("gpt-4o-mini")
@@ -118,7 +119,7 @@ def test_bench_runs_d_and_a_warm_and_prices_each_configuration_from_its_tokens()
         assert c["cost_per_1k_docs"] == pytest.approx(1000 * c["cost_usd"] / c["extracted"])
     assert r["speedup_d_vs_a"] > 1 and r["speedup_c_vs_d"] == pytest.approx(configs["D"]["seconds"] / configs["C"]["seconds"])
     assert 0 < r["d_bound_share"] <= 1.0 and r["bound_share"] <= 1.0  # D and C within the same limits
-    assert {"cost_usd", "cost_per_1k_docs", "cached_tokens"} <= set(bench_table(r)[0])
+    assert {"cost_usd", "cost_per_1k_docs", "cached_tokens"} <= set(bench_table(result)[0])
     batch_api = configs["batch_api"]  # at half price: its calls through the batch API, none left for the sync path
     assert batch_api["batch_api_calls"] == batch_api["calls"] and batch_api["cost_usd"] <= 0.55 * configs["C"]["cost_usd"]
 

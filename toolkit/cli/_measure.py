@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from toolkit.cli._common import (
     add_price_arg,
@@ -16,6 +16,9 @@ from toolkit.cli._common import (
     print_report,
     print_table,
 )
+
+if TYPE_CHECKING:
+    from toolkit.measure import BenchResult, EvalResult
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -38,7 +41,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not _write_and_print_json(result, args):
         print_table(eval_table(result))
         print(eval_note(result))
-    return 0 if all(r["lost"] == 0 for r in result["configs"]) else 1
+    return 0 if all(r.lost == 0 for r in result.configs) else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -52,45 +55,45 @@ def cmd_bench(args: argparse.Namespace) -> int:
                    batch_api=args.batch_api)
     if not _write_and_print_json(result, args):
         print_table(bench_table(result))
-        print_report({k: v for k, v in result.items() if k.startswith(("speedup", "rate_limit", "bound", "lost"))},
+        figures = result.to_json()
+        print_report({k: v for k, v in figures.items() if k.startswith(("speedup", "rate_limit", "bound", "lost"))},
                      False)
-    return 0 if result["lost"] == 0 else 1
+    return 0 if result.lost == 0 else 1
 
 
-def _write_and_print_json(result: dict[str, Any], args: argparse.Namespace) -> bool:
+def _write_and_print_json(result: EvalResult | BenchResult, args: argparse.Namespace) -> bool:
     """An eval or bench ``result``'s files under ``--out``, and the result printed as JSON with
-    ``--json``; True when it was (the caller prints its tables otherwise)."""
+    ``--json`` (with the files written); True when it was (the caller prints its tables otherwise)."""
     from toolkit.measure import write_results
 
-    if args.out:
-        result["files"] = [str(p) for p in write_results(result, args.out)]
+    files = [str(p) for p in write_results(result, args.out)] if args.out else None
     if args.json:
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps({**result.to_json(), **({"files": files} if files is not None else {})}, indent=2,
+                         default=str))
     return bool(args.json)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from toolkit.plan import GRID_COLUMNS, MEASURED_COLUMNS, plan, plan_summary, write_plan
 
-    result = plan(args.calibrated or args.profile, args.corpus, max_f1_drop=args.max_f1_drop, eval_results=args.eval,
-                  bench_results=args.bench, modes=args.modes.split(",") if args.modes else None,
-                  documents=args.docs, deadline=args.deadline, budget_usd=args.budget_usd, price=args.price,
-                  rpm=args.rpm, tpm=args.tpm)
+    result = plan(args.calibrated or args.profile, args.corpus, max_f1_drop=args.max_f1_drop,
+                  eval_results=args.eval, bench_results=args.bench,
+                  modes=args.modes.split(",") if args.modes else None, documents=args.docs, deadline=args.deadline,
+                  budget_usd=args.budget_usd, price=args.price, rpm=args.rpm, tpm=args.tpm)
     if args.out:
         write_plan(result, args.out)
     if args.json:
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps(result.to_json(), indent=2, default=str))
         return 0
-    print_table([{k: r[k] for k in GRID_COLUMNS} for r in result["grid"]])
-    if result["measured"]:
+    print_table([{k: r[k] for k in GRID_COLUMNS} for r in result.grid])
+    if result.measured:
         print("measured (bench):")
-        print_table([{k: r[k] for k in MEASURED_COLUMNS} for r in result["measured"]])
+        print_table([{k: r[k] for k in MEASURED_COLUMNS} for r in result.measured])
     print(plan_summary(result))
     return 0
 
 
-def register(sub: Any) -> None:
-    """Add this module's commands to the ``python -m toolkit`` subparsers ``sub``."""
+def _add_calibrate(sub: Any) -> None:
     cal = sub.add_parser("calibrate", help="fit a latency profile (overhead, prompt and output tok/s) from a real run")
     cal.add_argument("--lm", default="local")
     cal.add_argument("--corpus", help="corpus name or file (default: ncbi-disease if ../shared exists, else sample)")
@@ -101,6 +104,8 @@ def register(sub: Any) -> None:
     cal.add_argument("--json", action="store_true")
     cal.set_defaults(func=cmd_calibrate)
 
+
+def _add_eval(sub: Any) -> None:
     ev = sub.add_parser("eval", help="quality (P/R/F1 vs gold) and measured speedup of packing configurations")
     ev.add_argument("--gold", required=True, help="annotated corpus: PubTator or CoNLL/BIO file, or a name")
     ev.add_argument("--lm", default="local")
@@ -119,6 +124,8 @@ def register(sub: Any) -> None:
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
 
+
+def _add_bench(sub: Any) -> None:
     be = sub.add_parser("bench", help="A (1 doc/call), A' (warm cache), B (packed), C (packed, concurrent), "
                                       "D (1 doc/call, concurrent), with their cost")
     be.add_argument("--lm", default="local")
@@ -141,6 +148,8 @@ def register(sub: Any) -> None:
     be.add_argument("--json", action="store_true")
     be.set_defaults(func=cmd_bench)
 
+
+def _add_plan(sub: Any) -> None:
     pl = sub.add_parser("plan", help="predict throughput of settings from a latency profile; recommend one")
     source = pl.add_mutually_exclusive_group()
     source.add_argument("--profile", default="local-cpu", help="a shipped profile (local-cpu, hosted-api)")
@@ -161,3 +170,9 @@ def register(sub: Any) -> None:
     pl.add_argument("--out")
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_plan)
+
+
+def register(sub: Any) -> None:
+    """Add this module's commands to the ``python -m toolkit`` subparsers ``sub``."""
+    for add in (_add_calibrate, _add_eval, _add_bench, _add_plan):
+        add(sub)

@@ -14,18 +14,81 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from toolkit.core import resolve_prices
+from toolkit.core import Document, Prices, resolve_prices
 from toolkit.corpora import first_documents
 from toolkit.extraction import ExtractionSettings
-from toolkit.jobs import configurations
-from toolkit.lm import resolve_lm
+from toolkit.lm import Capabilities, resolve_lm
 from toolkit.measure._configs import BENCH_PLAN, BenchConfig, plan_for, rate_limit_bound, speedups
-from toolkit.measure._experiments import ConfigRun, config_figures, machine, priced, run_config
+from toolkit.measure._results import BenchResult, ConfigFigures
+from toolkit.measure._runs import ConfigRun, config_figures, machine, priced, run_config
 
 BENCH_COLUMNS = ("config", "calls", "seconds", "docs_per_second", "extracted", "lost", "cached_tokens", "cost_usd",
                  "cost_per_1k_docs")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a bench runs its configurations: in chunks of ``chunk`` documents, each configuration whole
+    where ``chunk`` is every document, and ``pause`` seconds between configurations where ``limited``."""
+
+    chunk: int
+    limited: bool
+    pause: float
+
+    @classmethod
+    def of(cls, caps: Capabilities, documents: int, max_docs: int, interleave: int | None, api_base: str | None,
+           rpm: int | None, tpm: int | None, settle: float | None) -> Schedule:
+        limited = not caps.virtual_time and (bool(rpm or tpm) or caps.rate.limited or caps.concurrency != "1")
+        whole = caps.virtual_time or limited
+        pause = settle if settle is not None else (caps.rate.window if caps.rate.limited and not (rpm or tpm)
+                                                   else 0.0 if api_base and not (rpm or tpm) else 60.0)
+        return cls(documents if whole else (interleave or 4 * max_docs), limited, pause)
+
+
+def _run_configs(lm: str, settings: ExtractionSettings, documents: Sequence[Document], configs: Sequence[BenchConfig],
+                 cache_on: dict[str, bool], schedule: Schedule, max_docs: int, budget: int, concurrency: str,
+                 api_base: str | None, rpm: int | None, tpm: int | None) -> dict[str, list[ConfigRun]]:
+    """Each configuration's runs, chunk by chunk (see the module docstring), rotating which goes first."""
+    chunk = schedule.chunk
+    chunks = [documents[i:i + chunk] for i in range(0, len(documents), chunk)]
+    parts: dict[str, list[ConfigRun]] = {c.name: [] for c in configs}
+    for n, part in enumerate(chunks):
+        for k, config in enumerate(configs[n % len(configs):] + configs[: n % len(configs)]):
+            if schedule.limited and k:  # the provider's window empties of the configuration before
+                time.sleep(schedule.pause)
+            m, conc = config.settings(max_docs, concurrency)
+            resolved = resolve_lm(lm, prompt_cache=cache_on[config.name], api_base=api_base)
+            if config.cache == "warm":  # warm the prefix cache with a call outside the measurement
+                run_config(resolved, settings, part[:1], "warm-up", 1, budget)
+            parts[config.name].append(run_config(resolved, settings, part, config.name, m, budget, conc,
+                                                 config.mode, rpm, tpm, api_base))
+    return parts
+
+
+def _figures(parts: dict[str, list[ConfigRun]], cache_on: dict[str, bool], caps: Capabilities,
+             prices: Prices | None) -> list[ConfigFigures]:
+    """Each configuration's figures, priced, with the share of the rate limits' bound it reached."""
+    configs = []
+    for name, runs in parts.items():
+        figures = priced(config_figures(runs), prices).with_figures(prompt_cache=cache_on[name])
+        bound = rate_limit_bound(caps, figures)
+        configs.append(figures.with_figures(rate_limit_bound_docs_per_min=bound["bound"], bound_share=bound["share"]))
+    return configs
+
+
+def _bounds(configs: Sequence[ConfigFigures]) -> dict[str, float | None]:
+    """C's and D's bound, rate and share, under the result's keys (where they had a bound)."""
+    out: dict[str, float | None] = {}
+    for key, name in (("", "C"), ("d_", "D")):
+        row = next((c for c in configs if c.config == name), None)
+        if row is not None and row.rate_limit_bound_docs_per_min:
+            out.update({f"{key}rate_limit_bound_docs_per_min": row.rate_limit_bound_docs_per_min,
+                        f"{key or 'c_'}docs_per_min": row.extracted / row.seconds * 60 if row.seconds else None,
+                        f"{key}bound_share": row.bound_share})
+    return out
 
 
 def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 8192, concurrency: str = "auto:16",
@@ -33,13 +96,13 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
           types: Sequence[str] | None = None, layout: str = "auto", demos: str | None = None,
           shots: int = 2, price: str | None = None, plan: Sequence[BenchConfig] = BENCH_PLAN,
           api_base: str | None = None, rpm: int | None = None, tpm: int | None = None,
-          settle: float | None = None, batch_api: bool | None = None) -> dict[str, Any]:
+          settle: float | None = None, batch_api: bool | None = None) -> BenchResult:
     """The configurations of ``plan`` (:data:`toolkit.measure._configs.BENCH_PLAN`) the backend can run,
     on the same documents: (A) one document per call, sequential, cold cache; (A') the same with
     the prompt cache warm (backends that have one); (B) packed, sequential; (C) packed, adaptive
     concurrency; (D) one document per call, adaptive concurrency, the same limiter (backends that
     run calls concurrently). Each is priced from the tokens it recorded (``price``: see
-    :func:`~toolkit.measure._experiments.evaluate`). ``api_base``: an OpenAI-compatible server;
+    :func:`~toolkit.measure._evaluate.evaluate`). ``api_base``: an OpenAI-compatible server;
     ``rpm``/``tpm``: the account's limits per minute (else the backend's, or learned from replies).
     How they run: the module docstring (``interleave``: a local model's chunk, default
     ``4 x max_docs``; ``settle``: seconds between configurations of a rate-limited backend,
@@ -56,54 +119,25 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
     caps = probe.capabilities
     configs_run = [c for c in plan_for(caps, plan)
                    if c.mode != "batch-api" or (batch_api if batch_api is not None else not api_base)]
-    limited = not caps.virtual_time and (bool(rpm or tpm) or caps.rate.limited or caps.concurrency != "1")
-    whole = caps.virtual_time or limited
-    chunk = len(documents) if whole else (interleave or 4 * max_docs)
-    pause = settle if settle is not None else (caps.rate.window if caps.rate.limited and not (rpm or tpm)
-                                               else 0.0 if api_base and not (rpm or tpm) else 60.0)
-    chunks = [documents[i:i + chunk] for i in range(0, len(documents), chunk)]
-    parts: dict[str, list[ConfigRun]] = {c.name: [] for c in configs_run}
+    schedule = Schedule.of(caps, len(documents), max_docs, interleave, api_base, rpm, tpm, settle)
     cache_on = {c.name: c.cache_on(caps) for c in configs_run}
-    for n, part in enumerate(chunks):
-        for k, config in enumerate(configs_run[n % len(configs_run):] + configs_run[: n % len(configs_run)]):
-            if limited and k:  # the provider's window empties of the configuration before
-                time.sleep(pause)
-            m, conc = config.settings(max_docs, concurrency)
-            resolved = resolve_lm(lm, prompt_cache=cache_on[config.name], api_base=api_base)
-            if config.cache == "warm":  # warm the prefix cache with a call outside the measurement
-                run_config(resolved, settings, part[:1], "warm-up", 1, budget)
-            parts[config.name].append(run_config(resolved, settings, part, config.name, m, budget, conc,
-                                                 config.mode, rpm, tpm, api_base))
-    configs = [{**priced(config_figures(runs), prices), "prompt_cache": cache_on[name]}
-               for name, runs in parts.items()]
-    for config in configs:
-        bound = rate_limit_bound(caps, config)
-        config.update(rate_limit_bound_docs_per_min=bound["bound"], bound_share=bound["share"])
-    by_name = {c["config"]: c for c in configs}
-    out: dict[str, Any] = {
-        "kind": "bench", "lm": lm, "model_id": probe.model_id, "emulated": probe.emulated, "corpus": corpus,
-        "documents": len(documents), "max_docs": max_docs, "budget": budget, "concurrency": concurrency,
-        "interleaved_chunk": chunk, "layout": caps.layout(layout), "api_base": api_base, "rpm": rpm, "tpm": tpm,
-        "settle_seconds": pause if limited else None,
-        "prompt_cache_available": caps.prompt_cache, "capabilities": caps.to_dict(),
-        "settings": settings.to_dict(), "priced_as": prices.model if prices else None,
-        "prices": prices.to_dict() if prices else None, "machine": machine(), "configs": configs,
-        "calls": [] if probe.emulated else [c for name, runs in parts.items() for r in runs
-                                            for c in r.calls(cache_on[name])],
-        **speedups({k: v["seconds"] for k, v in by_name.items()}),
-        "lost": sum(v["lost"] for v in configs),
-    }
-    for key, name in (("", "C"), ("d_", "D")):
-        if by_name.get(name, {}).get("rate_limit_bound_docs_per_min"):
-            row = by_name[name]
-            out.update({f"{key}rate_limit_bound_docs_per_min": row["rate_limit_bound_docs_per_min"],
-                        f"{key or 'c_'}docs_per_min": row["extracted"] / row["seconds"] * 60 if row["seconds"] else None,
-                        f"{key}bound_share": row["bound_share"]})
-    if probe.emulated and probe.engine is not None:
-        out["profile"] = probe.engine.profile.to_dict()
-    return out
+    parts = _run_configs(lm, settings, documents, configs_run, cache_on, schedule, max_docs, budget, concurrency,
+                         api_base, rpm, tpm)
+    configs = _figures(parts, cache_on, caps, prices)
+    return BenchResult(
+        lm=lm, model_id=probe.model_id, emulated=probe.emulated, corpus=corpus, documents=len(documents),
+        max_docs=max_docs, budget=budget, concurrency=concurrency, interleaved_chunk=schedule.chunk,
+        layout=caps.layout(layout), api_base=api_base, rpm=rpm, tpm=tpm,
+        settle_seconds=schedule.pause if schedule.limited else None, prompt_cache_available=caps.prompt_cache,
+        capabilities=caps.to_dict(), settings=settings.to_dict(), priced_as=prices.model if prices else None,
+        prices=prices.to_dict() if prices else None, machine=machine(), configs=tuple(configs),
+        calls=() if probe.emulated else tuple(c for name, runs in parts.items() for r in runs
+                                              for c in r.calls(cache_on[name])),
+        speedups=speedups({c.config: c.seconds for c in configs}), lost=sum(c.lost for c in configs),
+        **_bounds(configs),
+        profile=probe.engine.profile.to_dict() if probe.emulated and probe.engine is not None else None)
 
 
-def bench_table(result: dict[str, Any]) -> list[dict[str, Any]]:
+def bench_table(result: BenchResult) -> list[dict[str, Any]]:
     """A bench result's configurations as the CLI prints them (time, documents and cost)."""
-    return [{k: c.get(k) for k in BENCH_COLUMNS} for c in configurations(result)]
+    return [{k: row.get(k) for k in BENCH_COLUMNS} for row in result.rows()]

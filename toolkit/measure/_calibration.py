@@ -2,7 +2,7 @@
 
 ``calibrate(lm)`` runs a few documents at several batch sizes (so prompt and output sizes vary),
 takes one record per successful call (tokens in, tokens out, seconds) and solves the least-squares
-fit. The result is an emulated-provider :class:`~toolkit.lm._emulated.Profile` plus the fit's error,
+fit. The result is a latency :class:`~toolkit.lm.Profile` plus the fit's error,
 so a planner or an ``emulated:`` run can predict what the real backend would do.
 """
 
@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from toolkit.execution import AttemptRecord, RateLimitPolicy
-from toolkit.lm import Capabilities
+from toolkit.lm import Capabilities, Profile
+from toolkit.measure._results import BenchResult, EvalResult, read_result
 
 if TYPE_CHECKING:
     from toolkit.extraction import ExtractionSettings
@@ -102,7 +103,7 @@ def fit_profile(points: Sequence[Point], lm: str, model_id: str, capabilities: C
     """Fit a latency profile on cold-cache calls' points of ``lm`` (whose ``capabilities`` say if
     it serves one call at a time and counts in its own tokens); the result reports the fit's error.
     ``quadratic`` (default: the backend's ``long_prompts_cost_more``) adds a prompt-squared term."""
-    from toolkit.lm import Profile, names_backend
+    from toolkit.lm import names_backend
 
     fit = fit_latency(points, quadratic=capabilities.long_prompts_cost_more if quadratic is None else quadratic)
     profile = Profile(
@@ -129,31 +130,32 @@ def fit_profile(points: Sequence[Point], lm: str, model_id: str, capabilities: C
     }
 
 
-def profile_from_results(path: str | Path) -> Any:
-    """A profile fitted on the cold-cache calls an ``eval`` or ``bench`` run recorded (``--out``)."""
-    result = json.loads(Path(path).read_text())
-    rows = [c for c in result.get("calls") or [] if not c["prompt_cache"]]
+def profile_from_results(results: EvalResult | BenchResult | str | Path) -> Profile:
+    """A profile fitted on the cold-cache calls an ``eval`` or ``bench`` run recorded (its result, or
+    the ``results.json`` its ``--out`` wrote)."""
+    result = results if isinstance(results, (EvalResult, BenchResult)) else read_result(results)
+    rows = [c for c in result.calls if not c["prompt_cache"]]
     if not rows:
-        raise ValueError(f"{path}: no recorded cold-cache calls (an eval or bench results.json of a real LM)")
+        raise ValueError(f"{results}: no recorded cold-cache calls (an eval or bench results.json of a real LM)")
     points = [(c["tokens_in"], c["tokens_out"], c["seconds"]) for c in rows
               if c["outcome"] == "ok" and c["tokens_in"] is not None]
-    lm = result["lm"]
-    if "capabilities" in result:
-        capabilities = Capabilities(**{**result["capabilities"], "rate": RateLimitPolicy(**result["capabilities"]["rate"]),
-                                       "layouts": tuple(result["capabilities"]["layouts"])})
+    if result.capabilities is not None:
+        saved = result.capabilities
+        capabilities = Capabilities(**{**saved, "rate": RateLimitPolicy(**saved["rate"]),
+                                       "layouts": tuple(saved["layouts"])})
     else:  # written before runs recorded their backend's capabilities
         from toolkit.lm import resolve_lm
 
-        capabilities = resolve_lm(lm).capabilities
-    fitted = fit_profile(points, lm, result["model_id"], capabilities,
-                         description=f"fitted on the cold-cache calls of the {result['kind']} run {path}")
-    from toolkit.lm import Profile
-
+        capabilities = resolve_lm(result.lm).capabilities
+    where = f" {results}" if isinstance(results, (str, Path)) else ""
+    fitted = fit_profile(points, result.lm, result.model_id or result.lm, capabilities,
+                         description=f"fitted on the cold-cache calls of the {result.kind} run{where}")
     return Profile.from_dict(fitted["profile"])
 
 
-def calibrate(lm: str = "local", corpus: str | None = None, docs: int = 8, batch_sizes: str | Sequence[int] = (1, 2, 4, 8),
-              out: str | Path | None = None, progress: bool = False, quadratic: bool | None = None,
+def calibrate(lm: str = "local", corpus: str | None = None, docs: int = 8,
+              batch_sizes: str | Sequence[int] = (1, 2, 4, 8), out: str | Path | None = None,
+              progress: bool = False, quadratic: bool | None = None,
               settings: ExtractionSettings | None = None) -> dict[str, Any]:
     """Run ``docs`` documents once per batch size on ``lm`` with a cold prompt cache, fit, report.
     Default corpus: NCBI disease devel when ``../shared`` is present, else the bundled sample;
@@ -183,7 +185,8 @@ def calibrate(lm: str = "local", corpus: str | None = None, docs: int = 8, batch
         if progress:
             print(f"calibrate: {size} doc(s)/call: {run.report.calls} calls", flush=True)
     result = fit_profile(latency_points(records), lm, resolved.model_id, resolved.capabilities,
-                         description=f"fitted by `toolkit calibrate --lm {lm}` on {len(documents)} documents of {corpus}",
+                         description=f"fitted by `toolkit calibrate --lm {lm}` on {len(documents)} documents "
+                                     f"of {corpus}",
                          quadratic=quadratic)
     result["run_seconds"] = time.perf_counter() - start
     from toolkit.lm import remember_calibration

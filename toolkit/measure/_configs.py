@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from toolkit.jobs import limit_bound
 from toolkit.lm import Capabilities
+from toolkit.measure._results import ConfigFigures
 
 Cache = Literal["cold", "warm", "provider"]
 
@@ -81,12 +82,12 @@ def speedups(seconds: dict[str, float]) -> dict[str, float | None]:
             for x, y in SPEEDUPS}
 
 
-def rate_limit_bound(caps: Capabilities, config: dict[str, Any]) -> dict[str, float | None]:
+def rate_limit_bound(caps: Capabilities, config: ConfigFigures) -> dict[str, float | None]:
     """The documents per minute the client-side limits allow ``config`` (its documents per call
     and its tokens charged per document), what it reached, and the share."""
     rate = caps.rate
-    limits = config.get("rate_limits") or {"rpm": rate.requests_per_minute, "tpm": rate.tokens_per_minute,
-                                            "window": rate.window}
-    per_call = config["documents"] / config["batches"] if config["batches"] else 1.0
-    per_doc = config["budget_tokens_ok"] / config["extracted"] if config["extracted"] else None
-    return limit_bound(limits, per_call, per_doc, config["extracted"], config["seconds"])
+    limits = config.rate_limits or {"rpm": rate.requests_per_minute, "tpm": rate.tokens_per_minute,
+                                    "window": rate.window}
+    per_call = config.documents / config.batches if config.batches else 1.0
+    per_doc = (config.budget_tokens_ok or 0) / config.extracted if config.extracted else None
+    return limit_bound(dict(limits), per_call, per_doc, config.extracted, config.seconds)

@@ -17,6 +17,7 @@ import json
 import statistics
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,10 @@ from typing import Any
 from toolkit.core import Document, Entity
 from toolkit.extraction import ExtractionSettings
 from toolkit.jobs import measure_reserves
+from toolkit.measure import EvalResult
 from toolkit.packing import Packer, PackingSettings, PackResult, get_counter
-from toolkit.plan import predict, profile_capabilities, resolve_profile
+from toolkit.plan import DEFAULT_OUTPUT_PER_DOC, predict, profile_capabilities, resolve_profile
 
-DEFAULT_OUTPUT_PER_DOC = 120.0  # assumed output tokens per document when no eval run is given
 CURVE_DOCS = tuple(range(1, 17))
 
 
@@ -58,7 +59,8 @@ class TunerModel:
     points. ``corpus``: a name or file; ``sample``: documents read (the first ones)."""
 
     def __init__(self, corpus: str, lm: str = "emulated:hosted-api", profile: str | None = None,
-                 eval_results: str | Path | None = None, sample: int = 1000, types: tuple[str, ...] = ("DISEASE",)) -> None:
+                 eval_results: EvalResult | str | Path | None = None, sample: int = 1000,
+                 types: tuple[str, ...] = ("DISEASE",)) -> None:
         from toolkit.corpora import dedupe, iter_records
 
         self.corpus, self.lm = str(corpus), lm
@@ -70,15 +72,16 @@ class TunerModel:
             raise ValueError(f"{corpus}: no documents")
         counter = get_counter(self.tokenizer)
         self.token_counts = [counter.count(d.text) for d in self.documents]
-        self.evaluation = json.loads(Path(eval_results).read_text()) if eval_results else None
-        saved = (self.evaluation or {}).get("settings")
-        self.settings = ExtractionSettings(**{**saved, "entity_types": tuple(saved["entity_types"])}) if saved \
-            else ExtractionSettings(entity_types=types, relationships=False)
+        self.evaluation = eval_results if isinstance(eval_results, EvalResult) or not eval_results \
+            else EvalResult.from_json(eval_results)
+        self.settings = (self.evaluation and self.evaluation.extraction_settings()) \
+            or ExtractionSettings(entity_types=types, relationships=False)
         self.prompt_tokens, self.per_doc_tokens = measure_reserves(self.settings, self.tokenizer)
-        self.quality = {r["max_docs"]: r["strict_f1"] for r in (self.evaluation or {}).get("configs", [])}
-        rows = (self.evaluation or {}).get("configs") or []
-        extracted = sum(r["extracted"] for r in rows)
-        self.output_per_doc = sum(r["tokens_out"] for r in rows) / extracted if extracted else DEFAULT_OUTPUT_PER_DOC
+        rows = self.evaluation.configs if self.evaluation else ()
+        self.quality = {r.max_docs: r.strict_f1 for r in rows}
+        extracted = sum(r.extracted for r in rows)
+        self.output_per_doc = sum(r.counts.tokens_out for r in rows) / extracted if extracted \
+            else DEFAULT_OUTPUT_PER_DOC
         self.measured: list[dict[str, Any]] = []
 
     # --------------------------------------------------------------------------------- views
@@ -130,11 +133,11 @@ class TunerModel:
             result = toolkit.run(self.corpus, lm=self.lm, store=store, settings=settings, limit=n, stop=stop,
                                  run_name=f"tune-{len(self.measured)}-{name.replace(' ', '-')}", progress=progress)
             summary = result.summary
-            if summary["stop_reason"]:
-                raise RuntimeError(f"measurement stopped: {summary['stop_reason']}")
-            seconds[name] = summary["virtual_seconds"] or summary["wall_seconds"]
+            if summary.stop_reason:
+                raise RuntimeError(f"measurement stopped: {summary.stop_reason}")
+            seconds[name] = summary.virtual_seconds or summary.wall_seconds
             runs[name] = result
-        batches = runs["setting"].summary["batches"]
+        batches = runs["setting"].summary.batches
         point = {**asdict(s), "documents": n, "docs_per_call": n / batches if batches else None,
                  "measured_speedup": seconds["one per call"] / seconds["setting"],
                  "seconds": seconds["setting"], "reference_seconds": seconds["one per call"],
@@ -183,7 +186,8 @@ class Tuner:
     prediction, the speedup curve, and Measure / Stop / Save. ``Tuner(corpus, lm=...).show()``."""
 
     def __init__(self, corpus: str, lm: str = "emulated:hosted-api", profile: str | None = None,
-                 eval_results: str | Path | None = None, sample: int = 1000, measure_docs: int = 24) -> None:
+                 eval_results: EvalResult | str | Path | None = None, sample: int = 1000,
+                 measure_docs: int = 24) -> None:
         self.model = TunerModel(corpus, lm, profile, eval_results, sample)
         self.measure_docs = measure_docs
         self.stop = threading.Event()
@@ -203,20 +207,11 @@ class Tuner:
     def show(self):  # -> ipywidgets.VBox
         import ipywidgets as w
 
-        caps = profile_capabilities(self.model.profile)
-        controls = {
-            "budget": w.IntSlider(8192, min=1024, max=32768, step=512, description="token budget",
-                                  continuous_update=False, style=_WIDE),
-            "max_docs": w.IntSlider(8, min=1, max=16, description="docs per call", continuous_update=False,
-                                    style=_WIDE),
-            "strategy": w.ToggleButtons(options=["fifo", "ffd"], description="strategy", style=_WIDE),
-            "layout": w.Dropdown(options=["auto", *caps.layouts], description="layout", style=_WIDE),
-            "concurrency": w.Dropdown(options=[1, 2, 4, 8, 16], value=1, description="concurrency", style=_WIDE),
-        }
+        controls = _controls(profile_capabilities(self.model.profile).layouts)
         packing, prediction, status = w.HTML(), w.HTML(), w.HTML()
         fill, curve = w.Image(format="png"), w.Image(format="png")
         bar = w.IntProgress(min=0, max=2 * self.measure_docs, description="measure")
-        measure, stop, save = w.Button(description="Measure"), w.Button(description="Stop"), w.Button(description="Save")
+        measure, stop, save = (w.Button(description=d) for d in ("Measure", "Stop", "Save"))
 
         def setting() -> Setting:
             return Setting(**{k: c.value for k, c in controls.items()})
@@ -267,9 +262,25 @@ class Tuner:
 _WIDE = {"description_width": "initial"}  # labels in full
 
 
+def _controls(layouts: Sequence[str]) -> dict[str, Any]:
+    """The tuner's controls, one per field of :class:`Setting`, at its defaults."""
+    import ipywidgets as w
+
+    return {
+        "budget": w.IntSlider(8192, min=1024, max=32768, step=512, description="token budget",
+                              continuous_update=False, style=_WIDE),
+        "max_docs": w.IntSlider(8, min=1, max=16, description="docs per call", continuous_update=False,
+                                style=_WIDE),
+        "strategy": w.ToggleButtons(options=["fifo", "ffd"], description="strategy", style=_WIDE),
+        "layout": w.Dropdown(options=["auto", *layouts], description="layout", style=_WIDE),
+        "concurrency": w.Dropdown(options=[1, 2, 4, 8, 16], value=1, description="concurrency", style=_WIDE),
+    }
+
+
 def _table(title: str, values: dict[str, Any]) -> str:
     def fmt(v: Any) -> str:
         return f"{v:,.3g}" if isinstance(v, float) else ("-" if v is None else str(v))
 
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td><b>{html.escape(fmt(v))}</b></td></tr>" for k, v in values.items())
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td><b>{html.escape(fmt(v))}</b></td></tr>"
+                   for k, v in values.items())
     return f"<div><b>{html.escape(title)}</b><table>{rows}</table></div>"

@@ -5,6 +5,7 @@ and batch APIs change."""
 from toolkit.plan._planner import (
     GRID_COLUMNS,
     MEASURED_COLUMNS,
+    Measured,
     plan,
     plan_summary,
     predict,
@@ -12,8 +13,9 @@ from toolkit.plan._planner import (
     resolve_profile,
     write_plan,
 )
+from toolkit.plan._result import DEFAULT_OUTPUT_PER_DOC, Plan
 
 __all__ = [
-    "GRID_COLUMNS", "MEASURED_COLUMNS", "plan", "plan_summary", "predict", "profile_capabilities", "resolve_profile",
-    "write_plan",
+    "DEFAULT_OUTPUT_PER_DOC", "GRID_COLUMNS", "MEASURED_COLUMNS", "Measured", "Plan", "plan", "plan_summary", "predict",
+    "profile_capabilities", "resolve_profile", "write_plan",
 ]

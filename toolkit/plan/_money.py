@@ -76,7 +76,8 @@ def picks(rows: list[dict[str, Any]], deadline_hours: float | None, budget_usd: 
     allowed = [r for r in rows if r["allowed"] and r["hours"] is not None]
     priced = [r for r in allowed if r["cost_usd"] is not None]
     in_time = [r for r in priced if deadline_hours is None or r["hours"] <= deadline_hours]
-    in_budget = [r for r in allowed if budget_usd is None or (r["cost_usd"] is not None and r["cost_usd"] <= budget_usd)]
+    in_budget = [r for r in allowed
+                 if budget_usd is None or (r["cost_usd"] is not None and r["cost_usd"] <= budget_usd)]
     return {
         "deadline_hours": deadline_hours, "budget_usd": budget_usd,
         "cheapest_within_deadline": min(in_time, key=lambda r: (r["cost_usd"], r["hours"])) if in_time else None,
@@ -87,7 +88,8 @@ def picks(rows: list[dict[str, Any]], deadline_hours: float | None, budget_usd: 
 def describe(pick: dict[str, Any] | None) -> str:
     if pick is None:
         return "none"
-    cost = "unpriced" if pick["cost_usd"] is None else f"${pick['cost_usd']:,.2f} (${pick['cost_per_1k_docs']:.3f}/1k docs)"
+    cost = ("unpriced" if pick["cost_usd"] is None
+            else f"${pick['cost_usd']:,.2f} (${pick['cost_per_1k_docs']:.3f}/1k docs)")
     hours = pick["hours"]
     took = f"{hours:.1f} h" if hours >= 1 else f"{60 * hours:.1f} min"
     return (f"mode={pick['mode']}, max_docs={pick['max_docs']}, budget={pick['budget']}, "
