@@ -149,17 +149,19 @@ def server(tmp_path: Path):
 
 def _run(tmp_path: Path, url: str, **kwargs):  # noqa: ANN202
     import toolkit
+    from toolkit.jobs import RunSettings
 
+    settings = RunSettings(api_base=url, mode=kwargs.pop("mode", "batch-api"),
+                           batch_api=BatchApiSettings(poll_seconds=0.1, **kwargs.pop("batch_api", {})))
     return toolkit.run(_corpus(tmp_path), lm=LM, store=f"sqlite:///{tmp_path / 'runs.db'}", run_name="b1",
-                       api_base=url, progress=False, mode=kwargs.pop("mode", "batch-api"),
-                       batch=BatchApiSettings(poll_seconds=0.1, **kwargs.pop("batch", {})), **kwargs)
+                       settings=settings, progress=False, **kwargs)
 
 
 @pytest.mark.slow
 def test_a_batch_api_run_over_http_extracts_every_document(tmp_path: Path, server) -> None:  # noqa: ANN001
     srv = server()
-    result = _run(tmp_path, srv.url, batch={"limits": BatchLimits(max_requests=3)})
-    s = result.summary
+    result = _run(tmp_path, srv.url, batch_api={"limits": BatchLimits(max_requests=3)})
+    s = result.summary.to_json()
     assert (s["extracted"], s["failed"], s["lost"], s["pending"]) == (50, 0, 0, 0) and s["mode"] == "batch-api"
     jobs = result.store.batch_jobs("b1")
     assert srv.batches.calls["upload"] == srv.batches.calls["create"] == len(jobs) == s["batch_api_jobs"] >= 2
@@ -170,7 +172,7 @@ def test_a_batch_api_run_over_http_extracts_every_document(tmp_path: Path, serve
 @pytest.mark.slow
 def test_failed_lines_and_an_expired_batch_over_http_end_extracted(tmp_path: Path, server) -> None:  # noqa: ANN001
     srv = server(LineFaults(fail_every=2, expire=True))
-    s = _run(tmp_path, srv.url).summary
+    s = _run(tmp_path, srv.url).summary.to_json()
     assert (s["extracted"], s["lost"], s["pending"]) == (50, 0, 0)
     assert s["batch_api_failed_lines"] > 0 and s["calls"] > s["batch_api_calls"]  # the rest went synchronously
 
@@ -182,7 +184,7 @@ def test_a_run_stopped_after_submission_resumes_by_polling_the_same_batch(tmp_pa
     def stop(job: str, batch_id: str) -> None:
         raise KeyboardInterrupt  # Ctrl-C right after the batch is recorded
 
-    stopped = _run(tmp_path, first.url, batch={"on_submitted": stop}).summary
+    stopped = _run(tmp_path, first.url, batch_api={"on_submitted": stop}).summary.to_json()
     assert stopped["pending"] == 50 and stopped["stop_reason"] and stopped["lost"] == 0
     db = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
     [job] = db.batch_jobs("b1", open_only=True)
@@ -190,7 +192,7 @@ def test_a_run_stopped_after_submission_resumes_by_polling_the_same_batch(tmp_pa
         _run(tmp_path, first.url, resume=True, mode="sync")
     first.stop()
     second = server()  # restarted on the same state, another port
-    resumed = _run(tmp_path, second.url, resume=True).summary
+    resumed = _run(tmp_path, second.url, resume=True).summary.to_json()
     assert (resumed["extracted"], resumed["lost"], resumed["pending"]) == (50, 0, 0)
     assert first.batches.calls["upload"] == first.batches.calls["create"] == 1
     assert second.batches.calls["upload"] == second.batches.calls["create"] == 0

@@ -28,7 +28,7 @@ from test_batchapi_resume import (
 
 from toolkit.corpora import synthetic_documents
 from toolkit.execution import ConcurrencyPolicy
-from toolkit.jobs import ExtractionService, default_policy
+from toolkit.jobs import ExtractionService, RunSettings, default_policy
 from toolkit.jobs.batchapi import BatchApiSettings, build_requests
 from toolkit.jobs.batchapi._anthropic import AnthropicBatches, openai_line
 from toolkit.jobs.batchapi._emulated import EmulatedMessageBatches, LineFaults
@@ -157,9 +157,10 @@ def test_a_run_over_http_through_message_batches_at_batch_prices(anthropic, tmp_
     server = anthropic(LineFaults(fail_every=2))  # 3 requests: the second fails
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n" for d in synthetic_documents(30)))
+    settings = RunSettings(api_base=server.url, mode="batch-api", batch_api=BatchApiSettings(poll_seconds=0.1))
     result = toolkit.run(corpus, lm=CLAUDE, store=f"sqlite:///{tmp_path / 'runs.db'}", run_name="c", progress=False,
-                         api_base=server.url, mode="batch-api", batch=BatchApiSettings(poll_seconds=0.1))
-    s = result.summary
+                         settings=settings)
+    s = result.summary.to_json()
     assert (s["extracted"], s["lost"], s["pending"]) == (30, 0, 0) and s["mode"] == "batch-api"
     assert server.batches.calls["create"] == s["batch_api_jobs"] == 1 and s["batch_api_failed_lines"] >= 1
     assert 0 < s["batch_api_calls"] < s["calls"] and _bodies(server)  # failed lines went to /v1/messages

@@ -3,7 +3,7 @@ after Stop nothing is uploaded, created or called; a resumed run neither pays no
 line twice; a job's paid answers are kept until every one of its documents is decided; a batch the
 provider accepted just before a crash is adopted, not created again.
 
-Each test runs the engine as the main job does (documents marked pending, every outcome saved
+Each test runs the runner as the main job does (documents marked pending, every outcome saved
 unless Stop is set, every call's record saved) against a real SQLite store and the in-process
 emulated provider; a "session" is one process's run, a kill an exception that ends it."""
 
@@ -19,7 +19,7 @@ import pytest
 
 from toolkit.core import Document
 from toolkit.corpora import synthetic_documents
-from toolkit.jobs import ExtractionService
+from toolkit.jobs import ExtractionService, RunSettings
 from toolkit.jobs._runners import Chunk, ChunkResult
 from toolkit.jobs.batchapi import BatchApiRunner, BatchApiSettings, BatchLimits
 from toolkit.jobs.batchapi._emulated import EmulatedBatches, LineFaults
@@ -53,7 +53,7 @@ def _session(db: Any, provider: Any, docs: Sequence[Document] = DOCS, *, stop: t
     """One process's run: the documents not yet final, in one chunk, submitted then drained."""
     service = service or ExtractionService(LM)
     settings.setdefault("poll_seconds", 60)
-    engine = BatchApiRunner(service, db, RUN, provider, BatchApiSettings(**settings), progress=False, stop=stop)
+    runner = BatchApiRunner(service, db, RUN, provider, BatchApiSettings(**settings), progress=False, stop=stop)
     statuses = db.statuses(RUN)
     todo = [d for d in docs if statuses.get(d.id) not in ("extracted", "failed")]
     packing = service.packing_settings(max_docs=5)
@@ -68,7 +68,7 @@ def _session(db: Any, provider: Any, docs: Sequence[Document] = DOCS, *, stop: t
     def record(attempts: Sequence[Any]) -> None:
         db.save_attempts(RUN, attempts)
 
-    return [*engine.submit(Chunk(todo, counts, packing), decided, record), *engine.drain(decided, record)]
+    return [*runner.submit(Chunk(todo, counts, packing), decided, record), *runner.drain(decided, record)]
 
 
 def _killed(*args: Any, **kwargs: Any) -> None:
@@ -166,10 +166,10 @@ def test_stop_during_a_run_ends_it_stopped_without_polling(tmp_path: Path) -> No
 
     stop = threading.Event()
     result = toolkit.run(_corpus(tmp_path), lm=LM, store=f"sqlite:///{tmp_path / 'run.db'}", run_name="s",
-                         progress=False, mode="batch-api", stop=stop,
-                         batch=BatchApiSettings(poll_seconds=60, on_submitted=lambda job, batch: stop.set()))
-    assert result.summary["stop_reason"] and result.store.get_run("s")["status"] == "stopped"
-    assert result.summary["lost"] == 0 and result.summary["pending"] == 20
+                         progress=False, stop=stop, settings=RunSettings(mode="batch-api", batch_api=BatchApiSettings(
+                             poll_seconds=60, on_submitted=lambda job, batch: stop.set())))
+    assert result.summary.stop_reason and result.store.get_run("s")["status"] == "stopped"
+    assert result.summary.lost == 0 and result.summary.pending == 20
 
 
 def test_stop_set_before_a_run_sends_no_batch(tmp_path: Path) -> None:
@@ -178,8 +178,8 @@ def test_stop_set_before_a_run_sends_no_batch(tmp_path: Path) -> None:
     stop = threading.Event()
     stop.set()
     result = toolkit.run(_corpus(tmp_path), lm=LM, store=f"sqlite:///{tmp_path / 'run.db'}", run_name="s",
-                         progress=False, mode="batch-api", stop=stop)
-    assert result.summary["stop_reason"] and result.store.get_run("s")["status"] == "stopped"
+                         progress=False, stop=stop, settings=RunSettings(mode="batch-api"))
+    assert result.summary.stop_reason and result.store.get_run("s")["status"] == "stopped"
     assert result.store.batch_jobs("s") == []
 
 

@@ -1,9 +1,9 @@
 """``chaos --mode batch-api``: the main job in batch-API mode, SIGKILLed at provider calls in a
 subprocess and resumed until it ends, against the project's emulated provider over HTTP; the
 store and the provider agree that every document is there once and nothing was paid twice.
-``chaos --engine ray``: the main job on Ray, a worker SIGKILLed every few seconds; every document
+``chaos --runner ray``: the main job on Ray, a worker SIGKILLed every few seconds; every document
 once, none lost, none answered twice, and the JSON on stdout clean of Ray's reports of the deaths
-(as for ``extract --engine ray --json``)."""
+(as for ``extract --runner ray --json``)."""
 
 from __future__ import annotations
 
@@ -49,10 +49,10 @@ def test_the_chaos_command_refuses_a_kill_schedule_it_cannot_run(capsys: pytest.
 
     assert main(["chaos", "--mode", "batch-api", "--kill-after", "0"]) == 2
     assert "--kill-after" in capsys.readouterr().err
-    assert main(["chaos", "--kill-worker-every", "3"]) == 2  # without --engine ray
-    assert "--engine ray" in capsys.readouterr().err
+    assert main(["chaos", "--kill-worker-every", "3"]) == 2  # without --runner ray
+    assert "--runner ray" in capsys.readouterr().err
     for bad in (["--kill-worker-every", "0"], ["--mode", "batch-api"], ["--docs", "0"]):
-        assert main(["chaos", "--engine", "ray", *bad]) == 2
+        assert main(["chaos", "--runner", "ray", *bad]) == 2
         assert capsys.readouterr().err.count("\n") == 1  # one line
 
 
@@ -76,7 +76,7 @@ def test_ray_workers_killed_every_few_seconds_leave_every_document_once_and_clea
     pytest.importorskip("ray", reason="Ray is not installed (extra 'ray')")
     from toolkit.cli import main
 
-    code = main(["chaos", "--engine", "ray", "--kill-worker-every", "2", "--docs", "500", "--json"])
+    code = main(["chaos", "--runner", "ray", "--kill-worker-every", "2", "--docs", "500", "--json"])
     figures = json.loads(capsys.readouterr().out)  # one JSON object, nothing of Ray's in it
     assert code == 0 and figures["ok"] and figures["kills"] >= 1 and figures["workers_replaced"] >= 1, figures
     assert (figures["rows"], figures["distinct_rows"], figures["extracted"], figures["lost"]) == (500, 500, 500, 0)
@@ -97,7 +97,7 @@ def test_extract_on_ray_with_a_worker_killed_prints_clean_json(tmp_path: Path,
     killer = threading.Thread(target=lambda: killed.extend(kill_workers_every(1.5, stop, run_id="x")))
     killer.start()
     try:
-        code = main(["extract", "--corpus", str(corpus), "--lm", "emulated:hosted-api@100", "--engine", "ray",
+        code = main(["extract", "--corpus", str(corpus), "--lm", "emulated:hosted-api@100", "--runner", "ray",
                      "--max-docs", "5", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--run", "x", "--show", "0", "--json"])
     finally:
         stop.set()

@@ -79,8 +79,8 @@ def test_a_gguf_file_by_path_runs_extract_and_is_named_by_its_sha256(user_gguf: 
     digest = hashlib.sha256(user_gguf.read_bytes()).hexdigest()
     result = toolkit.run(str(corpus), lm=f"local:{user_gguf}", settings=SETTINGS, store=f"sqlite:///{tmp_path / 'a.db'}",
                          progress=False)
-    _check_run(result.summary, "My-SmolLM2-Q4_1", digest)
-    assert result.summary["lm"] == f"local:{user_gguf}"
+    _check_run(result.summary.to_json(), "My-SmolLM2-Q4_1", digest)
+    assert result.summary.lm == f"local:{user_gguf}"
     code = main(["extract", "--corpus", str(corpus), "--lm", f"local:{user_gguf}", "--max-docs", "4", "--types",
                  "DISEASE", "--no-relationships", "--db", f"sqlite:///{tmp_path / 'b.db'}", "--json"])
     assert code == 0
@@ -104,7 +104,7 @@ def test_a_hub_download_runs_offline_from_a_prefilled_cache(user_gguf: Path, cor
     _check_run(json.loads(capsys.readouterr().out)["summary"], "smollm2-135m-instruct-q4_1", digest)
     result = toolkit.run(str(corpus), lm=f"hf://{spec}", settings=SETTINGS, store=f"sqlite:///{tmp_path / 'b.db'}",
                          progress=False)
-    _check_run(result.summary, "smollm2-135m-instruct-q4_1", digest)
+    _check_run(result.summary.to_json(), "smollm2-135m-instruct-q4_1", digest)
     assert not no_network
 
 

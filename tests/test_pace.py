@@ -52,7 +52,7 @@ def test_chunk_boundaries_keep_the_window_and_the_learned_concurrency(tmp_path: 
     corpus = write_jsonl(tmp_path / "c.jsonl", synthetic_documents(300, seed=3))
     result = toolkit.run(str(corpus), lm=f"emulated:{profile}@100", store=f"sqlite:///{tmp_path / 'p.db'}",
                          settings=RunSettings(chunk_docs=30, max_docs=5), progress=False)
-    summary, attempts = result.summary, result.attempts
+    summary, attempts = result.summary.to_json(), result.attempts
     assert summary["extracted"] == 300 and summary["lost"] == 0 and summary["failed"] == 0
     window = 60.0 / 100
     most_calls, most_tokens = windows_within(attempts, window)
@@ -101,10 +101,10 @@ def test_ray_workers_keep_one_pace_across_chunks(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     rpm, tpm = 40, 24_000
     corpus = write_jsonl(tmp_path / "c.jsonl", synthetic_documents(300, seed=3))
-    result = toolkit.run(str(corpus), lm=f"emulated:{tight_profile(tmp_path, rpm, tpm)}@100", engine="ray",
-                         workers=2, store=f"sqlite:///{tmp_path / 'r.db'}", settings=RunSettings(max_docs=5),
-                         progress=False)
-    assert result.summary["extracted"] == 300 and result.summary["lost"] == 0
+    result = toolkit.run(str(corpus), lm=f"emulated:{tight_profile(tmp_path, rpm, tpm)}@100",
+                         store=f"sqlite:///{tmp_path / 'r.db'}", progress=False,
+                         settings=RunSettings(max_docs=5, runner="ray", workers=2))
+    assert result.summary.extracted == 300 and result.summary.lost == 0
     most_calls, most_tokens = windows_within(result.attempts, 60.0 / 100)
     assert most_calls <= rpm and most_tokens <= tpm
 
@@ -118,8 +118,8 @@ def test_a_virtual_run_in_chunks_takes_the_time_of_one_chunk(tmp_path: Path) -> 
     for chunk in (300, 3000):
         result = toolkit.run(str(corpus), lm="emulated:hosted-api", store=f"sqlite:///{tmp_path / f'{chunk}.db'}",
                              settings=RunSettings(chunk_docs=chunk), progress=False)
-        assert result.summary["extracted"] == 3000 and result.summary["lost"] == 0
-        seconds[chunk] = result.summary["virtual_seconds"]
+        assert result.summary.extracted == 3000 and result.summary.lost == 0
+        seconds[chunk] = result.summary.virtual_seconds
     assert abs(seconds[300] / seconds[3000] - 1) <= 0.02, seconds
 
 

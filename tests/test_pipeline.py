@@ -59,10 +59,10 @@ def test_python_api_returns_frames(tmp_path: Path) -> None:
     corpus = write_jsonl(tmp_path / "c.jsonl", synthetic_documents(30, seed=4))
     result = toolkit.run(str(corpus), lm=LM, store=f"sqlite:///{tmp_path / 'api.db'}", run_name="api",
                          settings=RunSettings(max_docs=5), progress=False)
-    assert result.run_id == "api" and result.summary["extracted"] == 30 and result.summary["batches"] == 6
+    assert result.run_id == "api" and result.summary.extracted == 30 and result.summary.batches == 6
     assert result.documents.height == 30 and set(result.documents["status"]) == {"extracted"}
-    assert result.attempts.height == result.summary["calls"]
-    assert result.entities.height == result.summary["entities"]
+    assert result.attempts.height == result.summary.counts.calls
+    assert result.entities.height == result.summary.counts.entities
 
 
 BAD_LINES = [
@@ -84,7 +84,7 @@ def test_bad_input_is_recorded_never_crashes_never_dropped(tmp_path: Path) -> No
     corpus = tmp_path / "bad.jsonl"
     corpus.write_bytes(b"".join(BAD_LINES))
     result = run(str(corpus), lm=LM, store=f"sqlite:///{tmp_path / 'bad.db'}", run_name="bad", progress=False)
-    s = result.summary
+    s = result.summary.to_json()
     assert s["lost"] == 0 and s["extracted"] == 2 and s["duplicates_skipped"] == 1 and s["oversize"] == 1
     docs = {r["doc_id"]: r for r in result.store.documents("bad")}
     failed = {k: v["reason"] for k, v in docs.items() if v["status"] == "failed"}
@@ -189,11 +189,11 @@ def test_a_stop_event_stops_the_run_resumably_and_the_resume_does_each_document_
 
     first = toolkit.run(str(corpus), lm=LM, store=store, run_name="s", settings=RunSettings(max_docs=4, concurrency="2"),
                         progress=after_ten, stop=stop)  # two calls in flight: those finish after Stop, no other starts
-    assert "stop requested" in first.summary["stop_reason"] and first.summary["lost"] == 0
-    assert 10 <= first.summary["extracted"] < 40 and first.summary["pending"] == 40 - first.summary["extracted"]
+    assert "stop requested" in first.summary.stop_reason and first.summary.lost == 0
+    assert 10 <= first.summary.extracted < 40 and first.summary.pending == 40 - first.summary.extracted
     again = toolkit.run(str(corpus), lm=LM, store=store, run_name="s", settings=RunSettings(max_docs=4),
                         progress=False)
-    assert again.summary["extracted"] == 40 and again.summary["skipped_already_extracted"] == first.summary["extracted"]
+    assert again.summary.extracted == 40 and again.summary.skipped_already_extracted == first.summary.extracted
     assert db_counts(tmp_path / "stop.db", "s") == (40, 40, {"extracted": 40})
     assert {r["session_id"] for r in again.store.attempts("s")} and len(again.attempts) == (
-        first.summary["calls"] + again.summary["calls"])  # every call of both sessions recorded
+        first.summary.counts.calls + again.summary.counts.calls)  # every call of both sessions recorded

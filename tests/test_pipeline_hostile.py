@@ -191,7 +191,7 @@ def test_a_bad_corpus_path_is_one_line_and_leaves_no_run(tmp_path: Path, capsys,
 @pytest.mark.parametrize("extra, needle", [
     (("--lm", "openai/x", "--api-base", "http://bob:hun/ter2pass@127.0.0.1:1/v1"), "percent-encode"),
     (("--lm", "ollama_chat/llama3", "--mode", "batch-api"), "batch API"),
-    (("--mode", "batch-api", "--engine", "ray"), "local engine"),
+    (("--mode", "batch-api", "--runner", "ray"), "local runner"),
 ], ids=["api-base-password", "no-batch-api", "batch-api-on-ray"])
 def test_options_are_refused_before_the_run_is_written(tmp_path: Path, capsys, extra: tuple, needle: str) -> None:
     """Every option is checked before a run row exists (a refused run would show as abandoned and be

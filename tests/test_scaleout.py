@@ -1,5 +1,5 @@
 """Scale-out on Ray (a local Ray started by the tests with num_cpus=2): the same entities as the local
-engine under one global rate limit; workers killed every few seconds, a worker killed mid-call at
+runner under one global rate limit; workers killed every few seconds, a worker killed mid-call at
 concurrency 1, a chunk that kills every worker it meets, a cluster where no worker can start and a
 stop: nothing lost, nothing written twice, no answer paid twice, every paid call recorded, no hang."""
 
@@ -150,16 +150,16 @@ def entities_by_document(db: Path, run_id: str) -> dict[str, list[tuple[str, str
     return out
 
 
-def test_two_workers_find_what_the_local_engine_finds_under_one_global_rate_limit(local_ray, corpus: Path,
+def test_two_workers_find_what_the_local_runner_finds_under_one_global_rate_limit(local_ray, corpus: Path,
                                                                                  tmp_path: Path) -> None:
     from toolkit.lm import load_profile
 
     runs = {}
-    for engine in ("local", "ray"):
-        db = tmp_path / f"{engine}.db"
-        runs[engine] = toolkit.run(corpus, lm=LM, store=f"sqlite:///{db}", run_name=engine, engine=engine, workers=2,
-                                   settings=RunSettings(max_docs=10), progress=False)
-        summary = runs[engine].summary
+    for runner in ("local", "ray"):
+        db = tmp_path / f"{runner}.db"
+        runs[runner] = toolkit.run(corpus, lm=LM, store=f"sqlite:///{db}", run_name=runner, progress=False,
+                                   settings=RunSettings(max_docs=10, runner=runner, workers=2))
+        summary = runs[runner].summary.to_json()
         assert summary["lost"] == 0 and summary["extracted"] == summary["documents"] == 2000, summary
     local, remote = (entities_by_document(tmp_path / f"{e}.db", e) for e in ("local", "ray"))
     assert remote == local and len(remote) > 1500
@@ -181,12 +181,12 @@ def test_workers_killed_every_few_seconds_lose_nothing_and_no_answer_is_paid_twi
     chaos = threading.Thread(target=lambda: killed.extend(kill_workers_every(3.0, stop, run_id="chaos")))
     chaos.start()
     try:
-        result = toolkit.run(corpus, lm=LM, store=f"sqlite:///{tmp_path / 'k.db'}", run_name="chaos", engine="ray",
-                             workers=2, settings=RunSettings(max_docs=10), progress=False)
+        result = toolkit.run(corpus, lm=LM, store=f"sqlite:///{tmp_path / 'k.db'}", run_name="chaos",
+                             settings=RunSettings(max_docs=10, runner="ray", workers=2), progress=False)
     finally:
         stop.set()
         chaos.join()
-    summary = result.summary
+    summary = result.summary.to_json()
     assert len(killed) >= 2 and summary["workers_replaced"] >= 1, (killed, summary)
     assert (summary["extracted"], summary["failed"], summary["lost"]) == (1000, 0, 0), summary
     assert _store_rows(tmp_path / "k.db") == (1000, 1000)
@@ -208,16 +208,17 @@ def test_a_chunk_that_kills_every_worker_fails_with_the_reason_and_no_slot_leaks
     done: dict[str, object] = {}
 
     def work() -> None:
-        done["result"] = toolkit.run(corpus, lm=HTTP_LM, api_base=server.url, store=f"sqlite:///{tmp_path / 'p.db'}",
-                                     run_name="poison", engine="ray", workers=1, progress=False,
-                                     settings=RunSettings(max_docs=5, concurrency="1"))
+        done["result"] = toolkit.run(corpus, lm=HTTP_LM, store=f"sqlite:///{tmp_path / 'p.db'}",
+                                     run_name="poison", progress=False,
+                                     settings=RunSettings(max_docs=5, concurrency="1", runner="ray", workers=1,
+                                                          api_base=server.url))
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
     thread.join(timeout=300)
     assert not thread.is_alive(), f"the run hangs after {server.kills} kills"
     result = done["result"]
-    summary = result.summary  # type: ignore[attr-defined]
+    summary = result.summary.to_json()  # type: ignore[attr-defined]
     assert 3 <= server.kills <= 60 and summary["lost"] == 0 and summary["extracted"] + summary["failed"] == 80
     rows = {r["doc_id"]: r for r in result.documents.to_dicts()}  # type: ignore[attr-defined]
     failed = {i for i, r in rows.items() if r["status"] == "failed"}
@@ -228,8 +229,8 @@ def test_a_chunk_that_kills_every_worker_fails_with_the_reason_and_no_slot_leaks
     assert attempts.filter(attempts["outcome"] == "ok").height == len(server.answered)
 
 
-def _drive(engine, decided, record, documents: list[Document], packing) -> list:  # noqa: ANN001
-    """Chunks of 50 of ``documents`` through ``engine`` as the pipeline gives them; its results."""
+def _drive(runner, decided, record, documents: list[Document], packing) -> list:  # noqa: ANN001
+    """Chunks of 50 of ``documents`` through ``runner`` as the pipeline gives them; its results."""
     from toolkit.jobs._runners import Chunk
     from toolkit.packing import get_counter
 
@@ -237,17 +238,17 @@ def _drive(engine, decided, record, documents: list[Document], packing) -> list:
     try:
         for start in range(0, len(documents), 50):
             part = documents[start:start + 50]
-            results += engine.submit(Chunk(part, [counter.count(d.text) for d in part], packing), decided, record)
+            results += runner.submit(Chunk(part, [counter.count(d.text) for d in part], packing), decided, record)
             if any(r.stopped for r in results):
                 return results
-        return results + list(engine.drain(decided, record))
+        return results + list(runner.drain(decided, record))
     finally:
-        engine.close()
+        runner.close()
 
 
 def test_a_stop_sends_nothing_more_and_records_every_call_the_server_answered(local_ray, chat_server) -> None:
     """RayRunner(stop=...): once set, no chunk is sent and no call starts; calls in flight finish,
-    are recorded and their answers kept; the engine ends with the stop's reason. (The limits the
+    are recorded and their answers kept; the runner ends with the stop's reason. (The limits the
     provider's replies said are learned by the global pace.)"""
     from toolkit.execution import STOP_REQUESTED
     from toolkit.jobs import ExtractionService
@@ -257,7 +258,7 @@ def test_a_stop_sends_nothing_more_and_records_every_call_the_server_answered(lo
                                              "x-ratelimit-limit-tokens": "4000000"})
     service = ExtractionService(HTTP_LM, api_base=server.url)
     stop, stopped_at = threading.Event(), []
-    engine = RayRunner(service, workers=2, stop=stop)
+    runner = RayRunner(service, workers=2, stop=stop)
     kept, recorded = [], []
 
     def decided(outcome) -> None:  # noqa: ANN001
@@ -266,7 +267,7 @@ def test_a_stop_sends_nothing_more_and_records_every_call_the_server_answered(lo
             stopped_at.append(time.time())
             stop.set()
 
-    results = _drive(engine, decided, recorded.extend, synthetic_documents(400, seed=3),
+    results = _drive(runner, decided, recorded.extend, synthetic_documents(400, seed=3),
                      service.packing_settings(8192, max_docs=5))
     assert results[-1].stopped == STOP_REQUESTED and stopped_at
     time.sleep(0.5)
@@ -274,21 +275,21 @@ def test_a_stop_sends_nothing_more_and_records_every_call_the_server_answered(lo
     assert len(recorded) == len(server.answered) == len(server.received) < 80
     answers = sum(a.counts.documents_ok for a in recorded)
     assert answers == len(kept) == sum(o.status == "extracted" for o in kept) < 400  # every paid answer kept
-    limits = engine.summary()["rate_limits"]
+    limits = runner.summary()["rate_limits"]
     assert (limits["rpm"], limits["tpm"], limits["source"]) == (5000, 4000000, "learned"), limits
 
 
 def test_a_worker_waits_for_a_slot_no_longer_than_its_patience(local_ray, chat_server) -> None:
-    """The only slot (the first call of a run goes alone) held longer than the engine's patience:
+    """The only slot (the first call of a run goes alone) held longer than the runner's patience:
     the waiting calls give up, the run stops saying so, in bounded time."""
     from toolkit.jobs import ExtractionService
     from toolkit.jobs.scaleout import RayRunner
 
     server = chat_server(delay=3.0)
     service = ExtractionService(HTTP_LM, api_base=server.url)
-    engine = RayRunner(service, workers=1, patience=1.0)
+    runner = RayRunner(service, workers=1, patience=1.0)
     start = time.monotonic()
-    results = _drive(engine, lambda outcome: None, lambda records: None, synthetic_documents(50, seed=4),
+    results = _drive(runner, lambda outcome: None, lambda records: None, synthetic_documents(50, seed=4),
                      service.packing_settings(8192, max_docs=5))
     assert results[-1].stopped.startswith("no slot of the global concurrency gate came free in 1 s")
     assert time.monotonic() - start < 30 and len(server.received) == 1
@@ -296,7 +297,7 @@ def test_a_worker_waits_for_a_slot_no_longer_than_its_patience(local_ray, chat_s
 
 def test_when_no_worker_can_start_the_run_says_why_in_one_line(local_ray, corpus: Path, tmp_path: Path) -> None:
     """A worker's start fails (the profile, like a model file, is missing on the cluster): before
-    the run, the engine refuses in one line; during a run (workers killed once the file is gone),
+    the run, the runner refuses in one line; during a run (workers killed once the file is gone),
     the run stops with that line, nothing lost."""
     from toolkit.jobs import ExtractionService
     from toolkit.jobs.scaleout import RayRunner
@@ -315,9 +316,9 @@ def test_when_no_worker_can_start_the_run_says_why_in_one_line(local_ray, corpus
             profile.unlink()
             _kill_workers()
 
-    result = toolkit.run(corpus, lm=f"emulated:{profile}@100", store=f"sqlite:///{tmp_path / 'n.db'}", engine="ray",
-                         settings=RunSettings(max_docs=10), progress=break_the_cluster, limit=600)
-    summary = result.summary
+    result = toolkit.run(corpus, lm=f"emulated:{profile}@100", store=f"sqlite:///{tmp_path / 'n.db'}",
+                         settings=RunSettings(max_docs=10, runner="ray"), progress=break_the_cluster, limit=600)
+    summary = result.summary.to_json()
     assert summary["stop_reason"].startswith("no Ray worker can start: ValueError: unknown emulated profile")
     assert summary["lost"] == summary["failed"] == 0 and summary["extracted"] >= 100
     assert summary["extracted"] + summary["pending"] == summary["documents"] < 600
@@ -332,9 +333,9 @@ def test_when_the_global_pace_dies_the_run_stops_in_one_line(local_ray, corpus: 
             name, = (n for n in ray.util.list_named_actors() if n.endswith("-pacing"))
             ray.kill(ray.get_actor(name))
 
-    result = toolkit.run(corpus, lm=LM, store=f"sqlite:///{tmp_path / 'pace.db'}", engine="ray", limit=600,
-                         settings=RunSettings(max_docs=10), progress=kill_the_pace)
-    summary = result.summary
+    result = toolkit.run(corpus, lm=LM, store=f"sqlite:///{tmp_path / 'pace.db'}", limit=600,
+                         settings=RunSettings(max_docs=10, runner="ray"), progress=kill_the_pace)
+    summary = result.summary.to_json()
     assert summary["stop_reason"].startswith("the global pace (a Ray actor) stopped answering: "), summary
     assert "\n" not in summary["stop_reason"] and summary["lost"] == summary["failed"] == 0
     assert summary["extracted"] >= 100 and summary["extracted"] + summary["pending"] == summary["documents"]
@@ -342,14 +343,15 @@ def test_when_the_global_pace_dies_the_run_stops_in_one_line(local_ray, corpus: 
 
 def test_virtual_time_cannot_be_shared_across_workers(local_ray, corpus: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="emulated:hosted-api@100"):
-        toolkit.run(corpus, lm="emulated:hosted-api", store=f"sqlite:///{tmp_path / 'v.db'}", engine="ray",
-                    progress=False)
+        toolkit.run(corpus, lm="emulated:hosted-api", store=f"sqlite:///{tmp_path / 'v.db'}",
+                    settings=RunSettings(runner="ray"), progress=False)
 
 
-def test_without_ray_the_engine_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch, corpus: Path,
+def test_without_ray_the_runner_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch, corpus: Path,
                                                        tmp_path: Path) -> None:
     import toolkit.jobs.scaleout._runner
 
     monkeypatch.setattr(toolkit.jobs.scaleout._runner, "ray", None)
     with pytest.raises(ValueError, match=r"pip install -e '\.\[ray\]'"):
-        toolkit.run(corpus, lm=LM, store=f"sqlite:///{tmp_path / 'n.db'}", engine="ray", progress=False)
+        toolkit.run(corpus, lm=LM, store=f"sqlite:///{tmp_path / 'n.db'}", settings=RunSettings(runner="ray"),
+                    progress=False)

@@ -1,4 +1,4 @@
-"""The global pace of Ray workers (toolkit.jobs.scaleout._pacing.Pacing), run in this process without Ray:
+"""The global pace of Ray workers (toolkit.jobs.scaleout._pacing.GlobalPace), run in this process without Ray:
 slots owned by a worker come back when it dies, its queued waits are dropped, a withdrawn wait
 takes no slot, and no wait is endless."""
 
@@ -9,7 +9,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from toolkit.execution import ConcurrencyPolicy, ExecutionPolicy, RateLimitPolicy
-from toolkit.jobs.scaleout._pacing import Pacing
+from toolkit.jobs.scaleout._pacing import GlobalPace
 
 T = TypeVar("T")
 ONE_AT_A_TIME = ExecutionPolicy(concurrency=ConcurrencyPolicy.parse("1"))
@@ -24,7 +24,7 @@ async def _soon(coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
 
 def test_a_dead_worker_s_slot_comes_back_and_its_queued_waits_are_dropped() -> None:
     async def scenario() -> None:
-        pace = Pacing(ONE_AT_A_TIME, patience=60)
+        pace = GlobalPace(ONE_AT_A_TIME, patience=60)
         assert await pace.acquire_slot("dead", 0) is not None  # the only slot, held by a worker that dies mid-call
         queued_dead = await _soon(pace.acquire_slot("dead", 1))
         queued_live = await _soon(pace.acquire_slot("live", 0))
@@ -41,7 +41,7 @@ def test_a_dead_worker_s_slot_comes_back_and_its_queued_waits_are_dropped() -> N
 
 def test_a_withdrawn_wait_takes_no_slot_granted_or_not() -> None:
     async def scenario() -> None:
-        pace = Pacing(ONE_AT_A_TIME, patience=60)
+        pace = GlobalPace(ONE_AT_A_TIME, patience=60)
         await pace.acquire_slot("w", 0)
         waiting = await _soon(pace.acquire_slot("w", 1))
         await pace.abandon("w", 1)  # the run halted while it waited
@@ -56,7 +56,7 @@ def test_a_withdrawn_wait_takes_no_slot_granted_or_not() -> None:
 
 def test_a_wait_for_a_slot_that_never_comes_free_ends_after_patience() -> None:
     async def scenario() -> None:
-        pace = Pacing(ONE_AT_A_TIME, patience=0.3)
+        pace = GlobalPace(ONE_AT_A_TIME, patience=0.3)
         loop = asyncio.get_running_loop()
         await pace.acquire_slot("a", 0)  # held by a call that never ends
         start = loop.time()
@@ -74,7 +74,7 @@ def test_a_wait_for_a_slot_that_never_comes_free_ends_after_patience() -> None:
 
 def test_a_dead_worker_s_queued_window_waits_are_dropped() -> None:
     async def scenario() -> None:
-        pace = Pacing(ExecutionPolicy(rate=RateLimitPolicy(requests_per_minute=1, window=60)), patience=60)
+        pace = GlobalPace(ExecutionPolicy(rate=RateLimitPolicy(requests_per_minute=1, window=60)), patience=60)
         assert await pace.acquire_tokens("dead", 10) is not None
         queued = await _soon(pace.acquire_tokens("dead", 10))  # would wait a minute for the window
         await pace.release_owner("dead")

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
-import threading
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from toolkit.core import (
     Baseline,
@@ -50,9 +47,9 @@ from toolkit.packing import (
 
 if TYPE_CHECKING:
     from toolkit.extraction import ExtractionSettings
-    from toolkit.jobs import ExtractionService, RunResult, RunSettings
+    from toolkit.jobs import ExtractionService, RunResult, RunSettings, RunSummary, run
     from toolkit.lm import ResolvedLM, resolve_lm
-    from toolkit.store import Store, open_store
+    from toolkit.store import open_store
 
 __all__ = [
     "AttemptRecord",
@@ -62,6 +59,7 @@ __all__ = [
     "ResolvedLM",
     "RunResult",
     "RunSettings",
+    "RunSummary",
     "open_store",
     "resolve_lm",
     "BreakerPolicy",
@@ -101,37 +99,19 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-# Exported lazily (PEP 562): importing them loads DSPy, which ``import toolkit`` does not.
+# Exported lazily (PEP 562): importing them loads DSPy, which ``import toolkit`` does not. ``toolkit.run``
+# is :func:`toolkit.jobs.run` itself: corpus in, entities in a store (every setting in ``RunSettings``).
 _LAZY = {
-    "RunSettings": "toolkit.jobs._pipeline", "RunResult": "toolkit.jobs._pipeline", "ExtractionSettings": "toolkit.extraction",
-    "ExtractionService": "toolkit.jobs._service", "resolve_lm": "toolkit.lm", "open_store": "toolkit.store",
+    "run": "toolkit.jobs", "RunSettings": "toolkit.jobs", "RunResult": "toolkit.jobs", "RunSummary": "toolkit.jobs",
+    "ExtractionService": "toolkit.jobs", "ExtractionSettings": "toolkit.extraction", "resolve_lm": "toolkit.lm",
+    "open_store": "toolkit.store",
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'toolkit' has no attribute {name!r}")
-
-
-def run(corpus: str | Path = "pubmed-sample", *, lm: str | ResolvedLM = "local", store: str | Store | None = None,
-        settings: RunSettings | None = None, run_name: str | None = None, resume: bool = False,
-        limit: int | None = None, api_base: str | None = None, fmt: str | None = None,
-        progress: bool | Callable[[dict[str, Any]], None] | None = None, stop: threading.Event | None = None,
-        engine: str = "local", workers: int = 2, ray_address: str | None = None, mode: str | None = None,
-        batch: Any = None) -> RunResult:
-    """The main job from Python (see :func:`toolkit.jobs._pipeline.run`): extract ``corpus`` with ``lm``
-    into ``store`` (default ``sqlite:///batchx.db``) under ``settings``, as run ``run_name``; once
-    ``stop`` is set (from another thread) the run stops, resumable; ``engine="ray"`` runs it on
-    ``workers`` Ray workers (``ray_address``: an existing cluster); ``mode="batch-api"``: through the
-    provider's batch API (``batch``: :class:`toolkit.jobs.batchapi.BatchApiSettings`)."""
-    from toolkit.jobs import RunSettings, run as _run
-
-    if mode is not None:
-        settings = dataclasses.replace(settings or RunSettings(), mode=mode)
-    return _run(corpus, lm=lm, store=store, settings=settings, run_name=run_name, resume=resume, limit=limit,
-                api_base=api_base, fmt=fmt, progress=progress, stop=stop, engine=engine, workers=workers,
-                ray_address=ray_address, batch=batch)
 
 
 def extract_batch(documents: Sequence[Document], token_budget: int = 8192,

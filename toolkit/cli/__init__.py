@@ -16,7 +16,8 @@ from toolkit.store import StoreError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m toolkit", description="batchx-toolkit: batched LLM entity extraction; `COMMAND --help` for each")
+    description = "batchx-toolkit: batched LLM entity extraction; `COMMAND --help` for each"
+    parser = argparse.ArgumentParser(prog="python -m toolkit", description=description)
     sub = parser.add_subparsers(dest="command", required=True)
     jobs.register(sub)
     measure.register(sub)

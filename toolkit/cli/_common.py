@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from toolkit.core import LAYOUTS
+
+if TYPE_CHECKING:
+    from toolkit.extraction import ExtractionSettings
 
 
 def print_report(report: dict[str, Any], as_json: bool) -> None:
@@ -37,13 +42,14 @@ def ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def extraction_settings(args: argparse.Namespace):
+def extraction_settings(args: argparse.Namespace) -> ExtractionSettings:
     from toolkit.extraction import ExtractionSettings
 
     overrides = {"relationships": not args.no_relationships, "layout": args.layout, "demos": args.demos,
                  "shots": args.shots}
     if args.types:
-        return ExtractionSettings(entity_types=tuple(t.strip() for t in args.types.split(",") if t.strip()), **overrides)
+        types = tuple(t.strip() for t in args.types.split(",") if t.strip())
+        return ExtractionSettings(entity_types=types, **overrides)
     return ExtractionSettings.preset(args.preset, **overrides)
 
 
@@ -65,7 +71,7 @@ def add_settings_args(parser: argparse.ArgumentParser) -> None:
 
 def add_prompt_args(parser: argparse.ArgumentParser) -> None:
     """``--layout``, and the worked example's ``--demos``/``--shots`` (every extracting command)."""
-    parser.add_argument("--layout", choices=("auto", "packed", "parallel"), default="auto",
+    parser.add_argument("--layout", choices=LAYOUTS, default="auto",
                         help="a batch as one packed prompt, or as one-document prompts decoded together (the "
                              "local model only); auto: parallel on the local model, packed elsewhere")
     parser.add_argument("--demos", metavar="GOLD",

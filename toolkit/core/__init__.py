@@ -15,10 +15,12 @@ from toolkit.core._paths import DATA_DIR, PACKAGE_DIR, cache_dir, shared_dir
 from toolkit.core._pricing import Prices, resolve_prices
 from toolkit.core._pypi import CHUNK, FetchError, download_wheels, sha256_file, wheel_member
 from toolkit.core._redact import redact, split_userinfo
+from toolkit.core._types import LAYOUTS, MODES, RUNNERS, STRATEGIES, Layout, Mode, RunnerName, Strategy
 
 __all__ = [
     "Baseline", "BatchExtractionResult", "BatchStatus", "CHUNK", "Counts", "DATA_DIR", "Document", "DocumentBatch",
-    "Dropped", "Entity", "FIELDS", "Faults", "FetchError", "PACKAGE_DIR", "Prices", "ProcessingMetrics",
-    "Relationship", "cache_dir", "check_token_count", "download_wheels", "normalise", "redact", "resolve_prices",
-    "sha256_file", "shared_dir", "split_userinfo", "wheel_member",
+    "Dropped", "Entity", "FIELDS", "Faults", "FetchError", "LAYOUTS", "Layout", "MODES", "Mode", "PACKAGE_DIR",
+    "Prices", "ProcessingMetrics", "RUNNERS", "Relationship", "RunnerName", "STRATEGIES", "Strategy", "cache_dir",
+    "check_token_count", "download_wheels", "normalise", "redact", "resolve_prices", "sha256_file", "shared_dir",
+    "split_userinfo", "wheel_member",
 ]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from toolkit.core import LAYOUTS, Layout
 from toolkit.store import MAX_TYPE_CHARS
 
-LAYOUTS = ("auto", "packed", "parallel")
 PRESETS: dict[str, tuple[str, ...]] = {
     "biomedical": ("GENE", "PROTEIN", "DISEASE", "CHEMICAL", "DRUG", "CELL_TYPE", "ORGANISM"),
     "general": ("PERSON", "ORGANIZATION", "LOCATION", "PRODUCT", "EVENT", "WORK", "OTHER"),
@@ -30,7 +30,7 @@ class ExtractionSettings:
     demo: bool = True  # show the worked example (DEMO_DOCUMENTS) before every call
     demos: str | None = None  # a gold corpus whose annotated documents replace it (see toolkit.extraction._demos)
     shots: int = 2  # documents drawn from ``demos``
-    layout: str = "auto"  # packed | parallel | auto: the backend's default (Capabilities.layout)
+    layout: Layout = "auto"  # packed | parallel | auto: the backend's default (Capabilities.layout)
 
     def __post_init__(self) -> None:
         if not self.entity_types:

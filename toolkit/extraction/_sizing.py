@@ -21,13 +21,17 @@ class OutputSizer:
     ``z = 3`` a reply is cut off about once in a few hundred calls (then its missing documents are
     re-sent). A cut-off reply counts as needing the ceiling, so the allowance grows back at once.
     The allowance is ``max_tokens`` and what a provider's tokens-per-minute limit counts, whatever
-    is actually written: a tight one is throughput and money."""
+    is actually written: a tight one is throughput and money.
+
+    ``enabled`` (default ``settings.adaptive_output``, which is on by default on every backend: where a
+    provider charges ``max_tokens`` against its limit at admission, as OpenAI does, an oversized one
+    halves the documents a minute allows): False allows the ceiling always."""
 
     def __init__(self, settings: ExtractionSettings, warmup: int = 5, window: int = 50, floor: int = 16,
-                 z: float = 3.0) -> None:
+                 z: float = 3.0, enabled: bool | None = None) -> None:
         self.settings = settings
         self.ceiling = settings.output_tokens_per_doc
-        self.enabled = settings.adaptive_output
+        self.enabled = settings.adaptive_output if enabled is None else enabled
         self.warmup, self.floor, self.z = warmup, floor, z
         self._recent: deque[tuple[int, float]] = deque(maxlen=window)  # (documents, output tokens)
         self._lock = threading.Lock()

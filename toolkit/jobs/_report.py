@@ -2,26 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from toolkit.core import Counts
 
 if TYPE_CHECKING:
     from toolkit.core import Prices
+    from toolkit.execution import DocumentOutcome
     from toolkit.jobs._service import ServiceRun
 
 
-def outcome_summary(outcomes: Any, documents: int, stopped: bool) -> dict[str, Any]:
-    """What became of the documents: extracted, failed, pending, lost, and the entities kept."""
+DECIDED = ("extracted", "failed")  # a document with one of these statuses is accounted for for good
+
+
+def lost_documents(statuses: Iterable[str | None], stopped: bool) -> int:
+    """``lost``, the headline guarantee (it must be 0): of the documents a run was given (the status
+    each ended with; None: it has none), those neither decided (extracted or failed) nor, in a run
+    that stopped, pending (resumable). One formula for the main job, the bench and the evaluation."""
+    return sum(1 for status in statuses if status not in DECIDED and not (stopped and status == "pending"))
+
+
+def outcome_summary(outcomes: Sequence[DocumentOutcome], documents: int, stopped: bool) -> dict[str, Any]:
+    """What became of the ``documents`` given (``outcomes``: theirs, one each at most): extracted,
+    failed, pending, lost, and the entities kept."""
     extracted = [o for o in outcomes if o.status == "extracted"]
     pending = sum(1 for o in outcomes if o.status == "pending")
     entities = sum(len(o.entities) for o in extracted)
+    statuses = [o.status for o in outcomes] + [None] * (documents - len(outcomes))
     return {
         "documents": documents,
         "extracted": len(extracted),
         "failed": sum(1 for o in outcomes if o.status == "failed"),
         "pending": pending,
-        "lost": documents - len(outcomes) + (0 if stopped else pending),
+        "lost": lost_documents(statuses, stopped),
         "entities_per_doc": entities / len(extracted) if extracted else 0.0,
         "zero_entity_docs": sum(1 for o in extracted if not o.entities),
     }
@@ -32,7 +46,8 @@ def counts_summary(counts: Counts) -> dict[str, Any]:
     return {**counts.to_dict(), "grounded_rate": counts.grounded_rate}
 
 
-def cost_summary(prices: Prices | None, counts: Counts, extracted: int, batch_part: Counts | None = None) -> dict[str, Any]:
+def cost_summary(prices: Prices | None, counts: Counts, extracted: int,
+                 batch_part: Counts | None = None) -> dict[str, Any]:
     """What ``counts``' tokens cost at ``prices`` (None: unpriced, e.g. the local model: every
     figure None, never 0), per run and per 1,000 extracted documents; ``batch_part``: of ``counts``,
     the calls made through a provider's batch API, billed at its batch prices (the rest at the usual
@@ -47,8 +62,8 @@ def cost_summary(prices: Prices | None, counts: Counts, extracted: int, batch_pa
     usd = prices.cost(sync.tokens_in, sync.tokens_out, sync.cached_tokens)
     if batch.calls:
         usd += prices.cost(batch.tokens_in, batch.tokens_out, batch.cached_tokens, batch=True)
-    return {"cost_usd": usd, "cost_per_1k_docs": 1000 * usd / extracted if extracted else None, "priced_as": prices.model,
-            "cost_note": None}
+    return {"cost_usd": usd, "cost_per_1k_docs": 1000 * usd / extracted if extracted else None,
+            "priced_as": prices.model, "cost_note": None}
 
 
 def extraction_summary(run: ServiceRun, wall_seconds: float, emulated: bool = False) -> dict[str, Any]:

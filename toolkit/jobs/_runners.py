@@ -1,25 +1,31 @@
-"""Where a run's chunks of documents are extracted: an engine takes chunks and gives back what came
+"""Where a run's chunks of documents are extracted: a runner takes chunks and gives back what came
 of them, through the same two sinks (each document's outcome, each call's record), so the main
-job is one code path whatever the engine.
+job is one code path whatever the runner.
 
 :class:`LocalRunner` runs each chunk in this process as it is submitted, handing every outcome on
 as soon as it is decided. :class:`toolkit.jobs.scaleout.RayRunner` runs chunks on a pool of Ray workers
 (the same packer, executor, DSPy module and validation in each) and hands their outcomes on as
-chunks come back. Both pack a chunk with the same :class:`~toolkit.packing._packer.Packer`.
+chunks come back; :class:`toolkit.jobs.batchapi.BatchApiRunner` sends them through a provider's
+batch API. All pack a chunk with the same :class:`~toolkit.packing.Packer`.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
-from toolkit.core import Counts, Document
-from toolkit.execution import AttemptRecord, DocumentOutcome
-from toolkit.packing import Packer, PackingSettings
+from toolkit.core import Counts, Document, Mode
+from toolkit.execution import AttemptRecord, DocumentOutcome, ExecutionPolicy, ProgressFn, RunMetrics
+from toolkit.packing import Packer, PackingSettings, PackResult
 
-OutcomeSink = Callable[[Any], None]
+if TYPE_CHECKING:
+    from toolkit.jobs._service import ServiceRun
+
+OutcomeSink = Callable[[DocumentOutcome], None]
 CallSink = Callable[[Sequence[AttemptRecord]], None]
+RateLimits = dict[str, Any]  # {rpm, tpm, window, source}: the limits a run paced by
 
 
 @dataclass
@@ -44,17 +50,44 @@ class Chunk:
     token_counts: list[int]
     packing: PackingSettings
 
-    def pack(self):  # -> PackResult
+    def pack(self) -> PackResult:
         return Packer(self.packing).pack(self.documents, token_counts=self.token_counts)
+
+
+class RunnerFigures(TypedDict, total=False):
+    """What a run's summary says of its runner: its ``mode`` always; the limits it paced by (sync
+    mode); Ray's replaced workers; the batch API's jobs, failed lines and lost batches."""
+
+    mode: Mode
+    rate_limits: RateLimits | None
+    workers_replaced: int
+    batch_api_jobs: int
+    batch_api_failed_lines: int
+    batch_api_lost_batches: int
 
 
 class Runner(Protocol):
     chunk_docs: int | None  # the chunk size it works best with (None: the run's)
-    failed_calls: int  # calls so far that raised (for the progress bar)
 
+    @property
+    def failed_calls(self) -> int: ...  # calls so far that raised (for the progress bar)
     def submit(self, chunk: Chunk, decided: OutcomeSink, record: CallSink) -> Iterator[ChunkResult]: ...
     def drain(self, decided: OutcomeSink, record: CallSink) -> Iterator[ChunkResult]: ...
-    def summary(self) -> dict[str, Any]: ...  # what a run's summary says of it: its "mode", and more
+    def summary(self) -> RunnerFigures: ...
+    def close(self) -> None: ...
+
+
+class ChunkService(Protocol):
+    """What a runner asks of the service that extracts its chunks
+    (:class:`~toolkit.jobs._service.ExtractionService`)."""
+
+    metrics: RunMetrics
+    policy: ExecutionPolicy
+
+    def feed(self, pack: PackResult | None, documents: int, low_water: int,
+             progress: ProgressFn | bool | None = None, on_outcome: OutcomeSink | None = None,
+             stop: threading.Event | None = None) -> ServiceRun: ...
+    def rate_limits(self) -> RateLimits | None: ...
     def close(self) -> None: ...
 
 
@@ -67,7 +100,7 @@ class LocalRunner:
 
     chunk_docs = None
 
-    def __init__(self, service: Any, stop: Any = None) -> None:
+    def __init__(self, service: ChunkService, stop: threading.Event | None = None) -> None:
         self.service = service
         self.stop = stop
         self._record: CallSink | None = None
@@ -84,7 +117,8 @@ class LocalRunner:
     def drain(self, decided: OutcomeSink, record: CallSink) -> Iterator[ChunkResult]:
         yield self._step(None, 0, 0, decided, record)
 
-    def _step(self, pack: Any, documents: int, low_water: int, decided: OutcomeSink, record: CallSink) -> ChunkResult:
+    def _step(self, pack: PackResult | None, documents: int, low_water: int, decided: OutcomeSink,
+              record: CallSink) -> ChunkResult:
         self._record = record
         try:
             run = self.service.feed(pack, documents, low_water, progress=False, on_outcome=decided, stop=self.stop)
@@ -99,7 +133,7 @@ class LocalRunner:
             self._record(attempts[self._recorded:])
         self._recorded = len(attempts)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> RunnerFigures:
         return {"mode": "sync", "rate_limits": self.service.rate_limits()}
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from typing import Any
+from typing import Any, Protocol
 
 import dspy
 
@@ -38,6 +38,15 @@ from toolkit.lm import ResolvedLM, resolve_lm
 from toolkit.packing import Packer, PackingSettings, PackResult, get_counter
 
 _PROBE_ID = "doc-0000"
+
+
+class Pacing(Protocol):
+    """The executor's gate and window for a policy: a run's own by default; on Ray, the global
+    pace every worker shares (:mod:`toolkit.jobs.scaleout`). Gives (a gate with
+    :class:`~toolkit.execution.ConcurrencyGate`'s interface, a window with
+    :class:`~toolkit.execution.SlidingWindowLimiter`'s)."""
+
+    def __call__(self, policy: ExecutionPolicy, /) -> tuple[object, object]: ...
 
 
 def demos_for(settings: ExtractionSettings) -> list[dspy.Example]:
@@ -118,20 +127,21 @@ class ServiceRun:
 
 
 class ExtractionService:
-    """Packs, executes and validates; keeps cumulative metrics across calls (``metrics``)."""
+    """Packs, executes and validates; keeps cumulative metrics across calls (``metrics``, fresh unless
+    given). ``policy``: default :func:`default_policy`; ``pacing``: default the executor's own."""
 
     def __init__(self, lm: str | ResolvedLM = "local", settings: ExtractionSettings | None = None,
                  packing: PackingSettings | None = None, policy: ExecutionPolicy | None = None,
-                 api_base: str | None = None) -> None:
+                 api_base: str | None = None, pacing: Pacing | None = None, metrics: RunMetrics | None = None) -> None:
         self.resolved = lm if isinstance(lm, ResolvedLM) else resolve_lm(lm, api_base=api_base)
         self.api_base = api_base
-        self.pacing: Any = None  # the executor's gate and limiter factory (None: its own; see toolkit.jobs.scaleout)
+        self.pacing = pacing
         self.settings = settings or ExtractionSettings()
         self.layout = self.resolved.capabilities.layout(self.settings.layout)
         self.extractor = BatchExtractor(self.settings, self.layout, demos_for(self.settings))
         self.policy = policy or default_policy(self.resolved)
         self._packing = packing
-        self.metrics = RunMetrics()
+        self.metrics = metrics if metrics is not None else RunMetrics()
         self._host = LoopHost()  # replaced by the run's own at its first call
         self._run: ExecutionStream | None = None
         self._sink: Callable[[DocumentOutcome], None] | None = None
@@ -214,7 +224,7 @@ class ExtractionService:
         before = self._host.time() - stream.t0 if stream.t0 is not None else 0.0  # the run's seconds so far
         batches = pack.batches if pack is not None else []
         try:
-            self._host.run(self._advance(stream, batches, low_water))
+            self._host.run(_advance(stream, batches, low_water))
         except BaseException:
             self._host.run(stream.abort())
             raise
@@ -223,25 +233,14 @@ class ExtractionService:
         report = dataclasses.replace(whole, outcomes=mine, counts=whole.counts - counts, seconds=whole.seconds - before)
         return ServiceRun(pack, report, self.metrics.attempts[seen:], documents, whole.stop_reason)
 
-    @staticmethod
-    async def _advance(stream: ExecutionStream, batches: Sequence[DocumentBatch], low_water: int) -> None:
-        stream.add(batches)
-        await stream.settle(low_water)
-
     def _stream(self, progress: ProgressFn | bool | None, stop: threading.Event | None) -> ExecutionStream:
         """This service's run (started at its first call, on its own event loop)."""
         if self._run is None:
-            # The output allowance is sized from measured replies on every backend: where a provider
-            # charges max_tokens against its limit at admission (OpenAI), an oversized one halves
-            # the documents a minute allows, and its limits may be learned only from its replies.
-            self.extractor.sizer.enabled = self.settings.adaptive_output
             executor = Executor(self.extract_one, self.policy, self.metrics, progress=progress,
                                 on_outcome=self._outcome, prepare=self.prepare, pacing=self.pacing)
             self._host = LoopHost(self.resolved.capabilities.virtual_time)
             self._run = executor.stream(stop)
-            feed = getattr(self.resolved, "rates", None)
-            if feed is not None and hasattr(self._run.limiter, "learn"):  # limits said in the provider's replies
-                self._unsubscribe = feed.subscribe(partial(learn_limits, self._run.limiter))
+            self._unsubscribe = _listen(self.resolved, self._run.limiter)
         if stop is not None:
             self._run.stop = stop
         self._run.executor.progress = self._run.book.progress = progress
@@ -277,6 +276,19 @@ class ExtractionService:
 
     def get_batch_metrics(self) -> ProcessingMetrics:
         return self.metrics.get_statistics()
+
+
+async def _advance(stream: ExecutionStream, batches: Sequence[DocumentBatch], low_water: int) -> None:
+    stream.add(batches)
+    await stream.settle(low_water)
+
+
+def _listen(resolved: ResolvedLM, limiter: object) -> Callable[[], None]:
+    """``limiter`` learns the limits said in the provider's replies (where both can); the unsubscribe."""
+    feed = getattr(resolved, "rates", None)
+    if feed is not None and hasattr(limiter, "learn"):
+        return feed.subscribe(partial(learn_limits, limiter))
+    return lambda: None
 
 
 _services: dict[str, ExtractionService] = {}  # LM spec -> the service extract_batch uses for it

@@ -19,16 +19,13 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from toolkit.core import Document, DocumentBatch, check_token_count
+from toolkit.core import STRATEGIES, Document, DocumentBatch, Strategy, check_token_count
 from toolkit.packing._tokens import get_counter
 
 if TYPE_CHECKING:
     import polars as pl
-
-Strategy = Literal["fifo", "ffd"]
-STRATEGIES: tuple[Strategy, ...] = ("fifo", "ffd")
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import threading
+from typing import Protocol
 
 from toolkit.store._runs import LEASE_SECONDS, LeaseLost
+
+
+class Leased(Protocol):
+    """A store that holds runs' leases."""
+
+    def renew_lease(self, run_id: str) -> None: ...
 
 
 class LeaseKeeper:
     """Renews ``run_id``'s lease in ``db`` every ``interval`` seconds (in a thread) while entered;
     :meth:`check` raises :class:`~toolkit.store._sql.LeaseLost` once another process has taken it."""
 
-    def __init__(self, db: object, run_id: str, interval: float = LEASE_SECONDS / 4) -> None:
+    def __init__(self, db: Leased, run_id: str, interval: float = LEASE_SECONDS / 4) -> None:
         self.db, self.run_id, self.interval = db, run_id, interval
         self.lost: LeaseLost | None = None
         self._stop = threading.Event()
@@ -28,7 +35,7 @@ class LeaseKeeper:
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.db.renew_lease(self.run_id)  # type: ignore[attr-defined]
+                self.db.renew_lease(self.run_id)
             except LeaseLost as exc:
                 self.lost = exc
                 return

@@ -1,6 +1,6 @@
-"""Anthropic's Message Batches behind the batch engine's provider interface (``anthropic/MODEL``).
+"""Anthropic's Message Batches behind the batch API runner's provider interface (``anthropic/MODEL``).
 
-The engine builds each request as an OpenAI batch line (the synchronous path's messages and
+The runner builds each request as an OpenAI batch line (the synchronous path's messages and
 config); :class:`AnthropicBatches` sends it as Anthropic's ``{"custom_id", "params"}``, the params
 built by DSPy's own Anthropic client from the same messages and config (:func:`anthropic_params`:
 system blocks with the prompt-cache mark, ``output_config`` with the JSON schema, ``max_tokens``,
@@ -80,7 +80,8 @@ def openai_line(raw: Any) -> Any:
     result = raw.get("result")
     kind = result.get("type") if isinstance(result, dict) else None
     if kind == "succeeded":
-        return {"custom_id": raw["custom_id"], "response": {"status_code": 200, "body": _completion(result.get("message"))}}
+        body = _completion(result.get("message"))
+        return {"custom_id": raw["custom_id"], "response": {"status_code": 200, "body": body}}
     error = result.get("error") if kind == "errored" else None
     return {"custom_id": raw["custom_id"], "error": error or {"code": kind or "no_result",
                                                               "message": f"request {kind or 'without a result'}"}}

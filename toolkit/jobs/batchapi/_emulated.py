@@ -70,9 +70,11 @@ def poison_line(n: int, cid: str | None, rid: str, body: dict[str, Any]) -> str:
     reply = {"status_code": 200, "request_id": rid, "body": body}
     kinds = (lambda: json.dumps({"id": rid, "custom_id": cid, "response": reply})[:60],
              lambda: json.dumps([cid, rid]),
-             lambda: json.dumps({"id": rid, "custom_id": cid, "response": {"status_code": 500, "body": {"error": "boom"}}}),
+             lambda: json.dumps({"id": rid, "custom_id": cid,
+                                 "response": {"status_code": 500, "body": {"error": "boom"}}}),
              lambda: json.dumps({"id": rid, "custom_id": cid, "response": {**reply, "body": None}}),
-             lambda: json.dumps({"id": rid, "custom_id": cid, "response": {**reply, "body": {**body, "choices": [None]}}}),
+             lambda: json.dumps({"id": rid, "custom_id": cid,
+                                 "response": {**reply, "body": {**body, "choices": [None]}}}),
              lambda: json.dumps({"id": rid, "custom_id": cid, "response": {**reply, "body": {
                  **body, "choices": [{"index": 0, "message": {"content": {"results": []}}}]}}}))
     return kinds[n % len(kinds)]()
@@ -246,7 +248,8 @@ class EmulatedBatches:
         batch["status"] = "expired" if self.faults.expire else "completed"
         batch["request_counts"].update(completed=len(good), failed=len(bad))
         if good:
-            batch["output_file_id"] = self._store("output.jsonl", "\n".join(good).encode() + b"\n", "batch_output")["id"]
+            output = "\n".join(good).encode() + b"\n"
+            batch["output_file_id"] = self._store("output.jsonl", output, "batch_output")["id"]
         if bad:
             batch["error_file_id"] = self._store("errors.jsonl", "\n".join(bad).encode() + b"\n", "batch_output")["id"]
 
@@ -275,7 +278,8 @@ def _public(batch: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in batch.items() if not k.startswith("_")}
 
 
-def emulated_provider(resolved: Any, faults: LineFaults | None = None, turnaround: float | None = None) -> EmulatedBatches:
+def emulated_provider(resolved: Any, faults: LineFaults | None = None,
+                      turnaround: float | None = None) -> EmulatedBatches:
     """The in-process batch provider of an emulated LM (``emulated:PROFILE``), on a virtual clock."""
     return EmulatedBatches(resolved.engine, faults=faults, turnaround=turnaround)
 
@@ -294,8 +298,9 @@ def answer_message(engine: Any, params: dict[str, Any]) -> dict[str, Any]:
     if params.get("system"):
         messages.insert(0, {"role": "system", "content": _text(params["system"])})
     schema = ((params.get("output_config") or {}).get("format") or params.get("output_format") or {}).get("schema")
+    response_format = {"type": "json_schema", "json_schema": {"schema": schema}} if schema else None
     body = answer(engine, {"model": params.get("model"), "messages": messages, "max_tokens": params.get("max_tokens"),
-                           "response_format": {"type": "json_schema", "json_schema": {"schema": schema}} if schema else None})
+                           "response_format": response_format})
     choice, usage = body["choices"][0], body["usage"]
     return {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": params.get("model"),
             "content": [{"type": "text", "text": choice["message"]["content"]}], "stop_sequence": None,

@@ -1,4 +1,4 @@
-"""A run's batch jobs as the batch engine sees them: each job's requests, the documents at hand and
+"""A run's batch jobs as the batch API's runner sees them: each job's requests, the documents at hand and
 those sent, and its record in the store (:mod:`toolkit.store._batches`).
 
 :class:`JobBook` reads a run's jobs once when a session starts (which documents are in an open
@@ -14,7 +14,7 @@ from typing import Any
 
 from toolkit.core import Document, DocumentBatch
 from toolkit.jobs.batchapi._providers import BatchInfo
-from toolkit.store import OPEN
+from toolkit.store import OPEN, Store
 
 FINAL = ("extracted", "failed")  # a document in one of these is decided
 
@@ -57,7 +57,7 @@ class Job:
 class JobBook:
     """The jobs of ``run_id`` in ``db`` (None: nothing kept, as in the bench)."""
 
-    db: Any
+    db: Store | None
     run_id: str
     open: dict[str, dict[str, Any]] = field(default_factory=dict)  # job key -> its row, for open jobs
     in_flight: dict[str, tuple[str, str]] = field(default_factory=dict)  # doc id -> (job key, custom_id)
@@ -84,8 +84,8 @@ class JobBook:
         if self.db is not None:
             self.db.save_batch_job(self.run_id, job.key, job.sent, job.input_file_id)
 
-    def update(self, job: Job, **values: Any) -> None:
-        job.status = values.get("status", job.status)
+    def update(self, job: Job, **values: str | None) -> None:
+        job.status = values.get("status") or job.status
         if self.db is not None:
             self.db.update_batch_job(self.run_id, job.key, **values)
 

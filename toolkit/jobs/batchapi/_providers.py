@@ -76,7 +76,8 @@ class BatchInfo:
         found = errors.get("data") if isinstance(errors, dict) else None
         messages = [e.get("message") or e.get("code") for e in found if isinstance(e, dict)] \
             if isinstance(found, list) else []
-        files = [f if isinstance(f, str) and f else None for f in (data.get("output_file_id"), data.get("error_file_id"))]
+        ids = (data.get("output_file_id"), data.get("error_file_id"))
+        files = [f if isinstance(f, str) and f else None for f in ids]
         return cls(data["id"], data["status"], *files, _count(counts.get("total")), _count(counts.get("completed")),
                    _count(counts.get("failed")), "; ".join(str(m) for m in messages if m) or None)
 

@@ -145,7 +145,7 @@ def settle_line(extractor: Any, batch: DocumentBatch, line: Mapping[str, Any], a
     """One output (or error) line for the request of ``batch`` (see the module docstring). The
     line's record has batch id ``batch-api:<record_id or batch id>`` and the documents ``sent``
     in the request (default: the batch's; a resumed job may have only some of them at hand)."""
-    from toolkit.extraction import to_result
+    from toolkit.extraction import settle_reply, to_result
 
     ids = tuple(batch.document_ids)
     record = AttemptRecord(batch_id=BATCH_PREFIX + (record_id or batch.batch_id), document_ids=tuple(sent or ids),

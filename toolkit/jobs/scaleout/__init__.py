@@ -3,10 +3,11 @@ rate limit, with every outcome and every paid call written once by the driver.
 
 * **Workers** (:mod:`toolkit.jobs.scaleout._worker`, Ray actors) each hold an
   :class:`~toolkit.jobs._service.ExtractionService` built from the run's LM, extraction settings and
-  policy: the same packer, executor, DSPy module and validation as the local engine. A worker
+  policy: the same packer, executor, DSPy module and validation as the local runner. A worker
   streams what a chunk does to the driver call by call: each call's record with the outcomes it
   decided, as soon as it ends.
-* **One global pace** (:mod:`toolkit.jobs.scaleout._pacing`, a named async actor): the requests- and
+* **One global pace** (:mod:`toolkit.jobs.scaleout._pacing`, a named async actor, started with the workers by
+  :mod:`toolkit.jobs.scaleout._pool`): the requests- and
   tokens-per-minute windows, the adaptive concurrency limit and a ``Retry-After`` pause that every
   worker honours; each call asks it for a slot and for room in the window, so N workers together
   never exceed the provider's limits (Ray Data's own HTTP stage limits ``qps`` per worker only and
@@ -27,9 +28,10 @@ rate limit, with every outcome and every paid call written once by the driver.
 from toolkit.jobs.scaleout._chaos import kill_workers_every, ray_chaos, worker_names
 from toolkit.jobs.scaleout._console import ray_output_to_stderr
 from toolkit.jobs.scaleout._pacing import GateStuck
+from toolkit.jobs.scaleout._pool import RayService
 from toolkit.jobs.scaleout._runner import INSTALL, RayRunner, require_ray
 
 __all__ = [
-    "GateStuck", "INSTALL", "RayRunner", "kill_workers_every", "ray_chaos", "ray_output_to_stderr", "require_ray",
-    "worker_names",
+    "GateStuck", "INSTALL", "RayRunner", "RayService", "kill_workers_every", "ray_chaos", "ray_output_to_stderr",
+    "require_ray", "worker_names",
 ]

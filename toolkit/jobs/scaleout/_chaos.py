@@ -1,4 +1,4 @@
-"""Chaos for a run on Ray (``chaos --engine ray --kill-worker-every S``): its workers killed while
+"""Chaos for a run on Ray (``chaos --runner ray --kill-worker-every S``): its workers killed while
 it runs, as a crash or the out-of-memory killer kills them, then the store checked: every document
 once, none lost, no answer paid twice.
 
@@ -16,9 +16,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from toolkit.jobs.scaleout._runner import actor_prefix, require_ray
+from toolkit.jobs.scaleout._pool import actor_prefix
+from toolkit.jobs.scaleout._runner import require_ray
+
+if TYPE_CHECKING:
+    from toolkit.jobs._pipeline import RunResult
 
 
 def worker_names(run_id: str | None = None) -> list[str]:
@@ -67,7 +71,7 @@ def kill_workers_every(seconds: float, stop: threading.Event, run_id: str | None
     return killed
 
 
-def ray_chaos(run: Callable[[], Any], every: float, run_id: str, seed: int = 0) -> dict[str, Any]:
+def ray_chaos(run: Callable[[], RunResult], every: float, run_id: str, seed: int = 0) -> dict[str, Any]:
     """``run()`` (a run named ``run_id`` on Ray, returning its :class:`~toolkit.jobs._pipeline.RunResult`)
     with a worker killed every ``every`` seconds beside it; its :func:`chaos_figures`."""
     stop, killed = threading.Event(), []
@@ -83,13 +87,13 @@ def ray_chaos(run: Callable[[], Any], every: float, run_id: str, seed: int = 0) 
     return chaos_figures(result, killed, every, time.monotonic() - start)
 
 
-def chaos_figures(result: Any, killed: list[str], every: float, seconds: float) -> dict[str, Any]:
+def chaos_figures(result: RunResult, killed: list[str], every: float, seconds: float) -> dict[str, Any]:
     """What a run's store says after it: rows and distinct rows (each the number of documents),
     extracted, failed (and why: ``failed_reasons``), lost, calls, workers replaced and killed, and
     answers per extracted document (the documents each recorded call answered, summed: 1.0 when none
     was answered twice); ``ok``
     when every document is there once, none is lost or pending, and none was answered twice."""
-    summary, store = result.summary, result.store
+    summary, store = result.summary.to_json(), result.store
     rows = store.documents(result.run_id)
     ids = [row["doc_id"] for row in rows]
     attempts = store.attempts(result.run_id)

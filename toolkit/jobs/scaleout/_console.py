@@ -3,7 +3,7 @@
 Ray's driver prints what the raylet reports (a worker that died unexpectedly: "(raylet) A worker
 died or was killed ...", many lines) to ``sys.stdout``, whatever ``log_to_driver`` says, from a
 thread that lives as long as Ray does. A command that prints one JSON object there
-(``extract --engine ray --json``, ``chaos --engine ray --json``) runs inside
+(``extract --runner ray --json``, ``chaos --runner ray --json``) runs inside
 :func:`ray_output_to_stderr`."""
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
-"""The global pace of a run's Ray workers: one named async actor (:class:`Pacing`) holds the
+"""The global pace of a run's Ray workers: one named async actor (:class:`GlobalPace`) holds the
 concurrency gate and the rate-limit window; each worker sees them through :class:`RemoteGate` and
 :class:`RemoteWindow`, the interfaces of :class:`~toolkit.execution._limits.ConcurrencyGate` and
 :class:`~toolkit.execution._limits.SlidingWindowLimiter` the executor uses.
 
 Slots are owned: a worker (its ``owner`` name) asks for slot ``request`` and gives it back by the
-same key. When the driver learns that a worker died it calls :meth:`Pacing.release_owner`: the
+same key. When the driver learns that a worker died it calls :meth:`GlobalPace.release_owner`: the
 worker's slots come back and its queued waits (slots and window) are dropped, so a worker killed
 mid-call leaks nothing. A wait that was cancelled in the worker (the run halted) is withdrawn
-(:meth:`Pacing.abandon`), so a slot is never granted to a caller that has gone. Every wait for a
+(:meth:`GlobalPace.abandon`), so a slot is never granted to a caller that has gone. Every wait for a
 slot is bounded: when no slot comes free for ``patience`` seconds (no call ended, no pause ran
 out) the worker gets :class:`GateStuck` instead of waiting for ever.
 """
@@ -23,10 +23,10 @@ from toolkit.execution import Admission, ConcurrencyGate, ExecutionPolicy, Slidi
 
 
 class GateStuck(Exception):
-    """No slot of the global concurrency gate came free for the engine's patience."""
+    """No slot of the global concurrency gate came free for the runner's patience."""
 
 
-class Pacing:
+class GlobalPace:
     """The global pace's state: a gate and a window on the actor's clock, slots by owner."""
 
     def __init__(self, policy: ExecutionPolicy, patience: float) -> None:

@@ -7,31 +7,27 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from toolkit.core import redact
 from toolkit.execution import STOP_REQUESTED, DocumentOutcome
-from toolkit.jobs._runners import CallSink, Chunk, ChunkResult, OutcomeSink
-from toolkit.jobs.scaleout._pacing import Pacing
-from toolkit.jobs.scaleout._worker import BEGAN, CONTROL, Worker
+from toolkit.jobs._runners import CallSink, Chunk, ChunkResult, OutcomeSink, RateLimits, RunnerFigures
+from toolkit.jobs.scaleout._pool import RayService, WorkerPool, connect, ray_reason
+from toolkit.jobs.scaleout._worker import BEGAN, CONTROL
+
+T = TypeVar("T")
 
 try:
     import ray
 except ImportError:  # pragma: no cover - the error says how to install it
     ray = None
 
-INSTALL = "the Ray engine needs Ray: pip install -e '.[ray]' (or pip install 'ray[data]')"
+INSTALL = "the Ray runner needs Ray: pip install -e '.[ray]' (or pip install 'ray[data]')"
 
 
 def require_ray() -> Any:
     if ray is None:
         raise ValueError(INSTALL)
     return ray
-
-
-def actor_prefix(run_id: str) -> str:
-    """The start of the names of a run's actors: ``batchx-RUN-`` (then a time, ``-pacing`` or ``-worker-N``)."""
-    return f"batchx-{run_id}-"
 
 
 @dataclass
@@ -41,10 +37,20 @@ class _Dispatch:
     key: int  # the chunk's: the same when what is left of it goes to another worker
     chunk: Chunk
     owner: str
-    stream: Any
+    stream: Any  # Ray's ObjectRefGenerator
     began: bool = False
     done: set[str] = field(default_factory=set)  # documents decided
     result: ChunkResult = field(default_factory=lambda: ChunkResult([], [], 0, 0.0))
+
+    def take(self, event: ChunkResult, decided: OutcomeSink, record: CallSink) -> int:
+        """A call's ``event``: its record to ``record`` (paid for: recorded first), then the outcomes
+        it decided to ``decided``, and kept; how many of its calls failed."""
+        record(event.attempts)
+        for outcome in event.outcomes:
+            if outcome.status != "pending":
+                decided(outcome)
+        self.add(event)
+        return sum(a.outcome != "ok" for a in event.attempts)
 
     def add(self, event: ChunkResult) -> None:
         result = self.result
@@ -71,28 +77,15 @@ class RayRunner:
     chunk_docs = 50  # small chunks spread the work evenly to the end and limit what a dying worker takes with it
     max_deaths = 3  # deaths in a row with nothing of a chunk decided before it is halved (one document: it fails)
     tick = 0.5  # seconds between looks at the stop event while waiting for the workers
-    startup_seconds = 180.0
 
-    def __init__(self, service: Any, workers: int = 2, address: str | None = None, run_id: str = "run",
+    def __init__(self, service: RayService, workers: int = 2, address: str | None = None, run_id: str = "run",
                  in_flight_per_worker: int = 2, stop: threading.Event | None = None,
                  patience: float | None = None) -> None:
         require_ray()
-        if workers < 1:
-            raise ValueError("workers must be >= 1")
-        if service.resolved.capabilities.virtual_time:
-            raise ValueError(f"{service.resolved.spec} runs in virtual time, which processes cannot share: on Ray give "
-                             "an emulated profile a speed, e.g. emulated:hosted-api@100 (real time, 100x faster)")
-        if address is not None or not ray.is_initialized():
-            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+        connect(service, workers, address)
         self.stop = stop or threading.Event()
         self.patience = patience or 2 * (service.policy.call_timeout or 300.0)
-        prefix = f"{actor_prefix(run_id)}{time.time_ns()}"
-        self.pacing = ray.remote(Pacing).options(name=f"{prefix}-pacing", max_concurrency=1000).remote(
-            service.policy, self.patience)
-        self._spec = (service.resolved.spec, service.api_base, service.settings, service.policy, f"{prefix}-pacing")
-        self._names = (f"{prefix}-worker-{n}" for n in itertools.count())
-        self._actor = ray.remote(num_cpus=0.5, concurrency_groups={CONTROL: 1})(Worker)  # one chunk at a time
-        self.workers: dict[str, Any] = {}  # name -> actor
+        self.pool = WorkerPool(service, run_id, self.patience)
         self.pending: dict[Any, _Dispatch] = {}  # by its stream
         self.limit = workers * in_flight_per_worker
         self.fruitless: dict[int, int] = {}  # chunk key -> its workers' deaths in a row with nothing decided
@@ -101,39 +94,14 @@ class RayRunner:
         self.deadline = float("inf")  # when a stop gives up waiting for calls in flight
         self._keys = itertools.count()
         self._sinks: tuple[OutcomeSink, CallSink] | None = None  # the run's, for close()
-        self._limits: dict[str, Any] | None = None  # the limits the run paced by (from the pace, at close)
+        self._limits: RateLimits | None = None  # the limits the run paced by (from the pace, at close)
         try:
             for _ in range(workers):
-                self._start_worker()
-            self._await_start()
+                self.pool.start()
+            self.pool.await_start()
         except BaseException:
             self._kill()
             raise
-
-    def _start_worker(self) -> str:
-        name = next(self._names)
-        self.workers[name] = self._actor.options(name=name).remote(*self._spec, name, self.patience)
-        return name
-
-    def _await_start(self) -> None:
-        """Wait until every worker has started (a worker killed while it started is replaced); one
-        clear line when they cannot."""
-        deadline, waiting = time.monotonic() + self.startup_seconds, list(self.workers)
-        while waiting:
-            name = waiting.pop()
-            try:
-                ray.get(self.workers[name].pid.remote(), timeout=max(0.0, deadline - time.monotonic()))
-            except ray.exceptions.GetTimeoutError:
-                raise ValueError(f"no Ray worker started in {self.startup_seconds:g} s: the cluster has no room for "
-                                 f"{len(self.workers)} workers of 0.5 CPU each") from None
-            except ray.exceptions.RayActorError as exc:
-                if exc.actor_init_failed:
-                    raise ValueError(f"no Ray worker can start: {_why(exc)}") from None
-                ray.kill(self.workers.pop(name), no_restart=True)
-                waiting.append(self._start_worker())
-
-    def worker_pids(self) -> list[int]:
-        return ray.get([w.pid.remote() for w in self.workers.values()])
 
     def submit(self, chunk: Chunk, decided: OutcomeSink, record: CallSink) -> Iterator[ChunkResult]:
         self._sinks = (decided, record)
@@ -147,8 +115,8 @@ class RayRunner:
 
     def _dispatch(self, key: int, chunk: Chunk) -> None:
         """``chunk`` to the worker with the fewest chunks in hand."""
-        owner = min(self.workers, key=lambda o: sum(d.owner == o for d in self.pending.values()))
-        stream = self.workers[owner].extract.options(num_returns="streaming").remote(chunk)
+        owner = min(self.pool.workers, key=lambda o: sum(d.owner == o for d in self.pending.values()))
+        stream = self.pool.workers[owner].extract.options(num_returns="streaming").remote(chunk)
         self.pending[stream] = _Dispatch(key, chunk, owner, stream)
 
     def _halting(self) -> bool:
@@ -160,7 +128,7 @@ class RayRunner:
         """Stop the run: no chunk is sent, no worker starts a call; calls in flight finish."""
         if self.stopping is None:
             self.stopping, self.deadline = reason, time.monotonic() + self.patience
-            for worker in self.workers.values():
+            for worker in self.pool.workers.values():
                 worker.halt.options(concurrency_group=CONTROL).remote()
 
     def _work(self, decided: OutcomeSink, record: CallSink, busy: Callable[[], bool]) -> Iterator[ChunkResult]:
@@ -196,18 +164,13 @@ class RayRunner:
             return
         except ray.exceptions.RayError as exc:
             del self.pending[dispatch.stream]
-            self._halt(f"a Ray worker failed: {_why(exc)}")
+            self._halt(f"a Ray worker failed: {ray_reason(exc)}")
             yield dispatch.result
             return
         if event == BEGAN:
             dispatch.began = True
             return
-        record(event.attempts)  # paid for: recorded first
-        self.failed_calls += sum(a.outcome != "ok" for a in event.attempts)
-        for outcome in event.outcomes:
-            if outcome.status != "pending":
-                decided(outcome)
-        dispatch.add(event)
+        self.failed_calls += dispatch.take(event, decided, record)
         if event.stopped:
             self._halt(event.stopped)
 
@@ -215,13 +178,9 @@ class RayRunner:
         """A worker died with ``dispatch``: its slots come back, it is replaced, and the rest of the
         chunk goes to the pool again, halved after :attr:`max_deaths` deaths in a row with nothing
         decided; a document alone that died that often fails. No worker can start: the run stops."""
-        why = _why(exc)
-        self.pacing.release_owner.remote(dispatch.owner)
-        if (worker := self.workers.pop(dispatch.owner, None)) is not None:  # the first of its chunks back
-            ray.kill(worker, no_restart=True)
-            if self.stopping is None:
-                self.replaced += 1
-                self._start_worker()
+        why = ray_reason(exc)
+        if self.pool.retire(dispatch.owner, replace=self.stopping is None):
+            self.replaced += 1
         rest = dispatch.rest()
         if self.stopping is not None or not rest.documents:
             return
@@ -240,7 +199,7 @@ class RayRunner:
             decided(DocumentOutcome(rest.documents[0].id, "failed",
                                     reason=f"worker died {deaths} times in a row on this document alone: {why}"))
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> RunnerFigures:
         return {"mode": "sync", "rate_limits": self._limits, "workers_replaced": self.replaced}
 
     def close(self) -> None:
@@ -256,26 +215,15 @@ class RayRunner:
             self._kill()
 
     def _kill(self) -> None:
-        self._limits = _final_limits(self.pacing)  # the limits the run paced by, kept for its summary
-        for actor in (*self.workers.values(), self.pacing):
-            ray.kill(actor)
-        self.workers, self.pending = {}, {}
+        self._limits = self.pool.kill()  # the limits the run paced by, kept for its summary
+        self.pending = {}
 
 
-def _why(exc: BaseException) -> str:
-    """What Ray says of a death or failure, in one line: its last line (the exception, for a worker
-    whose start failed), from its exit detail on, without Ray's list of common causes."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    why = (lines[-1] if lines else type(exc).__name__).partition(" Some common causes include")[0]
-    before, marked, detail = why.partition("Worker exit detail: ")
-    return redact(detail if marked else before)[:300]
-
-
-def _quiet(sink: Callable[[Any], None]) -> Callable[[Any], None]:
+def _quiet(sink: Callable[[T], None]) -> Callable[[T], None]:
     """``sink``, which gives up at its first error (the run is ending by one already)."""
     failed: list[BaseException] = []
 
-    def call(value: Any) -> None:
+    def call(value: T) -> None:
         if not failed:
             try:
                 sink(value)
@@ -292,12 +240,3 @@ def _halves(chunk: Chunk) -> list[Chunk]:
     half = len(chunk.documents) // 2
     return [Chunk(chunk.documents[part], chunk.token_counts[part], chunk.packing)
             for part in (slice(None, half), slice(half, None))]
-
-
-def _final_limits(pacing: Any) -> dict[str, Any] | None:
-    """The limits the global pace ended with (None: none, or the pace is gone)."""
-    try:
-        limits = ray.get(pacing.stats.remote(), timeout=10)["limits"]
-    except ray.exceptions.RayError:
-        return None
-    return limits if limits["rpm"] or limits["tpm"] else None

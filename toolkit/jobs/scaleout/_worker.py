@@ -1,4 +1,4 @@
-"""A Ray worker of the scale-out engine: an :class:`~toolkit.jobs._service.ExtractionService` built from
+"""A Ray worker of the scale-out runner: an :class:`~toolkit.jobs._service.ExtractionService` built from
 the run's LM, extraction settings and policy (the same packer, executor, DSPy module and validation
 as a local run) whose gate and window are the global ones (:mod:`toolkit.jobs.scaleout._pacing`).
 
@@ -14,12 +14,15 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from toolkit.core import redact
-from toolkit.execution import AttemptRecord, ExecutionPolicy, RunMetrics
+from toolkit.execution import AttemptRecord, DocumentOutcome, ExecutionPolicy, RunMetrics
 from toolkit.jobs._runners import Chunk, ChunkResult
 from toolkit.jobs.scaleout._pacing import RemoteGate, RemoteWindow
+
+if TYPE_CHECKING:
+    from toolkit.extraction import ExtractionSettings
 
 BEGAN = "began"  # a chunk's first event: the worker has started on it
 CONTROL = "control"  # the concurrency group of the calls that must not wait for a chunk
@@ -42,8 +45,8 @@ class Worker:
     """A worker's state: its service, the global pace, its stop event. ``owner``: its name, which
     owns its slots of the global gate."""
 
-    def __init__(self, lm: str, api_base: str | None, settings: Any, policy: ExecutionPolicy, pacing: str,
-                 owner: str, patience: float) -> None:
+    def __init__(self, lm: str, api_base: str | None, settings: ExtractionSettings, policy: ExecutionPolicy,
+                 pacing: str, owner: str, patience: float) -> None:
         import ray
 
         from toolkit.jobs._service import ExtractionService
@@ -52,10 +55,12 @@ class Worker:
         self.stop = threading.Event()
         self.stuck: str | None = None
         self.relay = _Relay()
-        self.service = ExtractionService(lm, settings, policy=policy, api_base=api_base)
-        self.service.metrics = self.relay
-        self.service.pacing = lambda _: (RemoteGate(actor, owner, patience, self._stuck),
-                                         RemoteWindow(actor, owner, policy, self._stuck))
+
+        def remote_pace(_: ExecutionPolicy) -> tuple[object, object]:
+            return RemoteGate(actor, owner, patience, self._stuck), RemoteWindow(actor, owner, policy, self._stuck)
+
+        self.service = ExtractionService(lm, settings, policy=policy, api_base=api_base, pacing=remote_pace,
+                                         metrics=self.relay)
 
     def pid(self) -> int:
         return os.getpid()
@@ -81,9 +86,9 @@ class Worker:
         thread.join()
 
     def _extract(self, chunk: Chunk, put: Callable[[ChunkResult | None], None]) -> None:
-        decided: list[Any] = []
+        decided: list[DocumentOutcome] = []
 
-        def take() -> list[Any]:
+        def take() -> list[DocumentOutcome]:
             out = decided[:]
             decided.clear()
             return out
