@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ from toolkit.execution import (
     SlidingWindowLimiter,
 )
 from toolkit.lm._engine import make_response, request_messages, schema_of
-from toolkit.lm._gazetteer import Gazetteer, default_gazetteer, documents_in_prompt  # noqa: F401 - re-exported
+from toolkit.lm._gazetteer import Gazetteer, default_gazetteer, documents_in_prompt
 from toolkit.lm._prefixcache import PrefixCache, prefix_keys
 from toolkit.lm._profiles import Profile, available_profiles, load_profile  # noqa: F401 - re-exported
 
@@ -41,7 +42,7 @@ class Prompt:
 
     tokens: int
     cached: int
-    prefixes: list[tuple[int, Any]]
+    prefixes: list[tuple[int, Hashable]]
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,35 @@ class Answer:
     text: str
     output_tokens: int
     finish: str
+
+
+def emulated_reply(docs: list[dict[str, str]], schema: dict[str, Any] | None, fault: str | None,
+                   gazetteer: Gazetteer, rng: random.Random) -> str:
+    """The emulated answer to ``docs``: the gazetteer's mentions of the types ``schema`` asks for
+    (all types without one), damaged as ``fault`` says (``rng`` draws which ids go missing)."""
+    types, relationships = None, True
+    if schema is not None:
+        try:
+            record = schema["properties"]["results"]["items"]["properties"]
+            types = set(record["entities"]["items"]["properties"]["type"]["enum"])
+            relationships = "relationships" in record
+        except (KeyError, TypeError):
+            types = None
+    records: list[dict[str, Any]] = []
+    for doc in docs:
+        found = [{"text": t, "type": k} for t, k in gazetteer.find(doc.get("text", ""), 25)
+                 if types is None or k in types]
+        records.append({"id": doc["id"], "entities": found, **({"relationships": []} if relationships else {})})
+    if fault == "missing_ids" and records:
+        records = records[: rng.randrange(len(records))]
+    if fault == "extra_ids":
+        records.append({"id": f"ghost-{rng.randrange(10**6)}", "entities": [], "relationships": []})
+    text = json.dumps({"results": records})
+    if fault == "malformed":
+        text = "Here are the entities: " + text[: len(text) // 3].replace('"', "'")
+    if fault == "truncated":
+        text = text[: max(1, len(text) // 2)]
+    return text
 
 
 class EmulatedEngine:
@@ -71,7 +101,7 @@ class EmulatedEngine:
         self._window = SlidingWindowLimiter(RateLimitPolicy(profile.requests_per_minute, profile.tokens_per_minute,
                                                             profile.window))
         self._slots: asyncio.Semaphore | None = None
-        self._slots_loop: Any = None
+        self._slots_loop: asyncio.AbstractEventLoop | None = None
         self.rules = profile.cache_rules if cache else None
         ttl = self.rules.ttl_seconds if self.rules else None
         self.cache = PrefixCache(ttl / profile.speed if ttl is not None else None)
@@ -91,38 +121,15 @@ class EmulatedEngine:
         return self._slots
 
     def reply(self, docs: list[dict[str, str]], schema: dict[str, Any] | None, fault: str | None) -> str:
-        """The emulated answer to ``docs`` (the gazetteer's mentions of the types ``schema`` asks for),
-        damaged as ``fault`` says; the batch API's emulated provider answers its lines with it too."""
-        types, relationships = None, True
-        if schema is not None:
-            try:
-                record = schema["properties"]["results"]["items"]["properties"]
-                types = set(record["entities"]["items"]["properties"]["type"]["enum"])
-                relationships = "relationships" in record
-            except (KeyError, TypeError):
-                types = None
-        gazetteer = self.gazetteer or default_gazetteer()
-        records = []
-        for doc in docs:
-            found = [{"text": t, "type": k} for t, k in gazetteer.find(doc.get("text", ""), 25)
-                     if types is None or k in types]
-            records.append({"id": doc["id"], "entities": found, **({"relationships": []} if relationships else {})})
-        if fault == "missing_ids" and records:
-            records = records[: self._rng.randrange(len(records))]
-        if fault == "extra_ids":
-            records.append({"id": f"ghost-{self._rng.randrange(10**6)}", "entities": [], "relationships": []})
-        text = json.dumps({"results": records})
-        if fault == "malformed":
-            text = "Here are the entities: " + text[: len(text) // 3].replace('"', "'")
-        if fault == "truncated":
-            text = text[: max(1, len(text) // 2)]
-        return text
+        """The emulated answer to ``docs`` (see :func:`emulated_reply`), with this engine's gazetteer
+        and draws; the batch API's emulated provider answers its lines with it too."""
+        return emulated_reply(docs, schema, fault, self.gazetteer or default_gazetteer(), self._rng)
 
-    # ------------------------------------------------------------------- the shared emulation
-    # One call, step by step: the in-process :meth:`complete` and the HTTP server
-    # (:mod:`toolkit.testing.serve`) both go through these, each with its own rate-limit window.
     def read(self, messages: list[dict[str, str]], now: float) -> Prompt:
-        """``messages`` as this server sees them at ``now``: its tokens, those its cache serves."""
+        """``messages`` as this server sees them at ``now``: its tokens, those its cache serves. The
+        first step of one call, as the in-process :meth:`complete` and the HTTP server
+        (:mod:`toolkit.testing.serve`) both take it (then :meth:`counted`, :meth:`too_long`,
+        :meth:`answer`, :meth:`process`), each with its own rate-limit window."""
         from toolkit.packing import get_counter
 
         prompt = "\n".join(m["content"] for m in messages)
@@ -183,7 +190,8 @@ class EmulatedEngine:
         if fault == "context_length":
             raise ContextLengthExceeded("maximum context length exceeded (emulated)")
         if fault in ("rate_limit", "rate_limit_retry_after"):
-            raise RateLimited("429 (emulated)", retry_after=5.0 / self.profile.speed if fault.endswith("after") else None)
+            after = 5.0 / self.profile.speed if fault.endswith("after") else None
+            raise RateLimited("429 (emulated)", retry_after=after)
         if fault == "timeout":
             await self.occupy(60.0 / self.profile.speed)
             raise CallTimeout("no reply within 60 s (emulated)")
@@ -194,7 +202,7 @@ class EmulatedEngine:
         return make_response(self.name, answer.text, answer.finish, prompt.tokens, answer.output_tokens,
                              cached=prompt.cached)
 
-    def _prefixes(self, messages: list[dict[str, str]], ids: list[int] | None) -> list[tuple[int, Any]]:
+    def _prefixes(self, messages: list[dict[str, str]], ids: list[int] | None) -> list[tuple[int, Hashable]]:
         """The prefixes of the prompt the cache keeps, as (tokens, key): an automatic cache every
         step of the rules over the prompt's token ``ids``; else the prefix the client marks, the
         messages before the last one."""

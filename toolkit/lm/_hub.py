@@ -80,7 +80,8 @@ def download(text: str) -> Path:
     except errors.EntryNotFoundError:
         raise WeightsError(f"{file}: no file {file.filename} in {file.repo}") from None
     except (errors.HfHubHTTPError, OSError, ValueError) as exc:
-        raise WeightsError(f"{file}: download failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WeightsError(f"{file}: download failed: {why}") from None
     verify(path, str(file))
     return path
 

@@ -273,7 +273,8 @@ def context_size(header: Header, file_bytes: int, available: int | None) -> int:
         return max(MIN_CONTEXT, trained // 256 * 256)
     head_count = _number(header.arch("attention.head_count")) or 1
     kv_heads = _number(header.arch("attention.head_count_kv")) or head_count
-    key = _number(header.arch("attention.key_length")) or (_number(header.arch("embedding_length")) or 4096) // head_count
+    width = _number(header.arch("embedding_length")) or 4096
+    key = _number(header.arch("attention.key_length")) or width // head_count
     value = _number(header.arch("attention.value_length")) or key
     per_token = 2 * (_number(header.arch("block_count")) or 32) * kv_heads * (key + value)
     cap = max(0, available - file_bytes) // 3 // per_token

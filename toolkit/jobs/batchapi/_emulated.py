@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -117,7 +118,6 @@ class EmulatedBatches:
                 saved = json.loads(state.read_text())
                 self.files, self.batches = saved["files"], saved["batches"]
 
-    # ------------------------------------------------------------------------------ the clock
     def now(self) -> float:
         return time.time() if self.wall_clock else self._virtual
 
@@ -127,14 +127,13 @@ class EmulatedBatches:
         else:
             self._virtual += seconds
 
-    # ------------------------------------------------------------------------------ the files
     def upload(self, name: str, data: bytes, purpose: str = "batch") -> str:
         with self._lock:
             self.calls["upload"] += 1
             return self._store(name, data, purpose)["id"]
 
     def _store(self, name: str, data: bytes, purpose: str) -> dict[str, Any]:
-        file = {"id": f"file-{uuid.uuid4().hex[:24]}", "object": "file", "bytes": len(data),
+        file: dict[str, Any] = {"id": f"file-{uuid.uuid4().hex[:24]}", "object": "file", "bytes": len(data),
                 "created_at": int(self.now()), "filename": name, "purpose": purpose, "status": "processed"}
         self.files[file["id"]] = file
         if self.dir is not None:
@@ -151,7 +150,6 @@ class EmulatedBatches:
                 raise NotAtProvider(file_id)
             return (self.dir / "files" / file_id).read_bytes() if self.dir is not None else self._data[file_id]
 
-    # ---------------------------------------------------------------------------- the batches
     def create(self, input_file_id: str, metadata: dict[str, str] | None = None) -> str:
         return self.create_batch(input_file_id, metadata)["id"]
 
@@ -167,16 +165,7 @@ class EmulatedBatches:
                     "last_id": page[-1]["id"] if page else None, "has_more": start + len(page) < len(ids)}
 
     def find(self, metadata: dict[str, str]) -> str | None:
-        def pages():  # noqa: ANN202 - newest first, as a client pages through them
-            after = None
-            while True:
-                page = self.list_batches(after, 100)
-                yield page["data"]
-                if not page["has_more"]:
-                    return
-                after = page["last_id"]
-
-        return find_batch(pages(), metadata)
+        return find_batch(_pages(self), metadata)
 
     def create_batch(self, input_file_id: str, metadata: dict[str, str] | None = None) -> dict[str, Any]:
         """Create a batch over an uploaded request file (its lines are answered now, shown when done)."""
@@ -184,11 +173,11 @@ class EmulatedBatches:
             self.calls["create"] += 1
             lines = [json.loads(x) for x in self.content(input_file_id).splitlines() if x.strip()]
             self.calls["content"] -= 1  # reading its own file is no API call
-            good, bad, seconds = self._answer_all(lines)
+            good, bad, seconds = answer_lines(self.engine, lines, self.faults)
             created = self.now()
             turnaround = self.turnaround if self.turnaround is not None else \
                 QUEUE_SECONDS + seconds / PARALLEL_REQUESTS / self.engine.profile.speed
-            batch = {"id": f"batch_{uuid.uuid4().hex[:24]}", "object": "batch", "endpoint": ENDPOINT,
+            batch: dict[str, Any] = {"id": f"batch_{uuid.uuid4().hex[:24]}", "object": "batch", "endpoint": ENDPOINT,
                      "input_file_id": input_file_id, "completion_window": "24h", "status": "in_progress",
                      "created_at": int(created), "output_file_id": None, "error_file_id": None, "errors": None,
                      "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
@@ -198,32 +187,6 @@ class EmulatedBatches:
             self.batches[batch["id"]] = batch
             self._save()
             return _public(batch)
-
-    def _answer_all(self, lines: list[dict[str, Any]]) -> tuple[list[str], list[str], float]:
-        """Output and error lines for ``lines`` (faults applied), and their sequential seconds."""
-        good, bad, seconds, f = [], [], 0.0, self.faults
-        half = len(lines) // 2 if f.expire else len(lines)
-        for n, line in enumerate(lines, 1):
-            cid, rid = line.get("custom_id"), f"batch_req_{uuid.uuid4().hex[:16]}"
-            if n > half or (f.fail_every and n % f.fail_every == 0):
-                code = "batch_expired" if n > half else "server_error"
-                bad.append(json.dumps({"id": rid, "custom_id": cid, "response": None,
-                                       "error": {"code": code, "message": f"{code} (emulated)"}}))
-                continue
-            body = answer(self.engine, line["body"])
-            if f.cut_every and n % f.cut_every == 0:
-                choice = body["choices"][0]
-                choice["message"]["content"] = choice["message"]["content"][: len(choice["message"]["content"]) // 2]
-                choice["finish_reason"] = "length"
-            usage = body["usage"]
-            seconds += self.engine.profile.call_seconds(usage["prompt_tokens"], usage["completion_tokens"]) \
-                * self.engine.profile.speed
-            if f.poison_every and n % f.poison_every == 0:
-                good.append(poison_line(n // f.poison_every - 1, cid, rid, body))
-                continue
-            good.append(json.dumps({"id": rid, "custom_id": cid, "response": {"status_code": 200, "request_id": rid,
-                                                                              "body": body}, "error": None}))
-        return good, bad, seconds
 
     def retrieve_batch(self, batch_id: str) -> dict[str, Any]:
         """The batch now: in progress until its turnaround has passed, then completed (or expired,
@@ -251,7 +214,8 @@ class EmulatedBatches:
             output = "\n".join(good).encode() + b"\n"
             batch["output_file_id"] = self._store("output.jsonl", output, "batch_output")["id"]
         if bad:
-            batch["error_file_id"] = self._store("errors.jsonl", "\n".join(bad).encode() + b"\n", "batch_output")["id"]
+            errors = "\n".join(bad).encode() + b"\n"
+            batch["error_file_id"] = self._store("errors.jsonl", errors, "batch_output")["id"]
 
     def cancel_batch(self, batch_id: str) -> dict[str, Any]:
         with self._lock:
@@ -271,6 +235,47 @@ class EmulatedBatches:
             path = self.dir / "state.json"
             path.with_suffix(".tmp").write_text(json.dumps({"files": self.files, "batches": self.batches}))
             path.with_suffix(".tmp").replace(path)
+
+
+def answer_lines(engine: Any, lines: list[dict[str, Any]], faults: LineFaults) -> tuple[list[str], list[str], float]:
+    """Output and error lines for a batch's request ``lines`` (``faults`` applied), and their
+    sequential seconds on ``engine``'s profile."""
+    good: list[str] = []
+    bad: list[str] = []
+    seconds, f = 0.0, faults
+    half = len(lines) // 2 if f.expire else len(lines)
+    for n, line in enumerate(lines, 1):
+        cid, rid = line.get("custom_id"), f"batch_req_{uuid.uuid4().hex[:16]}"
+        if n > half or (f.fail_every and n % f.fail_every == 0):
+            code = "batch_expired" if n > half else "server_error"
+            bad.append(json.dumps({"id": rid, "custom_id": cid, "response": None,
+                                   "error": {"code": code, "message": f"{code} (emulated)"}}))
+            continue
+        body = answer(engine, line["body"])
+        if f.cut_every and n % f.cut_every == 0:
+            choice = body["choices"][0]
+            choice["message"]["content"] = choice["message"]["content"][: len(choice["message"]["content"]) // 2]
+            choice["finish_reason"] = "length"
+        usage = body["usage"]
+        profile = engine.profile
+        seconds += profile.call_seconds(usage["prompt_tokens"], usage["completion_tokens"]) * profile.speed
+        if f.poison_every and n % f.poison_every == 0:
+            good.append(poison_line(n // f.poison_every - 1, cid, rid, body))
+            continue
+        good.append(json.dumps({"id": rid, "custom_id": cid,
+                                "response": {"status_code": 200, "request_id": rid, "body": body}, "error": None}))
+    return good, bad, seconds
+
+
+def _pages(provider: EmulatedBatches) -> Iterator[list[dict[str, Any]]]:
+    """``provider``'s batches a page at a time, newest first, as a client pages through them."""
+    after = None
+    while True:
+        page = provider.list_batches(after, 100)
+        yield page["data"]
+        if not page["has_more"]:
+            return
+        after = page["last_id"]
 
 
 def _public(batch: dict[str, Any]) -> dict[str, Any]:
@@ -337,7 +342,7 @@ class EmulatedMessageBatches(EmulatedBatches):
             created = self.now()
             turnaround = self.turnaround if self.turnaround is not None else \
                 QUEUE_SECONDS + seconds / PARALLEL_REQUESTS / self.engine.profile.speed
-            batch = {"id": f"msgbatch_{uuid.uuid4().hex[:24]}", "type": "message_batch",
+            batch: dict[str, Any] = {"id": f"msgbatch_{uuid.uuid4().hex[:24]}", "type": "message_batch",
                      "processing_status": "in_progress", "request_counts": {k: 0 for k in COUNTS},
                      "ended_at": None, "created_at": _stamp(created), "expires_at": _stamp(created + 86400),
                      "archived_at": None, "cancel_initiated_at": None, "results_url": None,
@@ -376,7 +381,6 @@ class EmulatedMessageBatches(EmulatedBatches):
             page = [_public(self.batches[i]) for i in ids[start:start + max(1, min(limit, 1000))]]
             return {"data": page, "has_more": start + len(page) < len(ids),
                     "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None}
-
 
 
 def _stamp(seconds: float) -> str:
