@@ -1,4 +1,4 @@
-"""Scale-out measured side by side in one run: the local engine against Ray with 1 and 2 workers,
+"""Scale-out measured side by side in one run: the local runner against Ray with 1 and 2 workers,
 on emulated profiles run faster in real time (their latencies and rate-limit windows divided by
 their speed), on the same synthetic documents.
 
@@ -46,12 +46,12 @@ from toolkit.jobs import RunSettings
 from toolkit.lm import load_profile
 
 
-def run(corpus: Path, lm: str, engine: str, workers: int, store: str) -> dict:
+def run(corpus: Path, lm: str, runner: str, workers: int, store: str) -> dict:
     start = time.perf_counter()
-    result = toolkit.run(corpus, lm=lm, store=store, run_name=f"{engine}-{workers}-{time.time_ns()}", engine=engine,
-                         workers=workers, settings=RunSettings(max_docs=10), progress=False)
+    result = toolkit.run(corpus, lm=lm, store=store, run_name=f"{runner}-{workers}-{time.time_ns()}",
+                         settings=RunSettings(max_docs=10, runner=runner, workers=workers), progress=False)
     seconds = time.perf_counter() - start
-    summary, attempts = result.summary, result.attempts
+    summary, attempts = result.summary.to_json(), result.attempts
     profile = load_profile(lm.partition(":")[2])
     times, tokens = attempts["at"].to_list(), attempts["budget_tokens"].to_list()
     ok = attempts.filter(attempts["outcome"] == "ok")
@@ -65,7 +65,7 @@ def run(corpus: Path, lm: str, engine: str, workers: int, store: str) -> dict:
     # workers, reading the corpus and closing the store, which a long run amortises)
     span = max(a + s for a, s in zip(times, attempts["seconds"].to_list())) - min(times)
     active = 60 * summary["extracted"] / span if span > 0 else None
-    return {"lm": lm, "engine": engine, "workers": workers if engine == "ray" else 1, "seconds": seconds,
+    return {"lm": lm, "runner": runner, "workers": workers if runner == "ray" else 1, "seconds": seconds,
             "documents": summary["documents"], "docs_per_min": docs_per_min, "extracted": summary["extracted"],
             "lost": summary["lost"], "calls": summary["calls"], "rate_limit_bound_docs_per_min": bound,
             "bound_share": docs_per_min / bound if bound else None, "calls_seconds": span,
@@ -85,13 +85,13 @@ def chaos_run(corpus: Path, lm: str, db: Path, every: float | None) -> dict:
         killer.start()
     start = time.perf_counter()
     try:
-        result = toolkit.run(corpus, lm=lm, store=f"sqlite:///{db}", run_name=name, engine="ray", workers=2,
-                             settings=RunSettings(max_docs=10), progress=False)
+        result = toolkit.run(corpus, lm=lm, store=f"sqlite:///{db}", run_name=name, progress=False,
+                             settings=RunSettings(max_docs=10, runner="ray", workers=2))
     finally:
         stop.set()
         if every:
             killer.join()
-    summary, attempts = result.summary, result.attempts
+    summary, attempts = result.summary.to_json(), result.attempts
     with sqlite3.connect(db) as conn:
         rows, distinct = conn.execute("SELECT COUNT(*), COUNT(DISTINCT doc_id) FROM batchx_documents WHERE run_id = ?",
                                       (name,)).fetchone()
@@ -136,11 +136,11 @@ def main() -> None:
         corpus.write_text("".join(json.dumps({"id": d.id, "text": d.text}) + "\n"
                                   for d in synthetic_documents(int(docs or args.docs), seed=21)))
         lm = f"emulated:{profile}@{speed}"
-        for engine, workers in (("local", 1), ("ray", 1), ("ray", 2)):
-            rows.append(run(corpus, lm, engine, workers, f"sqlite:///{folder / 'bench.db'}"))
-            print(json.dumps({k: rows[-1][k] for k in ("lm", "engine", "workers", "seconds", "docs_per_min", "bound_share",
+        for runner, workers in (("local", 1), ("ray", 1), ("ray", 2)):
+            rows.append(run(corpus, lm, runner, workers, f"sqlite:///{folder / 'bench.db'}"))
+            print(json.dumps({k: rows[-1][k] for k in ("lm", "runner", "workers", "seconds", "docs_per_min", "bound_share",
                                                         "calls_bound_share", "lost")}))
-    by = {(r["lm"].split(":")[1].split("@")[0], r["engine"], r["workers"]): r for r in rows}
+    by = {(r["lm"].split(":")[1].split("@")[0], r["runner"], r["workers"]): r for r in rows}
     cpu1, cpu2 = by[("local-cpu", "ray", 1)], by[("local-cpu", "ray", 2)]
     result = {
         "kind": "scaleout", "documents": {p: r["documents"] for p, r in ((r["lm"], r) for r in rows)}, "speeds": speeds, "machine": platform.platform(), "rows": rows,

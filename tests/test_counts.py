@@ -33,7 +33,7 @@ result = toolkit.run(corpus, lm="emulated:hosted-api", store=f"sqlite:///{db}", 
 columns = [d[0] for d in sqlite3.connect(db).execute("SELECT * FROM batchx_attempts").description]
 frame = result.attempts.columns
 configs = evaluate(gold, lm="emulated:hosted-api", limit=2, max_docs=(2,)).to_json()["configs"]
-print(json.dumps({"summary": result.summary, "columns": columns, "frame": frame, "configs": configs}))
+print(json.dumps({"summary": result.summary.to_json(), "columns": columns, "frame": frame, "configs": configs}))
 '''
 
 

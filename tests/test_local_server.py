@@ -179,13 +179,13 @@ def test_extract_through_a_keyless_local_server_that_restarts_mid_run(server: Se
             server.start()  # not awaited: the run meets the outage and the model's loading time
             restarts.append(tally["documents"])
 
-    settings = RunSettings(max_docs=1, concurrency="1",
+    settings = RunSettings(max_docs=1, concurrency="1", api_base=server.url,
                            extraction=ExtractionSettings(entity_types=("DISEASE",), relationships=False))
-    result = toolkit.run(str(corpus), lm=f"openai/{ALIAS}", api_base=server.url, settings=settings,
+    result = toolkit.run(str(corpus), lm=f"openai/{ALIAS}", settings=settings,
                          store=f"sqlite:///{tmp_path / 'run.db'}", progress=restart_after_the_first)
     summary = result.summary
     assert restarts == [1] and len(server.processes) == 2
-    assert summary["lost"] == 0 and summary["extracted"] == len(DOCUMENTS), summary
+    assert summary.lost == 0 and summary.extracted == len(DOCUMENTS), summary
     statuses = dict(zip(result.documents["doc_id"], result.documents["status"]))
     assert statuses == dict.fromkeys(DOCUMENTS, "extracted")
     attempts = result.attempts

@@ -89,20 +89,13 @@ def _completion(model: str, text: str, finish: str, prompt_tokens: int, output_t
                       "total_tokens": prompt_tokens + output_tokens, "prompt_tokens_details": {"cached_tokens": 0}}}
 
 
-class EmulatedBatches:
-    """Files and batches answered by ``engine`` (an :class:`~toolkit.lm._emulated.EmulatedEngine`).
+class EmulatedFiles:
+    """The files (and the batches' records) of an emulated provider, on its clock: in ``state_dir``
+    if given (a restarted instance on it knows them), else in memory; ``wall_clock``: time from
+    ``time.time()``, else a virtual clock that :meth:`sleep` advances. ``calls`` counts the API
+    calls received."""
 
-    ``state_dir``: keep files and batches there (a restarted instance on it knows them); None: in
-    memory. ``turnaround``: seconds from creation to completion (None: the profile's, from its
-    call times: :data:`QUEUE_SECONDS` plus the requests' seconds over :data:`PARALLEL_REQUESTS`).
-    ``wall_clock``: time from ``time.time()``; otherwise a virtual clock that :meth:`sleep`
-    advances. ``calls`` counts the API calls received (uploads, creates, ...)."""
-
-    def __init__(self, engine: Any, state_dir: str | Path | None = None, turnaround: float | None = None,
-                 faults: LineFaults | None = None, wall_clock: bool = False) -> None:
-        self.engine = engine
-        self.turnaround = turnaround
-        self.faults = faults or LineFaults()
+    def __init__(self, state_dir: str | Path | None = None, wall_clock: bool = False) -> None:
         self.wall_clock = wall_clock
         self.calls: Counter[str] = Counter()
         self._virtual = 0.0
@@ -149,6 +142,29 @@ class EmulatedBatches:
             if file_id not in self.files:
                 raise NotAtProvider(file_id)
             return (self.dir / "files" / file_id).read_bytes() if self.dir is not None else self._data[file_id]
+
+    def _save(self) -> None:
+        if self.dir is not None:
+            path = self.dir / "state.json"
+            path.with_suffix(".tmp").write_text(json.dumps({"files": self.files, "batches": self.batches}))
+            path.with_suffix(".tmp").replace(path)
+
+
+class EmulatedBatches(EmulatedFiles):
+    """Files and batches answered by ``engine`` (an :class:`~toolkit.lm._emulated.EmulatedEngine`).
+
+    ``state_dir``: keep files and batches there (a restarted instance on it knows them); None: in
+    memory. ``turnaround``: seconds from creation to completion (None: the profile's, from its
+    call times: :data:`QUEUE_SECONDS` plus the requests' seconds over :data:`PARALLEL_REQUESTS`).
+    ``wall_clock``: time from ``time.time()``; otherwise a virtual clock that :meth:`sleep`
+    advances. ``calls`` counts the API calls received (uploads, creates, ...)."""
+
+    def __init__(self, engine: Any, state_dir: str | Path | None = None, turnaround: float | None = None,
+                 faults: LineFaults | None = None, wall_clock: bool = False) -> None:
+        super().__init__(state_dir, wall_clock)
+        self.engine = engine
+        self.turnaround = turnaround
+        self.faults = faults or LineFaults()
 
     def create(self, input_file_id: str, metadata: dict[str, str] | None = None) -> str:
         return self.create_batch(input_file_id, metadata)["id"]
@@ -229,12 +245,6 @@ class EmulatedBatches:
         if batch_id not in self.batches:
             raise NotAtProvider(batch_id)
         return self.batches[batch_id]
-
-    def _save(self) -> None:
-        if self.dir is not None:
-            path = self.dir / "state.json"
-            path.with_suffix(".tmp").write_text(json.dumps({"files": self.files, "batches": self.batches}))
-            path.with_suffix(".tmp").replace(path)
 
 
 def answer_lines(engine: Any, lines: list[dict[str, Any]], faults: LineFaults) -> tuple[list[str], list[str], float]:
