@@ -108,11 +108,10 @@ def _json_shown(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-# ----------------------------------------------------------------------------------- streams
 def open_stream(path: Path) -> BinaryIO:
     """``path`` opened for reading in binary, gunzipped when it starts with gzip's magic bytes (a
     regular file, or a pipe such as ``/dev/stdin``: nothing is read twice)."""
-    raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
+    raw = open(path, "rb")  # closed by the caller
     try:
         head = raw.peek(2)[:2]
     except OSError:
@@ -160,7 +159,6 @@ def _decode(raw: bytes) -> tuple[str, str | None]:
         return raw.decode("utf-8", "surrogateescape"), f"invalid UTF-8 at byte {exc.start}"
 
 
-# ------------------------------------------------------------------------------------- JSONL
 def iter_jsonl(path: str | Path) -> Iterator[Record]:
     """One ``{"id", "text", "title"?, ...}`` object per line; other fields become metadata."""
     with open_stream(Path(path)) as stream:
@@ -186,7 +184,6 @@ def jsonl_records(stream: BinaryIO, source: str) -> Iterator[Record]:
         yield BadRecord(source, line_no, invalid, item.id) if invalid else item
 
 
-# ---------------------------------------------------------------------------------- PubTator
 def iter_pubtator(path: str | Path) -> Iterator[tuple[Document, list[Entity]]]:
     """PubTator records as ``(document, gold mentions)``; the text is ``title + " " + abstract``,
     the frame the format's offsets refer to. Raises :class:`CorpusError` on a bad record."""
@@ -246,7 +243,6 @@ def pubtator_records(stream: BinaryIO, source: str) -> Iterator[tuple[Document, 
     yield from flush()
 
 
-# ------------------------------------------------------------------------------------- CoNLL
 def iter_conll(path: str | Path) -> Iterator[tuple[Document, list[Entity]]]:
     """CoNLL/BIO files (``token<TAB>tag`` per line, a blank line between sentences), as WNUT-16
     ships them: each sentence is a document ``<file stem>-<n>`` whose text is its tokens joined by
@@ -319,7 +315,6 @@ def _sentence(doc_id: str, tokens: list[tuple[str, str]]) -> tuple[Document, lis
     return Document(doc_id, text), [Entity(text[s:e], k, doc_id, start=s, end=e) for s, e, k in entities]
 
 
-# -------------------------------------------------------------------------------- PubMed XML
 def iter_pubmed_xml(path: str | Path) -> Iterator[Record]:
     """PubMed/MEDLINE citations (``.xml`` or ``.xml.gz``), streamed with ``iterparse``: the PMID is
     the id, the text is ``title + " " + abstract`` (structured abstracts joined). A citation without
@@ -356,7 +351,8 @@ def pubmed_records(stream: BinaryIO, source: str) -> Iterator[Record]:
                         metadata={"has_abstract": bool(abstract)})
 
 
-def _strict_pairs(items: Iterator[tuple[Document, list[Entity]] | BadRecord]) -> Iterator[tuple[Document, list[Entity]]]:
+def _strict_pairs(items: Iterator[tuple[Document, list[Entity]] | BadRecord]
+                  ) -> Iterator[tuple[Document, list[Entity]]]:
     for item in items:
         if isinstance(item, BadRecord):
             raise CorpusError(item.message())

@@ -48,7 +48,8 @@ class CorpusManifest:
 
 
 def manifests() -> dict[str, CorpusManifest]:
-    return {m.name: m for m in (CorpusManifest(**json.loads(p.read_text())) for p in sorted(MANIFEST_DIR.glob("*.json")))}
+    manifests = (CorpusManifest(**json.loads(p.read_text())) for p in sorted(MANIFEST_DIR.glob("*.json")))
+    return {m.name: m for m in manifests}
 
 
 def get_manifest(name: str) -> CorpusManifest | None:

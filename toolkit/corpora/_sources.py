@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -106,7 +107,7 @@ def iter_records(source: str | Path, fmt: str | None = None) -> Iterator[Record]
     return _records(stream, path, fmt)
 
 
-def _records(stream, path: Path, fmt: str) -> Iterator[Record]:  # noqa: ANN001 - a binary stream
+def _records(stream: BinaryIO, path: Path, fmt: str) -> Iterator[Record]:
     with stream:
         for item in READERS[fmt](stream, display_name(path), file_stem(path)):
             yield item[0] if isinstance(item, tuple) else item

@@ -146,19 +146,25 @@ def validate_reply(reply: RawReply, documents: Sequence[Document], settings: Ext
             kept.append(Entity(mention, etype, doc_id,
                                confidence=float(confidence) if isinstance(confidence, (int, float)) else None,
                                start=span[0], end=span[1]))
-        rels = out.relationships.setdefault(doc_id, [])
         raw_rels = item.get("relationships") if settings.relationships else None
-        names = {normalise(e.text) for e in kept}
-        for raw in raw_rels if isinstance(raw_rels, list) else []:
-            parts = [_as_str(raw.get(k)) if isinstance(raw, dict) else None for k in ("source", "target", "type")]
-            source, target, kind = parts
-            if source is None or target is None or kind is None or normalise(source) not in names \
-                    or normalise(target) not in names:
-                counts.dropped_relationships += 1
-                continue
-            rels.append(Relationship(source, target, kind.upper()[:MAX_TYPE_CHARS], doc_id))
+        _keep_relationships(out, doc_id, raw_rels if isinstance(raw_rels, list) else [])
     out.settle(documents)
     return out
+
+
+def _keep_relationships(out: ValidatedBatch, doc_id: str, raw_rels: list[object]) -> None:
+    """The relationships of ``doc_id``'s record that link two of its kept entities; the others are
+    counted as dropped."""
+    rels = out.relationships.setdefault(doc_id, [])
+    names = {normalise(e.text) for e in out.entities[doc_id]}
+    for raw in raw_rels:
+        source, target, kind = [_as_str(raw.get(k)) if isinstance(raw, dict) else None
+                                for k in ("source", "target", "type")]
+        if source is None or target is None or kind is None or normalise(source) not in names \
+                or normalise(target) not in names:
+            out.counts.dropped_relationships += 1
+            continue
+        rels.append(Relationship(source, target, kind.upper()[:MAX_TYPE_CHARS], doc_id))
 
 
 def to_result(batch: DocumentBatch, validated: ValidatedBatch,

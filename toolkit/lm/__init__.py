@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price-list download
 
-from toolkit.lm._backend import Capabilities, ResolvedLM  # noqa: E402 - after the environment is set
+from toolkit.lm._backend import Capabilities, ResolvedLM  # after the environment is set
 from toolkit.lm._catalog import list_runnable, remember_calibration
 from toolkit.lm._hub import cache_dir as hf_cache_dir
 from toolkit.lm._prefixcache import CacheRules, PrefixCache

@@ -52,7 +52,6 @@ class Database:
             self._conn = connect()
         self.create_schema()
 
-    # ------------------------------------------------------------------------------- plumbing
     @contextmanager
     def _translated(self, doing: str) -> Iterator[None]:
         """Database errors as :class:`StoreError` naming the store and what was being done."""
@@ -101,7 +100,7 @@ class Database:
             for statement in self.dialect.create_statements():
                 try:
                     self._execute(statement)
-                except Exception as exc:  # noqa: BLE001 - older IRIS: no IF NOT EXISTS
+                except Exception as exc:  # older IRIS: no IF NOT EXISTS (its error is a driver's own)
                     if not self.dialect.is_already_exists(exc):
                         raise
             for table, columns in COLUMNS.items():  # tables made by an older version

@@ -47,7 +47,6 @@ class RunLedger(Database):
         self._owners: dict[str, str] = {}  # run id -> this store's owner token, while it holds the run
         super().__init__(*args, **kwargs)
 
-    # ------------------------------------------------------------------------------------ runs
     def start_run(self, run_id: str, lm: str, model_id: str, settings: dict[str, Any],
                   lease: float = LEASE_SECONDS) -> bool:
         """Create ``run_id`` or take it over, owned by this store until :meth:`finish_run`. True if

@@ -33,7 +33,6 @@ class SQLStore(BatchLedger, RunLedger):
         self._seq = 0
         super().__init__(*args, **kwargs)
 
-    # ------------------------------------------------------------------------------- documents
     def statuses(self, run_id: str) -> dict[str, str]:
         rows = self._query(f"SELECT doc_id, status FROM {self._t('batchx_documents')} WHERE run_id = ?", (run_id,))
         return {r["doc_id"]: r["status"] for r in rows}
@@ -91,8 +90,8 @@ class SQLStore(BatchLedger, RunLedger):
                 [(run_id, o.id, i, e.text, e.type, e.start, e.end, e.confidence)
                  for o in items for i, e in enumerate(o.entities)])
             self._many(
-                f"INSERT INTO {self._t('batchx_relationships')} (run_id, doc_id, seq, source_text, target_text, rel_type) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO {self._t('batchx_relationships')} "
+                "(run_id, doc_id, seq, source_text, target_text, rel_type) VALUES (?, ?, ?, ?, ?, ?)",
                 [(run_id, o.id, i, r.source, r.target, r.type) for o in items for i, r in enumerate(o.relationships)])
             self._many(
                 f"INSERT INTO {self._t('batchx_dropped')} (run_id, doc_id, seq, mention, entity_type, why, found_in) "
@@ -114,7 +113,6 @@ class SQLStore(BatchLedger, RunLedger):
             f"INSERT INTO {self._t('batchx_attempts')} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
             rows), "saving calls", run_id)
 
-    # ---------------------------------------------------------------------------------- reading
     def documents(self, run_id: str) -> list[dict[str, Any]]:
         return self._query(f"SELECT doc_id, status, reason, token_count, source FROM {self._t('batchx_documents')} "
                            "WHERE run_id = ? ORDER BY doc_id", (run_id,))

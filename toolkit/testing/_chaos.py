@@ -80,13 +80,15 @@ class FakeProvider:
         }
         found = {i: self.entities_for(i, t) for i, t in texts.items()}
         out_tokens = self.tokens_per_entity * sum(len(v) for v in found.values()) + 8 * len(found)
-        latency = self.overhead + (tokens - batch.batch_size * batch.per_document_reserve) / self.prompt_tokens_per_second
+        prompt = tokens - batch.batch_size * batch.per_document_reserve
+        latency = self.overhead + prompt / self.prompt_tokens_per_second
         if fault == "unauthorized":
             raise AuthenticationFailed("401 Unauthorized: invalid API key")
         if fault == "context_length":
             raise ContextLengthExceeded("maximum context length exceeded")
         if fault in ("rate_limit", "rate_limit_retry_after"):
-            raise RateLimited("429 Too Many Requests", retry_after=self.retry_after if fault.endswith("after") else None)
+            after = self.retry_after if fault.endswith("after") else None
+            raise RateLimited("429 Too Many Requests", retry_after=after)
         if fault == "timeout":
             await asyncio.sleep(self.timeout_after)
             raise CallTimeout(f"no reply within {self.timeout_after} s")

@@ -62,11 +62,13 @@ class AnthropicWire:
     def throttled(self, model: str, throttle: Throttle) -> tuple[dict[str, Any], dict[str, str]]:
         verdict = throttle.verdict
         if verdict is None or verdict.refused is None:
-            message = f"This request would exceed the rate limit for your organization ({ORGANIZATION}) (an injected fault)."
+            message = (f"This request would exceed the rate limit for your organization ({ORGANIZATION}) "
+                       "(an injected fault).")
         else:
             refused = verdict.refused
             message = (f"This request would exceed the rate limit for your organization ({ORGANIZATION}) of "
                        f"{refused.limit} {_WHAT[refused.name]} per minute. For details, refer to: "
-                       "https://docs.claude.com/en/api/rate-limits. You can see the response headers for current usage.")
+                       "https://docs.claude.com/en/api/rate-limits. You can see the response headers for current "
+                       "usage.")
         headers = retry_after(throttle.wait) if throttle.wait is not None else {}
         return self.error(429, message), headers

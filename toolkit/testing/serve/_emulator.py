@@ -135,7 +135,8 @@ class Emulator:
         return self.settings.retry_after, self.settings.retry_after_ms
 
     def _too_long(self, tokens: int) -> str:
-        return (f"This model's maximum context length is {self.engine.profile.context_window or 128_000} tokens. However, your "
+        window = self.engine.profile.context_window or 128_000
+        return (f"This model's maximum context length is {window} tokens. However, your "
                 f"messages resulted in {tokens} tokens. Please reduce the length of the messages.")
 
     async def _fault(self, wire: Wire, model: str, fault: Fault, prompt_tokens: int) -> Reply:
@@ -156,8 +157,8 @@ class Emulator:
             return Reply(200, b'{"id": "chatcmpl-emulated", "object": "chat.completion", "choices": [{"index": 0, "mes')
         status, message, code = {
             "server_error": (500, "The server had an error while processing your request. Sorry about that!", None),
-            "overloaded": (529 if wire.route == "messages" else 503, "The server is overloaded. Please try again later.",
-                           None),
+            "overloaded": (529 if wire.route == "messages" else 503,
+                           "The server is overloaded. Please try again later.", None),
             "unauthorized": (401, "Incorrect API key provided (an injected fault).", "invalid_api_key"),
             "context_length": (400, self._too_long(prompt_tokens), "context_length_exceeded"),
         }[kind]

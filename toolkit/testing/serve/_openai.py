@@ -27,7 +27,8 @@ class OpenAIWire:
     id_header = "x-request-id"
 
     def read(self, body: dict[str, Any], default_max_tokens: int) -> Call:
-        messages = [{"role": str(m.get("role", "user")), "content": text_of(m.get("content"))} for m in body["messages"]]
+        messages = [{"role": str(m.get("role", "user")), "content": text_of(m.get("content"))}
+                    for m in body["messages"]]
         if not messages:
             raise ValueError("messages: at least one message is required")
         cap = body.get("max_completion_tokens") or body.get("max_tokens") or default_max_tokens

@@ -69,7 +69,6 @@ class EmulatorServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # ---------------------------------------------------------------- its admin endpoints
     def stats(self) -> dict[str, Any]:
         """``GET /_admin/stats``: calls, answered, 429s sent, faults, peaks per window, the log."""
         return self._admin("GET", "stats")
