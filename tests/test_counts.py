@@ -44,7 +44,7 @@ def test_a_new_counter_is_a_one_file_change(tmp_path: Path) -> None:
     copy = tmp_path / "repo"
     shutil.copytree(REPO / "toolkit", copy / "toolkit", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "data", copy / "data")
-    counts = copy / "toolkit" / "counts.py"
+    counts = copy / "toolkit" / "core" / "_counts.py"
     source = counts.read_text()
     anchor = "    loops_ended: int = 0"
     assert anchor in source
