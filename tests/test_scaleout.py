@@ -301,7 +301,7 @@ def test_when_no_worker_can_start_the_run_says_why_in_one_line(local_ray, corpus
     the run stops with that line, nothing lost."""
     from toolkit.jobs import ExtractionService
     from toolkit.jobs.scaleout import RayRunner
-    from toolkit.lm._emulated import PROFILE_DIR
+    from toolkit.lm._profiles import PROFILE_DIR
 
     profile = tmp_path / "profile.json"
     shutil.copy(PROFILE_DIR / "hosted-api.json", profile)
