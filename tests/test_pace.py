@@ -124,10 +124,13 @@ def test_a_virtual_run_in_chunks_takes_the_time_of_one_chunk(tmp_path: Path) -> 
 
 
 # ------------------------------------------------- what a provider's replies say, adopted by the pace
-from test_ratelimits import Provider, _anthropic_headers, provider  # noqa: E402,F401 - a server the test starts
+import test_ratelimits  # noqa: E402
+from test_ratelimits import Provider  # noqa: E402
 
 from toolkit.extraction import ExtractionSettings  # noqa: E402
 from toolkit.jobs import ExtractionService  # noqa: E402
+
+provider = test_ratelimits.provider  # the fixture: a provider server each test starts, by its name here
 
 OPENAI_LIMITS = {"x-ratelimit-limit-requests": "600", "x-ratelimit-limit-tokens": "150000",
                  "x-ratelimit-remaining-requests": "599", "x-ratelimit-remaining-tokens": "149000",
