@@ -100,7 +100,8 @@ def chaos_run(corpus: Path, lm: str, db: Path, every: float | None) -> dict:
             "lost": summary["lost"], "pending": summary["pending"], "calls": summary["calls"],
             "failed_calls": int((attempts["outcome"] != "ok").sum()),
             "answers_per_document": attempts["documents_ok"].sum() / max(1, summary["extracted"]),
-            "kills": len(killed), "workers_replaced": summary["workers_replaced"], "stop_reason": summary["stop_reason"]}
+            "kills": len(killed), "workers_replaced": summary["workers_replaced"],
+            "stop_reason": summary["stop_reason"]}
 
 
 def chaos(args: argparse.Namespace, folder: Path) -> None:
@@ -138,12 +139,13 @@ def main() -> None:
         lm = f"emulated:{profile}@{speed}"
         for runner, workers in (("local", 1), ("ray", 1), ("ray", 2)):
             rows.append(run(corpus, lm, runner, workers, f"sqlite:///{folder / 'bench.db'}"))
-            print(json.dumps({k: rows[-1][k] for k in ("lm", "runner", "workers", "seconds", "docs_per_min", "bound_share",
-                                                        "calls_bound_share", "lost")}))
+            print(json.dumps({k: rows[-1][k] for k in ("lm", "runner", "workers", "seconds", "docs_per_min",
+                                                        "bound_share", "calls_bound_share", "lost")}))
     by = {(r["lm"].split(":")[1].split("@")[0], r["runner"], r["workers"]): r for r in rows}
     cpu1, cpu2 = by[("local-cpu", "ray", 1)], by[("local-cpu", "ray", 2)]
     result = {
-        "kind": "scaleout", "documents": {p: r["documents"] for p, r in ((r["lm"], r) for r in rows)}, "speeds": speeds, "machine": platform.platform(), "rows": rows,
+        "kind": "scaleout", "documents": {p: r["documents"] for p, r in ((r["lm"], r) for r in rows)},
+        "speeds": speeds, "machine": platform.platform(), "rows": rows,
         "local_cpu_2_vs_1_workers": cpu2["docs_per_min"] / cpu1["docs_per_min"],
         "local_cpu_ray2_vs_local": cpu2["docs_per_min"] / by[("local-cpu", "local", 1)]["docs_per_min"],
         "hosted_requests_within_limit": all(r["max_requests_in_window"] <= r["requests_per_window"] for r in rows

@@ -122,7 +122,8 @@ def _code_lines(path: Path) -> list[tuple[int, str]]:
     out = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         text = line.strip()
-        if text and not text.startswith(("#", "import ", "from ")) and number not in prose and text not in (")", "]", "}"):
+        if (text and not text.startswith(("#", "import ", "from ")) and number not in prose
+                and text not in (")", "]", "}")):
             out.append((number, text))
     return out
 

@@ -39,7 +39,8 @@ def _corpus(tmp_path: Path, n: int = 50) -> Path:
 
 def _requests(n: int = 30, max_docs: int = 5):
     # one call at a time: a concurrent run's first call carries one document (see stream._probe_first)
-    service = ExtractionService(LM, policy=replace(default_policy(resolve_lm(LM)), concurrency=ConcurrencyPolicy(max=1)))
+    one_at_a_time = replace(default_policy(resolve_lm(LM)), concurrency=ConcurrencyPolicy(max=1))
+    service = ExtractionService(LM, policy=one_at_a_time)
     docs = synthetic_documents(n)
     pack = Packer(service.packing_settings(max_docs=max_docs)).pack(docs)
     return service, pack, build_requests(service.extractor, pack.batches, "gpt-4o-mini", service.allowance)

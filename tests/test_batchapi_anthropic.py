@@ -71,7 +71,8 @@ def anthropic(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
 @pytest.mark.filterwarnings("ignore:Passing OpenAI-style message:DeprecationWarning")
 def test_a_batch_request_carries_what_a_synchronous_anthropic_call_sends(anthropic) -> None:  # noqa: ANN001
     server = anthropic()
-    one_at_a_time = replace(default_policy(resolve_lm(CLAUDE, api_base=server.url)), concurrency=ConcurrencyPolicy(max=1))
+    one_at_a_time = replace(default_policy(resolve_lm(CLAUDE, api_base=server.url)),
+                            concurrency=ConcurrencyPolicy(max=1))
     service = ExtractionService(CLAUDE, api_base=server.url, policy=one_at_a_time)  # no one-document first call
     pack = Packer(service.packing_settings(max_docs=3)).pack(synthetic_documents(6))
     requests = build_requests(service.extractor, pack.batches, "claude-haiku-4-5", service.allowance)
@@ -101,8 +102,10 @@ def test_result_lines_read_as_output_lines() -> None:
     line = openai_line({"custom_id": "b1", "result": RESULTS["succeeded"]})
     body = line["response"]["body"]
     assert line["response"]["status_code"] == 200 and body["choices"][0]["finish_reason"] == "length"
-    assert body["usage"] == {"prompt_tokens": 40, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 30}}
-    assert openai_line({"custom_id": "b1", "result": RESULTS["errored"]})["error"]["error"]["type"] == "overloaded_error"
+    assert body["usage"] == {"prompt_tokens": 40, "completion_tokens": 5,
+                             "prompt_tokens_details": {"cached_tokens": 30}}
+    errored = openai_line({"custom_id": "b1", "result": RESULTS["errored"]})
+    assert errored["error"]["error"]["type"] == "overloaded_error"
     assert openai_line({"custom_id": "b1", "result": RESULTS["expired"]})["error"]["code"] == "expired"
     assert openai_line(["b1"]) == ["b1"]  # not a result line: left for the settling to refuse
 

@@ -98,7 +98,8 @@ def test_extract_on_ray_with_a_worker_killed_prints_clean_json(tmp_path: Path,
     killer.start()
     try:
         code = main(["extract", "--corpus", str(corpus), "--lm", "emulated:hosted-api@100", "--runner", "ray",
-                     "--max-docs", "5", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--run", "x", "--show", "0", "--json"])
+                     "--max-docs", "5", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--run", "x", "--show", "0",
+                     "--json"])
     finally:
         stop.set()
         killer.join()

@@ -16,7 +16,8 @@ def run_json(capsys, *args: str) -> dict:
 
 def test_pack_sample_reports_required_keys(capsys):
     report = run_json(capsys, "--corpus", "sample")
-    for key in ("documents", "batches", "oversize", "mean_docs_per_batch", "fill_ratio", "count_seconds", "pack_seconds"):
+    for key in ("documents", "batches", "oversize", "mean_docs_per_batch", "fill_ratio", "count_seconds",
+                "pack_seconds"):
         assert key in report
     assert report["documents"] == 12
     assert report["batches"] == 2  # 10 + 2 under max_docs=10

@@ -41,7 +41,7 @@ def test_demos_are_short_annotated_documents_with_their_distinct_mentions_in_tex
     shown = gold_demos(gold, 3, ("DISEASE",))
     assert len(shown) == 3 and len({d.id for d, _ in shown}) == 3
     assert all(d.id in {f"d{i}" for i in range(7)} for d, _ in shown)  # not the long one, not the empty ones
-    for document, mentions in shown:
+    for _document, mentions in shown:
         assert mentions == (("ataxia", "DISEASE"), ("anemia", "DISEASE"))  # NCBI classes mapped, repeat once
     assert gold_demos(gold, 3, ("DISEASE",)) == shown  # the same settings show the same demos
     with pytest.raises(ValueError, match="mention GENE"):

@@ -109,7 +109,8 @@ def test_an_openai_429_with_no_retry_header_waits_what_its_message_says() -> Non
                                   "Rate limit reached for gpt-4o-mini on requests per min (RPM): Limit 3, Used 3, "
                                   "Requested 1. Please try again in 20s. Visit https://platform.openai.com"))
     assert isinstance(error, RateLimited) and error.retry_after == 20.0
-    assert error.rate_info is not None and error.rate_info.retry_after == 20.0 and error.rate_info.requests.reset == 0.02
+    assert error.rate_info is not None
+    assert error.rate_info.retry_after == 20.0 and error.rate_info.requests.reset == 0.02
 
 
 def test_the_exceptions_own_retry_after_comes_first_and_headers_are_found_down_the_cause_chain() -> None:
@@ -119,7 +120,8 @@ def test_the_exceptions_own_retry_after_comes_first_and_headers_are_found_down_t
 
     error = classify(LMRateLimitError("429"))
     assert isinstance(error, RateLimited) and error.retry_after == 4.0
-    assert error.rate_info is not None and error.rate_info.source == "anthropic" and error.rate_info.requests.remaining == 0
+    assert error.rate_info is not None
+    assert error.rate_info.source == "anthropic" and error.rate_info.requests.remaining == 0
     wrapped = RuntimeError("wrapped")
     wrapped.status_code = 429
     wrapped.__cause__ = HTTPError(429, {"Retry-After": "3", "x-ratelimit-limit-requests": "10"})

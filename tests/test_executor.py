@@ -127,7 +127,8 @@ def test_context_length_splits_at_once_without_retrying_whole():
 
 def test_single_document_over_the_context_fails_with_a_clear_reason():
     _, batches = make_batches(1, 1)
-    report = Executor(Scripted([ContextLengthExceeded("too long")]), policy(), progress=False).run(batches, virtual=True)
+    executor = Executor(Scripted([ContextLengthExceeded("too long")]), policy(), progress=False)
+    report = executor.run(batches, virtual=True)
     assert report.failed == 1 and "too long for the model" in report.outcomes[0].reason
 
 

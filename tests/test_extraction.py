@@ -347,7 +347,8 @@ def test_a_looping_reply_is_ended_at_its_last_new_entity() -> None:
     entity = '{{"text": "{}", "type": "DISEASE"}}'
     loop = head + ", ".join(entity.format(t) for t in "ABCAB") + ", "  # a token may close the object with its comma
     ended = end_repetition(loop)
-    assert ended is not None and json.loads(ended) == json.loads(head + ", ".join(entity.format(t) for t in "ABC") + "]}]}")
+    assert ended is not None
+    assert json.loads(ended) == json.loads(head + ", ".join(entity.format(t) for t in "ABC") + "]}]}")
     assert json.loads(end_repetition(head + ", ".join(entity.format(t) for t in "AAA"), relationships=True)) == {
         "results": [{"id": "x", "entities": [{"text": "A", "type": "DISEASE"}], "relationships": []}]}
     assert end_repetition(head + ", ".join(entity.format(t) for t in "ABA")) is None  # one repeat is not a loop

@@ -65,7 +65,8 @@ def test_models_list_cli(capsys: pytest.CaptureFixture[str], tmp_path: Path, mon
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     assert main(["models", "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert {m["name"] for m in listed["models"]} == set(weights.MODELS) and listed["hf_cache"] == str(tmp_path / "hf" / "hub")
+    assert {m["name"] for m in listed["models"]} == set(weights.MODELS)
+    assert listed["hf_cache"] == str(tmp_path / "hf" / "hub")
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
     assert f"local:{weights.DEFAULT_MODEL} (default) (not cached: models fetch {weights.DEFAULT_MODEL})" in out
@@ -77,7 +78,8 @@ def test_hosted_api_profile_is_as_specified() -> None:
     assert (p.overhead_seconds, p.prompt_tokens_per_second, p.output_tokens_per_second) == (0.5, 10_000, 80)
     assert (p.requests_per_minute, p.tokens_per_minute) == (500, 200_000)
     assert p.cache_rules == CacheRules(min_tokens=1024, increment=128, ttl_seconds=300.0, counts_towards_tpm=True)
-    assert not load_profile("hosted-api-cache").cache_rules.counts_towards_tpm and load_profile("local-cpu").cache_rules is None
+    assert not load_profile("hosted-api-cache").cache_rules.counts_towards_tpm
+    assert load_profile("local-cpu").cache_rules is None
     assert p.call_seconds(10_000, 80) == pytest.approx(2.5)
     assert {"hosted-api", "hosted-api-cache", "local-cpu"} <= set(available_profiles())
 
@@ -151,7 +153,8 @@ def test_emulated_server_limits_are_enforced() -> None:
 
     profile = dataclasses.replace(load_profile("hosted-api"), requests_per_minute=2)
     engine = EmulatedEngine(profile)
-    request = Request(model="emulated", messages=(Message.user("[[ ## documents ## ]]\n[]"),), config=Config(max_tokens=10))
+    request = Request(model="emulated", messages=(Message.user("[[ ## documents ## ]]\n[]"),),
+                      config=Config(max_tokens=10))
 
     async def three_calls() -> None:
         await engine.complete(request)

@@ -85,8 +85,8 @@ def test_attempts_frame_is_typed_whatever_its_first_rows_hold() -> None:
     metrics = RunMetrics()
     for i in range(150):
         metrics.record_attempt(AttemptRecord(f"b{i}", ("a",), 1, "ok"))
-    metrics.record_attempt(AttemptRecord("late", ("a", "b"), 2, "error", counts=Counts(tokens_in=5), error_class="rate_limited",
-                                         error="429"))
+    metrics.record_attempt(AttemptRecord("late", ("a", "b"), 2, "error", counts=Counts(tokens_in=5),
+                                         error_class="rate_limited", error="429"))
     frame = metrics.to_polars()
     assert frame.height == 151 and frame["error_class"].to_list()[-1] == "rate_limited"
     assert RunMetrics().to_polars().schema == frame.schema

@@ -77,8 +77,8 @@ def test_a_gguf_file_by_path_runs_extract_and_is_named_by_its_sha256(user_gguf: 
                                                                     capsys: pytest.CaptureFixture[str],
                                                                     no_network: list) -> None:
     digest = hashlib.sha256(user_gguf.read_bytes()).hexdigest()
-    result = toolkit.run(str(corpus), lm=f"local:{user_gguf}", settings=SETTINGS, store=f"sqlite:///{tmp_path / 'a.db'}",
-                         progress=False)
+    result = toolkit.run(str(corpus), lm=f"local:{user_gguf}", settings=SETTINGS,
+                         store=f"sqlite:///{tmp_path / 'a.db'}", progress=False)
     _check_run(result.summary.to_json(), "My-SmolLM2-Q4_1", digest)
     assert result.summary.lm == f"local:{user_gguf}"
     code = main(["extract", "--corpus", str(corpus), "--lm", f"local:{user_gguf}", "--max-docs", "4", "--types",
@@ -90,7 +90,8 @@ def test_a_gguf_file_by_path_runs_extract_and_is_named_by_its_sha256(user_gguf: 
 
 def test_a_hub_download_runs_offline_from_a_prefilled_cache(user_gguf: Path, corpus: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch,
-                                                           capsys: pytest.CaptureFixture[str], no_network: list) -> None:
+                                                           capsys: pytest.CaptureFixture[str],
+                                                           no_network: list) -> None:
     """``local:hf:`` and ``hf://`` through the real ``hf_hub_download``, HF_HUB_OFFLINE=1, on a
     cache laid out as a download leaves it (blob named by its sha256, snapshot link, refs/main)."""
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))

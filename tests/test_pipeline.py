@@ -187,8 +187,9 @@ def test_a_stop_event_stops_the_run_resumably_and_the_resume_does_each_document_
         if tally["documents"] >= 10:
             stop.set()
 
-    first = toolkit.run(str(corpus), lm=LM, store=store, run_name="s", settings=RunSettings(max_docs=4, concurrency="2"),
-                        progress=after_ten, stop=stop)  # two calls in flight: those finish after Stop, no other starts
+    # two calls in flight: those finish after Stop, no other starts
+    first = toolkit.run(str(corpus), lm=LM, store=store, run_name="s",
+                        settings=RunSettings(max_docs=4, concurrency="2"), progress=after_ten, stop=stop)
     assert "stop requested" in first.summary.stop_reason and first.summary.lost == 0
     assert 10 <= first.summary.extracted < 40 and first.summary.pending == 40 - first.summary.extracted
     again = toolkit.run(str(corpus), lm=LM, store=store, run_name="s", settings=RunSettings(max_docs=4),

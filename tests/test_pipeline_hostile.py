@@ -293,7 +293,8 @@ def test_a_corpus_from_a_pipe_needs_its_format_and_is_read_once(tmp_path: Path) 
     assert ok.returncode == 0, ok.stderr.decode()[-1000:]
     assert json.loads(ok.stdout)["summary"]["extracted"] == 25
     for extra, needle in ((["--db", f"sqlite:///{tmp_path / 'q.db'}"], "is a pipe"),
-                          (["--db", f"sqlite:///{tmp_path / 'r.db'}", "--format", "jsonl", "--strict"], "reads it twice")):
+                          (["--db", f"sqlite:///{tmp_path / 'r.db'}", "--format", "jsonl", "--strict"],
+                           "reads it twice")):
         refused = subprocess.run(base + extra, input=data, env=env, capture_output=True, cwd=tmp_path, timeout=120)
         assert refused.returncode == 2 and needle in refused.stderr.decode() and b"Traceback" not in refused.stderr
 

@@ -66,7 +66,8 @@ def test_the_cache_expires_after_its_time_to_live_scaled_by_speed() -> None:
 
 def test_a_marked_cache_keeps_only_the_prefix_the_client_marks() -> None:
     engine = _engine(ANTHROPIC)
-    first, second = _cached(engine, [_request(1300, "d1", marked_prefix=True), _request(1300, "d2", marked_prefix=True)])
+    first, second = _cached(engine, [_request(1300, "d1", marked_prefix=True),
+                                     _request(1300, "d2", marked_prefix=True)])
     assert first == 0 and 1290 <= second <= 1310  # all of the marked prefix, not rounded
 
 
@@ -87,7 +88,8 @@ def test_a_cold_engine_bypasses_the_cache_and_the_client_discounts_only_what_the
     from toolkit.jobs import ExtractionService
     from toolkit.lm import resolve_lm
 
-    assert _cached(EmulatedEngine(load_profile("hosted-api"), cache=False), [_request(1300, "a"), _request(1300, "b")]) == [0, 0]
+    uncached = EmulatedEngine(load_profile("hosted-api"), cache=False)
+    assert _cached(uncached, [_request(1300, "a"), _request(1300, "b")]) == [0, 0]
     assert resolve_lm("emulated:hosted-api", prompt_cache=False).capabilities.cache is None
     settings = ExtractionSettings(relationships=False, demos="ncbi-disease-train", shots=4)
     for profile, discounted in (("hosted-api", False), ("hosted-api-cache", True)):
@@ -117,11 +119,13 @@ def test_bench_runs_d_and_a_warm_and_prices_each_configuration_from_its_tokens()
                     + batch["tokens_out"] * prices.batch_output)
         assert round(c["cost_usd"], 2) == round(expected, 2) and c["cost_usd"] == pytest.approx(expected)
         assert c["cost_per_1k_docs"] == pytest.approx(1000 * c["cost_usd"] / c["extracted"])
-    assert r["speedup_d_vs_a"] > 1 and r["speedup_c_vs_d"] == pytest.approx(configs["D"]["seconds"] / configs["C"]["seconds"])
+    assert r["speedup_d_vs_a"] > 1
+    assert r["speedup_c_vs_d"] == pytest.approx(configs["D"]["seconds"] / configs["C"]["seconds"])
     assert 0 < r["d_bound_share"] <= 1.0 and r["bound_share"] <= 1.0  # D and C within the same limits
     assert {"cost_usd", "cost_per_1k_docs", "cached_tokens"} <= set(bench_table(result)[0])
     batch_api = configs["batch_api"]  # at half price: its calls through the batch API, none left for the sync path
-    assert batch_api["batch_api_calls"] == batch_api["calls"] and batch_api["cost_usd"] <= 0.55 * configs["C"]["cost_usd"]
+    assert batch_api["batch_api_calls"] == batch_api["calls"]
+    assert batch_api["cost_usd"] <= 0.55 * configs["C"]["cost_usd"]
 
 
 def test_the_shared_prompt_comes_first_and_byte_identical_whatever_the_documents() -> None:

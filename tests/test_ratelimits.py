@@ -101,10 +101,12 @@ def test_garbage_values_are_ignored_and_nothing_said_is_none() -> None:
 
 @pytest.mark.parametrize("message, seconds", [
     ("Rate limit reached for gpt-4o-mini in organization org-x on tokens per min (TPM): Limit 200000, Used "
-     "199000, Requested 1500. Please try again in 1.234s. Visit https://platform.openai.com/account/rate-limits", 1.234),
+     "199000, Requested 1500. Please try again in 1.234s. "
+     "Visit https://platform.openai.com/account/rate-limits", 1.234),
     ("... Please try again in 20ms.", 0.02),
     ("... Please try again in 6m0s.", 360.0),
-    ("Requests to the ChatCompletions_Create Operation have exceeded the rate limit. Please retry after 20 seconds.", 20.0),
+    ("Requests to the ChatCompletions_Create Operation have exceeded the rate limit. "
+     "Please retry after 20 seconds.", 20.0),
     ("Rate limit reached: 500 RPM", None),
     ("", None),
 ])
@@ -278,7 +280,8 @@ def _anthropic_headers(seconds: float, remaining: int = 39) -> dict[str, str]:
     reset = datetime.fromtimestamp(datetime.now(UTC).timestamp() + seconds, UTC).isoformat()
     out = {}
     for name, limit in (("requests", 50), ("tokens", 90000), ("input-tokens", 80000), ("output-tokens", 10000)):
-        out |= {f"anthropic-ratelimit-{name}-limit": str(limit), f"anthropic-ratelimit-{name}-remaining": str(remaining),
+        out |= {f"anthropic-ratelimit-{name}-limit": str(limit),
+                f"anthropic-ratelimit-{name}-remaining": str(remaining),
                 f"anthropic-ratelimit-{name}-reset": reset}
     return out
 
@@ -342,7 +345,8 @@ def test_retry_after_on_an_anthropic_429(provider: Provider) -> None:
                             "has exceeded your rate limit"))
     error = classify(_raised(lambda: resolved.lm("hello")))
     assert isinstance(error, RateLimited) and error.retry_after == 17.0
-    assert error.rate_info is not None and error.rate_info.requests.remaining == 0 and error.rate_info.retry_after == 17.0
+    assert error.rate_info is not None
+    assert error.rate_info.requests.remaining == 0 and error.rate_info.retry_after == 17.0
     assert resolved.rates.latest().retry_after == 17.0 and resolved.rates.latest().tokens.limit == 90000
 
 
@@ -410,7 +414,8 @@ def test_replies_through_litellm_reach_rates(provider: Provider, spec: str, env:
 
     asyncio.run(call_and_hear())
     assert heard[-1].tokens.remaining == 97000
-    provider.script.append((429, OPENAI | {"retry-after-ms": "250", "x-ratelimit-remaining-requests": "0"}, "slow down"))
+    provider.script.append((429, OPENAI | {"retry-after-ms": "250", "x-ratelimit-remaining-requests": "0"},
+                            "slow down"))
     error = classify(_raised(lambda: resolved.lm("hello")))
     assert isinstance(error, RateLimited) and error.retry_after == 0.25 and error.rate_info.requests.remaining == 0
     asyncio.run(heard_within(5, 3))

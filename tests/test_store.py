@@ -148,7 +148,8 @@ def test_secrets_in_reasons_errors_and_summaries_are_redacted(store, run_id: str
     store.save_documents(run_id, [doc("a", status="failed", reason=echo)])
     store.save_attempts(run_id, [AttemptRecord("b1", ("a",), 1, "error", error=echo)])
     store.finish_run(run_id, "stopped", {"stop_reason": echo})
-    stored = [store.documents(run_id)[0]["reason"], store.attempts(run_id)[0]["error"], store.get_run(run_id)["summary"]]
+    stored = [store.documents(run_id)[0]["reason"], store.attempts(run_id)[0]["error"],
+              store.get_run(run_id)["summary"]]
     for text in stored:
         assert "sk-live" not in text and "hunter2pass" not in text and "[REDACTED]" in text
         assert "api.example" in text  # the rest of the message is kept

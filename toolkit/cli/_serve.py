@@ -26,8 +26,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     settings = ServeSettings(profile=args.profile, rpm=args.rpm, tpm=args.tpm, itpm=args.itpm, otpm=args.otpm,
                              window=args.window, retry_after=args.retry_after, retry_after_ms=args.retry_after_ms,
-                             faults=dict(args.fault_rate), hold_seconds=args.hold, prompt_cache=not args.no_prompt_cache,
-                             seed=args.seed)
+                             faults=dict(args.fault_rate), hold_seconds=args.hold,
+                             prompt_cache=not args.no_prompt_cache, seed=args.seed)
     profile = settings.load()
     batches = EmulatedMessageBatches(EmulatedEngine(profile, seed=args.seed), args.state, args.turnaround,
                                      wall_clock=True)
