@@ -3,6 +3,7 @@
 import importlib
 from typing import TYPE_CHECKING
 
+from toolkit.execution import Pacing
 from toolkit.jobs._context import Progress, RunContext
 from toolkit.jobs._report import (
     configurations,
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
     from toolkit.jobs._pipeline import RunResult, open_runner, run
     from toolkit.jobs._service import (
         ExtractionService,
-        Pacing,
         ServiceRun,
         default_policy,
         demos_for,
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 _LAZY = {  # names whose modules import DSPy: loaded when first used (the settings and the CLI's defaults are not)
     **dict.fromkeys(["RunResult", "open_runner", "run"], "toolkit.jobs._pipeline"),
-    **dict.fromkeys(["ExtractionService", "Pacing", "ServiceRun", "default_policy", "demos_for", "extract_batch",
+    **dict.fromkeys(["ExtractionService", "ServiceRun", "default_policy", "demos_for", "extract_batch",
                      "get_batch_metrics", "measure_reserves"], "toolkit.jobs._service"),
 }
 

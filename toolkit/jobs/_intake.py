@@ -46,6 +46,12 @@ class Decision:
     digest: str | None = None
     document: Document | None = None
 
+    def runnable(self) -> tuple[Document, int]:
+        """A ``run`` decision's document and its tokens (every ``run`` decision has both)."""
+        if self.document is None or self.tokens is None:
+            raise ValueError(f"document {self.id!r}: a {self.verdict!r} decision has nothing to run")
+        return self.document, self.tokens
+
 
 @dataclass
 class Intake:
@@ -115,7 +121,7 @@ class Intake:
                 digest: str | None = None, own: bool = False) -> Decision:
         """A failed document; ``own``: ``doc_id`` is already this record's (an oversize document)."""
         self.bad_records += not own
-        if not own and not self._storable(doc_id):
+        if doc_id is None or not (own or self._storable(doc_id)):  # own: an oversize document's id, a str
             if doc_id is not None and doc_id in self._seen:
                 reason += f" (its id {quoted(doc_id)} is taken by an earlier record)"
             doc_id = f"{GENERATED_PREFIX}{self.read}"

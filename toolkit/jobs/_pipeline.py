@@ -144,7 +144,7 @@ def _validate(records: Iterator[Record], intake: Intake) -> None:
     for item in records:
         decision = intake.decide(item)
         if decision.verdict == "reject":
-            raise CorpusError(decision.reason.removeprefix("bad input: "))
+            raise CorpusError((decision.reason or "").removeprefix("bad input: "))  # a rejection has its reason
 
 
 def run(corpus: str | Path = DEFAULT_CORPUS, *, lm: str | ResolvedLM = "local", store: str | Store | None = None,
@@ -306,7 +306,8 @@ class _Feed:
 
     def submit(self) -> str | None:
         chunk = self.pend()
-        work = Chunk([d.document for d in chunk], [d.tokens for d in chunk], self.job.packing)
+        runnable = [d.runnable() for d in chunk]
+        work = Chunk([doc for doc, _ in runnable], [tokens for _, tokens in runnable], self.job.packing)
         return self.collect(self.job.runner.submit(work, self.decided, self.record))
 
     def read(self, records: Iterator[Record]) -> tuple[str | None, str | None]:

@@ -73,7 +73,7 @@ def extraction_summary(run: ServiceRun, wall_seconds: float, emulated: bool = Fa
     outcomes = outcome_summary(report.outcomes, run.documents, run.stopped is not None)
     return {
         **outcomes,
-        "batches": len(run.pack.batches),
+        "batches": len(run.batches),
         **counts_summary(run.counts),
         "wall_seconds": wall_seconds,
         **({"virtual_seconds": report.seconds} if emulated else {}),

@@ -67,7 +67,8 @@ class RunnerFigures(TypedDict, total=False):
 
 
 class Runner(Protocol):
-    chunk_docs: int | None  # the chunk size it works best with (None: the run's)
+    @property
+    def chunk_docs(self) -> int | None: ...  # the chunk size it works best with (None: the run's)
 
     @property
     def failed_calls(self) -> int: ...  # calls so far that raised (for the progress bar)

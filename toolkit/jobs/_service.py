@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from typing import Any, Protocol
+from typing import Any
 
 import dspy
 
@@ -27,9 +27,11 @@ from toolkit.execution import (
     ExecutionStream,
     Executor,
     LoopHost,
+    Pacing,
     ProgressFn,
     RateLimitPolicy,
     RunMetrics,
+    Window,
     learn_limits,
     network_guard,
 )
@@ -38,15 +40,6 @@ from toolkit.lm import ResolvedLM, resolve_lm
 from toolkit.packing import Packer, PackingSettings, PackResult, get_counter
 
 _PROBE_ID = "doc-0000"
-
-
-class Pacing(Protocol):
-    """The executor's gate and window for a policy: a run's own by default; on Ray, the global
-    pace every worker shares (:mod:`toolkit.jobs.scaleout`). Gives (a gate with
-    :class:`~toolkit.execution.ConcurrencyGate`'s interface, a window with
-    :class:`~toolkit.execution.SlidingWindowLimiter`'s)."""
-
-    def __call__(self, policy: ExecutionPolicy, /) -> tuple[object, object]: ...
 
 
 def demos_for(settings: ExtractionSettings) -> list[dspy.Example]:
@@ -124,6 +117,11 @@ class ServiceRun:
     def counts(self) -> Counts:
         """The run's counts: the sum of its calls'."""
         return self.report.counts
+
+    @property
+    def batches(self) -> list[DocumentBatch]:
+        """The batches the run packed (none: it only drained)."""
+        return self.pack.batches if self.pack is not None else []
 
 
 class ExtractionService:
@@ -283,7 +281,7 @@ async def _advance(stream: ExecutionStream, batches: Sequence[DocumentBatch], lo
     await stream.settle(low_water)
 
 
-def _listen(resolved: ResolvedLM, limiter: object) -> Callable[[], None]:
+def _listen(resolved: ResolvedLM, limiter: Window) -> Callable[[], None]:
     """``limiter`` learns the limits said in the provider's replies (where both can); the unsubscribe."""
     feed = getattr(resolved, "rates", None)
     if feed is not None and hasattr(limiter, "learn"):

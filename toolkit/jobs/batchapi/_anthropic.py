@@ -27,7 +27,7 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from toolkit.jobs.batchapi._providers import BatchInfo, NotAtProvider
+from toolkit.jobs.batchapi._providers import BatchInfo, NotAtProvider, json_object
 
 VERSION = "2023-06-01"  # the anthropic-version header
 RESULTS = "results:"  # an output file id here: the results of the batch named after it
@@ -64,7 +64,7 @@ def _completion(message: Any) -> Any:
         text = "".join(b["text"] for b in blocks if b.get("type") == "text" and isinstance(b.get("text"), str))
         tools = [b.get("input") for b in blocks if b.get("type") == "tool_use"]
         content = text or (json.dumps(tools[0]) if tools else "")
-    usage = message.get("usage") if isinstance(message.get("usage"), dict) else {}
+    usage = json_object(message.get("usage"))
     cached = _int(usage.get("cache_read_input_tokens"))
     prompt = _int(usage.get("input_tokens")) + cached + _int(usage.get("cache_creation_input_tokens"))
     finish = "length" if message.get("stop_reason") == "max_tokens" else "stop"
@@ -77,8 +77,8 @@ def openai_line(raw: Any) -> Any:
     """An Anthropic result line as an OpenAI batch output line (anything else as it is)."""
     if not isinstance(raw, dict) or not isinstance(raw.get("custom_id"), str):
         return raw
-    result = raw.get("result")
-    kind = result.get("type") if isinstance(result, dict) else None
+    result = json_object(raw.get("result"))
+    kind = result.get("type")
     if kind == "succeeded":
         body = _completion(result.get("message"))
         return {"custom_id": raw["custom_id"], "response": {"status_code": 200, "body": body}}
@@ -91,7 +91,7 @@ def batch_info(batch: dict[str, Any]) -> BatchInfo:
     """A message batch as :class:`BatchInfo`: ended is done (per-request outcomes are in its results)."""
     if not isinstance(batch.get("id"), str) or not isinstance(batch.get("processing_status"), str):
         raise ValueError(f"not a message batch: {str(batch)[:200]}")
-    counts = batch.get("request_counts") if isinstance(batch.get("request_counts"), dict) else {}
+    counts = json_object(batch.get("request_counts"))
     n = {k: _int(counts.get(k)) for k in COUNTS}
     status = {"ended": "completed", "canceling": "cancelling"}.get(batch["processing_status"], "in_progress")
     output = RESULTS + batch["id"] if status == "completed" else None

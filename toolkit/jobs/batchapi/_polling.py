@@ -13,7 +13,7 @@ from toolkit.core import redact
 from toolkit.execution import STOP_REQUESTED
 from toolkit.jobs._runners import CallSink, ChunkResult, OutcomeSink
 from toolkit.jobs.batchapi._jobs import Job
-from toolkit.jobs.batchapi._providers import BatchProvider, NotAtProvider
+from toolkit.jobs.batchapi._providers import BatchInfo, BatchProvider, NotAtProvider
 from toolkit.jobs.batchapi._replies import Settled, settle_job
 from toolkit.jobs.batchapi._sending import BatchSender, BatchService, warn
 from toolkit.packing import Packer, PackResult
@@ -61,11 +61,10 @@ class BatchPoller(BatchSender):
                     if self._stopped():
                         return total, STOP_REQUESTED
                     try:
-                        if job.batch_id is None:
-                            self._ready(job)
-                        job.info = self.provider.retrieve(job.batch_id)
-                        if job.info.done:
-                            self._settle(job, total, decided, record)
+                        batch_id = job.batch_id if job.batch_id is not None else self._ready(job)
+                        job.info = info = self.provider.retrieve(batch_id)
+                        if info.done:
+                            self._settle(job, info, total, decided, record)
                             waiting.remove(job)
                         job.errors = 0
                     except NotAtProvider as exc:
@@ -86,10 +85,10 @@ class BatchPoller(BatchSender):
                 bar.close()
         return total, None
 
-    def _settle(self, job: Job, total: Settled, decided: OutcomeSink, record: CallSink) -> None:
-        """A finished job's output and error files, settled: its lines recorded once (a job settled
-        in an earlier session is not recorded again), its status written, then its outcomes handed on."""
-        info = job.info
+    def _settle(self, job: Job, info: BatchInfo, total: Settled, decided: OutcomeSink, record: CallSink) -> None:
+        """A finished job's output and error files (``info``: its batch as retrieved), settled: its lines
+        recorded once (a job settled in an earlier session is not recorded again), its status written, then
+        its outcomes handed on."""
         output = self.provider.content(info.output_file_id) if info.output_file_id else None
         errors = self.provider.content(info.error_file_id) if info.error_file_id else None
         part = settle_job(self.service.extractor, job.requests, output, errors, info.status, time.time(), job.key,

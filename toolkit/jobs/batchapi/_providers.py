@@ -31,6 +31,11 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
+def json_object(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object (a dict), else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
 def as_dict(batch: Any) -> dict[str, Any]:
     """A batch object (an OpenAI ``Batch``, LiteLLM's, or a dict) as a dict."""
     return batch if isinstance(batch, dict) else batch.model_dump()
@@ -42,7 +47,7 @@ def find_batch(pages: Iterable[list[Any]], metadata: Mapping[str, str]) -> str |
     for page in pages:
         for batch in page:
             data = as_dict(batch)
-            found = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+            found = json_object(data.get("metadata"))
             if all(found.get(k) == v for k, v in metadata.items()):
                 return str(data["id"])
     return None
@@ -71,15 +76,16 @@ class BatchInfo:
         data = as_dict(batch)
         if not isinstance(data.get("id"), str) or not isinstance(data.get("status"), str):
             raise ValueError(f"not a batch: {str(data)[:200]}")
-        counts = data.get("request_counts") if isinstance(data.get("request_counts"), dict) else {}
+        counts = json_object(data.get("request_counts"))
         errors = data.get("errors") or {}
         found = errors.get("data") if isinstance(errors, dict) else None
         messages = [e.get("message") or e.get("code") for e in found if isinstance(e, dict)] \
             if isinstance(found, list) else []
-        ids = (data.get("output_file_id"), data.get("error_file_id"))
-        files = [f if isinstance(f, str) and f else None for f in ids]
-        return cls(data["id"], data["status"], *files, _count(counts.get("total")), _count(counts.get("completed")),
-                   _count(counts.get("failed")), "; ".join(str(m) for m in messages if m) or None)
+        output, error = (f if isinstance(f, str) and f else None
+                         for f in (data.get("output_file_id"), data.get("error_file_id")))
+        return cls(data["id"], data["status"], output, error, _count(counts.get("total")),
+                   _count(counts.get("completed")), _count(counts.get("failed")),
+                   "; ".join(str(m) for m in messages if m) or None)
 
 
 class BatchProvider(Protocol):

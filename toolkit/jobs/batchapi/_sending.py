@@ -14,7 +14,7 @@ from toolkit.core import Document, redact
 from toolkit.execution import STOP_REQUESTED, ProgressFn, RunMetrics
 from toolkit.jobs._runners import CallSink, Chunk, ChunkResult, OutcomeSink
 from toolkit.jobs.batchapi._jobs import Job, JobBook
-from toolkit.jobs.batchapi._providers import BatchProvider
+from toolkit.jobs.batchapi._providers import BatchProvider, NotAtProvider
 from toolkit.jobs.batchapi._requests import BatchLimits, build_requests, file_bytes, split_files
 from toolkit.packing import Packer, PackingSettings, PackResult
 
@@ -144,15 +144,19 @@ class BatchSender:
                 self._create(job)
         return sent
 
-    def _create(self, job: Job) -> None:
-        """Create the job's batch, recorded as asked for first (a crash then adopts it: :meth:`_ready`)."""
+    def _create(self, job: Job) -> str:
+        """Create the job's batch, recorded as asked for first (a crash then adopts it: :meth:`_ready`);
+        its id."""
         self.book.update(job, status="creating")
-        job.batch_id = self.provider.create(job.input_file_id, job.metadata(self.run_id))
-        self.book.update(job, batch_id=job.batch_id, status="submitted")
+        if job.input_file_id is None:  # saved only once uploaded: a file the provider cannot know
+            raise NotAtProvider(f"job {job.key} has no uploaded file")
+        job.batch_id = batch_id = self.provider.create(job.input_file_id, job.metadata(self.run_id))
+        self.book.update(job, batch_id=batch_id, status="submitted")
         if self.settings.on_submitted is not None:
-            self.settings.on_submitted(job.key, job.batch_id)
+            self.settings.on_submitted(job.key, batch_id)
+        return batch_id
 
-    def _ready(self, job: Job) -> None:
+    def _ready(self, job: Job) -> str:
         """A job without a batch id: its batch if the provider has one for it, else a new one."""
         try:
             found = self.provider.find(job.metadata(self.run_id))
@@ -160,7 +164,7 @@ class BatchSender:
             warn(f"cannot list the provider's batches ({exc}): job {job.key} is created (again, if it was before)")
             found = None
         if found is None:
-            self._create(job)
-        else:
-            job.batch_id = found
-            self.book.update(job, batch_id=found, status="submitted")
+            return self._create(job)
+        job.batch_id = found
+        self.book.update(job, batch_id=found, status="submitted")
+        return found

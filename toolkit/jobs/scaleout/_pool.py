@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 try:
     import ray
 except ImportError:  # pragma: no cover - the runner says how to install it (require_ray)
-    ray = None
+    ray = None  # type: ignore[assignment, unused-ignore]  # an optional extra: the module is None without it
 
 
 class RayService(Protocol):
@@ -64,7 +64,9 @@ class WorkerPool:
             service.policy, patience)
         self._spec = (service.resolved.spec, service.api_base, service.settings, service.policy, f"{prefix}-pacing")
         self._names = (f"{prefix}-worker-{n}" for n in itertools.count())
-        self._actor = ray.remote(num_cpus=0.5, concurrency_groups={CONTROL: 1})(Worker)  # one chunk at a time
+        # one chunk at a time; ray's stubs leave out the actor options of ray.remote (concurrency_groups)
+        actor = ray.remote(num_cpus=0.5, concurrency_groups={CONTROL: 1})  # type: ignore[call-overload, unused-ignore]
+        self._actor = actor(Worker)
         self.workers: dict[str, Any] = {}  # name -> actor
 
     def start(self) -> str:
@@ -93,7 +95,8 @@ class WorkerPool:
     def retire(self, owner: str, replace: bool) -> bool:
         """Worker ``owner`` died: its slots of the global gate come back; the first time (the first
         of its chunks back) it is killed and, if ``replace``, replaced. Whether it was replaced."""
-        self.pacing.release_owner.remote(owner)
+        # ray's stubs type an actor handle's methods as the plain methods, without .remote
+        self.pacing.release_owner.remote(owner)  # type: ignore[attr-defined, unused-ignore]
         if (worker := self.workers.pop(owner, None)) is None:
             return False
         ray.kill(worker, no_restart=True)
@@ -116,7 +119,7 @@ def ray_reason(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     why = (lines[-1] if lines else type(exc).__name__).partition(" Some common causes include")[0]
     before, marked, detail = why.partition("Worker exit detail: ")
-    return redact(detail if marked else before)[:300]
+    return (redact(detail if marked else before) or "")[:300]
 
 
 def _final_limits(pacing: Any) -> RateLimits | None:

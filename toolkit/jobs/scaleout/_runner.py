@@ -19,7 +19,7 @@ T = TypeVar("T")
 try:
     import ray
 except ImportError:  # pragma: no cover - the error says how to install it
-    ray = None
+    ray = None  # type: ignore[assignment, unused-ignore]  # an optional extra: the module is None without it
 
 INSTALL = "the Ray runner needs Ray: pip install -e '.[ray]' (or pip install 'ray[data]')"
 
@@ -208,8 +208,8 @@ class RayRunner:
         try:
             if self.pending and self._sinks is not None:
                 self._halt("the run ended")
-                decided, record = (_quiet(sink) for sink in self._sinks)
-                for _ in self._work(decided, record, lambda: False):
+                decided, record = self._sinks
+                for _ in self._work(_quiet(decided), _quiet(record), lambda: False):
                     pass
         finally:
             self._kill()

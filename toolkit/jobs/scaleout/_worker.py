@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from toolkit.core import redact
-from toolkit.execution import AttemptRecord, DocumentOutcome, ExecutionPolicy, RunMetrics
+from toolkit.execution import AttemptRecord, DocumentOutcome, ExecutionPolicy, Gate, RunMetrics, Window
 from toolkit.jobs._runners import Chunk, ChunkResult
 from toolkit.jobs.scaleout._pacing import RemoteGate, RemoteWindow
 
@@ -56,7 +56,7 @@ class Worker:
         self.stuck: str | None = None
         self.relay = _Relay()
 
-        def remote_pace(_: ExecutionPolicy) -> tuple[object, object]:
+        def remote_pace(_: ExecutionPolicy) -> tuple[Gate, Window]:
             return RemoteGate(actor, owner, patience, self._stuck), RemoteWindow(actor, owner, policy, self._stuck)
 
         self.service = ExtractionService(lm, settings, policy=policy, api_base=api_base, pacing=remote_pace,
@@ -111,4 +111,4 @@ def one_line(exc: BaseException) -> str:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     lines = str(exc).strip().splitlines()
-    return redact(f"{type(exc).__name__}: {lines[0] if lines else ''}")[:300]
+    return (redact(f"{type(exc).__name__}: {lines[0] if lines else ''}") or "")[:300]
