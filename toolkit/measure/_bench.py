@@ -15,9 +15,9 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
-from toolkit.core import Document, Prices, resolve_prices
+from toolkit.core import Document, Layout, Prices, resolve_prices
 from toolkit.corpora import first_documents
 from toolkit.extraction import ExtractionSettings
 from toolkit.lm import Capabilities, resolve_lm
@@ -48,7 +48,7 @@ class Schedule:
         return cls(documents if whole else (interleave or 4 * max_docs), limited, pause)
 
 
-def _run_configs(lm: str, settings: ExtractionSettings, documents: Sequence[Document], configs: Sequence[BenchConfig],
+def _run_configs(lm: str, settings: ExtractionSettings, documents: Sequence[Document], configs: list[BenchConfig],
                  cache_on: dict[str, bool], schedule: Schedule, max_docs: int, budget: int, concurrency: str,
                  api_base: str | None, rpm: int | None, tpm: int | None) -> dict[str, list[ConfigRun]]:
     """Each configuration's runs, chunk by chunk (see the module docstring), rotating which goes first."""
@@ -79,21 +79,39 @@ def _figures(parts: dict[str, list[ConfigRun]], cache_on: dict[str, bool], caps:
     return configs
 
 
-def _bounds(configs: Sequence[ConfigFigures]) -> dict[str, float | None]:
+class Bounds(TypedDict, total=False):
+    """C's and D's bound, rate and share, as :class:`~toolkit.measure._results.BenchResult` keys them."""
+
+    rate_limit_bound_docs_per_min: float | None
+    c_docs_per_min: float | None
+    bound_share: float | None
+    d_rate_limit_bound_docs_per_min: float | None
+    d_docs_per_min: float | None
+    d_bound_share: float | None
+
+
+def _bound(configs: Sequence[ConfigFigures], name: str) -> tuple[float, float | None, float | None] | None:
+    """Configuration ``name``'s bound, documents per minute and share of the bound (None: no bound)."""
+    row = next((c for c in configs if c.config == name), None)
+    if row is None or not row.rate_limit_bound_docs_per_min:
+        return None
+    return (row.rate_limit_bound_docs_per_min, row.extracted / row.seconds * 60 if row.seconds else None,
+            row.bound_share)
+
+
+def _bounds(configs: Sequence[ConfigFigures]) -> Bounds:
     """C's and D's bound, rate and share, under the result's keys (where they had a bound)."""
-    out: dict[str, float | None] = {}
-    for key, name in (("", "C"), ("d_", "D")):
-        row = next((c for c in configs if c.config == name), None)
-        if row is not None and row.rate_limit_bound_docs_per_min:
-            out.update({f"{key}rate_limit_bound_docs_per_min": row.rate_limit_bound_docs_per_min,
-                        f"{key or 'c_'}docs_per_min": row.extracted / row.seconds * 60 if row.seconds else None,
-                        f"{key}bound_share": row.bound_share})
+    out: Bounds = {}
+    if (c := _bound(configs, "C")) is not None:
+        out.update({"rate_limit_bound_docs_per_min": c[0], "c_docs_per_min": c[1], "bound_share": c[2]})
+    if (d := _bound(configs, "D")) is not None:
+        out.update({"d_rate_limit_bound_docs_per_min": d[0], "d_docs_per_min": d[1], "d_bound_share": d[2]})
     return out
 
 
 def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 8192, concurrency: str = "auto:16",
           output_tokens_per_doc: int | None = None, interleave: int | None = None,
-          types: Sequence[str] | None = None, layout: str = "auto", demos: str | None = None,
+          types: Sequence[str] | None = None, layout: Layout = "auto", demos: str | None = None,
           shots: int = 2, price: str | None = None, plan: Sequence[BenchConfig] = BENCH_PLAN,
           api_base: str | None = None, rpm: int | None = None, tpm: int | None = None,
           settle: float | None = None, batch_api: bool | None = None) -> BenchResult:
@@ -113,9 +131,9 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
     documents = first_documents(corpus, docs)
     probe = resolve_lm(lm, api_base=api_base)
     prices = resolve_prices(probe.priced_as, price)
-    settings = ExtractionSettings(relationships=False, layout=layout, demos=demos, shots=shots,
-                                  **({"entity_types": tuple(types)} if types else {}),
-                                  **({"output_tokens_per_doc": output_tokens_per_doc} if output_tokens_per_doc else {}))
+    asked: dict[str, Any] = {**({"entity_types": tuple(types)} if types else {}),  # else the defaults
+                             **({"output_tokens_per_doc": output_tokens_per_doc} if output_tokens_per_doc else {})}
+    settings = ExtractionSettings(relationships=False, layout=layout, demos=demos, shots=shots, **asked)
     caps = probe.capabilities
     configs_run = [c for c in plan_for(caps, plan)
                    if c.mode != "batch-api" or (batch_api if batch_api is not None else not api_base)]
@@ -133,7 +151,8 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
         prices=prices.to_dict() if prices else None, machine=machine(), configs=tuple(configs),
         calls=() if probe.emulated else tuple(c for name, runs in parts.items() for r in runs
                                               for c in r.calls(cache_on[name])),
-        speedups=speedups({c.config: c.seconds for c in configs}), lost=sum(c.lost for c in configs),
+        speedups=speedups({c.config: c.seconds for c in configs if c.seconds is not None}),
+        lost=sum(c.lost for c in configs),
         **_bounds(configs),
         profile=probe.engine.profile.to_dict() if probe.emulated and probe.engine is not None else None)
 

@@ -6,7 +6,13 @@ save charts with ``chart.save("x.png")``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
 import altair as alt
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 def use_offline_renderer() -> None:
@@ -14,7 +20,7 @@ def use_offline_renderer() -> None:
     alt.renderers.enable("png")
 
 
-def batch_fill_chart(frame, budget: int | None = None) -> alt.Chart:
+def batch_fill_chart(frame: pl.DataFrame, budget: int | None = None) -> alt.Chart:
     """Budget fill of every batch, one panel per strategy (frame from ``PackResult.to_polars``)."""
     title = "Budget used per batch" + (f" (budget {budget:,} tokens)" if budget else "")
     return (
@@ -30,7 +36,7 @@ def batch_fill_chart(frame, budget: int | None = None) -> alt.Chart:
     )
 
 
-def docs_per_batch_chart(frame) -> alt.Chart:
+def docs_per_batch_chart(frame: pl.DataFrame) -> alt.Chart:
     """How many documents each strategy puts in a batch."""
     return (
         alt.Chart(frame)
@@ -45,7 +51,7 @@ def docs_per_batch_chart(frame) -> alt.Chart:
     )
 
 
-def eval_chart(frame) -> alt.Chart:
+def eval_chart(frame: pl.DataFrame) -> alt.Chart:
     """Strict F1 against speedup, one point per configuration labelled with its documents per call
     (frame: ``eval`` configs)."""
     base = alt.Chart(frame).encode(
@@ -59,7 +65,7 @@ def eval_chart(frame) -> alt.Chart:
         width=480, height=300, title="Quality and speed of each configuration")
 
 
-def bench_chart(frame) -> alt.Chart:
+def bench_chart(frame: pl.DataFrame) -> alt.Chart:
     """Documents per second of each benchmark configuration (frame: ``bench`` configs)."""
     return alt.Chart(frame).mark_bar().encode(
         x=alt.X("config:N", sort=None, title="configuration"),
@@ -75,7 +81,7 @@ def png(chart: alt.TopLevelMixin, scale: float = 1.0) -> bytes:
     return vl_convert.vegalite_to_png(chart.to_json(), scale=scale)
 
 
-def speedup_curve_chart(curve, measured=None) -> alt.LayerChart:
+def speedup_curve_chart(curve: pl.DataFrame, measured: pl.DataFrame | None = None) -> alt.LayerChart | alt.FacetChart:
     """Predicted speedup against documents per call, the current setting marked, and measured
     points (frames: ``TunerModel.curve`` and ``TunerModel.measured_frame``)."""
     x = alt.X("max_docs:Q", title="documents per call", scale=alt.Scale(domain=[1, 16]))
@@ -93,7 +99,8 @@ def speedup_curve_chart(curve, measured=None) -> alt.LayerChart:
                                          title="Predicted speedup (line), this setting (red), measured (green)")
 
 
-def chaos_timeline_chart(attempts, concurrency_history) -> alt.VConcatChart:
+def chaos_timeline_chart(attempts: pl.DataFrame,
+                         concurrency_history: Sequence[tuple[float, int]]) -> alt.VConcatChart:
     """A run over (virtual) time: calls in flight at each call's start with the concurrency limit,
     and each call's wait before it started, coloured by how it ended (frame: ``RunMetrics.to_polars``;
     ``concurrency_history``: the report's ``(time, limit)`` changes)."""
@@ -104,7 +111,8 @@ def chaos_timeline_chart(attempts, concurrency_history) -> alt.VConcatChart:
         .otherwise(pl.col("error_class").fill_null("error")).alias("ended"),
         pl.when(pl.col("splits") > 0).then(pl.lit("split")).when(pl.col("retries") > 0).then(pl.lit("retried"))
         .otherwise(pl.lit("")).alias("then"))
-    end = float(calls["started"].max() or 0.0) + 1.0
+    last = calls["started"].max()  # a float column's: None without calls
+    end = (float(last) if isinstance(last, (int, float)) else 0.0) + 1.0
     limit = pl.DataFrame([{"t": t, "limit": v} for t, v in concurrency_history] + [
         {"t": end, "limit": concurrency_history[-1][1] if concurrency_history else 0}])
     x = alt.X("started:Q", title="virtual seconds")
@@ -118,7 +126,7 @@ def chaos_timeline_chart(attempts, concurrency_history) -> alt.VConcatChart:
                        waits.properties(width=560, height=170, title="Backoff, Retry-After and queueing"))
 
 
-def quality_curves_chart(frame) -> alt.HConcatChart:
+def quality_curves_chart(frame: pl.DataFrame) -> alt.HConcatChart:
     """Against documents per call: measured speedup, strict and lenient F1, and entities per
     document (frame: ``eval`` configs)."""
     import polars as pl
@@ -133,7 +141,7 @@ def quality_curves_chart(frame) -> alt.HConcatChart:
     return alt.hconcat(*(c.properties(width=200, height=170) for c in (speed, quality, per_doc)))
 
 
-def position_chart(frame) -> alt.Chart:
+def position_chart(frame: pl.DataFrame) -> alt.Chart:
     """Strict F1 of the documents at each position in their batch, per configuration (frame:
     ``eval``'s ``by_position``): a model that loses track of later documents shows it here."""
     return alt.Chart(frame).mark_line(point=True).encode(
@@ -143,7 +151,7 @@ def position_chart(frame) -> alt.Chart:
     ).properties(width=420, height=220, title="F1 by position in the batch")
 
 
-def frontier_chart(candidates, recommended: dict) -> alt.LayerChart:
+def frontier_chart(candidates: pl.DataFrame, recommended: Mapping[str, Any]) -> alt.LayerChart | alt.FacetChart:
     """Every candidate setting's speedup against its F1, the allowed ones coloured, the
     recommended one marked (frame: the planner's candidates; ``recommended``: its recommendation)."""
     import polars as pl
@@ -161,7 +169,7 @@ def frontier_chart(candidates, recommended: dict) -> alt.LayerChart:
                                              title="Quality and speed of each setting; recommended (red ring)")
 
 
-def runs_chart(frame) -> alt.HConcatChart:
+def runs_chart(frame: pl.DataFrame) -> alt.HConcatChart:
     """Several eval runs together: measured speedup and strict F1 against documents per call, a
     line per run (frame: their configs with a ``run`` column)."""
     x = alt.X("max_docs:Q", title="documents per call")

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from toolkit.core import Entity, Prices, resolve_prices
+from toolkit.core import Entity, Layout, Prices, resolve_prices
 from toolkit.corpora import gold_mapping
 from toolkit.extraction import ExtractionSettings, demo_ids
 from toolkit.lm import ResolvedLM, resolve_lm
@@ -81,8 +81,8 @@ class Scoring:
         positions: list[dict[str, Any]] = []
         for i, r in enumerate(runs):
             pred = r.predictions
-            strict = score(self.gold, pred, lenient=False, **scoring)
-            lenient = score(self.gold, pred, lenient=True, **scoring)
+            strict = score(self.gold, pred, self.types, lenient=False, gold_map=self.gold_map)
+            lenient = score(self.gold, pred, self.types, lenient=True, gold_map=self.gold_map)
             first = rows[0].strict_f1 if rows else None
             rows.append(priced(figures_of(r), prices).with_figures(
                 strict_precision=strict.precision, strict_recall=strict.recall, strict_f1=strict.f1,
@@ -118,7 +118,7 @@ def _gold(gold_source: str, limit: int | None) -> tuple[list[Any], Gold]:
     return [d for d, _ in pairs], {d.id: g for d, g in pairs}
 
 
-def _settings(asked: tuple[str, ...], layout: str, demos: str | None, shots: int, gold: Gold) -> ExtractionSettings:
+def _settings(asked: tuple[str, ...], layout: Layout, demos: str | None, shots: int, gold: Gold) -> ExtractionSettings:
     """The prompt asking for ``asked``; its worked examples (``demos``) must not be evaluated documents."""
     settings = ExtractionSettings(entity_types=asked, relationships=False, layout=layout, demos=demos, shots=shots)
     if demos and (shown := demo_ids(demos, shots, asked) & set(gold)):
@@ -129,7 +129,7 @@ def _settings(asked: tuple[str, ...], layout: str, demos: str | None, shots: int
 
 def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_docs: Sequence[int] = (1, 4, 8),
              budgets: Sequence[int] = (8192,), types: Sequence[str] | None = None,
-             prompt_cache: bool = False, layout: str = "auto", demos: str | None = None,
+             prompt_cache: bool = False, layout: Layout = "auto", demos: str | None = None,
              shots: int = 2, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
              reference_cache: str | Path | bool = True, fresh_reference: bool = False,
              price: str | None = None, api_base: str | None = None, rpm: int | None = None,
@@ -169,10 +169,11 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
         runs.append(run_config(resolved, settings, documents, f"max_docs={m},budget={b}", m, b, rpm=rpm, tpm=tpm,
                                api_base=api_base))
     reference = runs[0]
-    stored = path is not None and isinstance(reference, ConfigRun) and not reference.run.stopped \
-        and reference.figures.lost == 0
-    if stored:
+    stored = False
+    if path is not None and isinstance(reference, ConfigRun) and not reference.run.stopped \
+            and reference.figures.lost == 0:
         save_reference(path, reference.reference())
+        stored = True
     weights = resample_weights(len(gold), resamples, seed) if resamples else None
     rows, positions = Scoring(gold, scored, gold_map, weights).figures(runs, prices)
     return EvalResult(

@@ -105,7 +105,11 @@ class ConfigFigures:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ConfigFigures:
         """A configuration as a results file has it (any figure may be missing)."""
-        named, counts, batch, by_type, extra = {}, {}, {}, {}, {}
+        named: dict[str, Any] = {}  # JSON values, checked by the dataclass's fields
+        counts: dict[str, Any] = {}
+        batch: dict[str, Any] = {}
+        by_type: dict[str, float | None] = {}
+        extra: dict[str, Any] = {}
         for key, value in data.items():
             if key in _FIGURES:
                 named[key] = tuple(value) if key in INTERVALS and value is not None else value
@@ -249,7 +253,7 @@ class EvalResult(_Result):
     by_position: tuple[JsonObject, ...] = ()
     reference_cached: bool = False
     reference_cache: str | None = None
-    reference_created: str | None = None
+    reference_created: float | None = None  # the cached reference's time (seconds since the epoch)
     bootstrap: Mapping[str, Any] | None = None
 
     @classmethod

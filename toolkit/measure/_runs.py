@@ -105,7 +105,7 @@ def config_figures(runs: Sequence[ConfigRun]) -> ConfigFigures:
                if a.outcome == "ok" and a.usage and a.counts.documents_ok]
     return ConfigFigures.from_json({
         "config": first.name, "max_docs": first.max_docs, "budget": first.budget, "concurrency": first.concurrency,
-        "seconds": seconds, **outcomes, "batches": sum(len(r.run.pack.batches) for r in runs),
+        "seconds": seconds, **outcomes, "batches": sum(len(r.run.batches) for r in runs),
         **counts_summary(Counts.total(r.run.counts for r in runs)),
         "budget_tokens_ok": sum(a.counts.budget_tokens for a in attempts if a.outcome == "ok"),
         "docs_per_second": outcomes["extracted"] / seconds if seconds else None,
@@ -154,5 +154,5 @@ def run_config(resolved: ResolvedLM, settings: ExtractionSettings, documents: Se
         limits = service.rate_limits()
     finally:
         service.close()
-    positions = {doc_id: i for batch in run.pack.batches for i, doc_id in enumerate(batch.document_ids)}
+    positions = {doc_id: i for batch in run.batches for i, doc_id in enumerate(batch.document_ids)}
     return ConfigRun(name, max_docs, budget, concurrency, run, positions, limits)
