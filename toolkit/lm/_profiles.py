@@ -48,7 +48,7 @@ class Profile:
 
         Faults(**self.faults)  # validates names and total
 
-    def call_seconds(self, prompt_tokens: int, output_tokens: int) -> float:
+    def call_seconds(self, prompt_tokens: float, output_tokens: float) -> float:
         """Seconds a call takes (at this profile's speed)."""
         return (self.overhead_seconds + prompt_tokens / self.prompt_tokens_per_second
                 + prompt_tokens ** 2 * self.prompt_seconds_per_token_sq

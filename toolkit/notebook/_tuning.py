@@ -20,14 +20,18 @@ import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from toolkit.core import Document, Entity
+from toolkit.core import Document, Entity, Layout, Strategy
 from toolkit.extraction import ExtractionSettings
-from toolkit.jobs import measure_reserves
+from toolkit.jobs import Progress, measure_reserves
 from toolkit.measure import EvalResult
 from toolkit.packing import Packer, PackingSettings, PackResult, get_counter
 from toolkit.plan import DEFAULT_OUTPUT_PER_DOC, predict, profile_capabilities, resolve_profile
+
+if TYPE_CHECKING:
+    import ipywidgets
+    import polars as pl
 
 CURVE_DOCS = tuple(range(1, 17))
 
@@ -38,8 +42,8 @@ class Setting:
 
     budget: int = 8192
     max_docs: int = 8
-    strategy: str = "fifo"
-    layout: str = "auto"
+    strategy: Strategy = "fifo"
+    layout: Layout = "auto"
     concurrency: int = 1
 
     def label(self) -> str:
@@ -72,7 +76,7 @@ class TunerModel:
             raise ValueError(f"{corpus}: no documents")
         counter = get_counter(self.tokenizer)
         self.token_counts = [counter.count(d.text) for d in self.documents]
-        self.evaluation = eval_results if isinstance(eval_results, EvalResult) or not eval_results \
+        self.evaluation = None if not eval_results else eval_results if isinstance(eval_results, EvalResult) \
             else EvalResult.from_json(eval_results)
         self.settings = (self.evaluation and self.evaluation.extraction_settings()) \
             or ExtractionSettings(entity_types=types, relationships=False)
@@ -103,7 +107,7 @@ class TunerModel:
         return {**row, "speedup": row["docs_per_min"] / base["docs_per_min"],
                 "f1": self.quality.get(s.max_docs), "f1_source": "eval run" if self.quality else None}
 
-    def curve(self, s: Setting):  # -> polars.DataFrame
+    def curve(self, s: Setting) -> pl.DataFrame:
         """Predicted speedup against documents per call at ``s``'s budget and concurrency."""
         import polars as pl
 
@@ -114,7 +118,7 @@ class TunerModel:
                                           "current": pl.Boolean})
 
     # ----------------------------------------------------------------------------- measuring
-    def measure(self, s: Setting, n: int = 24, store: str | None = None, progress: Any = False,
+    def measure(self, s: Setting, n: int = 24, store: str | None = None, progress: Progress = False,
                 stop: threading.Event | None = None) -> dict[str, Any]:
         """``s`` run for real on the first ``n`` documents, side by side with one document per call
         (concurrency 1), into ``store`` (default: a temporary SQLite file). ``progress`` and ``stop``
@@ -163,7 +167,7 @@ class TunerModel:
             predicted.setdefault(e.source_document_id, []).append(e)
         return score(gold, predicted, scored, gold_map=mapping).f1
 
-    def measured_frame(self):  # -> polars.DataFrame
+    def measured_frame(self) -> pl.DataFrame:
         import polars as pl
 
         return pl.DataFrame(self.measured) if self.measured else pl.DataFrame(
@@ -204,7 +208,7 @@ class Tuner:
         return {"packing": packing, "prediction": self.model.prediction(s), "fill_png": png(chart),
                 "curve_png": png(curve)}
 
-    def show(self):  # -> ipywidgets.VBox
+    def show(self) -> ipywidgets.VBox:
         import ipywidgets as w
 
         controls = _controls(profile_capabilities(self.model.profile).layouts)
@@ -223,7 +227,7 @@ class Tuner:
                 k: views["prediction"][k] for k in ("docs_per_min", "speedup", "bound_by", "docs_per_call", "f1")})
             fill.value, curve.value = views["fill_png"], views["curve_png"]
 
-        def tick(tally: dict) -> None:
+        def tick(tally: dict[str, Any]) -> None:
             bar.value = min(bar.max, bar.value + 1)
 
         def work() -> None:

@@ -17,14 +17,19 @@ import html
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from toolkit.core import Dropped, Entity
 from toolkit.measure import PRF, score
 
+if TYPE_CHECKING:
+    import ipywidgets
+
 STYLE = """<style>
 .bx-doc{font:14px/1.7 system-ui,sans-serif;border:1px solid #ddd;border-radius:6px;padding:10px 14px;margin:8px 0}
 .bx-head{font-weight:600;margin-bottom:6px}.bx-meta{color:#666;font-weight:400;margin-left:8px}
-.bx-e{padding:1px 4px;border-radius:4px;margin:0 1px}.bx-e sub{font-size:10px;font-weight:600;margin-left:3px;opacity:.7}
+.bx-e{padding:1px 4px;border-radius:4px;margin:0 1px}\
+.bx-e sub{font-size:10px;font-weight:600;margin-left:3px;opacity:.7}
 .bx-fp{outline:2px dashed #c62828}.bx-fn{background:none!important;border-bottom:3px wavy #c62828}
 .bx-drop{color:#555;font-size:12px;margin-top:6px}.bx-pair{display:flex;gap:12px}.bx-pair>div{flex:1;min-width:0}
 .bx-legend span{margin-right:10px}
@@ -117,7 +122,8 @@ def render_comparison(doc_id: str, text: str, alone: Sequence[Entity], batched: 
     agree = score({doc_id: alone}, {doc_id: batched}, types, gold_map=None)
     agreement = agree.f1 if alone or batched else 1.0
     left = render_document(doc_id, text, alone, gold, label="alone (1 per call)", style=False)
-    right = render_document(doc_id, text, batched, gold, label=f"in its batch ({per_call or 'N'} per call)", style=False)
+    label = f"in its batch ({per_call or 'N'} per call)"
+    right = render_document(doc_id, text, batched, gold, label=label, style=False)
     return (STYLE + f'<div class="bx-head">{html.escape(doc_id)}<span class="bx-meta">agreement F1 {agreement:.2f}'
             f'</span></div><div class="bx-pair"><div>{left}</div><div>{right}</div></div>')
 
@@ -174,30 +180,33 @@ class EntityViewer:
             return render_comparison(doc_id, self.texts[doc_id], self.alone.get(doc_id, []), found, gold, self.per_call)
         return render_document(doc_id, self.texts[doc_id], found, gold, self.dropped.get(doc_id, ()))
 
-    def show(self, how: str | None = None):  # -> ipywidgets.VBox
+    def show(self, how: str | None = None) -> ipywidgets.VBox:
         import ipywidgets as widgets
 
         orders = [o for o in ORDERS if self.gold is not None or o != "worst F1 first"]
         choose = widgets.Dropdown(options=orders, value=how or orders[0], description="show")
         back, forward = widgets.Button(description="previous"), widgets.Button(description="next")
         where, page = widgets.Label(), widgets.HTML()
-        state = {"ids": [], "at": 0}
+        ids: list[str] = []
+        at = 0
 
         def draw(*_: object) -> None:
-            ids = state["ids"]
+            nonlocal at
             if not ids:
                 where.value, page.value = "no document", ""
                 return
-            state["at"] %= len(ids)
-            where.value = f"{state['at'] + 1} of {len(ids)}"
-            page.value = self.html(ids[state["at"]])
+            at %= len(ids)
+            where.value = f"{at + 1} of {len(ids)}"
+            page.value = self.html(ids[at])
 
         def reorder(*_: object) -> None:
-            state["ids"], state["at"] = order(self.ids, self.predictions, choose.value, self.gold, self.dropped), 0
+            nonlocal ids, at
+            ids, at = order(self.ids, self.predictions, choose.value, self.gold, self.dropped), 0
             draw()
 
         def step(delta: int) -> None:
-            state["at"] += delta
+            nonlocal at
+            at += delta
             draw()
 
         choose.observe(reorder, names="value")

@@ -172,7 +172,7 @@ def predict(profile: Profile, text_tokens: float, prompt_tokens: int, per_doc_to
                      else output_allowance(n, output_per_doc, output_sd, settings))
         free = cached if cache is not None and not cache.counts_towards_tpm else 0
         limits["tokens_per_minute"] = profile.tokens_per_minute * n / (prompt - free + allowance)
-    bound = min(limits, key=limits.get)
+    bound = min(limits, key=limits.__getitem__)
     batch = mode == "batch-api"
     return {"mode": mode, "max_docs": max_docs, "docs_per_call": n, "budget": budget, "concurrency": concurrency,
             "call_seconds": call, "resends_per_batch": resends_per_batch,
@@ -325,9 +325,9 @@ def plan(profile_name: str, corpus: str, max_f1_drop: float = 2.0,
     profile = _account(profile_name, rpm, tpm)
     prices = resolve_prices(profile.priced_as, price)
     modes = modes_for(prices, profile.cache_rules, modes)
-    evaluation = eval_results if isinstance(eval_results, EvalResult) or not eval_results \
+    evaluation = None if not eval_results else eval_results if isinstance(eval_results, EvalResult) \
         else EvalResult.from_json(eval_results)
-    bench = bench_results if isinstance(bench_results, BenchResult) or not bench_results \
+    bench = None if not bench_results else bench_results if isinstance(bench_results, BenchResult) \
         else BenchResult.from_json(bench_results)
     # the prompt the eval run measured (its entity types), else entities only
     settings = settings or (evaluation and evaluation.extraction_settings()) or ExtractionSettings(relationships=False)
