@@ -87,12 +87,14 @@ def speedup_curve_chart(curve: pl.DataFrame, measured: pl.DataFrame | None = Non
     x = alt.X("max_docs:Q", title="documents per call", scale=alt.Scale(domain=[1, 16]))
     line = alt.Chart(curve).mark_line(point=True, color="#4c78a8").encode(
         x=x, y=alt.Y("speedup:Q", title="speedup vs one document per call"), tooltip=["max_docs", "speedup", "f1"])
+    # a ring, so a measured point where it was predicted shows inside it
     current = alt.Chart(curve).transform_filter("datum.current").mark_point(
-        size=220, color="#e45756", filled=True).encode(x=x, y="speedup:Q")
+        size=260, color="#e45756", filled=False, strokeWidth=3, opacity=1).encode(x=x, y="speedup:Q")
     layers = [line, current]
     if measured is not None and measured.height:
         at = "docs_per_call" if "docs_per_call" in measured.columns else "max_docs"  # as packed: N docs cap it
-        layers.append(alt.Chart(measured).mark_point(shape="diamond", size=160, color="#54a24b", filled=True).encode(
+        layers.append(alt.Chart(measured).mark_point(shape="diamond", size=160, color="#54a24b", filled=True,
+                                                  opacity=1).encode(
             x=alt.X(f"{at}:Q"), y="measured_speedup:Q",
             tooltip=["max_docs", "budget", "measured_speedup", "predicted_speedup"]))
     return alt.layer(*layers).properties(width=420, height=240,
