@@ -158,7 +158,7 @@ class CallSender:
                 self._record(self._attempt_record(batch, prepared, None, None, attempt, started, queued, waited,
                                                   rate_wait, at, in_flight, outcome="cancelled"))
                 raise
-            except Exception as exc:  # every provider error is classified
+            except Exception as exc:  # noqa: BLE001 - every provider error is classified
                 error, result = classify(exc), None
                 if isinstance(error, FatalError):
                     self.stopping = error  # before the slot is released to the next call

@@ -155,7 +155,7 @@ def reply_headers(exc: BaseException) -> list[tuple[object, object]]:
             items = getattr(headers, "items", None)
             try:
                 pairs.extend(items() if items is not None else headers or ())
-            except Exception:  # not headers: nothing to read there
+            except Exception:  # noqa: BLE001 - not headers: nothing to read there
                 continue
         current = current.__cause__ or current.__context__
     return pairs

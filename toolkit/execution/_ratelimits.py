@@ -140,7 +140,7 @@ class RateFeed:
         for callback in subscribers:
             try:
                 callback(info)
-            except Exception:  # a subscriber's bug must not lose the reply it was told about
+            except Exception:  # noqa: BLE001 - a subscriber's bug must not lose the reply it was told about
                 _log.exception("a rate-limit subscriber failed on %r", info)
 
     def publish_headers(self, headers: object) -> RateInfo | None:
@@ -185,7 +185,7 @@ def _header_values(headers: object) -> dict[str, str]:
             if isinstance(name, str) and isinstance(value, str):
                 name = name.strip().lower()
                 out.setdefault(name.removeprefix(_PREFIX), value.strip())
-    except Exception:  # not headers at all: what was read so far stands
+    except Exception:  # noqa: BLE001 - not headers at all: what was read so far stands
         pass
     return out
 

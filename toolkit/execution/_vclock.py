@@ -53,7 +53,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         future: asyncio.Future[T] = self.create_future()
         try:
             future.set_result(func(*args))
-        except Exception as exc:  # any: delivered to the caller, as from a thread
+        except Exception as exc:  # noqa: BLE001 - any: delivered to the caller, as from a thread
             future.set_exception(exc)
         return future
 
