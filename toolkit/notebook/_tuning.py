@@ -33,7 +33,10 @@ if TYPE_CHECKING:
     import ipywidgets
     import polars as pl
 
+    from toolkit.jobs import RunSummary
+
 CURVE_DOCS = tuple(range(1, 17))
+REPLY_FRAME = '{"results": []}'  # what the extraction module's reply writes once per call, whatever its documents
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,8 @@ class TunerModel:
         extracted = sum(r.extracted for r in rows)
         self.output_per_doc = sum(r.counts.tokens_out for r in rows) / extracted if extracted \
             else DEFAULT_OUTPUT_PER_DOC
+        self.reply_frame = 0.0  # output tokens a reply writes once per call (known once replies are measured)
+        self.output_source = "eval run" if extracted else f"assumed {DEFAULT_OUTPUT_PER_DOC:g} (not measured yet)"
         self.measured: list[dict[str, Any]] = []
 
     # --------------------------------------------------------------------------------- views
@@ -96,9 +101,11 @@ class TunerModel:
         return Packer(settings).pack(self.documents, token_counts=self.token_counts)
 
     def _predict(self, s: Setting, max_docs: int | None = None, concurrency: int | None = None) -> dict[str, Any]:
+        n = max_docs or s.max_docs
+        # a measured one-document reply holds the reply's frame once: a call on n documents writes it once
+        output = self.output_per_doc - self.reply_frame + self.reply_frame / n
         return predict(self.profile, statistics.fmean(self.token_counts), self.prompt_tokens, self.per_doc_tokens,
-                       self.output_per_doc, max_docs or s.max_docs, concurrency or s.concurrency, self.settings,
-                       s.budget)
+                       output, n, concurrency or s.concurrency, self.settings, s.budget)
 
     def prediction(self, s: Setting) -> dict[str, Any]:
         """The planner's prediction for ``s`` against one document per call (concurrency 1)."""
@@ -141,6 +148,7 @@ class TunerModel:
                 raise RuntimeError(f"measurement stopped: {summary.stop_reason}")
             seconds[name] = summary.virtual_seconds or summary.wall_seconds
             runs[name] = result
+        self._learn_output(runs["one per call"].summary)
         batches = runs["setting"].summary.batches
         point = {**asdict(s), "documents": n, "docs_per_call": n / batches if batches else None,
                  "measured_speedup": seconds["one per call"] / seconds["setting"],
@@ -149,6 +157,16 @@ class TunerModel:
                  "reference_f1": self._f1(runs["one per call"]), "store": store}
         self.measured.append(point)
         return point
+
+    def _learn_output(self, reference: RunSummary) -> None:
+        """The output tokens per document this LM really writes on this corpus, from a measurement's
+        one-document replies: the prediction of the measured point and every view after it use them
+        (an emulated reply of a synthetic abstract is ~100 tokens, not the assumed 60), less the
+        reply's frame (:data:`REPLY_FRAME`), which a call on n documents writes once, not n times."""
+        if reference.extracted and reference.counts.tokens_out:
+            self.output_per_doc = reference.counts.tokens_out / reference.extracted
+            self.reply_frame = min(self.output_per_doc, get_counter(self.tokenizer).count(REPLY_FRAME))
+            self.output_source = f"measured replies ({reference.extracted} documents, one per call)"
 
     def _f1(self, result: Any) -> float | None:
         """Strict F1 of a run against the corpus's gold annotations (None without them)."""
