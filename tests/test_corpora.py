@@ -283,3 +283,55 @@ def test_an_unreadable_or_binary_file_is_refused_before_reading(tmp_path):
         iter_records(binary)
     with pytest.raises(CorpusError, match="is a directory"):
         iter_records(tmp_path)
+
+
+PUBTATOR = "1|t|Cancer genes.\n1|a|BRCA1 causes breast cancer.\n1\t24\t37\tbreast cancer\tSpecificDisease\tD001943\n\n"
+
+
+def _shared(root, split: str = "devel"):
+    path = root / "corpora" / "ncbi-disease" / f"{split}.pubtator"
+    path.parent.mkdir(parents=True)
+    path.write_text(PUBTATOR, encoding="utf-8")
+    return path
+
+
+def test_a_gold_corpus_is_found_by_name_and_split_in_the_shared_folder(tmp_path, monkeypatch, capsys):
+    from toolkit.corpora import gold_corpus, iter_gold
+
+    monkeypatch.delenv("BATCHX_GOLD", raising=False)
+    monkeypatch.setenv("BATCHX_SHARED_DIR", str(tmp_path))
+    _shared(tmp_path)
+    assert gold_corpus("ncbi-disease", "devel") == "ncbi-disease"
+    ((document, gold),) = list(iter_gold(gold_corpus("ncbi-disease")))
+    assert document.id == "1" and [g.text for g in gold] == ["breast cancer"]
+    assert capsys.readouterr().out == ""  # found: nothing said
+
+
+def test_a_missing_gold_corpus_is_none_and_one_line_saying_what_is_shown_and_how_to_point_at_gold(tmp_path, monkeypatch,
+                                                                                                 capsys):
+    from toolkit.corpora import gold_corpus
+
+    monkeypatch.delenv("BATCHX_GOLD", raising=False)
+    monkeypatch.setenv("BATCHX_SHARED_DIR", str(tmp_path))  # an empty shared folder
+    assert gold_corpus("ncbi-disease", "train", instead="the bundled sample") is None
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "ncbi-disease" in out and "showing the bundled sample" in out
+    assert "BATCHX_GOLD" in out and "BATCHX_SHARED_DIR" in out and "corpora/ncbi-disease/train.pubtator" in out
+    said: list[str] = []
+    assert gold_corpus("ncbi-disease", "test", say=said.append) is None and "registered" in said[0]
+    assert gold_corpus("ncbi-disease", say=None) is None and capsys.readouterr().out == ""
+
+
+def test_batchx_gold_names_a_file_or_a_folder_of_splits(tmp_path, monkeypatch, capsys):
+    from toolkit.corpora import gold_corpus
+
+    monkeypatch.setenv("BATCHX_SHARED_DIR", str(tmp_path / "nowhere"))
+    train = _shared(tmp_path, "train")
+    monkeypatch.setenv("BATCHX_GOLD", str(train))
+    assert gold_corpus("ncbi-disease", "devel") == str(train)  # a file: whatever the split
+    monkeypatch.setenv("BATCHX_GOLD", str(train.parent))
+    assert gold_corpus("ncbi-disease", "train") == str(train)
+    assert gold_corpus("ncbi-disease", "devel") is None  # the folder has no devel file
+    assert "BATCHX_GOLD" in capsys.readouterr().out
+    monkeypatch.setenv("BATCHX_GOLD", str(tmp_path / "missing.pubtator"))
+    assert gold_corpus("ncbi-disease") is None

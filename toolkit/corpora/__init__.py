@@ -8,7 +8,7 @@ only, :class:`CorpusError` at the first bad record.
 
 from __future__ import annotations
 
-from toolkit.corpora._gold import NCBI_DISEASE_MAP, gold_mapping
+from toolkit.corpora._gold import GOLD_ENV, NCBI_DISEASE_MAP, gold_corpus, gold_mapping
 from toolkit.corpora._keys import escaped, has_surrogates, key_problem, quoted
 from toolkit.corpora._readers import (
     BadRecord,
@@ -38,10 +38,10 @@ from toolkit.corpora._sources import (
 )
 
 __all__ = [
-    "FORMATS", "BadRecord", "CorpusDamaged", "CorpusError", "NCBI_DISEASE_MAP", "Record", "corpus_path", "dedupe",
-    "detect_format", "ensure_fetched", "escaped", "expected_total", "fetch_corpus", "first_documents", "get_manifest",
-    "gold_mapping", "has_surrogates", "is_stream", "iter_conll", "iter_gold", "iter_jsonl", "iter_pubmed_xml",
-    "iter_pubtator", "iter_pubtator_records", "iter_records", "key_problem", "list_corpora", "load_corpus",
-    "manifests", "quoted", "read_jsonl", "read_pubtator", "resolve", "selected_records", "synthetic_documents",
+    "FORMATS", "GOLD_ENV", "BadRecord", "CorpusDamaged", "CorpusError", "NCBI_DISEASE_MAP", "Record", "corpus_path",
+    "dedupe", "detect_format", "ensure_fetched", "escaped", "expected_total", "fetch_corpus", "first_documents",
+    "get_manifest", "gold_corpus", "gold_mapping", "has_surrogates", "is_stream", "iter_conll", "iter_gold",
+    "iter_jsonl", "iter_pubmed_xml", "iter_pubtator", "iter_pubtator_records", "iter_records", "key_problem",
+    "list_corpora", "load_corpus", "manifests", "quoted", "read_jsonl", "read_pubtator", "resolve",
+    "selected_records", "synthetic_documents",
 ]
-
