@@ -119,3 +119,19 @@ def test_the_refresh_script_scrubs_paths_and_tokens(tmp_path: Path) -> None:
     assert "execution" not in cell["metadata"]
     for _, value in _strings(cell["outputs"]):
         assert not ABSOLUTE.search(value) and not TOKEN.search(value), value
+
+
+CODE_LINES = 35  # "under about 30": a notebook reads like a short script over tested toolkit functions
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_no_notebook_reaches_outside_the_repository_and_each_stays_a_short_script(path: Path) -> None:
+    """Gold corpora are found by name (``toolkit.corpora.gold_corpus``: the registry, ``BATCHX_GOLD``),
+    never by a relative path such as ``../../shared``; the code cells total at most CODE_LINES
+    non-blank lines."""
+    cells = json.loads(path.read_text())["cells"]
+    sources = ["".join(c["source"]) for c in cells]
+    assert not [s for s in sources if "../" in s], f"{path.name}: a path outside the notebooks folder"
+    code = sum(1 for c, s in zip(cells, sources) if c["cell_type"] == "code" for line in s.splitlines()
+               if line.strip())
+    assert code <= CODE_LINES, f"{path.name}: {code} lines of code in its cells"

@@ -1,7 +1,17 @@
 """The notebooks' surfaces: the tuner (widgets over token budget and documents per call, predicted
-against measured speedups) and the entity viewer (a document alone and in its batch, against gold)."""
+against measured speedups), the entity viewer (a document alone and in its batch, against gold), and
+what the notebooks show as tested functions (a gold sample, the frontier's candidates, committed runs)."""
 
-from toolkit.notebook._tuning import Setting, Tuner
+from toolkit.notebook._tuning import Setting, Tuner, TunerModel
 from toolkit.notebook._viewer import EntityViewer, document_score, legend, order
+from toolkit.notebook._views import (
+    GoldSample,
+    bench_frame,
+    bench_headline,
+    committed_results,
+    eval_frame,
+    frontier_candidates,
+)
 
-__all__ = ["EntityViewer", "Setting", "Tuner", "document_score", "legend", "order"]
+__all__ = ["EntityViewer", "GoldSample", "Setting", "Tuner", "TunerModel", "bench_frame", "bench_headline",
+           "committed_results", "document_score", "eval_frame", "frontier_candidates", "legend", "order"]

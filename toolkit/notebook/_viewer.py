@@ -15,15 +15,20 @@ from __future__ import annotations
 import hashlib
 import html
 import re
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from toolkit.core import Dropped, Entity
 from toolkit.measure import PRF, score
 
 if TYPE_CHECKING:
     import ipywidgets
+    import polars as pl
+
+    from toolkit.jobs import RunResult
+    from toolkit.notebook._views import GoldSample
 
 STYLE = """<style>
 .bx-doc{font:14px/1.7 system-ui,sans-serif;border:1px solid #ddd;border-radius:6px;padding:10px 14px;margin:8px 0}
@@ -34,6 +39,7 @@ STYLE = """<style>
 .bx-drop{color:#555;font-size:12px;margin-top:6px}.bx-pair{display:flex;gap:12px}.bx-pair>div{flex:1;min-width:0}
 .bx-legend span{margin-right:10px}
 </style>"""
+_Item = TypeVar("_Item", Entity, Dropped)
 _PALETTE = ("#ffe08a", "#b5e3ff", "#c8f7c5", "#ffc9de", "#e0d4ff", "#ffd8b1", "#d4f0f0", "#f0e6c8")
 
 
@@ -173,6 +179,38 @@ class EntityViewer:
         self.alone, self.per_call = alone, per_call
         self.ids = list(texts)
 
+    @classmethod
+    def from_run(cls, result: RunResult, gold: GoldSample, alone: RunResult | None = None,
+                 per_call: int | None = None) -> EntityViewer:
+        """The documents of ``gold`` (:meth:`GoldSample.read`) as the run ``result`` extracted them,
+        against their gold when they have it, with what validation dropped; with ``alone`` (a run
+        of the same documents one per call) each answer alone and in its batch (``per_call``
+        documents, default the run's mean)."""
+        summary = result.summary
+        if per_call is None and summary.batches:
+            per_call = round(summary.documents / summary.batches)
+        return cls(gold.texts, _by_document(result.store.entities(result.run_id)), gold.gold,
+                   _by_document(result.store.dropped(result.run_id)),
+                   alone=_by_document(alone.store.entities(alone.run_id)) if alone is not None else None,
+                   per_call=per_call)
+
+    def ordered(self, how: str | None = None) -> list[str]:
+        """The documents in the order ``how`` (:data:`ORDERS`; default: worst F1 first when there is
+        gold, else corpus order)."""
+        return order(self.ids, self.predictions, how or ("worst F1 first" if self.gold is not None else "corpus order"),
+                     self.gold, self.dropped)
+
+    def scores(self) -> pl.DataFrame:
+        """One row per document: its entities, what validation dropped and its strict F1 against gold
+        (None without gold), lowest F1 first."""
+        import polars as pl
+
+        rows = [{"doc_id": i, "entities": len(self.predictions.get(i, [])), "dropped": len(self.dropped.get(i, [])),
+                 "f1": document_score(i, self.predictions.get(i, []), self.gold.get(i, [])).f1
+                 if self.gold is not None else None} for i in self.ids]
+        return pl.DataFrame(rows, schema={"doc_id": pl.Utf8, "entities": pl.Int64, "dropped": pl.Int64,
+                                          "f1": pl.Float64}).sort("f1", nulls_last=True)
+
     def html(self, doc_id: str) -> str:
         gold = self.gold.get(doc_id, []) if self.gold is not None else None
         found = self.predictions.get(doc_id, [])
@@ -214,3 +252,11 @@ class EntityViewer:
         forward.on_click(lambda _: step(1))
         reorder()
         return widgets.VBox([widgets.HBox([choose, back, forward, where]), page])
+
+
+def _by_document(items: Iterable[_Item]) -> dict[str, list[_Item]]:
+    """Entities (or dropped mentions) grouped by the document they are from."""
+    out: defaultdict[str, list[_Item]] = defaultdict(list)
+    for item in items:
+        out[item.source_document_id].append(item)
+    return dict(out)
