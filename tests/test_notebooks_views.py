@@ -90,6 +90,7 @@ def test_the_frontier_candidates_are_the_sync_grid_and_the_measured_configuratio
     assert frame.height == len(sync) + len(planned.measured) and set(frame["source"]) == {"predicted"}
     assert frame.columns == ["config", "speedup", "f1", "allowed", "source"]
     assert "max_docs=4,budget=8192,concurrency=4" in frame["config"].to_list()
+    assert str(frame.schema["f1"]) == "Float64" and frame["f1"].null_count() == frame.height  # no eval: typed
 
 
 def test_the_eval_and_bench_frames_and_the_headline(gold_file: str) -> None:

@@ -58,7 +58,9 @@ def frontier_candidates(planned: Plan) -> pl.DataFrame:
                   "speedup": r["predicted_speedup"], "f1": r["f1"], "allowed": r["allowed"], "source": "predicted"}
                  for r in planned.grid if r["mode"] == "sync"]
     measured = [{k: r[k] for k in ("config", "speedup", "f1", "allowed", "source")} for r in planned.measured]
-    return pl.DataFrame(predicted + measured, infer_schema_length=None)
+    # typed: without an eval every F1 is None, a column a chart cannot draw without its type
+    schema = {"config": pl.Utf8, "speedup": pl.Float64, "f1": pl.Float64, "allowed": pl.Boolean, "source": pl.Utf8}
+    return pl.DataFrame(predicted + measured, schema=schema)
 
 
 EVAL_TABLE = ("config", "seconds", "speedup", "speedup_ci", "strict_precision", "strict_recall", "strict_f1",
