@@ -11,7 +11,7 @@ from toolkit.core._batches import (
 from toolkit.core._counts import FIELDS, Counts
 from toolkit.core._documents import Document, Dropped, Entity, Relationship, normalise
 from toolkit.core._faults import Faults
-from toolkit.core._paths import DATA_DIR, PACKAGE_DIR, cache_dir, shared_dir
+from toolkit.core._paths import DATA_DIR, PACKAGE_DIR, RESULTS_DIR, cache_dir, shared_dir
 from toolkit.core._pricing import Prices, resolve_prices
 from toolkit.core._pypi import CHUNK, FetchError, download_wheels, sha256_file, wheel_member
 from toolkit.core._redact import redact, split_userinfo
@@ -20,7 +20,7 @@ from toolkit.core._types import LAYOUTS, MODES, RUNNERS, STRATEGIES, Layout, Mod
 __all__ = [
     "Baseline", "BatchExtractionResult", "BatchStatus", "CHUNK", "Counts", "DATA_DIR", "Document", "DocumentBatch",
     "Dropped", "Entity", "FIELDS", "Faults", "FetchError", "LAYOUTS", "Layout", "MODES", "Mode", "PACKAGE_DIR",
-    "Prices", "ProcessingMetrics", "RUNNERS", "Relationship", "RunnerName", "STRATEGIES", "Strategy", "cache_dir",
-    "check_token_count", "download_wheels", "normalise", "redact", "resolve_prices", "sha256_file", "shared_dir",
-    "split_userinfo", "wheel_member",
+    "Prices", "ProcessingMetrics", "RESULTS_DIR", "RUNNERS", "Relationship", "RunnerName", "STRATEGIES", "Strategy",
+    "cache_dir", "check_token_count", "download_wheels", "normalise", "redact", "resolve_prices", "sha256_file",
+    "shared_dir", "split_userinfo", "wheel_member",
 ]

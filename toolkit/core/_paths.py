@@ -7,6 +7,7 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # toolkit/
 DATA_DIR = PACKAGE_DIR.parent / "data"  # manifests and small samples shipped with the repo
+RESULTS_DIR = PACKAGE_DIR.parent / "benchmarks" / "results"  # the committed measured runs (docs/measurements.md)
 
 
 def cache_dir() -> Path:

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 from toolkit.execution import Pacing
 from toolkit.jobs._context import Progress, RunContext
 from toolkit.jobs._report import (
-    configurations,
     cost_summary,
     counts_summary,
     limit_bound,
@@ -37,7 +36,7 @@ _LAZY = {  # names whose modules import DSPy: loaded when first used (the settin
 
 __all__ = [
     "Chunk", "ChunkResult", "ChunkService", "DEFAULT_CORPUS", "ExtractionService", "LocalRunner", "Pacing", "Progress",
-    "RunContext", "RunResult", "RunSettings", "RunSummary", "Runner", "RunnerFigures", "ServiceRun", "configurations",
+    "RunContext", "RunResult", "RunSettings", "RunSummary", "Runner", "RunnerFigures", "ServiceRun",
     "cost_summary", "counts_summary", "default_policy", "demos_for", "extract_batch", "get_batch_metrics",
     "limit_bound", "lost_documents", "measure_reserves", "open_runner", "outcome_summary", "run",
 ]

@@ -82,15 +82,6 @@ def extraction_summary(run: ServiceRun, wall_seconds: float, emulated: bool = Fa
     }
 
 
-def configurations(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """An eval or bench result's configurations, in the order they ran (bench results written
-    before both were lists kept them in a dict by name)."""
-    configs = result["configs"]
-    if isinstance(configs, dict):
-        return [{"config": name, **c} for name, c in configs.items()]
-    return list(configs)
-
-
 def limit_bound(limits: dict[str, Any] | None, per_call: float, per_doc: float | None, done: int,
                 seconds: float | None) -> dict[str, float | None]:
     """``bound``: the documents per minute ``limits`` (``rpm``, ``tpm`` per ``window`` seconds) allow

@@ -4,6 +4,7 @@ counts summed over its chunks, its cost, speed and the share of the rate limits'
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -132,8 +133,6 @@ def run_summary(job: RunContext, expected: set[str], runs: list[ChunkResult], wa
     )
 
 
-def entity_counts(db: Store, run_id: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for e in db.entities(run_id):
-        counts[e.source_document_id] = counts.get(e.source_document_id, 0) + 1
-    return counts
+def entity_counts(db: Store, run_id: str) -> Counter[str]:
+    """Entities stored per document of run ``run_id``."""
+    return Counter(e.source_document_id for e in db.entities(run_id))

@@ -16,9 +16,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from toolkit.core import PACKAGE_DIR, cache_dir
+from toolkit.core import RESULTS_DIR, cache_dir
 from toolkit.lm import _weights as weights
 from toolkit.lm._exactness import exact_layout
+from toolkit.lm._profiles import PROFILE_DIR
 
 _MODEL_ID = re.compile(r"@sha256:([0-9a-f]{16})(\+fast)?$")
 
@@ -40,8 +41,8 @@ def measured_speeds(extra: Iterable[Path] = ()) -> dict[str, dict[str, Any]]:
     """Per weights (the first 16 digits of their sha256): the prompt and output tokens/s of the
     newest calibrated profile (one of ``local:...:fast`` only if there is no other), the model id
     it recorded and where it was read."""
-    paths = [*sorted((PACKAGE_DIR / "lm" / "profiles").glob("*.json")),
-             *sorted((PACKAGE_DIR.parent / "benchmarks" / "results").glob("*/profile.json")),
+    paths = [*sorted(PROFILE_DIR.glob("*.json")),
+             *sorted(RESULTS_DIR.glob("*/profile.json")),
              *sorted(calibrations_dir().glob("*.json")), *extra]
     found: dict[str, tuple[tuple[bool, float], dict[str, Any]]] = {}
     for path in paths:

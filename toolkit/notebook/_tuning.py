@@ -22,10 +22,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit.core import Document, Entity, Layout, Strategy
+from toolkit.core import Document, Layout, Strategy
 from toolkit.extraction import ExtractionSettings
 from toolkit.jobs import Progress, measure_reserves
 from toolkit.measure import EvalResult
+from toolkit.notebook._viewer import by_document
 from toolkit.packing import Packer, PackingSettings, PackResult, get_counter
 from toolkit.plan import DEFAULT_OUTPUT_PER_DOC, predict, profile_capabilities, resolve_profile
 
@@ -180,10 +181,7 @@ class TunerModel:
         ids = set(result.documents["doc_id"].to_list())
         gold = {d.id: g for d, g in pairs if d.id in ids}
         mapping, scored = gold_mapping(e.type for g in gold.values() for e in g)
-        predicted: dict[str, list[Entity]] = {}
-        for e in result.store.entities(result.run_id):
-            predicted.setdefault(e.source_document_id, []).append(e)
-        return score(gold, predicted, scored, gold_map=mapping).f1
+        return score(gold, by_document(result.store.entities(result.run_id)), scored, gold_map=mapping).f1
 
     def measured_frame(self) -> pl.DataFrame:
         import polars as pl

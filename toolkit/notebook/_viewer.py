@@ -189,9 +189,9 @@ class EntityViewer:
         summary = result.summary
         if per_call is None and summary.batches:
             per_call = round(summary.documents / summary.batches)
-        return cls(gold.texts, _by_document(result.store.entities(result.run_id)), gold.gold,
-                   _by_document(result.store.dropped(result.run_id)),
-                   alone=_by_document(alone.store.entities(alone.run_id)) if alone is not None else None,
+        return cls(gold.texts, by_document(result.store.entities(result.run_id)), gold.gold,
+                   by_document(result.store.dropped(result.run_id)),
+                   alone=by_document(alone.store.entities(alone.run_id)) if alone is not None else None,
                    per_call=per_call)
 
     def ordered(self, how: str | None = None) -> list[str]:
@@ -254,7 +254,7 @@ class EntityViewer:
         return widgets.VBox([widgets.HBox([choose, back, forward, where]), page])
 
 
-def _by_document(items: Iterable[_Item]) -> dict[str, list[_Item]]:
+def by_document(items: Iterable[_Item]) -> dict[str, list[_Item]]:
     """Entities (or dropped mentions) grouped by the document they are from."""
     out: defaultdict[str, list[_Item]] = defaultdict(list)
     for item in items:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from toolkit.core import DATA_DIR, Entity
+from toolkit.core import RESULTS_DIR, Entity
 
 if TYPE_CHECKING:
     import polars as pl
@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from toolkit.measure import BenchResult, EvalResult
     from toolkit.plan import Plan
 
-RESULTS_DIR = DATA_DIR.parent / "benchmarks" / "results"  # the committed real-model runs (docs/measurements.md)
 
 
 @dataclass(frozen=True)
