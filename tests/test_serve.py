@@ -379,3 +379,22 @@ def test_the_serve_command_answers_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(20) == 0
+
+
+@pytest.mark.slow
+def test_the_serve_command_stops_on_sigterm_where_sigint_is_ignored() -> None:
+    """A server started in the background by a shell ignores SIGINT (it inherits SIG_IGN, and
+    Python then installs no Ctrl-C handler): SIGTERM stops it as Ctrl-C does, exit 0."""
+    process = subprocess.Popen([sys.executable, "-m", "toolkit", "serve", "--profile", PROFILE, "--port", "0"],
+                               stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1],
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        url = re.search(r"http://127\.0\.0\.1:\d+/v1", process.stdout.readline()).group(0)
+        assert _post(url).status_code == 200
+        process.send_signal(signal.SIGINT)  # ignored, as in a background job
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(2)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+    finally:
+        process.kill()

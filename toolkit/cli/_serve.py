@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from typing import Any
 
 
@@ -37,11 +39,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
           f"(OpenAI), messages, messages/batches (Anthropic); limits {limits.rpm} requests and {limits.tpm} tokens "
           f"per {limits.window:g} s; "
           f"stats at http://127.0.0.1:{server.port}/_admin/stats; Ctrl-C stops", flush=True)
+    if threading.current_thread() is threading.main_thread():
+        # a service manager's stop, and the only one a background job hears (its shell ignores SIGINT for it)
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.wait()
     except KeyboardInterrupt:
         server.stop()
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops the server as Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 def register(sub: Any) -> None:
