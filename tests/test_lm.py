@@ -220,3 +220,18 @@ def test_packer_reserves_are_measured_from_the_real_prompt() -> None:
     prompt, per_doc = measure_reserves(ExtractionSettings(), "gpt-4o-mini")
     short, _ = measure_reserves(ExtractionSettings(entity_types=("DISEASE",), relationships=False), "gpt-4o-mini")
     assert 100 < short < prompt < 1_000 and 5 <= per_doc <= 40
+
+
+def test_llama_logs_are_muted_on_both_streams_a_notebook_shows(capfd: pytest.CaptureFixture[str]) -> None:
+    """llama.cpp's C code logs on file descriptor 2 and llama-cpp-python's callback prints to
+    ``sys.stderr`` (in a Jupyter kernel another stream): neither reaches a committed notebook."""
+    import os
+    import sys
+
+    from toolkit.lm._llamacpp import stderr_silenced
+
+    with stderr_silenced():
+        print("llama_context: from the callback", file=sys.stderr)
+        os.write(2, b"llama_context: from C\n")
+    print("after", file=sys.stderr)
+    assert capfd.readouterr().err == "after\n"

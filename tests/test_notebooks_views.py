@@ -1,5 +1,5 @@
-"""What the notebooks show, as functions: a gold sample, the viewer from a run, the frontier's
-candidates, the eval and bench frames, the committed real-model runs (emulated provider, seconds)."""
+"""What the notebooks show, as functions: a gold sample, the viewer from a run, the measured
+frontier, the eval and bench frames, the committed real-model runs (emulated provider, seconds)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from toolkit.notebook import (
     bench_headline,
     committed_results,
     eval_frame,
-    frontier_candidates,
+    quality_frontier,
 )
 
 ABSTRACTS = [
@@ -81,16 +81,32 @@ def test_the_viewer_from_a_run_groups_entities_by_document_against_gold(gold_fil
     assert "in its batch" not in without_gold.html("2")
 
 
-def test_the_frontier_candidates_are_the_sync_grid_and_the_measured_configurations() -> None:
-    from toolkit.plan import plan
+def test_the_quality_frontier_is_every_real_model_setting_measured_with_its_command(tmp_path: Path,
+                                                                                   gold_file: str) -> None:
+    """One point per configuration of each real-model eval (emulated evals left out), F1 with its
+    interval, documents per minute from the run's seconds, and a command naming that setting."""
+    from toolkit.measure import evaluate, png, quality_frontier_chart, write_results
 
-    planned = plan("hosted-api", "sample", budgets=(8192,), max_docs=(1, 4), concurrency=(1, 4))
-    frame = frontier_candidates(planned)
-    sync = [r for r in planned.grid if r["mode"] == "sync"]
-    assert frame.height == len(sync) + len(planned.measured) and set(frame["source"]) == {"predicted"}
-    assert frame.columns == ["config", "speedup", "f1", "allowed", "source"]
-    assert "max_docs=4,budget=8192,concurrency=4" in frame["config"].to_list()
-    assert str(frame.schema["f1"]) == "Float64" and frame["f1"].null_count() == frame.height  # no eval: typed
+    emulated = evaluate(gold_file, lm="emulated:hosted-api", limit=3, max_docs=(1, 3), resamples=50,
+                        reference_cache=False)
+    write_results(emulated, tmp_path / "emulated")
+    data = emulated.to_json()
+    data.update(lm="local", emulated=False, settings={**data["settings"], "demos": "ncbi-disease-train", "shots": 4})
+    data["configs"][1]["seconds"] = 30.0
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "results.json").write_text(json.dumps(data))
+    frame = quality_frontier(tmp_path)
+    assert frame["run"].to_list() == ["real", "real"] and frame["max_docs"].to_list() == [1, 3]
+    assert frame["docs_per_min"][1] == pytest.approx(6.0)  # 3 documents in 30 s
+    lo, f1, hi = frame["f1_lo"][0], frame["strict_f1"][0], frame["f1_hi"][0]
+    assert lo is not None and hi is not None and lo <= f1 <= hi
+    assert frame["setting"][1] == "3 per call, packed, 4 shots of ncbi-disease-train"
+    assert frame["command"][1].endswith("--lm local --limit 3 --max-docs 3 --layout packed "
+                                        "--demos ncbi-disease-train --shots 4")
+    assert png(quality_frontier_chart(frame))[:4] == b"\x89PNG"
+    assert quality_frontier(tmp_path / "emulated").height == 0
+    committed = quality_frontier()
+    assert committed.height > 0 and "eval-local-ncbi-devel100" in committed["run"].to_list()
 
 
 def test_the_eval_and_bench_frames_and_the_headline(gold_file: str) -> None:

@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from typing import Any
 
 _OPEN: list[Any] = []  # llama objects, closed at exit (their __del__ fails during interpreter shutdown)
@@ -45,11 +45,12 @@ def open_llama(repack: bool = False, **kwargs: Any) -> Any:
 
 @contextmanager
 def stderr_silenced() -> Iterator[None]:
-    """Mute file descriptor 2 (where llama.cpp's C code logs) for the duration."""
+    """Mute file descriptor 2 (where llama.cpp's C code logs) and ``sys.stderr`` (where
+    llama-cpp-python's log callback prints: in a Jupyter kernel, not file descriptor 2) for the duration."""
     sys.stderr.flush()
     saved = os.dup(2)
     try:
-        with open(os.devnull, "w") as devnull:
+        with open(os.devnull, "w") as devnull, redirect_stderr(devnull):
             os.dup2(devnull.fileno(), 2)
             yield
     finally:

@@ -8,10 +8,10 @@ from toolkit.measure._charts import (
     chaos_timeline_chart,
     docs_per_batch_chart,
     eval_chart,
-    frontier_chart,
     png,
     position_chart,
     quality_curves_chart,
+    quality_frontier_chart,
     runs_chart,
     speedup_curve_chart,
     use_offline_renderer,
@@ -25,6 +25,7 @@ from toolkit.measure._results import BenchResult, ConfigFigures, EvalResult, rea
 __all__ = [
     "BENCH_PLAN", "PRF", "BenchResult", "ConfigFigures", "EvalResult", "read_result", "batch_fill_chart", "bench",
     "bench_chart", "bench_table", "calibrate", "chaos_timeline_chart", "docs_per_batch_chart", "eval_chart",
-    "eval_note", "eval_table", "evaluate", "frontier_chart", "png", "position_chart", "profile_from_results",
-    "quality_curves_chart", "runs_chart", "score", "speedup_curve_chart", "use_offline_renderer", "write_results",
+    "eval_note", "eval_table", "evaluate", "png", "position_chart", "profile_from_results",
+    "quality_curves_chart", "quality_frontier_chart",
+    "runs_chart", "score", "speedup_curve_chart", "use_offline_renderer", "write_results",
 ]

@@ -6,8 +6,8 @@ save charts with ``chart.save("x.png")``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import altair as alt
 
@@ -153,24 +153,6 @@ def position_chart(frame: pl.DataFrame) -> alt.Chart:
     ).properties(width=420, height=220, title="F1 by position in the batch")
 
 
-def frontier_chart(candidates: pl.DataFrame, recommended: Mapping[str, Any]) -> alt.LayerChart | alt.FacetChart:
-    """Every candidate setting's speedup against its F1, the allowed ones coloured, the
-    recommended one marked (frame: the planner's candidates; ``recommended``: its recommendation)."""
-    import polars as pl
-
-    points = alt.Chart(candidates).mark_point(filled=True, size=60).encode(
-        x=alt.X("speedup:Q", title="speedup vs one document per call"),
-        y=alt.Y("f1:Q", title="strict F1 (eval)", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("allowed:N", title="within the F1 drop"), shape=alt.Shape("source:N", title=None),
-        tooltip=["config", "speedup", "f1", "source"])
-    best = pl.DataFrame([{"speedup": recommended["speedup"], "f1": recommended.get("f1"),
-                          "config": recommended["config"]}])
-    mark = alt.Chart(best).mark_point(size=400, color="#e45756", shape="circle", strokeWidth=3).encode(
-        x="speedup:Q", y="f1:Q", tooltip=["config"])
-    return alt.layer(points, mark).properties(width=460, height=260,
-                                             title="Quality and speed of each setting; recommended (red ring)")
-
-
 def runs_chart(frame: pl.DataFrame) -> alt.HConcatChart:
     """Several eval runs together: measured speedup and strict F1 against documents per call, a
     line per run (frame: their configs with a ``run`` column)."""
@@ -180,3 +162,24 @@ def runs_chart(frame: pl.DataFrame) -> alt.HConcatChart:
                                                           color=color)
     f1 = alt.Chart(frame).mark_line(point=True).encode(x=x, y=alt.Y("strict_f1:Q", title="strict F1"), color=color)
     return alt.hconcat(speed.properties(width=260, height=200), f1.properties(width=260, height=200))
+
+
+def quality_frontier_chart(frame: pl.DataFrame) -> alt.LayerChart | alt.FacetChart:
+    """Measured strict F1 (a 95% interval as a bar) against measured documents per minute, one
+    point per setting (frame: :func:`toolkit.notebook.quality_frontier`), the settings no other beats
+    on both joined by a line; the tooltip holds the command that measures a point again."""
+    import polars as pl
+
+    frame = frame.filter(pl.col("strict_f1").is_not_null() & pl.col("docs_per_min").is_not_null())
+    best = frame.sort("docs_per_min", descending=True).filter(
+        pl.col("strict_f1") >= pl.col("strict_f1").cum_max()).sort("docs_per_min")
+    x = alt.X("docs_per_min:Q", title="documents per minute (measured)", scale=alt.Scale(zero=False))
+    y = alt.Y("strict_f1:Q", title="strict F1 (95% interval)", scale=alt.Scale(zero=False))
+    tooltip = ["run", "setting", "strict_f1", "f1_lo", "f1_hi", "strict_precision", "strict_recall",
+               "docs_per_min", "cost_per_1k_docs", "command"]
+    bars = alt.Chart(frame).mark_rule(opacity=0.5).encode(x=x, y="f1_lo:Q", y2="f1_hi:Q", color="run:N")
+    points = alt.Chart(frame).mark_point(filled=True, size=70).encode(
+        x=x, y=y, color=alt.Color("run:N", title=None), tooltip=tooltip)
+    line = alt.Chart(best).mark_line(color="#555", strokeDash=[4, 3]).encode(x=x, y=y)
+    return alt.layer(bars, line, points).properties(
+        width=460, height=280, title="Quality against speed, measured: the settings no other beats on both (dashed)")

@@ -1,6 +1,6 @@
 """The notebooks' surfaces: the tuner (widgets over token budget and documents per call, predicted
 against measured speedups), the entity viewer (a document alone and in its batch, against gold), and
-what the notebooks show as tested functions (a gold sample, the frontier's candidates, committed runs)."""
+what the notebooks show as tested functions (a gold sample, the measured frontier, committed runs)."""
 
 from toolkit.notebook._tuning import Setting, Tuner, TunerModel
 from toolkit.notebook._viewer import EntityViewer, document_score, legend, order
@@ -10,8 +10,9 @@ from toolkit.notebook._views import (
     bench_headline,
     committed_results,
     eval_frame,
-    frontier_candidates,
+    quality_frontier,
 )
 
 __all__ = ["EntityViewer", "GoldSample", "Setting", "Tuner", "TunerModel", "bench_frame", "bench_headline",
-           "committed_results", "document_score", "eval_frame", "frontier_candidates", "legend", "order"]
+           "committed_results", "document_score", "eval_frame", "legend", "order",
+           "quality_frontier"]

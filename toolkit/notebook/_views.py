@@ -1,6 +1,6 @@
 """What the notebooks show, as tested functions, so their cells read like a short script: a corpus's
-first documents with their gold (mapped onto the toolkit's types), the planner's candidates for the
-quality/speed frontier, and the real-model results committed under ``benchmarks/results``."""
+first documents with their gold (mapped onto the toolkit's types), the measured quality/speed
+frontier of the committed real-model evals, and the real-model results committed under ``benchmarks/results``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     import polars as pl
 
     from toolkit.measure import BenchResult, EvalResult
-    from toolkit.plan import Plan
 
 
 
@@ -46,20 +45,6 @@ class GoldSample:
         gold = {d.id: [Entity(e.text, mapping.get(e.type, e.type), d.id, start=e.start, end=e.end) for e in g]
                 for d, g in pairs}
         return cls({d.id: d.text for d, _ in pairs}, gold, scored)
-
-
-def frontier_candidates(planned: Plan) -> pl.DataFrame:
-    """The planner's candidates as :func:`toolkit.measure.frontier_chart` draws them: each sync
-    setting of its grid (predicted speedup, the eval's F1) and each measured configuration."""
-    import polars as pl
-
-    predicted = [{"config": f"max_docs={r['max_docs']},budget={r['budget']},concurrency={r['concurrency']}",
-                  "speedup": r["predicted_speedup"], "f1": r["f1"], "allowed": r["allowed"], "source": "predicted"}
-                 for r in planned.grid if r["mode"] == "sync"]
-    measured = [{k: r[k] for k in ("config", "speedup", "f1", "allowed", "source")} for r in planned.measured]
-    # typed: without an eval every F1 is None, a column a chart cannot draw without its type
-    schema = {"config": pl.Utf8, "speedup": pl.Float64, "f1": pl.Float64, "allowed": pl.Boolean, "source": pl.Utf8}
-    return pl.DataFrame(predicted + measured, schema=schema)
 
 
 EVAL_TABLE = ("config", "seconds", "speedup", "speedup_ci", "strict_precision", "strict_recall", "strict_f1",
@@ -117,3 +102,51 @@ def committed_results(folder: str | Path | None = None) -> tuple[pl.DataFrame, p
     frames = [pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame(schema=schema)
               for rows in (evals, benches)]
     return frames[0], frames[1].select(BENCH_COLUMNS)
+
+
+FRONTIER_COLUMNS = ("run", "setting", "max_docs", "documents", "docs_per_min", "strict_f1", "f1_lo", "f1_hi",
+                    "strict_precision", "strict_recall", "agreement_f1", "cost_per_1k_docs", "command")
+
+
+def quality_frontier(folder: str | Path | None = None) -> pl.DataFrame:
+    """One point per setting of the committed real-model evals under ``folder`` (default: the
+    repository's ``benchmarks/results``): measured strict F1 with its 95% interval (``f1_lo``,
+    ``f1_hi``; null where the run had no bootstrap), measured documents per minute, cost per 1,000
+    documents where priced, and the ``command`` that measures that setting again. Emulated evals are
+    left out: their entities come from a deterministic stand-in, not a model."""
+    import polars as pl
+
+    from toolkit.measure import EvalResult, read_result
+
+    rows: list[dict[str, Any]] = []
+    for path in sorted(glob.glob(str(Path(folder or RESULTS_DIR) / "*" / "results.json"))):
+        try:
+            result = read_result(path)
+        except ValueError:
+            continue
+        if isinstance(result, EvalResult) and not result.emulated:
+            rows += [_frontier_row(Path(path).parent.name, result, row) for row in result.rows()]
+    schema = {k: pl.Utf8 if k in ("run", "setting", "command") else pl.Float64 for k in FRONTIER_COLUMNS}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _frontier_row(run: str, result: EvalResult, row: Mapping[str, Any]) -> dict[str, Any]:
+    """One configuration of an eval as a frontier point: what was measured, and how to measure it again."""
+    settings = dict(result.settings or {})
+    layout = result.layout or "packed"  # evals before layouts existed packed every batch
+    demos = f"{settings['shots']} shots of {settings['demos']}" if settings.get("demos") else "built-in example"
+    passes = int(settings.get("passes") or 1)
+    setting = ", ".join([f"{row['max_docs']} per call", layout, demos] + ([f"{passes} passes"] if passes > 1 else []))
+    gold = result.gold or ""
+    gold = Path(gold).parent.name if "/" in gold else gold  # a path of the shared corpora: its name
+    command = (f"python -m toolkit eval --gold {gold} --lm {result.lm} --limit {result.documents} "
+               f"--max-docs {row['max_docs']} --layout {layout}"
+               + (f" --demos {settings['demos']} --shots {settings['shots']}" if settings.get("demos") else "")
+               + (f" --passes {passes}" if passes > 1 else ""))
+    ci = row.get("strict_f1_ci") or (None, None)
+    seconds = row.get("seconds") or 0
+    return {"run": run, "setting": setting, "max_docs": row["max_docs"], "documents": result.documents,
+            "docs_per_min": 60 * result.documents / seconds if seconds else None, "strict_f1": row.get("strict_f1"),
+            "f1_lo": ci[0], "f1_hi": ci[1], **{k: row.get(k) for k in ("strict_precision", "strict_recall",
+                                                                        "agreement_f1", "cost_per_1k_docs")},
+            "command": command}
