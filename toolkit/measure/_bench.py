@@ -25,8 +25,8 @@ from toolkit.measure._configs import BENCH_PLAN, BenchConfig, plan_for, rate_lim
 from toolkit.measure._results import BenchResult, ConfigFigures
 from toolkit.measure._runs import ConfigRun, config_figures, machine, priced, run_config
 
-BENCH_COLUMNS = ("config", "calls", "seconds", "docs_per_second", "extracted", "lost", "cached_tokens", "cost_usd",
-                 "cost_per_1k_docs")
+BENCH_COLUMNS = ("config", "max_docs", "concurrency", "calls", "seconds", "docs_per_second", "extracted", "lost",
+                 "tokens_in", "tokens_out", "cached_tokens", "cost_usd", "cost_per_1k_docs")
 
 
 @dataclass(frozen=True)
@@ -158,5 +158,6 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
 
 
 def bench_table(result: BenchResult) -> list[dict[str, Any]]:
-    """A bench result's configurations as the CLI prints them (time, documents and cost)."""
+    """A bench result's configurations as the CLI prints them and ``03_measure`` shows them (time,
+    documents, tokens and cost)."""
     return [{k: row.get(k) for k in BENCH_COLUMNS} for row in result.rows()]

@@ -186,13 +186,14 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
         calls=() if lm.startswith("emulated:") else tuple(c for r in runs for c in r.calls(prompt_cache)))
 
 
-EVAL_COLUMNS = ("config", "calls", "seconds", "speedup", "speedup_ci", "strict_f1", "strict_f1_ci", "lenient_f1",
-                "lenient_f1_ci", "f1_vs_reference", "f1_ratio_ci", "agreement_f1", "leaks", "entities_per_doc",
-                "cost_usd", "cost_per_1k_docs")
+EVAL_COLUMNS = ("config", "calls", "seconds", "speedup", "speedup_ci", "strict_precision", "strict_recall", "strict_f1",
+                "strict_f1_ci", "lenient_f1", "lenient_f1_ci", "f1_vs_reference", "f1_ratio_ci", "agreement_f1",
+                "leaks", "entities_per_doc", "zero_entity_docs", "cost_usd", "cost_per_1k_docs")
 
 
 def eval_table(result: EvalResult) -> list[dict[str, Any]]:
-    """An eval result's configurations as the CLI prints them: point figures beside their intervals."""
+    """An eval result's configurations as the CLI prints them and ``03_measure`` shows them: precision and
+    recall beside F1, point figures beside their intervals."""
     return [{k: row.get(k) for k in EVAL_COLUMNS} for row in result.rows()]
 
 

@@ -47,26 +47,23 @@ class GoldSample:
         return cls({d.id: d.text for d, _ in pairs}, gold, scored)
 
 
-EVAL_TABLE = ("config", "seconds", "speedup", "speedup_ci", "strict_precision", "strict_recall", "strict_f1",
-              "strict_f1_ci", "f1_ratio_ci", "agreement_f1", "entities_per_doc", "zero_entity_docs", "leaks",
-              "cost_per_1k_docs")
-BENCH_TABLE = ("config", "max_docs", "concurrency", "seconds", "calls", "docs_per_second", "tokens_in", "tokens_out",
-               "cost_per_1k_docs", "lost")
-
-
 def eval_frame(quality: EvalResult | None) -> pl.DataFrame | None:
-    """An eval's configurations as a frame, the columns a reader of ``03_measure`` compares (precision
-    and recall beside F1; :func:`toolkit.measure.eval_table` is the CLI's); None without an eval."""
+    """An eval's configurations as a frame, the CLI's columns (:func:`toolkit.measure.eval_table`:
+    precision and recall beside F1); None without an eval."""
     import polars as pl
 
-    return pl.DataFrame(quality.rows()).select(EVAL_TABLE) if quality is not None else None
+    from toolkit.measure import eval_table
+
+    return pl.DataFrame(eval_table(quality)) if quality is not None else None
 
 
 def bench_frame(speed: BenchResult) -> pl.DataFrame:
     """A bench's configurations (A, A', B, C, D, the batch API) as a frame: speed, calls, tokens and cost."""
     import polars as pl
 
-    return pl.DataFrame(speed.rows()).select(BENCH_TABLE)
+    from toolkit.measure import bench_table
+
+    return pl.DataFrame(bench_table(speed))
 
 
 def bench_headline(speed: BenchResult) -> dict[str, Any]:
