@@ -42,7 +42,7 @@ def test_a_measured_point_lands_next_to_the_prediction_and_is_saved(ncbi_devel: 
     model = TunerModel(str(ncbi_devel), lm="emulated:hosted-api", sample=40)
     point = model.measure(Setting(max_docs=8), n=16)
     assert point["measured_speedup"] > 1.0 and point["predicted_speedup"] > 1.0
-    assert point["f1"] is not None and point["f1"] == pytest.approx(point["reference_f1"])  # deterministic answers
+    assert point["f1"] is None and point["reference_f1"] is None  # an emulated LM's entities are no quality
     assert model.measured_frame().height == 1
     saved = json.loads(model.save(tmp_path).read_text())
     assert saved["kind"] == "tune" and saved["configs"][0]["max_docs"] == 8
