@@ -2,7 +2,7 @@
 against measured speedups), the entity viewer (a document alone and in its batch, against gold), and
 what the notebooks show as tested functions (a gold sample, the measured frontier, committed runs)."""
 
-from toolkit.notebook._tuning import Setting, Tuner, TunerModel
+from toolkit.notebook._tuning import Setting, Tuner, TunerModel, default_profile
 from toolkit.notebook._viewer import EntityViewer, document_score, legend, order
 from toolkit.notebook._views import (
     GoldSample,
@@ -14,5 +14,5 @@ from toolkit.notebook._views import (
 )
 
 __all__ = ["EntityViewer", "GoldSample", "Setting", "Tuner", "TunerModel", "bench_frame", "bench_headline",
-           "committed_results", "document_score", "eval_frame", "legend", "order",
+           "committed_results", "default_profile", "document_score", "eval_frame", "legend", "order",
            "quality_frontier"]

@@ -5,7 +5,7 @@ frontier of the committed real-model evals, and the real-model results committed
 from __future__ import annotations
 
 import glob
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,6 +73,18 @@ def bench_headline(speed: BenchResult) -> dict[str, Any]:
             "lost": speed.lost}
 
 
+def _committed_runs(folder: str | Path | None) -> Iterator[tuple[str, EvalResult | BenchResult]]:
+    """(folder name, result) of each eval and bench run under ``folder`` (default: the repository's
+    ``benchmarks/results``), in name order; calibrations and scale-out runs are left out."""
+    from toolkit.measure import read_result
+
+    for path in sorted(glob.glob(str(Path(folder or RESULTS_DIR) / "*" / "results.json"))):
+        try:
+            yield Path(path).parent.name, read_result(path)
+        except ValueError:  # not an eval or a bench
+            continue
+
+
 EVAL_COLUMNS = ("config", "max_docs", "seconds", "speedup", "strict_f1", "docs_per_second", "calls", "lost")
 BENCH_COLUMNS = ("run", "config", "max_docs", "seconds", "docs_per_second", "calls", "lost")
 
@@ -83,16 +95,9 @@ def committed_results(folder: str | Path | None = None) -> tuple[pl.DataFrame, p
     scale-out runs (their own tables) are left out; no folder gives two empty frames."""
     import polars as pl
 
-    from toolkit.measure import read_result
-
     evals: list[dict[str, Any]] = []
     benches: list[dict[str, Any]] = []
-    for path in sorted(glob.glob(str(Path(folder or RESULTS_DIR) / "*" / "results.json"))):
-        try:
-            result = read_result(path)
-        except ValueError:  # not an eval or a bench
-            continue
-        run = Path(path).parent.name
+    for run, result in _committed_runs(folder):
         rows = [{"run": run, **{k: r.get(k) for k in EVAL_COLUMNS}} for r in result.rows()]
         (evals if result.kind == "eval" else benches).extend(rows)
     schema = {"run": pl.Utf8, **dict.fromkeys(EVAL_COLUMNS, pl.Float64), "config": pl.Utf8}
@@ -113,16 +118,10 @@ def quality_frontier(folder: str | Path | None = None) -> pl.DataFrame:
     left out: their entities come from a deterministic stand-in, not a model."""
     import polars as pl
 
-    from toolkit.measure import EvalResult, read_result
+    from toolkit.measure import EvalResult
 
-    rows: list[dict[str, Any]] = []
-    for path in sorted(glob.glob(str(Path(folder or RESULTS_DIR) / "*" / "results.json"))):
-        try:
-            result = read_result(path)
-        except ValueError:
-            continue
-        if isinstance(result, EvalResult) and not result.emulated:
-            rows += [_frontier_row(Path(path).parent.name, result, row) for row in result.rows()]
+    rows = [_frontier_row(run, result, row) for run, result in _committed_runs(folder)
+            if isinstance(result, EvalResult) and not result.emulated for row in result.rows()]
     schema = {k: pl.Utf8 if k in ("run", "setting", "command") else pl.Float64 for k in FRONTIER_COLUMNS}
     return pl.DataFrame(rows, schema=schema)
 
@@ -132,14 +131,10 @@ def _frontier_row(run: str, result: EvalResult, row: Mapping[str, Any]) -> dict[
     settings = dict(result.settings or {})
     layout = result.layout or "packed"  # evals before layouts existed packed every batch
     demos = f"{settings['shots']} shots of {settings['demos']}" if settings.get("demos") else "built-in example"
-    passes = int(settings.get("passes") or 1)
-    setting = ", ".join([f"{row['max_docs']} per call", layout, demos] + ([f"{passes} passes"] if passes > 1 else []))
-    gold = result.gold or ""
-    gold = Path(gold).parent.name if "/" in gold else gold  # a path of the shared corpora: its name
-    command = (f"python -m toolkit eval --gold {gold} --lm {result.lm} --limit {result.documents} "
+    setting = f"{row['max_docs']} per call, {layout}, {demos}"
+    command = (f"python -m toolkit eval --gold {result.gold} --lm {result.lm} --limit {result.documents} "
                f"--max-docs {row['max_docs']} --layout {layout}"
-               + (f" --demos {settings['demos']} --shots {settings['shots']}" if settings.get("demos") else "")
-               + (f" --passes {passes}" if passes > 1 else ""))
+               + (f" --demos {settings['demos']} --shots {settings['shots']}" if settings.get("demos") else ""))
     ci = row.get("strict_f1_ci") or (None, None)
     seconds = row.get("seconds") or 0
     return {"run": run, "setting": setting, "max_docs": row["max_docs"], "documents": result.documents,
