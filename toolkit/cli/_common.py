@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from toolkit.core import LAYOUTS
+from toolkit.core import DEMO_CHOICES, LAYOUTS, PASS_MODES
 
 if TYPE_CHECKING:
     from toolkit.extraction import ExtractionSettings
@@ -45,12 +45,17 @@ def ints(text: str) -> list[int]:
 def extraction_settings(args: argparse.Namespace) -> ExtractionSettings:
     from toolkit.extraction import ExtractionSettings
 
-    overrides = {"relationships": not args.no_relationships, "layout": args.layout, "demos": args.demos,
-                 "shots": args.shots}
+    overrides = {"relationships": not args.no_relationships, "layout": args.layout, **prompt_overrides(args)}
     if args.types:
         types = tuple(t.strip() for t in args.types.split(",") if t.strip())
         return ExtractionSettings(entity_types=types, **overrides)
     return ExtractionSettings.preset(args.preset, **overrides)
+
+
+def prompt_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The worked examples and passes the arguments ask for (:func:`add_prompt_args`)."""
+    return {"demos": args.demos, "shots": args.shots, "demo_choice": args.demo_choice, "passes": args.passes,
+            "pass_mode": args.pass_mode}
 
 
 def add_extraction_args(parser: argparse.ArgumentParser) -> None:
@@ -77,7 +82,15 @@ def add_prompt_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demos", metavar="GOLD",
                         help="annotated corpus (name, PubTator or CoNLL file) whose documents are the worked "
                              "example instead of the built-in one, e.g. ncbi-disease-train")
-    parser.add_argument("--shots", type=int, default=2, help="documents drawn from --demos (default 2)")
+    parser.add_argument("--shots", type=int, default=2, help="documents drawn from --demos per pass (default 2)")
+    parser.add_argument("--demo-choice", choices=DEMO_CHOICES, default="random",
+                        help="how --demos are drawn: random (seed 0), or coverage: documents dense in mentions "
+                             "of every form (default random)")
+    parser.add_argument("--passes", type=int, default=1,
+                        help="extraction passes per batch, merged per document (default 1; see --pass-mode)")
+    parser.add_argument("--pass-mode", choices=PASS_MODES, default="fresh",
+                        help="what a further pass sees: fresh, a new extraction showing the next --shots documents "
+                             "of --demos; shown, the answer so far, asked for what it missed (default fresh)")
 
 
 def add_price_arg(parser: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ from toolkit.cli._common import (
     ints,
     print_report,
     print_table,
+    prompt_overrides,
 )
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     result = evaluate(args.gold, lm=args.lm, limit=args.limit, max_docs=ints(args.max_docs),
                       budgets=ints(args.budgets), types=args.types.split(",") if args.types else None,
-                      prompt_cache=args.warm_cache, layout=args.layout, demos=args.demos, shots=args.shots,
+                      prompt_cache=args.warm_cache, layout=args.layout, **prompt_overrides(args),
                       resamples=args.resamples, fresh_reference=args.fresh_reference, price=args.price,
                       api_base=args.api_base, rpm=args.rpm, tpm=args.tpm)
     if not _write_and_print_json(result, args):
@@ -50,7 +51,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result = bench(args.lm, args.corpus, args.docs, max_docs=args.max_docs, budget=args.budget,
                    concurrency=args.concurrency, output_tokens_per_doc=args.output_reserve,
                    types=[t.strip().upper() for t in args.types.split(",")] if args.types else None,
-                   layout=args.layout, demos=args.demos, shots=args.shots, price=args.price,
+                   layout=args.layout, **prompt_overrides(args), price=args.price,
                    api_base=args.api_base, rpm=args.rpm, tpm=args.tpm, settle=args.settle,
                    batch_api=args.batch_api)
     if not _write_and_print_json(result, args):

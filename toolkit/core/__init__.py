@@ -15,11 +15,25 @@ from toolkit.core._paths import DATA_DIR, PACKAGE_DIR, RESULTS_DIR, cache_dir, s
 from toolkit.core._pricing import Prices, resolve_prices
 from toolkit.core._pypi import CHUNK, FetchError, download_wheels, sha256_file, wheel_member
 from toolkit.core._redact import redact, split_userinfo
-from toolkit.core._types import LAYOUTS, MODES, RUNNERS, STRATEGIES, Layout, Mode, RunnerName, Strategy
+from toolkit.core._types import (
+    DEMO_CHOICES,
+    LAYOUTS,
+    MODES,
+    PASS_MODES,
+    RUNNERS,
+    STRATEGIES,
+    DemoChoice,
+    Layout,
+    Mode,
+    PassMode,
+    RunnerName,
+    Strategy,
+)
 
 __all__ = [
-    "Baseline", "BatchExtractionResult", "BatchStatus", "CHUNK", "Counts", "DATA_DIR", "Document", "DocumentBatch",
-    "Dropped", "Entity", "FIELDS", "Faults", "FetchError", "LAYOUTS", "Layout", "MODES", "Mode", "PACKAGE_DIR",
+    "Baseline", "BatchExtractionResult", "BatchStatus", "CHUNK", "Counts", "DATA_DIR", "DEMO_CHOICES", "DemoChoice",
+    "Document", "DocumentBatch", "Dropped", "Entity", "FIELDS", "Faults", "FetchError", "LAYOUTS", "Layout", "MODES",
+    "Mode", "PACKAGE_DIR", "PASS_MODES", "PassMode",
     "Prices", "ProcessingMetrics", "RESULTS_DIR", "RUNNERS", "Relationship", "RunnerName", "STRATEGIES", "Strategy",
     "cache_dir", "check_token_count", "download_wheels", "normalise", "redact", "resolve_prices", "sha256_file",
     "shared_dir", "split_userinfo", "wheel_member",

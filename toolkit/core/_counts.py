@@ -42,6 +42,8 @@ class Counts:
     malformed_records: int = 0  # records without an id or a list of entities
     missing_ids: int = 0  # asked documents without a usable record
     loops_ended: int = 0  # one-document answers ended at a greedy loop (the parallel layout's guard)
+    pass_calls: int = 0  # LM calls of the passes after the first (ExtractionSettings.passes)
+    pass_entities: int = 0  # entities those passes added (new to their document), of ``entities``
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(*(getattr(self, name) + getattr(other, name) for name in FIELDS))

@@ -25,7 +25,8 @@ class Document:
 
 @dataclass(frozen=True, slots=True)
 class Entity:
-    """An entity mention found in one document (``source_document_id``)."""
+    """An entity mention found in one document (``source_document_id``); ``pass_no``: the
+    extraction pass that found it (1 unless ``ExtractionSettings.passes`` asks for more)."""
 
     text: str
     type: str
@@ -33,6 +34,7 @@ class Entity:
     confidence: float | None = None
     start: int | None = None
     end: int | None = None
+    pass_no: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ and :mod:`~toolkit.extraction._module` (the DSPy module).
 
 from toolkit.core import normalise
 from toolkit.extraction._adapter import BatchJSONAdapter, RawReply, ReplyParseError, end_repetition, parse_reply
-from toolkit.extraction._demos import demo_ids, gold_demos
+from toolkit.extraction._demos import demo_ids, gold_demos, pass_demos
 from toolkit.extraction._module import BatchExtractor, settle_reply
 from toolkit.extraction._prompt import (
     DEMO_DOCUMENTS,
@@ -38,6 +38,6 @@ __all__ = [
     "BatchExtraction", "BatchExtractor", "BatchJSONAdapter", "DEMO_DOCUMENTS", "DEMO_ENTITIES",
     "DEMO_RELATIONSHIPS", "DocumentIn", "DocumentOut", "EntityOut", "ExtractionSettings", "LAYOUTS", "OutputSizer",
     "PRESETS", "RawReply", "RelationshipOut", "ReplyParseError", "ValidatedBatch", "demo_example", "demo_ids",
-    "end_repetition", "gold_demos", "normalise", "output_allowance", "output_per_document", "parse_reply",
+    "end_repetition", "gold_demos", "normalise", "output_allowance", "output_per_document", "parse_reply", "pass_demos",
     "settle_reply", "response_schema", "to_result", "validate_reply",
 ]

@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
 import dspy
 from dspy.utils.usage_tracker import track_usage
 
-from toolkit.core import Document
+from toolkit.core import Document, normalise
 from toolkit.extraction._adapter import BatchJSONAdapter, RawReply, ReplyParseError, end_repetition, parse_reply
-from toolkit.extraction._prompt import BatchExtraction, DocumentIn, demo_example, response_schema
+from toolkit.extraction._prompt import (
+    BatchExtraction,
+    BatchGleaning,
+    DocumentFound,
+    DocumentIn,
+    demo_example,
+    response_schema,
+)
 from toolkit.extraction._settings import ExtractionSettings
 from toolkit.extraction._sizing import OutputSizer
 from toolkit.extraction._validation import ValidatedBatch, validate_reply
@@ -31,18 +39,22 @@ class _BatchCalls:
     unless earlier one-document calls already have answers: they are kept and the documents left
     over are missing."""
 
-    def __init__(self, extractor: BatchExtractor, documents: Sequence[Document], max_tokens: int | None) -> None:
+    def __init__(self, extractor: BatchExtractor, documents: Sequence[Document], max_tokens: int | None,
+                 predictor: dspy.Predict | None = None, call_tokens: int | None = None,
+                 found: dict[str, list[str]] | None = None) -> None:
         if not documents:
             raise ValueError("a batch needs at least one document")
         self.extractor = extractor
+        self.predictor = predictor or extractor.predict
+        self.found = found  # a later pass shown the answer so far: each document's mentions found
         self.documents = list(documents)
         n = len(self.documents)
         if extractor.layout == "parallel":
             self.pending = [[d] for d in self.documents]
-            self.max_tokens = max(extractor.max_tokens(1), (max_tokens or 0) // n)
+            self.max_tokens = call_tokens or max(extractor.max_tokens(1), (max_tokens or 0) // n)
         else:
             self.pending = [self.documents]
-            self.max_tokens = max_tokens or extractor.max_tokens(n)
+            self.max_tokens = call_tokens or max_tokens or extractor.max_tokens(n)
         self.validated = ValidatedBatch()
         self.usage: list[int] | None = None  # (prompt, output, cached) tokens; None while no call reported usage
         self.asked = 0  # documents sent so far
@@ -51,7 +63,40 @@ class _BatchCalls:
     def __iter__(self) -> Iterator[_Call]:
         """The ``dspy.Predict`` calls still to make, one after another, until the batch is done."""
         while self.pending:
-            yield _Call(self, self.extractor._request(self.pending[0], self.max_tokens))
+            yield _Call(self, self.extractor._request(self.pending[0], self.max_tokens, self.found))
+
+    def later_pass(self, predictor: dspy.Predict) -> _BatchCalls | None:
+        """The calls of a further pass on the documents this one answered (None if none): the
+        same layout and per-call allowance, the pass's own predictor (its own worked examples),
+        and in the ``shown`` mode each document's mentions found so far."""
+        answered = [d for d in self.documents if d.id in self.validated.entities]
+        if not answered:
+            return None
+        calls_tokens = self.max_tokens if self.extractor.layout == "parallel" else None
+        found = {d.id: [e.text for e in self.validated.entities[d.id]] for d in answered} \
+            if self.extractor.settings.pass_mode == "shown" else None
+        return _BatchCalls(self.extractor, answered, None, predictor, call_tokens=calls_tokens, found=found)
+
+    def add_pass(self, later: _BatchCalls, pass_no: int) -> None:
+        """Merge a further pass's answers: each document keeps what it has and gains the grounded
+        mentions new to it (marked ``pass_no``); a document the pass did not answer keeps its
+        answer (it is not missing: the first pass answered it). Its tokens and calls are counted."""
+        counts = later.validated.counts
+        for doc_id, found in later.validated.entities.items():
+            kept = self.validated.entities[doc_id]
+            seen = {(normalise(e.text), e.type) for e in kept}
+            new = [replace(e, pass_no=pass_no) for e in found if (normalise(e.text), e.type) not in seen]
+            kept.extend(new)
+            self.validated.counts.pass_entities += len(new)
+        for name in ("dropped", "duplicates", "ungrounded", "leaks", "repaired", "loops_ended", "unknown_ids",
+                     "duplicate_records", "malformed_records"):
+            setattr(self.validated.counts, name, getattr(self.validated.counts, name) + getattr(counts, name))
+        for doc_id, dropped in later.validated.dropped.items():
+            self.validated.dropped.setdefault(doc_id, []).extend(dropped)
+        self.validated.counts.pass_calls += len(later.documents) if self.extractor.layout == "parallel" else 1
+        if later.usage is not None:
+            self.usage = [a + b for a, b in zip(self.usage or [0, 0, 0], later.usage)]
+        self.asked += later.asked
 
     def salvage(self) -> bool:
         """A call raised: the batch fails (the executor retries it) unless earlier calls have
@@ -102,7 +147,7 @@ class _BatchCalls:
         ex = self.extractor
         prompts = []
         for documents in self.pending:
-            messages, config = ex.messages(documents, self.max_tokens)
+            messages, config = ex.messages(documents, self.max_tokens, self.predictor, self.found)
             prompts.append((messages, schema_of(config.get("response_format")), self.max_tokens))
         until = partial(end_repetition, relationships=ex.settings.relationships)
         for answer in engine.complete_many(prompts, until=until):
@@ -154,7 +199,8 @@ class BatchExtractor(dspy.Module):
     """
 
     def __init__(self, settings: ExtractionSettings | None = None, layout: str = "packed",
-                 demos: Sequence[dspy.Example] | None = None) -> None:
+                 demos: Sequence[dspy.Example] | None = None,
+                 pass_demos: Sequence[Sequence[dspy.Example]] = ()) -> None:
         super().__init__()
         self.settings = settings or ExtractionSettings()
         if layout not in ("packed", "parallel"):
@@ -162,11 +208,19 @@ class BatchExtractor(dspy.Module):
         if demos is None and self.settings.demo and self.settings.demos:
             raise ValueError(f"settings.demos is {self.settings.demos!r}: pass the demos drawn from it "
                              "(toolkit.jobs._service.demos_for(settings))")
+        if len(pass_demos) != self.settings.passes - 1:
+            raise ValueError(f"settings.passes is {self.settings.passes}: pass the demos of the "
+                             f"{self.settings.passes - 1} further passes (toolkit.jobs._service.demos_for), "
+                             f"got {len(pass_demos)}")
         self.layout = layout
         self.predict = dspy.Predict(BatchExtraction)
         if demos is None:
             demos = [demo_example(self.settings)] if self.settings.demo else []
         self.predict.demos = list(demos)
+        later = BatchGleaning if self.settings.pass_mode == "shown" else BatchExtraction
+        self.more_passes = [dspy.Predict(later) for _ in pass_demos]  # passes 2..N, a predictor each
+        for predictor, shown in zip(self.more_passes, pass_demos):
+            predictor.demos = list(shown)
         self.adapter = BatchJSONAdapter(relationships=self.settings.relationships)
         self.sizer = OutputSizer(self.settings)
 
@@ -174,7 +228,8 @@ class BatchExtractor(dspy.Module):
         """The output allowance of a call on ``n_docs`` documents (see :class:`OutputSizer`)."""
         return self.sizer.allowance(n_docs)
 
-    def _request(self, documents: Sequence[Document], max_tokens: int | None = None) -> dict[str, Any]:
+    def _request(self, documents: Sequence[Document], max_tokens: int | None = None,
+                 found: dict[str, list[str]] | None = None) -> dict[str, Any]:
         if not documents:
             raise ValueError("a batch needs at least one document")
         config: dict[str, Any] = {"max_tokens": max_tokens or self.max_tokens(len(documents)),
@@ -182,50 +237,66 @@ class BatchExtractor(dspy.Module):
         if self.settings.schema:
             config["response_format"] = response_schema([d.id for d in documents], self.settings)
         return {
-            "documents": [DocumentIn(id=d.id, text=d.text) for d in documents],
+            "documents": [DocumentIn(id=d.id, text=d.text) if found is None
+                          else DocumentFound(id=d.id, text=d.text, found=found[d.id]) for d in documents],
             "entity_types": list(self.settings.entity_types),
             "config": config,
         }
 
-    def messages(self, documents: Sequence[Document],
-                 max_tokens: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    def messages(self, documents: Sequence[Document], max_tokens: int | None = None,
+                 predictor: dspy.Predict | None = None,
+                 found: dict[str, list[str]] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """The chat messages of a call on ``documents`` (as the adapter formats them, worked
-        example included) and its LM config (``max_tokens``, temperature, response format)."""
-        request = self._request(documents, max_tokens)
+        example included: ``predictor``'s, by default the first pass's; ``found``: the mentions
+        a ``shown`` pass is shown) and its LM config (``max_tokens``, temperature, response format)."""
+        request = self._request(documents, max_tokens, found)
         config = request.pop("config")
-        return self.adapter.format(self.predict.signature, demos=self.predict.demos, inputs=request), config
+        predictor = predictor or self.predict
+        return self.adapter.format(predictor.signature, demos=predictor.demos, inputs=request), config
 
-    def _forward_preprocess(self, documents: Sequence[Document], max_tokens: int | None) -> tuple[_BatchCalls, Any]:
-        """The batch's calls, and the LM's engine if it decodes several prompts together (then a
-        batch of one document takes the same path: the one-document-per-call baseline runs the
-        same code)."""
+    def _passes(self, documents: Sequence[Document], max_tokens: int | None) -> Iterator[_BatchCalls]:
+        """The batch's calls, pass after pass: the first pass on ``documents``, then each further
+        pass on the documents answered (:meth:`_BatchCalls.later_pass`), merged into the first
+        once its calls are made (the caller makes them between two steps)."""
+        first = _BatchCalls(self, documents, max_tokens)
+        yield first
+        for pass_no, predictor in enumerate(self.more_passes, start=2):
+            later = first.later_pass(predictor)
+            if later is None:
+                return
+            yield later
+            first.add_pass(later, pass_no)
+
+    def _engine(self) -> Any:
+        """The LM's engine if it decodes several prompts together (then a batch of one document
+        takes the same path: the one-document-per-call baseline runs the same code)."""
         engine = getattr(dspy.settings.lm, "engine", None)
-        together = self.layout == "parallel" and hasattr(engine, "complete_many")
-        return _BatchCalls(self, documents, max_tokens), engine if together else None
-
-    def _forward_postprocess(self, calls: _BatchCalls) -> dspy.Prediction:
-        return calls.result()
+        return engine if self.layout == "parallel" and hasattr(engine, "complete_many") else None
 
     def forward(self, documents: Sequence[Document], max_tokens: int | None = None) -> dspy.Prediction:
         """Extract ``documents``; ``max_tokens`` defaults to :meth:`max_tokens`."""
-        calls, engine = self._forward_preprocess(documents, max_tokens)
-        if engine is not None:
-            calls.together(engine)  # every call at once: none left for the loop
-        with dspy.context(adapter=self.adapter):
-            for call in calls:
-                with call:
-                    call.prediction = self.predict(**call.kwargs)
-        return self._forward_postprocess(calls)
+        engine, passes = self._engine(), list[_BatchCalls]()
+        for calls in self._passes(documents, max_tokens):
+            passes.append(calls)
+            if engine is not None:
+                calls.together(engine)  # every call at once: none left for the loop
+            with dspy.context(adapter=self.adapter):
+                for call in calls:
+                    with call:
+                        call.prediction = calls.predictor(**call.kwargs)
+        return passes[0].result()
 
     async def aforward(self, documents: Sequence[Document], max_tokens: int | None = None) -> dspy.Prediction:
-        calls, engine = self._forward_preprocess(documents, max_tokens)
-        if engine is not None:
-            await asyncio.to_thread(calls.together, engine)
-        with dspy.context(adapter=self.adapter):
-            for call in calls:
-                with call:
-                    call.prediction = await self.predict.acall(**call.kwargs)
-        return self._forward_postprocess(calls)
+        engine, passes = self._engine(), list[_BatchCalls]()
+        for calls in self._passes(documents, max_tokens):
+            passes.append(calls)
+            if engine is not None:
+                await asyncio.to_thread(calls.together, engine)
+            with dspy.context(adapter=self.adapter):
+                for call in calls:
+                    with call:
+                        call.prediction = await calls.predictor.acall(**call.kwargs)
+        return passes[0].result()
 
 
 def settle_reply(extractor: Any, documents: Sequence[Document], text: str, tokens: tuple[int, int, int],

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         default_policy,
         demos_for,
         extract_batch,
+        extractor_for,
         get_batch_metrics,
         measure_reserves,
     )
@@ -31,14 +32,14 @@ if TYPE_CHECKING:
 _LAZY = {  # names whose modules import DSPy: loaded when first used (the settings and the CLI's defaults are not)
     **dict.fromkeys(["RunResult", "open_runner", "run"], "toolkit.jobs._pipeline"),
     **dict.fromkeys(["ExtractionService", "ServiceRun", "default_policy", "demos_for", "extract_batch",
-                     "get_batch_metrics", "measure_reserves"], "toolkit.jobs._service"),
+                     "extractor_for", "get_batch_metrics", "measure_reserves"], "toolkit.jobs._service"),
 }
 
 __all__ = [
     "Chunk", "ChunkResult", "ChunkService", "DEFAULT_CORPUS", "ExtractionService", "LocalRunner", "Pacing", "Progress",
     "RunContext", "RunResult", "RunSettings", "RunSummary", "Runner", "RunnerFigures", "ServiceRun",
-    "cost_summary", "counts_summary", "default_policy", "demos_for", "extract_batch", "get_batch_metrics",
-    "limit_bound", "lost_documents", "measure_reserves", "open_runner", "outcome_summary", "run",
+    "cost_summary", "counts_summary", "default_policy", "demos_for", "extract_batch", "extractor_for",
+    "get_batch_metrics", "limit_bound", "lost_documents", "measure_reserves", "open_runner", "outcome_summary", "run",
 ]
 
 

@@ -35,26 +35,36 @@ from toolkit.execution import (
     learn_limits,
     network_guard,
 )
-from toolkit.extraction import BatchExtractor, ExtractionSettings, demo_example, gold_demos, to_result
+from toolkit.extraction import BatchExtractor, ExtractionSettings, demo_example, pass_demos, to_result
 from toolkit.lm import ResolvedLM, resolve_lm
 from toolkit.packing import Packer, PackingSettings, PackResult, get_counter
 
 _PROBE_ID = "doc-0000"
 
 
-def demos_for(settings: ExtractionSettings) -> list[dspy.Example]:
-    """The extractor's demos (its ``Predict.demos``): the built-in worked example, or
-    ``settings.shots`` annotated documents of the gold corpus ``settings.demos``; none without
-    ``settings.demo``."""
+def demos_for(settings: ExtractionSettings, pass_no: int = 1) -> list[dspy.Example]:
+    """The demos of pass ``pass_no`` (a predictor's ``Predict.demos``): the built-in worked
+    example, or ``settings.shots`` annotated documents of the gold corpus ``settings.demos`` (each
+    pass its own, see :func:`toolkit.extraction.pass_demos`; a ``shown`` pass's show part of the
+    answer as found); none without ``settings.demo``."""
     if not settings.demo:
         return []
-    annotated = gold_demos(settings.demos, settings.shots, settings.entity_types) if settings.demos else None
-    return [demo_example(settings, annotated)]
+    shown = pass_no > 1 and settings.pass_mode == "shown"
+    if not settings.demos:
+        return [demo_example(settings, shown=shown)]
+    groups = pass_demos(settings.demos, settings.shots, settings.entity_types, settings.demo_choice, settings.passes)
+    return [demo_example(settings, groups[pass_no - 1], shown=shown)]
+
+
+def extractor_for(settings: ExtractionSettings, layout: str = "packed") -> BatchExtractor:
+    """The DSPy module for ``settings``: its passes, each with its demos (:func:`demos_for`)."""
+    return BatchExtractor(settings, layout, demos_for(settings),
+                          [demos_for(settings, n) for n in range(2, settings.passes + 1)])
 
 
 def _probe_messages(settings: ExtractionSettings, n: int) -> list[dict[str, str]]:
     """The module's real messages for ``n`` placeholder documents."""
-    extractor = BatchExtractor(settings, demos=demos_for(settings))
+    extractor = extractor_for(settings)
     return extractor.messages([Document(f"{_PROBE_ID}{i}", "x") for i in range(n)])[0]
 
 
@@ -136,7 +146,7 @@ class ExtractionService:
         self.pacing = pacing
         self.settings = settings or ExtractionSettings()
         self.layout = self.resolved.capabilities.layout(self.settings.layout)
-        self.extractor = BatchExtractor(self.settings, self.layout, demos_for(self.settings))
+        self.extractor = extractor_for(self.settings, self.layout)
         self.policy = policy or default_policy(self.resolved)
         self._packing = packing
         self.metrics = metrics if metrics is not None else RunMetrics()
@@ -182,10 +192,10 @@ class ExtractionService:
         """``batch`` readied for its next call: the ``max_tokens`` it will ask for, fixed here (the
         allowance may change while the call waits for the limiter; the provider counts what is
         sent), and what a tokens-per-minute limit counts: its prompt (less :meth:`cache_discount`)
-        and that ``max_tokens``."""
+        and that ``max_tokens``, once per pass (``settings.passes``: each is a call of that size)."""
         allowed = self.allowance(batch)
-        reserved = batch.batch_size * self.settings.output_tokens_per_doc + self.settings.max_tokens(0)
-        return batch.for_call(allowed, batch.budget_tokens - reserved + allowed - self.cache_discount())
+        charge = batch.budget_tokens - self.settings.max_tokens(batch.batch_size) + allowed - self.cache_discount()
+        return batch.for_call(allowed, charge * self.settings.passes)
 
     def cache_discount(self) -> int:
         """Prompt tokens a tokens-per-minute limit will not count: the shared prefix the provider's

@@ -111,10 +111,10 @@ def _bounds(configs: Sequence[ConfigFigures]) -> Bounds:
 
 def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 8192, concurrency: str = "auto:16",
           output_tokens_per_doc: int | None = None, interleave: int | None = None,
-          types: Sequence[str] | None = None, layout: Layout = "auto", demos: str | None = None,
-          shots: int = 2, price: str | None = None, plan: Sequence[BenchConfig] = BENCH_PLAN,
+          types: Sequence[str] | None = None, layout: Layout = "auto", price: str | None = None,
+          plan: Sequence[BenchConfig] = BENCH_PLAN,
           api_base: str | None = None, rpm: int | None = None, tpm: int | None = None,
-          settle: float | None = None, batch_api: bool | None = None) -> BenchResult:
+          settle: float | None = None, batch_api: bool | None = None, **prompt: Any) -> BenchResult:
     """The configurations of ``plan`` (:data:`toolkit.measure._configs.BENCH_PLAN`) the backend can run,
     on the same documents: (A) one document per call, sequential, cold cache; (A') the same with
     the prompt cache warm (backends that have one); (B) packed, sequential; (C) packed, adaptive
@@ -127,13 +127,14 @@ def bench(lm: str, corpus: str, docs: int, max_docs: int = 10, budget: int = 819
     default the limits' window, a minute where a provider's limits are learned, 0 for a server at
     ``api_base`` without said limits). ``batch_api``: run the batch-API configuration (default:
     where the backend has one, but not at ``api_base``: llama-server and vLLM have none; True for a
-    server that has, such as the project's emulator)."""
+    server that has, such as the project's emulator). ``prompt``: the worked examples and passes, as
+    :class:`~toolkit.extraction.ExtractionSettings` takes them (``demos``, ``shots``, ...)."""
     documents = first_documents(corpus, docs)
     probe = resolve_lm(lm, api_base=api_base)
     prices = resolve_prices(probe.priced_as, price)
     asked: dict[str, Any] = {**({"entity_types": tuple(types)} if types else {}),  # else the defaults
                              **({"output_tokens_per_doc": output_tokens_per_doc} if output_tokens_per_doc else {})}
-    settings = ExtractionSettings(relationships=False, layout=layout, demos=demos, shots=shots, **asked)
+    settings = ExtractionSettings(relationships=False, layout=layout, **prompt, **asked)
     caps = probe.capabilities
     configs_run = [c for c in plan_for(caps, plan)
                    if c.mode != "batch-api" or (batch_api if batch_api is not None else not api_base)]

@@ -68,6 +68,14 @@ class Scoring:
     types: tuple[str, ...]
     gold_map: dict[str, str]
     weights: np.ndarray | None
+    passes: int = 1
+
+    def by_pass(self, pred: dict[str, list[Entity]]) -> list[float] | None:
+        """Strict F1 of the entities the passes up to each one found (None for one pass)."""
+        if self.passes == 1:
+            return None
+        return [score(self.gold, {d: [e for e in ents if e.pass_no <= k] for d, ents in pred.items()}, self.types,
+                      gold_map=self.gold_map).f1 for k in range(1, self.passes + 1)]
 
     def figures(self, runs: Sequence[ConfigRun | Reference], prices: Prices | None
                 ) -> tuple[list[ConfigFigures], list[dict[str, Any]]]:
@@ -89,7 +97,7 @@ class Scoring:
                 lenient_precision=lenient.precision, lenient_recall=lenient.recall, lenient_f1=lenient.f1,
                 agreement_f1=agreement(reference.predictions, pred, self.types).f1,
                 speedup=reference.seconds / r.seconds if r.seconds else None,
-                f1_vs_reference=strict.f1 / first if rows and first else None,
+                f1_vs_reference=strict.f1 / first if rows and first else None, strict_f1_by_pass=self.by_pass(pred),
                 **(resampled[i].intervals(resampled[0]) if resampled else NO_INTERVALS),
                 **{f"f1_{t}": score(self.gold, pred, (t,), gold_map=self.gold_map).f1 for t in self.types}))
             for pos, prf in by_position(self.gold, pred, r.positions, **scoring).items():
@@ -118,26 +126,27 @@ def _gold(gold_source: str, limit: int | None) -> tuple[list[Any], Gold]:
     return [d for d, _ in pairs], {d.id: g for d, g in pairs}
 
 
-def _settings(asked: tuple[str, ...], layout: Layout, demos: str | None, shots: int, gold: Gold) -> ExtractionSettings:
-    """The prompt asking for ``asked``; its worked examples (``demos``) must not be evaluated documents."""
-    settings = ExtractionSettings(entity_types=asked, relationships=False, layout=layout, demos=demos, shots=shots)
-    if demos and (shown := demo_ids(demos, shots, asked) & set(gold)):
-        raise ValueError(f"{len(shown)} demo documents of {demos} are evaluated documents too "
+def _settings(asked: tuple[str, ...], layout: Layout, gold: Gold, **prompt: Any) -> ExtractionSettings:
+    """The prompt asking for ``asked`` (``prompt``: demos, shots, demo_choice, passes); its worked
+    examples must not be evaluated documents."""
+    settings = ExtractionSettings(entity_types=asked, relationships=False, layout=layout, **prompt)
+    if shown := demo_ids(settings) & set(gold):
+        raise ValueError(f"{len(shown)} demo documents of {settings.demos} are evaluated documents too "
                          f"({', '.join(sorted(shown))}): draw demos from another split (e.g. ncbi-disease-train)")
     return settings
 
 
 def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_docs: Sequence[int] = (1, 4, 8),
              budgets: Sequence[int] = (8192,), types: Sequence[str] | None = None,
-             prompt_cache: bool = False, layout: Layout = "auto", demos: str | None = None,
-             shots: int = 2, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+             prompt_cache: bool = False, layout: Layout = "auto", resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
              reference_cache: str | Path | bool = True, fresh_reference: bool = False,
              price: str | None = None, api_base: str | None = None, rpm: int | None = None,
-             tpm: int | None = None) -> EvalResult:
+             tpm: int | None = None, **prompt: Any) -> EvalResult:
     """Quality and speed of each (max_docs, budget) on the same gold documents; one document per
-    call is always the reference for speedup and agreement. ``demos``: a gold corpus whose
-    annotated documents are the worked example (see :mod:`toolkit.extraction._demos`); none of them may be
-    among the evaluated documents.
+    call is always the reference for speedup and agreement. ``prompt``: the worked examples (never
+    evaluated documents) and passes, as :class:`~toolkit.extraction.ExtractionSettings` takes them
+    (``demos``, ``shots``, ``demo_choice``, ``passes``, ``pass_mode``); ``strict_f1_by_pass``
+    scores what the passes up to each one found.
 
     The reference is read from the cache (:mod:`toolkit.measure._evalcache`; ``reference_cache``: True for
     the default folder, a folder, or False for none) when an earlier eval ran it on the same
@@ -157,7 +166,7 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
     ``api_base``: an OpenAI-compatible server; ``rpm``/``tpm``: the account's limits per minute."""
     documents, gold = _gold(gold_source, limit)
     gold_map, scored = gold_mapping(e.type for g in gold.values() for e in g)
-    settings = _settings(tuple(types) if types else scored, layout, demos, shots, gold)
+    settings = _settings(tuple(types) if types else scored, layout, gold, **prompt)
     probe = resolve_lm(lm, api_base=api_base)
     prices = resolve_prices(probe.priced_as, price)
     grid = [(1, budgets[0])] + [(m, b) for b in budgets for m in max_docs if (m, b) != (1, budgets[0])]
@@ -175,7 +184,7 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
         save_reference(path, reference.reference())
         stored = True
     weights = resample_weights(len(gold), resamples, seed) if resamples else None
-    rows, positions = Scoring(gold, scored, gold_map, weights).figures(runs, prices)
+    rows, positions = Scoring(gold, scored, gold_map, weights, settings.passes).figures(runs, prices)
     return EvalResult(
         gold=str(gold_source), lm=lm, model_id=probe.model_id, layout=probe.capabilities.layout(layout),
         capabilities=probe.capabilities.to_dict(), emulated=lm.startswith("emulated:"), documents=len(documents),
@@ -189,12 +198,15 @@ def evaluate(gold_source: str, lm: str = "local", limit: int | None = 20, max_do
 EVAL_COLUMNS = ("config", "calls", "seconds", "speedup", "speedup_ci", "strict_precision", "strict_recall", "strict_f1",
                 "strict_f1_ci", "lenient_f1", "lenient_f1_ci", "f1_vs_reference", "f1_ratio_ci", "agreement_f1",
                 "leaks", "entities_per_doc", "zero_entity_docs", "cost_usd", "cost_per_1k_docs")
+PASS_COLUMNS = ("pass_calls", "pass_entities", "strict_f1_by_pass")  # shown when the settings ask for passes
 
 
 def eval_table(result: EvalResult) -> list[dict[str, Any]]:
     """An eval result's configurations as the CLI prints them and ``03_measure`` shows them: precision and
-    recall beside F1, point figures beside their intervals."""
-    return [{k: row.get(k) for k in EVAL_COLUMNS} for row in result.rows()]
+    recall beside F1, point figures beside their intervals; with several passes, what they added."""
+    passes = (result.settings or {}).get("passes", 1) > 1
+    columns = EVAL_COLUMNS + PASS_COLUMNS if passes else EVAL_COLUMNS
+    return [{k: row.get(k) for k in columns} for row in result.rows()]
 
 
 def eval_note(result: EvalResult) -> str:

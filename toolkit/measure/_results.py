@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -90,6 +90,7 @@ class ConfigFigures:
     agreement_f1: float | None = None
     speedup: float | None = None
     f1_vs_reference: float | None = None
+    strict_f1_by_pass: Sequence[float] | None = None  # strict F1 of what the passes up to each one found
     strict_f1_ci: Interval | None = None
     lenient_f1_ci: Interval | None = None
     f1_ratio_ci: Interval | None = None

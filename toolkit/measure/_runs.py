@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from toolkit.core import Counts, Document, Entity, Prices
-from toolkit.extraction import BatchExtractor, ExtractionSettings, output_per_document
+from toolkit.extraction import ExtractionSettings, output_per_document
 from toolkit.jobs import (
     ExtractionService,
     ServiceRun,
     cost_summary,
     counts_summary,
     default_policy,
-    demos_for,
+    extractor_for,
     outcome_summary,
 )
 from toolkit.jobs.batchapi import batch_api_counts, batch_api_fields, run_batch_api
@@ -134,8 +134,10 @@ def machine() -> dict[str, Any]:
 def prompt_digest(settings: ExtractionSettings, layout: str) -> str:
     """A digest of the request one document is sent (instructions, worked example, schema, LM
     settings): an edit of the prompt in the code misses the reference cache."""
-    messages, config = BatchExtractor(settings, layout, demos_for(settings)).messages([Document("doc-probe", "x")])
-    return hashlib.sha256(json.dumps([messages, config], sort_keys=True, default=str).encode()).hexdigest()
+    extractor = extractor_for(settings, layout)
+    messages, config = extractor.messages([Document("doc-probe", "x")])
+    later = [predictor.demos for predictor in extractor.more_passes]  # each further pass's worked examples
+    return hashlib.sha256(json.dumps([messages, config, later], sort_keys=True, default=str).encode()).hexdigest()
 
 
 def run_config(resolved: ResolvedLM, settings: ExtractionSettings, documents: Sequence[Document], name: str,
