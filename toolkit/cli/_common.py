@@ -55,7 +55,7 @@ def extraction_settings(args: argparse.Namespace) -> ExtractionSettings:
 def prompt_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The worked examples and passes the arguments ask for (:func:`add_prompt_args`)."""
     return {"demos": args.demos, "shots": args.shots, "demo_choice": args.demo_choice, "passes": args.passes,
-            "pass_mode": args.pass_mode}
+            "pass_mode": args.pass_mode, "program": args.program}
 
 
 def add_extraction_args(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +88,9 @@ def add_prompt_args(parser: argparse.ArgumentParser) -> None:
                              "of every form (default random)")
     parser.add_argument("--passes", type=int, default=1,
                         help="extraction passes per batch, merged per document (default 1; see --pass-mode)")
+    parser.add_argument("--program", metavar="JSON",
+                        help="a program compiled by `optimize`: its worked examples (and instructions) replace "
+                             "--demos for settings of the same entity types and passes")
     parser.add_argument("--pass-mode", choices=PASS_MODES, default="fresh",
                         help="what a further pass sees: fresh, a new extraction showing the next --shots documents "
                              "of --demos; shown, the answer so far, asked for what it missed (default fresh)")

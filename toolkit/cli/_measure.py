@@ -1,9 +1,11 @@
-"""Measuring: calibrate, eval, bench and plan."""
+"""Measuring: calibrate, eval, bench, plan and optimize."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 from typing import TYPE_CHECKING, Any
 
 from toolkit.cli._common import (
@@ -60,6 +62,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print_report({k: v for k, v in figures.items() if k.startswith(("speedup", "rate_limit", "bound", "lost"))},
                      False)
     return 0 if result.lost == 0 else 1
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from toolkit.measure import optimize
+
+    with contextlib.redirect_stdout(sys.stderr):  # DSPy's optimizers print their progress: stdout is the report
+        result = optimize(args.gold, args.dev, lm=args.lm, out=args.out, optimizer=args.optimizer, shots=args.shots,
+                          limit=args.limit or None, dev_limit=args.dev_limit or None, candidates=args.candidates,
+                          types=[t.strip().upper() for t in args.types.split(",")] if args.types else None,
+                          api_base=args.api_base)
+    print_report(result, args.json)
+    return 0
 
 
 def _write_and_print_json(result: EvalResult | BenchResult, args: argparse.Namespace) -> bool:
@@ -173,7 +187,27 @@ def _add_plan(sub: Any) -> None:
     pl.set_defaults(func=cmd_plan)
 
 
+def _add_optimize(sub: Any) -> None:
+    op = sub.add_parser("optimize", help="compile the extractor's worked examples with a DSPy optimizer against "
+                                         "strict F1 on training documents; --program applies the result")
+    op.add_argument("--gold", required=True, help="annotated training documents (file or name), e.g. "
+                                                  "ncbi-disease-train; never the held-out test split")
+    op.add_argument("--dev", required=True, help="annotated development documents that score the candidates")
+    op.add_argument("--lm", default="local")
+    op.add_argument("--api-base", help="base URL of an OpenAI-compatible server (with --lm openai/NAME)")
+    op.add_argument("--optimizer", choices=("bootstrap", "mipro"), default="bootstrap",
+                    help="bootstrap: BootstrapFewShotWithRandomSearch; mipro: MIPROv2, light (default bootstrap)")
+    op.add_argument("--shots", type=int, default=2, help="demos per predictor, labelled and bootstrapped (default 2)")
+    op.add_argument("--limit", type=int, default=24, help="first N training documents (0: all; default 24)")
+    op.add_argument("--dev-limit", type=int, default=16, help="first N development documents (0: all; default 16)")
+    op.add_argument("--candidates", type=int, default=4, help="random-search candidate programs (default 4)")
+    op.add_argument("--types", help="entity types to ask for (default: the corpus's, mapped)")
+    op.add_argument("--out", default="program.json", help="where to write the program (default program.json)")
+    op.add_argument("--json", action="store_true")
+    op.set_defaults(func=cmd_optimize)
+
+
 def register(sub: Any) -> None:
     """Add this module's commands to the ``python -m toolkit`` subparsers ``sub``."""
-    for add in (_add_calibrate, _add_eval, _add_bench, _add_plan):
+    for add in (_add_calibrate, _add_eval, _add_bench, _add_plan, _add_optimize):
         add(sub)

@@ -18,6 +18,7 @@ from toolkit.core import normalise
 from toolkit.extraction._adapter import BatchJSONAdapter, RawReply, ReplyParseError, end_repetition, parse_reply
 from toolkit.extraction._demos import demo_ids, gold_demos, pass_demos
 from toolkit.extraction._module import BatchExtractor, settle_reply
+from toolkit.extraction._program import Program, load_program, save_program
 from toolkit.extraction._prompt import (
     DEMO_DOCUMENTS,
     DEMO_ENTITIES,
@@ -35,9 +36,9 @@ from toolkit.extraction._sizing import OutputSizer, output_allowance, output_per
 from toolkit.extraction._validation import ValidatedBatch, to_result, validate_reply
 
 __all__ = [
-    "BatchExtraction", "BatchExtractor", "BatchJSONAdapter", "DEMO_DOCUMENTS", "DEMO_ENTITIES",
-    "DEMO_RELATIONSHIPS", "DocumentIn", "DocumentOut", "EntityOut", "ExtractionSettings", "LAYOUTS", "OutputSizer",
-    "PRESETS", "RawReply", "RelationshipOut", "ReplyParseError", "ValidatedBatch", "demo_example", "demo_ids",
-    "end_repetition", "gold_demos", "normalise", "output_allowance", "output_per_document", "parse_reply", "pass_demos",
-    "settle_reply", "response_schema", "to_result", "validate_reply",
+    "BatchExtraction", "BatchExtractor", "BatchJSONAdapter", "DEMO_DOCUMENTS", "DEMO_ENTITIES", "DEMO_RELATIONSHIPS",
+    "DocumentIn", "DocumentOut", "EntityOut", "ExtractionSettings", "LAYOUTS", "OutputSizer", "PRESETS", "Program",
+    "RawReply", "RelationshipOut", "ReplyParseError", "ValidatedBatch", "demo_example", "demo_ids", "end_repetition",
+    "gold_demos", "load_program", "normalise", "output_allowance", "output_per_document", "parse_reply", "pass_demos",
+    "response_schema", "save_program", "settle_reply", "to_result", "validate_reply",
 ]

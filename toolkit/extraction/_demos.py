@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from toolkit.core import DEMO_CHOICES, Document
+from toolkit.extraction._program import load_program
 from toolkit.extraction._settings import ExtractionSettings
 
 Demo = tuple[Document, tuple[tuple[str, str], ...]]  # a document, its distinct (mention, type) pairs
@@ -104,8 +105,9 @@ def pass_demos(source: str, shots: int, entity_types: tuple[str, ...], choice: s
 
 
 def demo_ids(settings: ExtractionSettings) -> set[str]:
-    """The ids of every document ``settings`` shows as a worked example (any pass)."""
+    """The ids of every document ``settings`` shows as a worked example (any pass, its program's too)."""
+    shown = load_program(settings.program).demo_ids() if settings.program else set()
     if not settings.demos:
-        return set()
+        return shown
     groups = pass_demos(settings.demos, settings.shots, settings.entity_types, settings.demo_choice, settings.passes)
-    return {d.id for group in groups for d, _ in group}
+    return shown | {d.id for group in groups for d, _ in group}

@@ -133,13 +133,15 @@ class _BatchCalls:
         self.accept(reply, usage, truncated, loop_ended)
 
     def accept_usage(self, prediction: dspy.Prediction, tracker: Any) -> None:
+        """:meth:`accept` a ``dspy.Predict`` call's prediction; its ``results`` become the answer
+        as validated (what DSPy's trace keeps: an optimizer's bootstrapped demo shows only
+        grounded mentions, each under its own document)."""
+        documents = self.pending[0]
         totals = list(tracker.get_total_tokens().values())
-        if not totals:
-            self.accept(prediction.results, None, truncated=False)
-            return
         usage = (sum(u.get("prompt_tokens") or 0 for u in totals), sum(u.get("completion_tokens") or 0 for u in totals),
-                 sum(cached_tokens(u) for u in totals))
-        self.accept(prediction.results, usage, truncated=usage[1] >= self.max_tokens)
+                 sum(cached_tokens(u) for u in totals)) if totals else None
+        self.accept(prediction.results, usage, truncated=usage is not None and usage[1] >= self.max_tokens)
+        prediction["results"] = self.validated.records(documents)
 
     def together(self, engine: Any) -> None:
         """All pending one-document prompts through ``engine.complete_many`` at once (a prompt it

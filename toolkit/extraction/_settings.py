@@ -33,6 +33,7 @@ class ExtractionSettings:
     demo_choice: DemoChoice = "random"  # how they are drawn: random | coverage (see toolkit.extraction._demos)
     passes: int = 1  # extraction passes per batch, merged per document (see BatchExtractor)
     pass_mode: PassMode = "fresh"  # what a further pass sees: other demos (fresh) or the answer so far (shown)
+    program: str | None = None  # a compiled program (python -m toolkit optimize): its demos replace these
     layout: Layout = "auto"  # packed | parallel | auto: the backend's default (Capabilities.layout)
 
     def __post_init__(self) -> None:
@@ -52,7 +53,7 @@ class ExtractionSettings:
             raise ValueError(f"passes must be at least 1, got {self.passes}")
         if self.pass_mode not in PASS_MODES:
             raise ValueError(f"unknown pass mode {self.pass_mode!r}; modes: {', '.join(PASS_MODES)}")
-        if self.passes > 1 and self.pass_mode == "fresh" and not (self.demo and self.demos):
+        if self.passes > 1 and self.pass_mode == "fresh" and not (self.demo and (self.demos or self.program)):
             raise ValueError("fresh passes after the first show other worked examples: give a gold corpus to draw "
                              "them from (demos, e.g. ncbi-disease-train)")
 

@@ -36,6 +36,12 @@ class OutputSizer:
         self._recent: deque[tuple[int, float]] = deque(maxlen=window)  # (documents, output tokens)
         self._lock = threading.Lock()
 
+    def __deepcopy__(self, memo: dict[int, object]) -> OutputSizer:
+        """A twin with what this one has seen and a lock of its own (DSPy copies modules)."""
+        twin = OutputSizer(self.settings, self.warmup, self._recent.maxlen or 50, self.floor, self.z, self.enabled)
+        twin._recent.extend(self._recent)
+        return twin
+
     def observe(self, documents: int, output_tokens: int | None, truncated: bool) -> None:
         if output_tokens is None or documents < 1:
             return

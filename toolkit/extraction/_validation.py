@@ -21,6 +21,7 @@ from toolkit.core import (
     normalise,
 )
 from toolkit.extraction._adapter import RawReply
+from toolkit.extraction._prompt import DocumentOut, EntityOut, RelationshipOut
 from toolkit.extraction._settings import ExtractionSettings
 from toolkit.store import MAX_MENTION_CHARS, MAX_TYPE_CHARS
 
@@ -66,6 +67,13 @@ class ValidatedBatch:
         self.dropped.update(other.dropped)
         self.unknown.extend(other.unknown)
         self.counts = self.counts + other.counts
+
+    def records(self, documents: Sequence[Document]) -> list[DocumentOut]:
+        """The answer as kept, one record per answered document of ``documents``, in their order."""
+        return [DocumentOut(id=d.id, entities=[EntityOut(text=e.text, type=e.type) for e in self.entities[d.id]],
+                            relationships=[RelationshipOut(source=r.source, target=r.target, type=r.type)
+                                           for r in self.relationships.get(d.id, [])])
+                for d in documents if d.id in self.entities]
 
     def settle(self, documents: Sequence[Document]) -> None:
         """Recount after merging: documents of ``documents`` without a record are missing."""

@@ -35,7 +35,7 @@ from toolkit.execution import (
     learn_limits,
     network_guard,
 )
-from toolkit.extraction import BatchExtractor, ExtractionSettings, demo_example, pass_demos, to_result
+from toolkit.extraction import BatchExtractor, ExtractionSettings, demo_example, load_program, pass_demos, to_result
 from toolkit.lm import ResolvedLM, resolve_lm
 from toolkit.packing import Packer, PackingSettings, PackResult, get_counter
 
@@ -57,9 +57,15 @@ def demos_for(settings: ExtractionSettings, pass_no: int = 1) -> list[dspy.Examp
 
 
 def extractor_for(settings: ExtractionSettings, layout: str = "packed") -> BatchExtractor:
-    """The DSPy module for ``settings``: its passes, each with its demos (:func:`demos_for`)."""
-    return BatchExtractor(settings, layout, demos_for(settings),
-                          [demos_for(settings, n) for n in range(2, settings.passes + 1)])
+    """The DSPy module for ``settings``: its passes, each with its demos (:func:`demos_for`), or
+    with what ``settings.program`` compiled for them (demos, instructions)."""
+    extractor = BatchExtractor(settings, layout, demos_for(settings),
+                               [demos_for(settings, n) for n in range(2, settings.passes + 1)])
+    if settings.program:
+        program = load_program(settings.program)
+        program.check(settings.to_dict())
+        extractor.load_state(dict(program.state))
+    return extractor
 
 
 def _probe_messages(settings: ExtractionSettings, n: int) -> list[dict[str, str]]:
