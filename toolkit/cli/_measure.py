@@ -195,8 +195,8 @@ def _add_optimize(sub: Any) -> None:
     op.add_argument("--dev", required=True, help="annotated development documents that score the candidates")
     op.add_argument("--lm", default="local")
     op.add_argument("--api-base", help="base URL of an OpenAI-compatible server (with --lm openai/NAME)")
-    op.add_argument("--optimizer", choices=("bootstrap", "mipro"), default="bootstrap",
-                    help="bootstrap: BootstrapFewShotWithRandomSearch; mipro: MIPROv2, light (default bootstrap)")
+    op.add_argument("--optimizer", choices=("bootstrap",), default="bootstrap",
+                    help="bootstrap: DSPy's BootstrapFewShotWithRandomSearch (the one offered so far)")
     op.add_argument("--shots", type=int, default=2, help="demos per predictor, labelled and bootstrapped (default 2)")
     op.add_argument("--limit", type=int, default=24, help="first N training documents (0: all; default 24)")
     op.add_argument("--dev-limit", type=int, default=16, help="first N development documents (0: all; default 16)")

@@ -7,9 +7,10 @@ sees its trace), its gold mentions the answer. ``bootstrap`` is DSPy's
 ``BootstrapFewShotWithRandomSearch``: candidate sets of labelled demos (gold answers) and
 bootstrapped ones (the model's own answers that scored at least :data:`KEEP_F1` on their
 document, as validated: grounded mentions only), each scored on the development documents, the
-best kept. ``mipro`` is ``MIPROv2`` (``auto="light"``): it also proposes instructions, with the
-same LM. The metric is a document's strict F1 (1.0 for an empty answer to a document without
-mentions). The optimizer never sees a held-out split: ``test`` files are refused.
+best kept. (MIPROv2, which also proposes instructions, is not offered yet: the emulated LM cannot
+write instructions and it is unmeasured on the local model.) The metric is a document's strict
+F1 (1.0 for an empty answer to a document without mentions). The optimizer never sees a held-out
+split: ``test`` files are refused.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from toolkit.jobs import extractor_for
 from toolkit.lm import resolve_lm
 from toolkit.measure._evaluation import score
 
-OPTIMIZERS = ("bootstrap", "mipro")
+OPTIMIZERS = ("bootstrap",)  # MIPROv2 next: its proposer needs an LM that writes instructions (not measured yet)
 KEEP_F1 = 0.5  # a bootstrapped answer becomes a demo when its document's strict F1 reaches this
 
 
@@ -82,16 +83,12 @@ def _held_out(source: str) -> bool:
     return Path(source).name.partition(".")[0] == "test" or source.endswith("-test")
 
 
-def _compile(optimizer: str, student: Student, train: list[dspy.Example], dev: list[dspy.Example], shots: int,
+def _compile(student: Student, train: list[dspy.Example], dev: list[dspy.Example], shots: int,
              candidates: int) -> Student:
-    if optimizer == "bootstrap":
-        search = dspy.BootstrapFewShotWithRandomSearch(
-            metric=strict_f1, metric_threshold=KEEP_F1, max_bootstrapped_demos=shots, max_labeled_demos=shots,
-            num_candidate_programs=candidates, num_threads=1)
-        return search.compile(student, trainset=train, valset=dev)
-    mipro = dspy.MIPROv2(metric=strict_f1, auto="light", max_bootstrapped_demos=shots, max_labeled_demos=shots,
-                         num_threads=1, metric_threshold=KEEP_F1, verbose=False)
-    return mipro.compile(student, trainset=train, valset=dev)
+    search = dspy.BootstrapFewShotWithRandomSearch(
+        metric=strict_f1, metric_threshold=KEEP_F1, max_bootstrapped_demos=shots, max_labeled_demos=shots,
+        num_candidate_programs=candidates, num_threads=1)
+    return search.compile(student, trainset=train, valset=dev)
 
 
 def optimize(gold: str, dev: str, lm: str = "local", out: str | Path = "program.json", optimizer: str = "bootstrap",
@@ -118,7 +115,7 @@ def optimize(gold: str, dev: str, lm: str = "local", out: str | Path = "program.
     evaluate = dspy.Evaluate(devset=dev_set, metric=strict_f1, num_threads=1, display_progress=False)
     with dspy.context(lm=resolved.lm):
         baseline = float(evaluate(Student(settings)).score) / 100  # DSPy reports a percentage
-        compiled = _compile(optimizer, Student(settings), train_set, dev_set, shots, candidates)
+        compiled = _compile(Student(settings), train_set, dev_set, shots, candidates)
         best = float(evaluate(compiled).score) / 100
     state = compiled.extractor.dump_state()
     meta = {"optimizer": optimizer, "gold": gold, "dev": dev, "lm": lm, "model_id": resolved.model_id,
