@@ -104,11 +104,11 @@ def test_the_quality_frontier_is_every_real_model_setting_measured_with_its_comm
     assert frame["command"][1].endswith("--lm local --limit 3 --max-docs 3 --layout packed "
                                         "--demos ncbi-disease-train --shots 4")
     assert png(quality_frontier_chart(frame))[:4] == b"\x89PNG"
-    data["settings"].update(demo_choice="coverage", passes=2, pass_mode="fresh")
+    data["settings"].update(demo_choice="coverage", passes=2)
     (tmp_path / "real" / "results.json").write_text(json.dumps(data))
     again = quality_frontier(tmp_path)  # a setting with passes and coverage demos names them, and so does its command
-    assert again["setting"][1] == "3 per call, packed, 4 coverage shots of ncbi-disease-train, 2 fresh passes"
-    assert again["command"][1].endswith("--shots 4 --demo-choice coverage --passes 2 --pass-mode fresh")
+    assert again["setting"][1] == "3 per call, packed, 4 coverage shots of ncbi-disease-train, 2 passes"
+    assert again["command"][1].endswith("--shots 4 --demo-choice coverage --passes 2")
     assert quality_frontier(tmp_path / "emulated").height == 0
     committed = quality_frontier()
     assert committed.height > 0 and "eval-local-ncbi-devel100" in committed["run"].to_list()

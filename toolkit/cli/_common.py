@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from toolkit.core import DEMO_CHOICES, LAYOUTS, PASS_MODES
+from toolkit.core import DEMO_CHOICES, LAYOUTS
 
 if TYPE_CHECKING:
     from toolkit.extraction import ExtractionSettings
@@ -55,7 +55,7 @@ def extraction_settings(args: argparse.Namespace) -> ExtractionSettings:
 def prompt_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The worked examples and passes the arguments ask for (:func:`add_prompt_args`)."""
     return {"demos": args.demos, "shots": args.shots, "demo_choice": args.demo_choice, "passes": args.passes,
-            "pass_mode": args.pass_mode, "program": args.program}
+            "program": args.program}
 
 
 def add_extraction_args(parser: argparse.ArgumentParser) -> None:
@@ -87,13 +87,11 @@ def add_prompt_args(parser: argparse.ArgumentParser) -> None:
                         help="how --demos are drawn: random (seed 0), or coverage: documents dense in mentions "
                              "of every form (default random)")
     parser.add_argument("--passes", type=int, default=1,
-                        help="extraction passes per batch, merged per document (default 1; see --pass-mode)")
+                        help="extraction passes per batch: each further pass is a fresh extraction showing the "
+                             "next --shots documents of --demos, merged per document (default 1)")
     parser.add_argument("--program", metavar="JSON",
                         help="a program compiled by `optimize`: its worked examples (and instructions) replace "
                              "--demos for settings of the same entity types and passes")
-    parser.add_argument("--pass-mode", choices=PASS_MODES, default="fresh",
-                        help="what a further pass sees: fresh, a new extraction showing the next --shots documents "
-                             "of --demos; shown, the answer so far, asked for what it missed (default fresh)")
 
 
 def add_price_arg(parser: argparse.ArgumentParser) -> None:

@@ -19,13 +19,11 @@ from toolkit.core._types import (
     DEMO_CHOICES,
     LAYOUTS,
     MODES,
-    PASS_MODES,
     RUNNERS,
     STRATEGIES,
     DemoChoice,
     Layout,
     Mode,
-    PassMode,
     RunnerName,
     Strategy,
 )
@@ -33,7 +31,7 @@ from toolkit.core._types import (
 __all__ = [
     "Baseline", "BatchExtractionResult", "BatchStatus", "CHUNK", "Counts", "DATA_DIR", "DEMO_CHOICES", "DemoChoice",
     "Document", "DocumentBatch", "Dropped", "Entity", "FIELDS", "Faults", "FetchError", "LAYOUTS", "Layout", "MODES",
-    "Mode", "PACKAGE_DIR", "PASS_MODES", "PassMode",
+    "Mode", "PACKAGE_DIR",
     "Prices", "ProcessingMetrics", "RESULTS_DIR", "RUNNERS", "Relationship", "RunnerName", "STRATEGIES", "Strategy",
     "cache_dir", "check_token_count", "download_wheels", "normalise", "redact", "resolve_prices", "sha256_file",
     "shared_dir", "split_userinfo", "wheel_member",

@@ -20,13 +20,8 @@ Layout = Literal["auto", "packed", "parallel"]
 DemoChoice = Literal["random", "coverage"]
 """How worked examples are drawn from a gold corpus (see :mod:`toolkit.extraction._demos`)."""
 
-PassMode = Literal["fresh", "shown"]
-"""What a further extraction pass sees: other worked examples (a fresh extraction, merged), or the
-answer so far (it is asked for the mentions that answer missed)."""
-
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 MODES: tuple[Mode, ...] = get_args(Mode)
 RUNNERS: tuple[RunnerName, ...] = get_args(RunnerName)
 LAYOUTS: tuple[Layout, ...] = get_args(Layout)
 DEMO_CHOICES: tuple[DemoChoice, ...] = get_args(DemoChoice)
-PASS_MODES: tuple[PassMode, ...] = get_args(PassMode)

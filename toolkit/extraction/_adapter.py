@@ -8,7 +8,7 @@ import json
 import re
 import textwrap
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import Any
 
 import dspy
 import json_repair
@@ -87,9 +87,8 @@ class BatchJSONAdapter(dspy.JSONAdapter):
         if self.relationships:
             record += ', "relationships": [{"source": "<mention>", "target": "<mention>", "type": "<RELATION>"}]'
             task += " Relationships link two entities of the same document."
-        fields = ", ".join(f'"{k}"' for k in get_args(signature.input_fields["documents"].annotation)[0].model_fields)
         return (
-            f'{task}\n\nInputs: [[ ## documents ## ]] is a JSON list of documents {{{fields}}}; '
+            f'{task}\n\nInputs: [[ ## documents ## ]] is a JSON list of documents {{"id", "text"}}; '
             "[[ ## entity_types ## ]] lists the entity "
             f'types to report.\nOutput: one JSON object {{"results": [{record}}}, ...]}} with one record per '
             "document, in input order."

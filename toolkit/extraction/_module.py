@@ -16,8 +16,6 @@ from toolkit.core import Document, normalise
 from toolkit.extraction._adapter import BatchJSONAdapter, RawReply, ReplyParseError, end_repetition, parse_reply
 from toolkit.extraction._prompt import (
     BatchExtraction,
-    BatchGleaning,
-    DocumentFound,
     DocumentIn,
     demo_example,
     response_schema,
@@ -40,13 +38,11 @@ class _BatchCalls:
     over are missing."""
 
     def __init__(self, extractor: BatchExtractor, documents: Sequence[Document], max_tokens: int | None,
-                 predictor: dspy.Predict | None = None, call_tokens: int | None = None,
-                 found: dict[str, list[str]] | None = None) -> None:
+                 predictor: dspy.Predict | None = None, call_tokens: int | None = None) -> None:
         if not documents:
             raise ValueError("a batch needs at least one document")
         self.extractor = extractor
         self.predictor = predictor or extractor.predict
-        self.found = found  # a later pass shown the answer so far: each document's mentions found
         self.documents = list(documents)
         n = len(self.documents)
         if extractor.layout == "parallel":
@@ -63,19 +59,16 @@ class _BatchCalls:
     def __iter__(self) -> Iterator[_Call]:
         """The ``dspy.Predict`` calls still to make, one after another, until the batch is done."""
         while self.pending:
-            yield _Call(self, self.extractor._request(self.pending[0], self.max_tokens, self.found))
+            yield _Call(self, self.extractor._request(self.pending[0], self.max_tokens))
 
     def later_pass(self, predictor: dspy.Predict) -> _BatchCalls | None:
         """The calls of a further pass on the documents this one answered (None if none): the
-        same layout and per-call allowance, the pass's own predictor (its own worked examples),
-        and in the ``shown`` mode each document's mentions found so far."""
+        same layout and per-call allowance, the pass's own predictor (its own worked examples)."""
         answered = [d for d in self.documents if d.id in self.validated.entities]
         if not answered:
             return None
         calls_tokens = self.max_tokens if self.extractor.layout == "parallel" else None
-        found = {d.id: [e.text for e in self.validated.entities[d.id]] for d in answered} \
-            if self.extractor.settings.pass_mode == "shown" else None
-        return _BatchCalls(self.extractor, answered, None, predictor, call_tokens=calls_tokens, found=found)
+        return _BatchCalls(self.extractor, answered, None, predictor, call_tokens=calls_tokens)
 
     def add_pass(self, later: _BatchCalls, pass_no: int) -> None:
         """Merge a further pass's answers: each document keeps what it has and gains the grounded
@@ -149,7 +142,7 @@ class _BatchCalls:
         ex = self.extractor
         prompts = []
         for documents in self.pending:
-            messages, config = ex.messages(documents, self.max_tokens, self.predictor, self.found)
+            messages, config = ex.messages(documents, self.max_tokens, self.predictor)
             prompts.append((messages, schema_of(config.get("response_format")), self.max_tokens))
         until = partial(end_repetition, relationships=ex.settings.relationships)
         for answer in engine.complete_many(prompts, until=until):
@@ -219,8 +212,7 @@ class BatchExtractor(dspy.Module):
         if demos is None:
             demos = [demo_example(self.settings)] if self.settings.demo else []
         self.predict.demos = list(demos)
-        later = BatchGleaning if self.settings.pass_mode == "shown" else BatchExtraction
-        self.more_passes = [dspy.Predict(later) for _ in pass_demos]  # passes 2..N, a predictor each
+        self.more_passes = [dspy.Predict(BatchExtraction) for _ in pass_demos]  # passes 2..N, a predictor each
         for predictor, shown in zip(self.more_passes, pass_demos):
             predictor.demos = list(shown)
         self.adapter = BatchJSONAdapter(relationships=self.settings.relationships)
@@ -230,8 +222,7 @@ class BatchExtractor(dspy.Module):
         """The output allowance of a call on ``n_docs`` documents (see :class:`OutputSizer`)."""
         return self.sizer.allowance(n_docs)
 
-    def _request(self, documents: Sequence[Document], max_tokens: int | None = None,
-                 found: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    def _request(self, documents: Sequence[Document], max_tokens: int | None = None) -> dict[str, Any]:
         if not documents:
             raise ValueError("a batch needs at least one document")
         config: dict[str, Any] = {"max_tokens": max_tokens or self.max_tokens(len(documents)),
@@ -239,19 +230,17 @@ class BatchExtractor(dspy.Module):
         if self.settings.schema:
             config["response_format"] = response_schema([d.id for d in documents], self.settings)
         return {
-            "documents": [DocumentIn(id=d.id, text=d.text) if found is None
-                          else DocumentFound(id=d.id, text=d.text, found=found[d.id]) for d in documents],
+            "documents": [DocumentIn(id=d.id, text=d.text) for d in documents],
             "entity_types": list(self.settings.entity_types),
             "config": config,
         }
 
     def messages(self, documents: Sequence[Document], max_tokens: int | None = None,
-                 predictor: dspy.Predict | None = None,
-                 found: dict[str, list[str]] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                 predictor: dspy.Predict | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """The chat messages of a call on ``documents`` (as the adapter formats them, worked
-        example included: ``predictor``'s, by default the first pass's; ``found``: the mentions
-        a ``shown`` pass is shown) and its LM config (``max_tokens``, temperature, response format)."""
-        request = self._request(documents, max_tokens, found)
+        example included: ``predictor``'s, by default the first pass's) and its LM config
+        (``max_tokens``, temperature, response format)."""
+        request = self._request(documents, max_tokens)
         config = request.pop("config")
         predictor = predictor or self.predict
         return self.adapter.format(predictor.signature, demos=predictor.demos, inputs=request), config

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = 1
-SHAPE = ("entity_types", "relationships", "passes", "pass_mode")  # settings a program must match
+SHAPE = ("entity_types", "relationships", "passes")  # settings a program must match
 
 
 @dataclass(frozen=True)

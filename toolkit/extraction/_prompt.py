@@ -20,10 +20,6 @@ class DocumentIn(BaseModel):
     text: str
 
 
-class DocumentFound(DocumentIn):
-    found: list[str] = Field(default_factory=list, description="the mentions an earlier reading found")
-
-
 class EntityOut(BaseModel):
     text: str = Field(description="the mention exactly as written in this document")
     type: str
@@ -54,20 +50,6 @@ class BatchExtraction(dspy.Signature):
     results: list[DocumentOut] = dspy.OutputField(desc="one record per input document, in input order")
 
 
-class BatchGleaning(dspy.Signature):
-    """An earlier reading of each document found the mentions listed in its "found". Read each
-    document again and report every mention of the requested types that reading missed, none of
-    those it found.
-
-    An entity is a short name or noun phrase (a few words, abbreviations included), never a whole
-    sentence. Copy each mention exactly as it is written in that document. Report a document's
-    entities only under its own id; a document with nothing missed gets an empty list."""
-
-    documents: list[DocumentFound] = dspy.InputField(desc="documents, each with its id and the mentions found so far")
-    entity_types: list[str] = dspy.InputField(desc="the only entity types to report")
-    results: list[DocumentOut] = dspy.OutputField(desc="one record per input document, in input order")
-
-
 # A worked example shown to the model before every call (self-written text; its entities are
 # filtered to the requested types). Two documents, so it also shows how ids keep results apart.
 DEMO_DOCUMENTS = (
@@ -88,28 +70,19 @@ DEMO_RELATIONSHIPS = {"example-1": (("DMD gene", "dystrophin", "ENCODES"), ("pre
                       "example-2": (("aspirin", "polyp", "REDUCES"),)}
 
 
-def demo_example(settings: ExtractionSettings, annotated: Sequence[AnnotatedDocument] | None = None,
-                 shown: bool = False) -> dspy.Example:
+def demo_example(settings: ExtractionSettings, annotated: Sequence[AnnotatedDocument] | None = None) -> dspy.Example:
     """The worked example (one DSPy demo): the built-in one, restricted to ``settings``' entity
     types (and relationships); or the ``annotated`` documents with their gold mentions as the
-    answer (entities only; see :func:`toolkit.extraction._demos.gold_demos`, which draws them).
-    ``shown``: the example of a pass shown the answer so far (:class:`BatchGleaning`): every other
-    mention is shown as found, the others are the answer."""
+    answer (entities only; see :func:`toolkit.extraction._demos.gold_demos`, which draws them)."""
     builtin = annotated is None
     if annotated is None:
         wanted = set(settings.entity_types)
         annotated = [(Document(i, t), [(m, k) for m, k in DEMO_ENTITIES[i] if k in wanted]) for i, t in DEMO_DOCUMENTS]
-    related = builtin and settings.relationships and not shown
-    documents: list[DocumentIn] = []
-    answers = []
-    for d, mentions in annotated:
-        found, missed = (list(mentions[::2]), list(mentions[1::2])) if shown else ([], list(mentions))
-        documents.append(DocumentFound(id=d.id, text=d.text, found=[t for t, _ in found]) if shown
-                         else DocumentIn(id=d.id, text=d.text))
-        links = _demo_relationships(d.id, {t for t, _ in mentions}) if related else []
-        entities = [EntityOut(text=t, type=k) for t, k in missed]
-        answers.append(DocumentOut(id=d.id, entities=entities, relationships=links))
-    return _example(documents, settings, answers)
+    related = builtin and settings.relationships
+    answers = [DocumentOut(id=d.id, entities=[EntityOut(text=t, type=k) for t, k in mentions],
+                           relationships=_demo_relationships(d.id, {t for t, _ in mentions}) if related else [])
+               for d, mentions in annotated]
+    return _example([DocumentIn(id=d.id, text=d.text) for d, _ in annotated], settings, answers)
 
 
 def _demo_relationships(doc_id: str, names: set[str]) -> list[RelationshipOut]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from toolkit.core import DEMO_CHOICES, LAYOUTS, PASS_MODES, DemoChoice, Layout, PassMode
+from toolkit.core import DEMO_CHOICES, LAYOUTS, DemoChoice, Layout
 from toolkit.store import MAX_TYPE_CHARS
 
 PRESETS: dict[str, tuple[str, ...]] = {
@@ -31,8 +31,7 @@ class ExtractionSettings:
     demos: str | None = None  # a gold corpus whose annotated documents replace it (see toolkit.extraction._demos)
     shots: int = 2  # documents drawn from ``demos`` (per pass)
     demo_choice: DemoChoice = "random"  # how they are drawn: random | coverage (see toolkit.extraction._demos)
-    passes: int = 1  # extraction passes per batch, merged per document (see BatchExtractor)
-    pass_mode: PassMode = "fresh"  # what a further pass sees: other demos (fresh) or the answer so far (shown)
+    passes: int = 1  # extraction passes per batch: each further one shows other demos, merged (see BatchExtractor)
     program: str | None = None  # a compiled program (python -m toolkit optimize): its demos replace these
     layout: Layout = "auto"  # packed | parallel | auto: the backend's default (Capabilities.layout)
 
@@ -51,10 +50,8 @@ class ExtractionSettings:
             raise ValueError(f"unknown demo choice {self.demo_choice!r}; choices: {', '.join(DEMO_CHOICES)}")
         if self.passes < 1:
             raise ValueError(f"passes must be at least 1, got {self.passes}")
-        if self.pass_mode not in PASS_MODES:
-            raise ValueError(f"unknown pass mode {self.pass_mode!r}; modes: {', '.join(PASS_MODES)}")
-        if self.passes > 1 and self.pass_mode == "fresh" and not (self.demo and (self.demos or self.program)):
-            raise ValueError("fresh passes after the first show other worked examples: give a gold corpus to draw "
+        if self.passes > 1 and not (self.demo and (self.demos or self.program)):
+            raise ValueError("passes after the first show other worked examples: give a gold corpus to draw "
                              "them from (demos, e.g. ncbi-disease-train)")
 
     @classmethod

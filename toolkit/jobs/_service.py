@@ -45,15 +45,13 @@ _PROBE_ID = "doc-0000"
 def demos_for(settings: ExtractionSettings, pass_no: int = 1) -> list[dspy.Example]:
     """The demos of pass ``pass_no`` (a predictor's ``Predict.demos``): the built-in worked
     example, or ``settings.shots`` annotated documents of the gold corpus ``settings.demos`` (each
-    pass its own, see :func:`toolkit.extraction.pass_demos`; a ``shown`` pass's show part of the
-    answer as found); none without ``settings.demo``."""
+    pass its own, see :func:`toolkit.extraction.pass_demos`); none without ``settings.demo``."""
     if not settings.demo:
         return []
-    shown = pass_no > 1 and settings.pass_mode == "shown"
     if not settings.demos:
-        return [demo_example(settings, shown=shown)]
+        return [demo_example(settings)]
     groups = pass_demos(settings.demos, settings.shots, settings.entity_types, settings.demo_choice, settings.passes)
-    return [demo_example(settings, groups[pass_no - 1], shown=shown)]
+    return [demo_example(settings, groups[pass_no - 1])]
 
 
 def extractor_for(settings: ExtractionSettings, layout: str = "packed") -> BatchExtractor:

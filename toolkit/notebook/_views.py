@@ -130,16 +130,16 @@ def _frontier_row(run: str, result: EvalResult, row: Mapping[str, Any]) -> dict[
     """One configuration of an eval as a frontier point: what was measured, and how to measure it again."""
     settings = dict(result.settings or {})
     layout = result.layout or "packed"  # evals before layouts existed packed every batch
-    choice, passes, mode = settings.get("demo_choice", "random"), settings.get("passes", 1), settings.get("pass_mode")
+    choice, passes = settings.get("demo_choice", "random"), settings.get("passes", 1)
     demos = (f"program {Path(settings['program']).name}" if settings.get("program")
              else f"{settings['shots']} {'coverage ' if choice == 'coverage' else ''}shots of {settings['demos']}"
              if settings.get("demos") else "built-in example")
-    setting = f"{row['max_docs']} per call, {layout}, {demos}" + (f", {passes} {mode} passes" if passes > 1 else "")
+    setting = f"{row['max_docs']} per call, {layout}, {demos}" + (f", {passes} passes" if passes > 1 else "")
     command = (f"python -m toolkit eval --gold {result.gold} --lm {result.lm} --limit {result.documents} "
                f"--max-docs {row['max_docs']} --layout {layout}"
                + (f" --demos {settings['demos']} --shots {settings['shots']}" if settings.get("demos") else "")
                + (" --demo-choice coverage" if choice == "coverage" else "")
-               + (f" --passes {passes} --pass-mode {mode}" if passes > 1 else "")
+               + (f" --passes {passes}" if passes > 1 else "")
                + (f" --program {settings['program']}" if settings.get("program") else ""))
     ci = row.get("strict_f1_ci") or (None, None)
     seconds = row.get("seconds") or 0
