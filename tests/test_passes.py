@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import dspy
@@ -16,7 +17,7 @@ from dspy.utils.dummies import DummyLM
 
 from toolkit.cli import main
 from toolkit.core import Document
-from toolkit.extraction import ExtractionSettings, demo_ids, gold_demos, pass_demos
+from toolkit.extraction import ExtractionSettings, demo_ids, gold_demos, pass_demos, similar_demos
 from toolkit.jobs import demos_for, extractor_for
 from toolkit.lm._parallel import Generated
 from toolkit.measure import evaluate
@@ -78,6 +79,24 @@ def test_coverage_draws_dense_documents_of_every_form(settings: ExtractionSettin
     assert chosen == [d.id for d, _ in gold_demos.__wrapped__(settings.demos, 2, ("DISEASE",), "coverage")]
     with pytest.raises(ValueError, match="demo choice"):
         gold_demos(settings.demos, 2, ("DISEASE",), "best")  # type: ignore[arg-type]
+
+
+def test_similar_demos_are_chosen_for_each_calls_documents(settings: ExtractionSettings) -> None:
+    """``similar``: the short training documents most like the call's (TF-IDF over words), the next
+    ones for a later pass; any of them may be shown, so all are kept out of an evaluation."""
+    query = [Document("q", "Seen with disorder3x1 and disorder3x2, then disorder7x0.")]
+    first = [d.id for d, _ in similar_demos(settings.demos, 2, ("DISEASE",), query)]
+    assert first == ["t3", "t7"] and [d.id for d, _ in similar_demos(settings.demos, 2, ("DISEASE",), query, 2)] \
+        not in ([], first)
+    similar = replace(settings, demo_choice="similar")
+    assert demo_ids(similar) == {f"t{i}" for i in range(10)}  # the short ones, any of which may be shown
+    extractor = extractor_for(similar, "parallel")
+    one, _ = extractor.messages(query)
+    two, _ = extractor.messages([Document("r", "Only disorder5x0 here.")])
+    assert '"id": "t3"' in one[1]["content"] and '"id": "t5"' not in one[1]["content"]
+    assert '"id": "t5"' in two[1]["content"]
+    with pytest.raises(ValueError, match="each call"):
+        gold_demos(settings.demos, 2, ("DISEASE",), "similar")
 
 
 def test_settings_refuse_passes_without_other_demos_to_show(settings: ExtractionSettings) -> None:
@@ -155,10 +174,11 @@ class PromptLM:
         self.engine = engine
 
 
+@pytest.mark.parametrize("choice", ["random", "similar"])
 def test_in_the_parallel_layout_each_answer_after_two_passes_equals_its_answer_alone(
-        settings: ExtractionSettings) -> None:
+        settings: ExtractionSettings, choice: str) -> None:
     engine = PromptEngine()
-    extractor = extractor_for(settings, "parallel")
+    extractor = extractor_for(replace(settings, demo_choice=choice), "parallel")
     with dspy.context(lm=PromptLM(engine)):
         together = _named(extractor(DOCS).validated)
         alone = {d.id: _named(extractor([d]).validated)[d.id] for d in DOCS}

@@ -84,8 +84,8 @@ def add_prompt_args(parser: argparse.ArgumentParser) -> None:
                              "example instead of the built-in one, e.g. ncbi-disease-train")
     parser.add_argument("--shots", type=int, default=2, help="documents drawn from --demos per pass (default 2)")
     parser.add_argument("--demo-choice", choices=DEMO_CHOICES, default="random",
-                        help="how --demos are drawn: random (seed 0), or coverage: documents dense in mentions "
-                             "of every form (default random)")
+                        help="how --demos are drawn: random (seed 0); coverage, documents dense in mentions of "
+                             "every form; similar, for each call the documents most like its own (default random)")
     parser.add_argument("--passes", type=int, default=1,
                         help="extraction passes per batch: each further pass is a fresh extraction showing the "
                              "next --shots documents of --demos, merged per document (default 1)")

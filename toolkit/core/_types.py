@@ -17,8 +17,9 @@ RunnerName = Literal["local", "ray"]
 Layout = Literal["auto", "packed", "parallel"]
 """A batch as one packed prompt, or as one-document prompts decoded together (auto: the backend's)."""
 
-DemoChoice = Literal["random", "coverage"]
-"""How worked examples are drawn from a gold corpus (see :mod:`toolkit.extraction._demos`)."""
+DemoChoice = Literal["random", "coverage", "similar"]
+"""How worked examples are drawn from a gold corpus (see :mod:`toolkit.extraction._demos`): once for
+every call (random, coverage), or for each call by similarity to its documents (similar)."""
 
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 MODES: tuple[Mode, ...] = get_args(Mode)

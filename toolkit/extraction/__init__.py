@@ -16,7 +16,7 @@ and :mod:`~toolkit.extraction._module` (the DSPy module).
 
 from toolkit.core import normalise
 from toolkit.extraction._adapter import BatchJSONAdapter, RawReply, ReplyParseError, end_repetition, parse_reply
-from toolkit.extraction._demos import demo_ids, gold_demos, pass_demos
+from toolkit.extraction._demos import demo_ids, gold_demos, pass_demos, similar_demos
 from toolkit.extraction._module import BatchExtractor, settle_reply
 from toolkit.extraction._program import Program, load_program, save_program
 from toolkit.extraction._prompt import (
@@ -40,5 +40,5 @@ __all__ = [
     "DocumentIn", "DocumentOut", "EntityOut", "ExtractionSettings", "LAYOUTS", "OutputSizer", "PRESETS", "Program",
     "RawReply", "RelationshipOut", "ReplyParseError", "ValidatedBatch", "demo_example", "demo_ids", "end_repetition",
     "gold_demos", "load_program", "normalise", "output_allowance", "output_per_document", "parse_reply", "pass_demos",
-    "response_schema", "save_program", "settle_reply", "to_result", "validate_reply",
+    "response_schema", "save_program", "similar_demos", "settle_reply", "to_result", "validate_reply",
 ]

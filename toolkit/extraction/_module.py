@@ -14,6 +14,7 @@ from dspy.utils.usage_tracker import track_usage
 
 from toolkit.core import Document, normalise
 from toolkit.extraction._adapter import BatchJSONAdapter, RawReply, ReplyParseError, end_repetition, parse_reply
+from toolkit.extraction._demos import similar_demos
 from toolkit.extraction._prompt import (
     BatchExtraction,
     DocumentIn,
@@ -38,11 +39,12 @@ class _BatchCalls:
     over are missing."""
 
     def __init__(self, extractor: BatchExtractor, documents: Sequence[Document], max_tokens: int | None,
-                 predictor: dspy.Predict | None = None, call_tokens: int | None = None) -> None:
+                 predictor: dspy.Predict | None = None, call_tokens: int | None = None, pass_no: int = 1) -> None:
         if not documents:
             raise ValueError("a batch needs at least one document")
         self.extractor = extractor
         self.predictor = predictor or extractor.predict
+        self.pass_no = pass_no
         self.documents = list(documents)
         n = len(self.documents)
         if extractor.layout == "parallel":
@@ -59,16 +61,16 @@ class _BatchCalls:
     def __iter__(self) -> Iterator[_Call]:
         """The ``dspy.Predict`` calls still to make, one after another, until the batch is done."""
         while self.pending:
-            yield _Call(self, self.extractor._request(self.pending[0], self.max_tokens))
+            yield _Call(self, self.extractor._request(self.pending[0], self.max_tokens, self.pass_no))
 
-    def later_pass(self, predictor: dspy.Predict) -> _BatchCalls | None:
+    def later_pass(self, predictor: dspy.Predict, pass_no: int) -> _BatchCalls | None:
         """The calls of a further pass on the documents this one answered (None if none): the
         same layout and per-call allowance, the pass's own predictor (its own worked examples)."""
         answered = [d for d in self.documents if d.id in self.validated.entities]
         if not answered:
             return None
         calls_tokens = self.max_tokens if self.extractor.layout == "parallel" else None
-        return _BatchCalls(self.extractor, answered, None, predictor, call_tokens=calls_tokens)
+        return _BatchCalls(self.extractor, answered, None, predictor, call_tokens=calls_tokens, pass_no=pass_no)
 
     def add_pass(self, later: _BatchCalls, pass_no: int) -> None:
         """Merge a further pass's answers: each document keeps what it has and gains the grounded
@@ -142,7 +144,7 @@ class _BatchCalls:
         ex = self.extractor
         prompts = []
         for documents in self.pending:
-            messages, config = ex.messages(documents, self.max_tokens, self.predictor)
+            messages, config = ex.messages(documents, self.max_tokens, self.predictor, self.pass_no)
             prompts.append((messages, schema_of(config.get("response_format")), self.max_tokens))
         until = partial(end_repetition, relationships=ex.settings.relationships)
         for answer in engine.complete_many(prompts, until=until):
@@ -222,28 +224,37 @@ class BatchExtractor(dspy.Module):
         """The output allowance of a call on ``n_docs`` documents (see :class:`OutputSizer`)."""
         return self.sizer.allowance(n_docs)
 
-    def _request(self, documents: Sequence[Document], max_tokens: int | None = None) -> dict[str, Any]:
+    def _request(self, documents: Sequence[Document], max_tokens: int | None = None,
+                 pass_no: int = 1) -> dict[str, Any]:
+        """A ``dspy.Predict`` call's keyword arguments: the inputs, the LM config, and with
+        ``similar`` demos the worked examples chosen for these documents (and this pass)."""
         if not documents:
             raise ValueError("a batch needs at least one document")
         config: dict[str, Any] = {"max_tokens": max_tokens or self.max_tokens(len(documents)),
                                   "temperature": self.settings.temperature}
         if self.settings.schema:
             config["response_format"] = response_schema([d.id for d in documents], self.settings)
-        return {
+        request: dict[str, Any] = {
             "documents": [DocumentIn(id=d.id, text=d.text) for d in documents],
             "entity_types": list(self.settings.entity_types),
             "config": config,
         }
+        s = self.settings
+        if s.demo and s.demos and s.demo_choice == "similar" and not s.program:
+            request["demos"] = [demo_example(s, similar_demos(s.demos, s.shots, s.entity_types, documents, pass_no))]
+        return request
 
     def messages(self, documents: Sequence[Document], max_tokens: int | None = None,
-                 predictor: dspy.Predict | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                 predictor: dspy.Predict | None = None,
+                 pass_no: int = 1) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """The chat messages of a call on ``documents`` (as the adapter formats them, worked
-        example included: ``predictor``'s, by default the first pass's) and its LM config
-        (``max_tokens``, temperature, response format)."""
-        request = self._request(documents, max_tokens)
+        example included: ``predictor``'s, by default the first pass's, or those chosen for the
+        documents) and its LM config (``max_tokens``, temperature, response format)."""
+        request = self._request(documents, max_tokens, pass_no)
         config = request.pop("config")
         predictor = predictor or self.predict
-        return self.adapter.format(predictor.signature, demos=predictor.demos, inputs=request), config
+        demos = request.pop("demos", predictor.demos)
+        return self.adapter.format(predictor.signature, demos=demos, inputs=request), config
 
     def _passes(self, documents: Sequence[Document], max_tokens: int | None) -> Iterator[_BatchCalls]:
         """The batch's calls, pass after pass: the first pass on ``documents``, then each further
@@ -252,7 +263,7 @@ class BatchExtractor(dspy.Module):
         first = _BatchCalls(self, documents, max_tokens)
         yield first
         for pass_no, predictor in enumerate(self.more_passes, start=2):
-            later = first.later_pass(predictor)
+            later = first.later_pass(predictor, pass_no)
             if later is None:
                 return
             yield later

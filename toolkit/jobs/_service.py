@@ -50,6 +50,8 @@ def demos_for(settings: ExtractionSettings, pass_no: int = 1) -> list[dspy.Examp
         return []
     if not settings.demos:
         return [demo_example(settings)]
+    if settings.demo_choice == "similar":
+        return []  # chosen for each call's documents (BatchExtractor._request)
     groups = pass_demos(settings.demos, settings.shots, settings.entity_types, settings.demo_choice, settings.passes)
     return [demo_example(settings, groups[pass_no - 1])]
 
