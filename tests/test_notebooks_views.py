@@ -109,6 +109,11 @@ def test_the_quality_frontier_is_every_real_model_setting_measured_with_its_comm
     again = quality_frontier(tmp_path)  # a setting with passes and coverage demos names them, and so does its command
     assert again["setting"][1] == "3 per call, packed, 4 coverage shots of ncbi-disease-train, 2 passes"
     assert again["command"][1].endswith("--shots 4 --demo-choice coverage --passes 2")
+    costed = quality_frontier(tmp_path, price="openai/gpt-4o-mini")  # what the tokens would cost there
+    assert costed["cost_per_1k_docs"].to_list() == pytest.approx(frame["cost_per_1k_docs"].to_list())  # as run
+    dearer = quality_frontier(tmp_path, price="openai/gpt-4o")["cost_per_1k_docs"]
+    assert all(d > c > 0 for d, c in zip(dearer, costed["cost_per_1k_docs"]))
+    assert png(quality_frontier_chart(costed, x_axis="cost_per_1k_docs"))[:4] == b"\x89PNG"
     assert quality_frontier(tmp_path / "emulated").height == 0
     committed = quality_frontier()
     assert committed.height > 0 and "eval-local-ncbi-devel100" in committed["run"].to_list()

@@ -164,16 +164,19 @@ def runs_chart(frame: pl.DataFrame) -> alt.HConcatChart:
     return alt.hconcat(speed.properties(width=260, height=200), f1.properties(width=260, height=200))
 
 
-def quality_frontier_chart(frame: pl.DataFrame) -> alt.LayerChart | alt.FacetChart:
-    """Measured strict F1 (a 95% interval as a bar) against measured documents per minute, one
-    point per setting (frame: :func:`toolkit.notebook.quality_frontier`), the settings no other beats
-    on both joined by a line; the tooltip holds the command that measures a point again."""
+def quality_frontier_chart(frame: pl.DataFrame, x_axis: str = "docs_per_min") -> alt.LayerChart | alt.FacetChart:
+    """Measured strict F1 (a 95% interval as a bar) against measured documents per minute (or
+    ``x_axis="cost_per_1k_docs"``), one point per setting (frame:
+    :func:`toolkit.notebook.quality_frontier`), the settings no other beats on both joined by a
+    line; the tooltip holds the command that measures a point again."""
     import polars as pl
 
-    frame = frame.filter(pl.col("strict_f1").is_not_null() & pl.col("docs_per_min").is_not_null())
-    best = frame.sort("docs_per_min", descending=True).filter(
-        pl.col("strict_f1") >= pl.col("strict_f1").cum_max()).sort("docs_per_min")
-    x = alt.X("docs_per_min:Q", title="documents per minute (measured)", scale=alt.Scale(zero=False))
+    cost = x_axis == "cost_per_1k_docs"
+    frame = frame.filter(pl.col("strict_f1").is_not_null() & pl.col(x_axis).is_not_null())
+    best = frame.sort(x_axis, descending=not cost).filter(
+        pl.col("strict_f1") >= pl.col("strict_f1").cum_max()).sort(x_axis)
+    x = alt.X(f"{x_axis}:Q", title="USD per 1,000 documents" if cost else "documents per minute (measured)",
+              scale=alt.Scale(zero=False))
     y = alt.Y("strict_f1:Q", title="strict F1 (95% interval)", scale=alt.Scale(zero=False))
     tooltip = ["run", "setting", "strict_f1", "f1_lo", "f1_hi", "strict_precision", "strict_recall",
                "docs_per_min", "cost_per_1k_docs", "command"]
@@ -182,4 +185,5 @@ def quality_frontier_chart(frame: pl.DataFrame) -> alt.LayerChart | alt.FacetCha
         x=x, y=y, color=alt.Color("run:N", title=None), tooltip=tooltip)
     line = alt.Chart(best).mark_line(color="#555", strokeDash=[4, 3]).encode(x=x, y=y)
     return alt.layer(bars, line, points).properties(
-        width=460, height=280, title="Quality against speed, measured: the settings no other beats on both (dashed)")
+        width=460, height=280, title=f"Quality against {'cost' if cost else 'speed'}, measured: the settings no "
+                                     "other beats on both (dashed)")

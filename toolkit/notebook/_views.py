@@ -110,18 +110,25 @@ FRONTIER_COLUMNS = ("run", "setting", "max_docs", "documents", "docs_per_min", "
                     "strict_precision", "strict_recall", "agreement_f1", "cost_per_1k_docs", "command")
 
 
-def quality_frontier(folder: str | Path | None = None) -> pl.DataFrame:
+def quality_frontier(folder: str | Path | None = None, price: str | None = None) -> pl.DataFrame:
     """One point per setting of the committed real-model evals under ``folder`` (default: the
     repository's ``benchmarks/results``): measured strict F1 with its 95% interval (``f1_lo``,
     ``f1_hi``; null where the run had no bootstrap), measured documents per minute, cost per 1,000
-    documents where priced, and the ``command`` that measures that setting again. Emulated evals are
-    left out: their entities come from a deterministic stand-in, not a model."""
+    documents (where priced; ``price``: the tokens each setting used priced as this model of
+    LiteLLM's price map or a price file, what they would cost there), and the ``command`` that
+    measures that setting again. Emulated evals are left out: their entities come from a
+    deterministic stand-in, not a model."""
     import polars as pl
 
+    from toolkit.core import resolve_prices
     from toolkit.measure import EvalResult
+    from toolkit.measure._runs import priced
 
-    rows = [_frontier_row(run, result, row) for run, result in _committed_runs(folder)
-            if isinstance(result, EvalResult) and not result.emulated for row in result.rows()]
+    prices = resolve_prices(None, price) if price else None
+    rows = [{**_frontier_row(run, result, config.to_json()),
+             **({"cost_per_1k_docs": priced(config, prices).cost_per_1k_docs} if prices else {})}
+            for run, result in _committed_runs(folder) if isinstance(result, EvalResult) and not result.emulated
+            for config in result.configs]
     schema = {k: pl.Utf8 if k in ("run", "setting", "command") else pl.Float64 for k in FRONTIER_COLUMNS}
     return pl.DataFrame(rows, schema=schema)
 
