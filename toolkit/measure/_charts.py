@@ -164,12 +164,19 @@ def runs_chart(frame: pl.DataFrame) -> alt.HConcatChart:
     return alt.hconcat(speed.properties(width=260, height=200), f1.properties(width=260, height=200))
 
 
-def quality_frontier_chart(frame: pl.DataFrame, x_axis: str = "docs_per_min") -> alt.LayerChart | alt.FacetChart:
-    """Measured strict F1 (a 95% interval as a bar) against measured documents per minute (or
-    ``x_axis="cost_per_1k_docs"``), one point per setting (frame:
-    :func:`toolkit.notebook.quality_frontier`), the settings no other beats on both joined by a
-    line; the tooltip holds the command that measures a point again."""
+def quality_frontier_chart(frame: pl.DataFrame,
+                           x_axis: str | None = None) -> alt.LayerChart | alt.FacetChart | alt.HConcatChart:
+    """Measured strict F1 (a 95% interval as a bar) against measured documents per minute
+    (``x_axis="docs_per_min"``) or cost per 1,000 documents (``"cost_per_1k_docs"``), one point per
+    setting (frame: :func:`toolkit.notebook.quality_frontier`), the settings no other beats on both
+    joined by a line; the tooltip holds the command that measures a point again. By default speed,
+    and cost beside it where any setting is priced."""
     import polars as pl
+
+    if x_axis is None:
+        speed = quality_frontier_chart(frame, "docs_per_min")
+        priced = frame["cost_per_1k_docs"].drop_nulls().len() > 0
+        return alt.hconcat(speed, quality_frontier_chart(frame, "cost_per_1k_docs")) if priced else speed
 
     cost = x_axis == "cost_per_1k_docs"
     frame = frame.filter(pl.col("strict_f1").is_not_null() & pl.col(x_axis).is_not_null())
