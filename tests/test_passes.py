@@ -111,6 +111,15 @@ def test_settings_refuse_passes_without_other_demos_to_show(settings: Extraction
         BatchExtractor(settings, demos=demos_for(settings))  # the module does not draw pass 2's demos itself
 
 
+def test_the_batch_api_refuses_passes_instead_of_running_one(settings: ExtractionSettings) -> None:
+    """A batch API line is one call: passes would be silently dropped, so the settings say so."""
+    from toolkit.jobs import RunSettings
+
+    with pytest.raises(ValueError, match="one pass per batch"):
+        RunSettings(mode="batch-api", extraction=settings)
+    assert RunSettings(mode="batch-api", extraction=replace(settings, passes=1)).mode == "batch-api"
+
+
 # ------------------------------------------------------------------------------------ the merge
 def test_a_second_pass_adds_grounded_mentions_new_to_each_document(settings: ExtractionSettings) -> None:
     lm = DummyLM([_records(("d1", ["Cystic fibrosis"]), ("d2", ["Huntington disease"]), ("d3", ["Asthma"])),

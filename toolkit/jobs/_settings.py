@@ -54,6 +54,8 @@ class RunSettings:
             raise ValueError(f"unknown runner {self.runner!r}: local or ray")
         if self.mode == "batch-api" and self.runner != "local":
             raise ValueError("--mode batch-api runs on the local runner: the provider does the work")
+        if self.mode == "batch-api" and self.extraction.passes > 1:
+            raise ValueError("--mode batch-api sends one pass per batch: run --passes N with --mode sync")
         for name in ("rpm", "tpm", "workers"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
