@@ -110,14 +110,16 @@ def test_a_bootstrapped_demo_shows_the_validated_answer_only() -> None:
     assert [[e.text for e in r.entities] for r in outputs.results] == [["Asthma"]]
 
 
-def test_optimize_refuses_a_held_out_split_and_shared_documents(tmp_path: Path, ncbi_devel: Path,
+def test_optimize_refuses_a_held_out_split_and_scores_on_other_documents(tmp_path: Path, ncbi_devel: Path,
                                                                 ncbi_train: Path) -> None:
     test_split = tmp_path / "test.pubtator"
     test_split.write_text(ncbi_devel.read_text())
     with pytest.raises(ValueError, match="held-out test split"):
         optimize(str(ncbi_train), str(test_split), lm=FAST, out=tmp_path / "p.json")
-    with pytest.raises(ValueError, match="both --gold and --dev"):
-        optimize(str(ncbi_devel), str(ncbi_devel), lm=FAST, out=tmp_path / "p.json", limit=4, dev_limit=4)
+    report = optimize(str(ncbi_train), str(ncbi_train), lm=FAST, out=tmp_path / "p.json", limit=4, dev_limit=3,
+                      candidates=1)  # one split for both: the candidates are scored on its next documents
+    first = [e.documents[0].id for e in examples(str(ncbi_train), 7)]
+    assert set(report["demo_ids"]) <= set(first[:4]) and report["dev_documents"] == 3
 
 
 def test_optimize_compiles_and_the_program_runs_on_every_command(tmp_path: Path, ncbi_devel: Path,

@@ -192,7 +192,8 @@ def _add_optimize(sub: Any) -> None:
                                          "strict F1 on training documents; --program applies the result")
     op.add_argument("--gold", required=True, help="annotated training documents (file or name), e.g. "
                                                   "ncbi-disease-train; never the held-out test split")
-    op.add_argument("--dev", required=True, help="annotated development documents that score the candidates")
+    op.add_argument("--dev", required=True, help="annotated documents that score the candidates, none of --gold's "
+                                                 "(the training split again: its next documents)")
     op.add_argument("--lm", default="local")
     op.add_argument("--api-base", help="base URL of an OpenAI-compatible server (with --lm openai/NAME)")
     op.add_argument("--optimizer", choices=("bootstrap",), default="bootstrap",

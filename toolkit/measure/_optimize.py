@@ -16,7 +16,7 @@ split: ``test`` files are refused.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +60,11 @@ def strict_f1(example: dspy.Example, prediction: dspy.Prediction, trace: Any = N
     return score(gold, found, types, gold_map=None).f1
 
 
-def examples(source: str, limit: int | None, types: Sequence[str] | None = None) -> list[dspy.Example]:
-    """The first ``limit`` annotated documents of ``source`` as examples (gold types mapped)."""
-    pairs = list(iter_gold(source))[: limit or None]
+def examples(source: str, limit: int | None, types: Sequence[str] | None = None,
+             skip: Collection[str] = ()) -> list[dspy.Example]:
+    """The first ``limit`` annotated documents of ``source`` not in ``skip`` as examples (gold
+    types mapped)."""
+    pairs = [p for p in iter_gold(source) if p[0].id not in skip][: limit or None]
     if not pairs:
         raise ValueError(f"{source}: no annotated documents")
     mapping, scored = gold_mapping(e.type for _, gold in pairs for e in gold)
@@ -95,7 +97,8 @@ def optimize(gold: str, dev: str, lm: str = "local", out: str | Path = "program.
              shots: int = 2, limit: int | None = 24, dev_limit: int | None = 16, candidates: int = 4,
              types: Sequence[str] | None = None, api_base: str | None = None) -> dict[str, Any]:
     """Compile the extractor on the first ``limit`` documents of ``gold`` (training split) with
-    ``optimizer``, scoring candidates on the first ``dev_limit`` documents of ``dev``; save the
+    ``optimizer``, scoring candidates on the first ``dev_limit`` documents of ``dev`` that are not
+    among them (``dev`` may be the training split too: its next documents); save the
     best program to ``out``. Returns what was done: the program's path, the development score of
     the compiled program and of the uncompiled one (the same settings, its usual demos), the
     demos' document ids, seconds."""
@@ -104,11 +107,8 @@ def optimize(gold: str, dev: str, lm: str = "local", out: str | Path = "program.
     if held := [s for s in (gold, dev) if _held_out(s)]:
         raise ValueError(f"{held[0]} is a held-out test split: compile on the training split and score on the "
                          "development set only")
-    train_set, dev_set = examples(gold, limit, types), examples(dev, dev_limit, types)
-    shared = {e.documents[0].id for e in train_set} & {e.documents[0].id for e in dev_set}
-    if shared:
-        raise ValueError(f"{len(shared)} documents are in both --gold and --dev ({', '.join(sorted(shared)[:5])}): "
-                         "compile and score on different documents")
+    train_set = examples(gold, limit, types)
+    dev_set = examples(dev, dev_limit, types, skip={e.documents[0].id for e in train_set})
     settings = ExtractionSettings(entity_types=tuple(train_set[0].entity_types), relationships=False)
     started = time.monotonic()
     resolved = resolve_lm(lm, prompt_cache=True, api_base=api_base)
