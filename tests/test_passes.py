@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import dspy
+import polars as pl
 import pytest
 from dspy.utils.dummies import DummyLM
 
@@ -163,11 +164,13 @@ class PromptEngine:
 
     def __init__(self) -> None:
         self.prompts = 0
+        self.allowances: list[int] = []
 
     def complete_many(self, prompts: list, until: object = None) -> list[Generated]:
         self.prompts += len(prompts)
         out = []
-        for messages, schema, _ in prompts:
+        for messages, schema, allowance in prompts:
+            self.allowances.append(allowance)
             doc_id = schema["properties"]["results"]["items"]["properties"]["id"]["enum"][0]
             text = json.loads(messages[-1]["content"].split("[[ ## documents ## ]]")[1].split("[[ ##")[0])[0]["text"]
             demos = re.findall(r'"id": "t(\d+)"', "".join(m["content"] for m in messages))
@@ -190,8 +193,13 @@ def test_in_the_parallel_layout_each_answer_after_two_passes_equals_its_answer_a
     extractor = extractor_for(replace(settings, demo_choice=choice), "parallel")
     with dspy.context(lm=PromptLM(engine)):
         together = _named(extractor(DOCS).validated)
+        for _ in range(10):  # the run learns that replies are short: the first pass's allowance shrinks
+            extractor.sizer.observe(1, 20, truncated=False)
         alone = {d.id: _named(extractor([d]).validated)[d.id] for d in DOCS}
     assert together == alone and engine.prompts == 4 * len(DOCS)
+    later = engine.allowances[len(DOCS):2 * len(DOCS)] + engine.allowances[2 * len(DOCS) + 1::2]
+    assert later == [settings.max_tokens(1)] * 2 * len(DOCS)  # a later pass: the ceiling, whatever was learned
+    assert engine.allowances[2 * len(DOCS)] < settings.max_tokens(1)
     assert any(p == 2 for found in together.values() for _, p in found)  # the second pass added mentions
 
 
@@ -204,7 +212,7 @@ def test_eval_refuses_a_later_pass_demo_among_the_evaluated_documents(settings: 
                  passes=2)
 
 
-def test_eval_shows_what_each_pass_added(ncbi_devel: Path, ncbi_train: Path,
+def test_eval_shows_what_each_pass_added(ncbi_devel: Path, ncbi_train: Path, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", "--gold", str(ncbi_devel), "--lm", "emulated:hosted-api", "--limit", "8", "--max-docs", "4",
                  "--demos", "ncbi-disease-train", "--demo-choice", "coverage", "--passes", "2", "--json"]) == 0
@@ -214,5 +222,7 @@ def test_eval_shows_what_each_pass_added(ncbi_devel: Path, ncbi_train: Path,
         assert len(row["strict_f1_by_pass"]) == 2 and row["strict_f1_by_pass"][-1] == pytest.approx(row["strict_f1"])
         assert row["pass_calls"] > 0 and row["lost"] == 0
     assert main(["eval", "--gold", str(ncbi_devel), "--lm", "emulated:hosted-api", "--limit", "8", "--max-docs", "4",
-                 "--demos", "ncbi-disease-train", "--passes", "2"]) == 0
+                 "--demos", "ncbi-disease-train", "--passes", "2", "--out", str(tmp_path / "out")]) == 0
     assert "strict_f1_by_pass" in capsys.readouterr().out
+    table = pl.read_csv(tmp_path / "out" / "configs.csv")  # the F1 after each pass, a column each
+    assert table["strict_f1_pass_2"].to_list() == pytest.approx(table["strict_f1"].to_list())

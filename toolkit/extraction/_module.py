@@ -65,12 +65,15 @@ class _BatchCalls:
 
     def later_pass(self, predictor: dspy.Predict, pass_no: int) -> _BatchCalls | None:
         """The calls of a further pass on the documents this one answered (None if none): the
-        same layout and per-call allowance, the pass's own predictor (its own worked examples)."""
+        same layout, the pass's own predictor (its own worked examples), and the settings' ceiling
+        allowance, not the learned one: a later pass's reply cut off is not asked again (its
+        document keeps its answer), so its allowance must not depend on what the run has seen, or a
+        document's answer would differ alone and in a batch."""
         answered = [d for d in self.documents if d.id in self.validated.entities]
         if not answered:
             return None
-        calls_tokens = self.max_tokens if self.extractor.layout == "parallel" else None
-        return _BatchCalls(self.extractor, answered, None, predictor, call_tokens=calls_tokens, pass_no=pass_no)
+        n = 1 if self.extractor.layout == "parallel" else len(answered)
+        return _BatchCalls(self.extractor, answered, None, predictor, self.extractor.settings.max_tokens(n), pass_no)
 
     def add_pass(self, later: _BatchCalls, pass_no: int) -> None:
         """Merge a further pass's answers: each document keeps what it has and gains the grounded

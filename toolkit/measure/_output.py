@@ -39,11 +39,14 @@ def write_results(result: EvalResult | BenchResult, out: str | Path) -> list[Pat
 
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
     """A configuration as a table row: an interval ``x_ci`` as two columns ``x_ci_low``, ``x_ci_high``;
-    the rate limits it paced by as ``rate_limits_rpm``, ``_tpm``, ``_window``, ``_source``."""
+    the rate limits it paced by as ``rate_limits_rpm``, ``_tpm``, ``_window``, ``_source``; the F1
+    after each pass (``strict_f1_by_pass``) as ``strict_f1_pass_1``, ``_2``, ..."""
     out: dict[str, Any] = {}
     for key, value in row.items():
         if key.endswith("_ci"):
             out[f"{key}_low"], out[f"{key}_high"] = value or (None, None)
+        elif key == "strict_f1_by_pass":
+            out.update({f"strict_f1_pass_{i}": f1 for i, f1 in enumerate(value or [], start=1)})
         elif key == "rate_limits":
             out.update({f"{key}_{k}": (value or {}).get(k) for k in ("rpm", "tpm", "window", "source")})
         else:
