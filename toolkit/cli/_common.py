@@ -55,7 +55,7 @@ def extraction_settings(args: argparse.Namespace) -> ExtractionSettings:
 def prompt_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The worked examples and passes the arguments ask for (:func:`add_prompt_args`)."""
     return {"demos": args.demos, "shots": args.shots, "demo_choice": args.demo_choice, "passes": args.passes,
-            "program": args.program}
+            "program": args.program, "abbreviations": args.abbreviations}
 
 
 def add_extraction_args(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +89,9 @@ def add_prompt_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--passes", type=int, default=1,
                         help="extraction passes per batch: each further pass is a fresh extraction showing the "
                              "next --shots documents of --demos, merged per document (default 1)")
+    parser.add_argument("--abbreviations", action="store_true",
+                        help="add the other form of each abbreviation a document defines, 'long form (SF)', "
+                             "when the model reported one of them (Schwartz & Hearst's rule)")
     parser.add_argument("--program", metavar="JSON",
                         help="a program compiled by `optimize`: its worked examples (and instructions) replace "
                              "--demos for settings of the same entity types and passes")

@@ -44,6 +44,7 @@ class Counts:
     loops_ended: int = 0  # one-document answers ended at a greedy loop (the parallel layout's guard)
     pass_calls: int = 0  # LM calls of the passes after the first (ExtractionSettings.passes)
     pass_entities: int = 0  # entities those passes added (new to their document), of ``entities``
+    abbreviations: int = 0  # entities added as the other form of an abbreviation their document defines
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(*(getattr(self, name) + getattr(other, name) for name in FIELDS))

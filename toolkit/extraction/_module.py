@@ -156,6 +156,8 @@ class _BatchCalls:
         self.pending.clear()
 
     def result(self) -> dspy.Prediction:
+        if self.extractor.settings.abbreviations:
+            self.validated.add_abbreviations(self.documents)
         self.validated.settle(self.documents)
         usage = tuple(self.usage) if self.usage else (None, None, None)
         return dspy.Prediction(validated=self.validated, usage=usage, cut=self.cut, documents_asked=self.asked)

@@ -32,6 +32,7 @@ class ExtractionSettings:
     shots: int = 2  # documents drawn from ``demos`` (per pass)
     demo_choice: DemoChoice = "random"  # how they are drawn: random | coverage (see toolkit.extraction._demos)
     passes: int = 1  # extraction passes per batch: each further one shows other demos, merged (see BatchExtractor)
+    abbreviations: bool = False  # add the other form of abbreviations the document defines (see _abbreviations)
     program: str | None = None  # a compiled program (python -m toolkit optimize): its demos replace these
     layout: Layout = "auto"  # packed | parallel | auto: the backend's default (Capabilities.layout)
 

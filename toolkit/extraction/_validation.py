@@ -20,6 +20,7 @@ from toolkit.core import (
     Relationship,
     normalise,
 )
+from toolkit.extraction._abbreviations import expand
 from toolkit.extraction._adapter import RawReply
 from toolkit.extraction._prompt import DocumentOut, EntityOut, RelationshipOut
 from toolkit.extraction._settings import ExtractionSettings
@@ -67,6 +68,15 @@ class ValidatedBatch:
         self.dropped.update(other.dropped)
         self.unknown.extend(other.unknown)
         self.counts = self.counts + other.counts
+
+    def add_abbreviations(self, documents: Sequence[Document]) -> None:
+        """Each answered document's mentions with the other form of the abbreviations it defines
+        (:func:`toolkit.extraction._abbreviations.expand`), counted."""
+        for document in documents:
+            if document.id in self.entities:
+                added = expand(document, self.entities[document.id])
+                self.entities[document.id].extend(added)
+                self.counts.abbreviations += len(added)
 
     def records(self, documents: Sequence[Document]) -> list[DocumentOut]:
         """The answer as kept, one record per answered document of ``documents``, in their order."""

@@ -22,11 +22,12 @@ from toolkit.measure._evaluation import PRF, score
 from toolkit.measure._optimize import optimize
 from toolkit.measure._output import write_results
 from toolkit.measure._results import BenchResult, ConfigFigures, EvalResult, read_result
+from toolkit.measure._runs import priced
 
 __all__ = [
     "BENCH_PLAN", "PRF", "BenchResult", "ConfigFigures", "EvalResult", "read_result", "batch_fill_chart", "bench",
     "bench_chart", "bench_table", "calibrate", "chaos_timeline_chart", "docs_per_batch_chart", "eval_chart",
-    "eval_note", "eval_table", "evaluate", "optimize", "png", "position_chart", "profile_from_results",
+    "eval_note", "eval_table", "evaluate", "optimize", "png", "priced", "position_chart", "profile_from_results",
     "quality_curves_chart", "quality_frontier_chart",
     "runs_chart", "score", "speedup_curve_chart", "use_offline_renderer", "write_results",
 ]

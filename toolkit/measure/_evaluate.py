@@ -204,8 +204,9 @@ PASS_COLUMNS = ("pass_calls", "pass_entities", "strict_f1_by_pass")  # shown whe
 def eval_table(result: EvalResult) -> list[dict[str, Any]]:
     """An eval result's configurations as the CLI prints them and ``03_measure`` shows them: precision and
     recall beside F1, point figures beside their intervals; with several passes, what they added."""
-    passes = (result.settings or {}).get("passes", 1) > 1
-    columns = EVAL_COLUMNS + PASS_COLUMNS if passes else EVAL_COLUMNS
+    settings = result.settings or {}
+    columns = EVAL_COLUMNS + (PASS_COLUMNS if settings.get("passes", 1) > 1 else ()) \
+        + (("abbreviations",) if settings.get("abbreviations") else ())
     return [{k: row.get(k) for k in columns} for row in result.rows()]
 
 

@@ -121,8 +121,7 @@ def quality_frontier(folder: str | Path | None = None, price: str | None = None)
     import polars as pl
 
     from toolkit.core import resolve_prices
-    from toolkit.measure import EvalResult
-    from toolkit.measure._runs import priced
+    from toolkit.measure import EvalResult, priced
 
     prices = resolve_prices(None, price) if price else None
     rows = [{**_frontier_row(run, result, config.to_json()),
@@ -141,13 +140,15 @@ def _frontier_row(run: str, result: EvalResult, row: Mapping[str, Any]) -> dict[
     demos = (f"program {Path(settings['program']).name}" if settings.get("program")
              else f"{settings['shots']} {'coverage ' if choice == 'coverage' else ''}shots of {settings['demos']}"
              if settings.get("demos") else "built-in example")
-    setting = f"{row['max_docs']} per call, {layout}, {demos}" + (f", {passes} passes" if passes > 1 else "")
+    setting = f"{row['max_docs']} per call, {layout}, {demos}" + (f", {passes} passes" if passes > 1 else "") \
+        + (", abbreviations" if settings.get("abbreviations") else "")
     command = (f"python -m toolkit eval --gold {result.gold} --lm {result.lm} --limit {result.documents} "
                f"--max-docs {row['max_docs']} --layout {layout}"
                + (f" --demos {settings['demos']} --shots {settings['shots']}" if settings.get("demos") else "")
                + (" --demo-choice coverage" if choice == "coverage" else "")
                + (f" --passes {passes}" if passes > 1 else "")
-               + (f" --program {settings['program']}" if settings.get("program") else ""))
+               + (f" --program {settings['program']}" if settings.get("program") else "")
+               + (" --abbreviations" if settings.get("abbreviations") else ""))
     ci = row.get("strict_f1_ci") or (None, None)
     seconds = row.get("seconds") or 0
     return {"run": run, "setting": setting, "max_docs": row["max_docs"], "documents": result.documents,
